@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Each builds .venv from the pinned lock when it is missing or older than the lock.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo-output
+
+.PHONY: venv demo test lint lock clean bench
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dc2 demo --workdir $(DEMO_DIR)
+
+test: $(STAMP)
+	$(BIN)/ruff check dc2tasks tests benchmarks
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check dc2tasks tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/object_pipeline.py
+
+# Rebuild the lock from requirements/requirements.in in a scratch venv.
+lock:
+	rm -rf /tmp/dc2-lock-venv
+	$(PYTHON) -m venv /tmp/dc2-lock-venv
+	/tmp/dc2-lock-venv/bin/pip install --quiet -r requirements/requirements.in
+	/tmp/dc2-lock-venv/bin/pip freeze --exclude-editable > requirements/lock.txt
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR)
