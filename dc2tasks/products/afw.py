@@ -1,0 +1,282 @@
+"""afw tables (SourceCatalog FITS files) read and written without the LSST stack.
+
+Layout, as lsst.afw.table writes it: HDU 1 holds the records. Boolean Flag fields are packed into
+one bit column `flags` (TFORM `NX`, header `FLAGCOL`), bit k named by `TFLAG{k+1}`. Aliases are
+`ALIAS = 'alias:target'` cards. Angles are radians, ids 64-bit. Later HDUs hold footprints and other
+persisted objects (an archive); a catalog reader ignores them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dc2tasks.products import fits
+from dc2tasks.products.errors import InputError
+
+# FITS binary table codes -> big-endian numpy types
+_TFORM_TYPES = {
+    "L": "?",  # logical (afw writes Flag fields as bits, but `L` is legal FITS)
+    "B": "u1",
+    "I": ">i2",
+    "J": ">i4",
+    "K": ">i8",
+    "E": ">f4",
+    "D": ">f8",
+    "A": "S",
+}
+_TFORM_RE = re.compile(r"^\s*(\d*)([LXBIJKAEDCMPQ])")
+
+
+@dataclass
+class AfwTable:
+    """Columns of one afw catalog, native-endian; flags unpacked into bool columns."""
+
+    path: Path
+    columns: dict[str, np.ndarray]
+    aliases: dict[str, str] = field(default_factory=dict)
+    flag_names: list[str] = field(default_factory=list)
+    version: int = 0
+    header: fits.Header | None = None
+
+    def __len__(self) -> int:
+        return self.nrows
+
+    @property
+    def nrows(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def resolve(self, name: str) -> str:
+        """Follow aliases (e.g. `slot_Centroid_x` -> `base_SdssCentroid_x`), as afw does by prefix."""
+        seen = set()
+        while name not in self.columns and name not in seen:
+            seen.add(name)
+            for alias, target in self.aliases.items():
+                if name == alias or name.startswith(alias + "_"):
+                    name = target + name[len(alias) :]
+                    break
+            else:
+                break
+        return name
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        key = self.resolve(name)
+        try:
+            return self.columns[key]
+        except KeyError:
+            raise InputError(f"{self.path}: no column {name!r}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return self.resolve(name) in self.columns
+
+
+def _column_layout(header: fits.Header, path: Path) -> list[tuple[str, str, int, int]]:
+    """(name, code, repeat, byte offset) of each field of a row."""
+    layout = []
+    offset = 0
+    nfields = int(header.get("TFIELDS", 0) or 0)
+    for i in range(1, nfields + 1):
+        name = header.get(f"TTYPE{i}")
+        tform = header.get(f"TFORM{i}")
+        if not isinstance(tform, str):
+            raise InputError(f"{path}: table column {i} has no TFORM")
+        m = _TFORM_RE.match(tform)
+        if not m:
+            raise InputError(f"{path}: column {name!r} has an unsupported TFORM {tform!r}")
+        repeat = int(m.group(1) or 1)
+        code = m.group(2)
+        if code == "X":
+            width = (repeat + 7) // 8
+        elif code in ("P", "Q"):
+            width = 8 if code == "P" else 16
+        elif code in ("C", "M"):
+            width = repeat * (8 if code == "C" else 16)
+        else:
+            width = repeat * np.dtype(_TFORM_TYPES[code] if code != "A" else "S1").itemsize
+        layout.append((str(name), code, repeat, offset))
+        offset += width
+    naxis1 = int(header.get("NAXIS1", 0) or 0)
+    if offset != naxis1:
+        raise InputError(f"{path}: columns add up to {offset} bytes a row but NAXIS1 says {naxis1}")
+    return layout
+
+
+def read_table(
+    path: str | os.PathLike,
+    columns: Iterable[str] | None = None,
+) -> AfwTable:
+    """Read the record HDU of an afw catalog.
+
+    `columns`, when given, limits which fields are converted (flags included by name); the file is
+    still read whole, since rows are stored contiguously.
+    """
+    path = Path(path)
+    hdus = fits.scan(path, max_hdus=2)
+    if len(hdus) < 2:
+        raise InputError(f"{path}: not an afw table file (no binary table in HDU 1)")
+    return read_table_from_hdu(path, hdus[1], columns)
+
+
+def read_table_from_hdu(path: Path, hdu: fits.Hdu, columns: Iterable[str] | None = None) -> AfwTable:
+    """Read any afw table HDU (a catalog's records, or an archive catalog)."""
+    header = hdu.header
+    if header.get("XTENSION") != "BINTABLE":
+        raise InputError(f"{path}: HDU 1 is {header.get('XTENSION')!r}, not a binary table")
+    nrows = int(header.get("NAXIS2", 0) or 0)
+    rowbytes = int(header.get("NAXIS1", 0) or 0)
+    layout = _column_layout(header, path)
+    wanted = set(columns) if columns is not None else None
+
+    raw = fits.read_data(path, hdu) if nrows else b""
+    rows = np.frombuffer(raw, dtype=np.uint8, count=nrows * rowbytes).reshape(nrows, rowbytes)
+
+    out: dict[str, np.ndarray] = {}
+    flag_names: list[str] = []
+    flagcol = header.get("FLAGCOL")
+    for idx, (name, code, repeat, offset) in enumerate(layout, start=1):
+        if code == "X":
+            names = [str(header.get(f"TFLAG{k + 1}", f"{name}_{k}")) for k in range(repeat)]
+            if flagcol is not None and idx != flagcol and name != "flags":
+                names = [f"{name}_{k}" for k in range(repeat)]
+            nbytes = (repeat + 7) // 8
+            packed = rows[:, offset : offset + nbytes]
+            keep = [k for k, n in enumerate(names) if wanted is None or n in wanted]
+            if keep:
+                bits = np.unpackbits(packed, axis=1, bitorder="big")[:, :repeat]
+                bits_t = np.ascontiguousarray(bits.T).view(bool)
+                for k in keep:
+                    out[names[k]] = bits_t[k]
+            flag_names.extend(names)
+            continue
+        if wanted is not None and name not in wanted:
+            continue
+        if code in ("P", "Q", "C", "M"):
+            continue  # variable-length and complex fields are not used by DC2 catalogs
+        if code == "A":
+            dt = np.dtype(f"S{repeat}")
+            col = _strided(rows, offset, dt, nrows, rowbytes)
+            out[name] = np.char.rstrip(col.astype(dt)).astype(str)
+            continue
+        dt = np.dtype(_TFORM_TYPES[code])
+        if repeat == 1:
+            out[name] = _strided(rows, offset, dt, nrows, rowbytes).astype(dt.newbyteorder("="))
+        else:
+            sub = np.dtype((dt, (repeat,)))
+            out[name] = _strided(rows, offset, sub, nrows, rowbytes).astype(
+                np.dtype((dt.newbyteorder("="), (repeat,)))
+            )
+    aliases = {}
+    for card in header.all("ALIAS"):
+        if isinstance(card, str) and ":" in card:
+            alias, target = card.split(":", 1)
+            aliases[alias] = target
+    version = int(header.get("AFW_TABLE_VERSION", 0) or 0)
+    return AfwTable(path, out, aliases, flag_names, version, header)
+
+
+def _strided(rows: np.ndarray, offset: int, dtype: np.dtype, nrows: int, rowbytes: int) -> np.ndarray:
+    if nrows == 0:
+        return np.empty(0, dtype=dtype)
+    return np.ndarray(shape=(nrows,), dtype=dtype, buffer=rows.data, offset=offset, strides=(rowbytes,))
+
+
+def read_header(path: str | os.PathLike, hdu_index: int = 1) -> fits.Header:
+    hdus = fits.scan(path, max_hdus=hdu_index + 1)
+    if len(hdus) <= hdu_index:
+        raise InputError(f"{path}: has no HDU {hdu_index}")
+    return hdus[hdu_index].header
+
+
+def column_names(path: str | os.PathLike) -> list[str]:
+    """Field and flag names of an afw catalog, from its header alone."""
+    path = Path(path)
+    header = read_header(path)
+    names = []
+    for name, code, repeat, _ in _column_layout(header, path):
+        if code == "X":
+            names.extend(str(header.get(f"TFLAG{k + 1}", f"{name}_{k}")) for k in range(repeat))
+        else:
+            names.append(name)
+    return names
+
+
+def row_count(path: str | os.PathLike) -> int:
+    return int(read_header(path).get("NAXIS2", 0) or 0)
+
+
+# ---- writing (the sample repository generator uses this) -------------------------------------
+
+_NP_TO_TFORM = {"b1": "L", "u1": "B", "i2": "I", "i4": "J", "i8": "K", "f4": "E", "f8": "D"}
+
+
+def table_hdu_bytes(
+    columns: Mapping[str, np.ndarray],
+    flags: Mapping[str, np.ndarray] | None = None,
+    aliases: Mapping[str, str] | None = None,
+    extra_cards: list[tuple[str, object]] | None = None,
+    docs: Mapping[str, str] | None = None,
+) -> bytes:
+    """One afw-style BINTABLE HDU (header + data), flags packed first as afw does."""
+    flags = dict(flags or {})
+    nrows = len(next(iter(columns.values()))) if columns else len(next(iter(flags.values()), []))
+    fields: list[tuple[str, np.dtype, str]] = []
+    if flags:
+        fields.append(("flags", np.dtype((np.uint8, ((len(flags) + 7) // 8,))), f"{len(flags)}X"))
+    for name, arr in columns.items():
+        arr = np.asarray(arr)
+        if len(arr) != nrows:
+            raise ValueError(f"column {name!r} has {len(arr)} rows, expected {nrows}")
+        base = arr.dtype.base if arr.ndim > 1 else arr.dtype
+        repeat = int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1
+        if base.kind in "SU":
+            width = max(1, int(base.itemsize // (4 if base.kind == "U" else 1)))
+            fields.append((name, np.dtype(f"S{width}"), f"{width}A"))
+            continue
+        key = f"{base.kind}{base.itemsize}"
+        if key not in _NP_TO_TFORM:
+            raise ValueError(f"column {name!r}: dtype {base} has no FITS form")
+        big = base.newbyteorder(">") if base.itemsize > 1 else base
+        dt = np.dtype((big, (repeat,))) if repeat > 1 else big
+        fields.append((name, dt, f"{repeat}{_NP_TO_TFORM[key]}"))
+    rec = np.zeros(nrows, dtype=[(n, d) for n, d, _ in fields])
+    if flags:
+        bits = np.stack([np.asarray(v, dtype=bool) for v in flags.values()], axis=1)
+        rec["flags"] = np.packbits(bits, axis=1, bitorder="big")
+    for name, _, _ in fields:
+        if name == "flags" and flags:
+            continue
+        arr = np.asarray(columns[name])
+        rec[name] = arr.astype(rec.dtype[name].base) if arr.ndim == 1 else arr
+    cards: list[tuple] = [
+        ("XTENSION", "BINTABLE", "binary table extension"),
+        ("BITPIX", 8),
+        ("NAXIS", 2),
+        ("NAXIS1", rec.dtype.itemsize),
+        ("NAXIS2", nrows),
+        ("PCOUNT", 0),
+        ("GCOUNT", 1),
+        ("TFIELDS", len(fields)),
+    ]
+    for i, (name, _, tform) in enumerate(fields, start=1):
+        cards.append((f"TTYPE{i}", name))
+        cards.append((f"TFORM{i}", tform))
+        if docs and name in docs:
+            cards.append((f"TDOC{i}", docs[name][:60]))
+    if flags:
+        cards.append(("FLAGCOL", 1))
+        for k, name in enumerate(flags, start=1):
+            cards.append((f"TFLAG{k}", name))
+    for alias, target in (aliases or {}).items():
+        cards.append(("ALIAS", f"{alias}:{target}"))
+    cards.extend(extra_cards or [])
+    return fits.header_bytes(cards) + fits.pad_data(rec.tobytes())
+
+
+def primary_hdu_bytes(cards: list[tuple[str, object]] | None = None) -> bytes:
+    base: list[tuple] = [("SIMPLE", True), ("BITPIX", 16), ("NAXIS", 0), ("EXTEND", True)]
+    return fits.header_bytes(base + list(cards or []))
