@@ -280,3 +280,19 @@ def table_hdu_bytes(
 def primary_hdu_bytes(cards: list[tuple[str, object]] | None = None) -> bytes:
     base: list[tuple] = [("SIMPLE", True), ("BITPIX", 16), ("NAXIS", 0), ("EXTEND", True)]
     return fits.header_bytes(base + list(cards or []))
+
+
+def column_dtypes(path: str | os.PathLike) -> dict[str, np.dtype]:
+    """Native numpy dtype of every scalar field and flag of an afw catalog, from its header alone."""
+    path = Path(path)
+    header = read_header(path)
+    out: dict[str, np.dtype] = {}
+    for name, code, repeat, _ in _column_layout(header, path):
+        if code == "X":
+            for k in range(repeat):
+                out[str(header.get(f"TFLAG{k + 1}", f"{name}_{k}"))] = np.dtype(bool)
+        elif code == "A":
+            out[name] = np.dtype(object)
+        elif code in _TFORM_TYPES and repeat == 1:
+            out[name] = np.dtype(_TFORM_TYPES[code]).newbyteorder("=")
+    return out
