@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/dc2 demo --workdir $(DEMO_DIR)
 
 test: $(STAMP)
+	bash tests/cluster/system-deps.sh
 	$(BIN)/ruff check dc2tasks tests benchmarks
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

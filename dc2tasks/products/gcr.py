@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
@@ -87,10 +88,10 @@ def parquet_schema(files: list[Path]) -> dict[str, dict[str, object]]:
         pf = pq.ParquetFile(f)
         if pf.metadata.num_rows == 0:
             continue
-        frame = pf.read_row_group(0).slice(0, 1).to_pandas()
-        schema = {
-            c: {"dtype": frame[c].dtype.str if frame[c].dtype != object else "|O"} for c in frame.columns
-        }
+        schema = {}
+        for f in pf.schema_arrow:
+            dtype = np.dtype(f.type.to_pandas_dtype())
+            schema[f.name] = {"dtype": "|O" if dtype.kind == "O" else dtype.str}
         return _with_defaults(schema)
     return {}
 
