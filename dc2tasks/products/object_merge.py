@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import tables
 
-from dc2tasks.products import afw
+from dc2tasks.products import afw, hdf5
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.calib import Calibration, read_calibration
 from dc2tasks.products.errors import InputError
@@ -42,7 +42,7 @@ def object_file_name(tract: int, name: str = "object") -> str:
 @dataclass
 class PatchResult:
     patch: str
-    frame: pd.DataFrame | None
+    blocks: list[tuple[list[str], np.ndarray]] | None
     rows_in: int = 0
     rows: int = 0
     ncolumns: int = 0
@@ -61,6 +61,10 @@ class TractResult:
     def rows(self) -> int:
         return sum(p.rows for p in self.patches)
 
+    @property
+    def bytes_in(self) -> int:
+        return sum(p.bytes_in for p in self.patches)
+
 
 def default_value(name: str, dtype: np.dtype) -> object:
     """GCRCatalogs' value for a column a patch lacks: NaN, -1, False, '' (bad-pixel flags True)."""
@@ -74,57 +78,85 @@ def default_value(name: str, dtype: np.dtype) -> object:
     return ""
 
 
-def _band_columns(
-    forced: afw.AfwTable, calib: Calibration, gen: SchemaGeneration, mask: np.ndarray, band: str
-) -> dict[str, np.ndarray]:
-    out = {
-        f"{band}_{name}": col[mask] for name, col in forced.columns.items() if name != "id" and col.ndim == 1
-    }
-    psf, psf_err = forced[f"base_PsfFlux_{gen.flux}"][mask], forced[f"base_PsfFlux_{gen.flux_err}"][mask]
-    cm, cm_err = forced[f"modelfit_CModel_{gen.flux}"][mask], forced[f"modelfit_CModel_{gen.flux_err}"][mask]
+def _add_band(
+    frame: hdf5.FrameBuilder,
+    forced: afw.RawRecords,
+    rows: np.ndarray,
+    calib: Calibration,
+    gen: SchemaGeneration,
+    band: str,
+) -> None:
+    frame.add_records(forced, rows, prefix=f"{band}_", skip={"id"})
+    forced = forced.select(rows)
+    psf, psf_err = forced.column(f"base_PsfFlux_{gen.flux}"), forced.column(f"base_PsfFlux_{gen.flux_err}")
+    cm, cm_err = (
+        forced.column(f"modelfit_CModel_{gen.flux}"),
+        forced.column(f"modelfit_CModel_{gen.flux_err}"),
+    )
     mag, mag_err = calib.magnitude(psf, psf_err)
     cmag, cmag_err = calib.magnitude(cm, cm_err)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out[f"{band}_mag"], out[f"{band}_mag_err"] = mag, mag_err
-        out[f"{band}_SNR"] = np.abs(psf / psf_err).astype(np.float64)
-        out[f"{band}_modelfit_mag"], out[f"{band}_modelfit_mag_err"] = cmag, cmag_err
-        out[f"{band}_modelfit_SNR"] = np.abs(cm / cm_err).astype(np.float64)
-    return out
+        derived = {
+            "mag": mag,
+            "mag_err": mag_err,
+            "SNR": np.abs(psf / psf_err).astype(np.float64),
+            "modelfit_mag": cmag,
+            "modelfit_mag_err": cmag_err,
+            "modelfit_SNR": np.abs(cm / cm_err).astype(np.float64),
+        }
+    for name in DERIVED_PER_BAND:
+        frame.add(f"{band}_{name}", derived[name])
 
 
-def _filled_band(template: dict[str, np.dtype], band: str, n: int) -> dict[str, np.ndarray]:
-    out = {}
+def _add_filled_band(frame: hdf5.FrameBuilder, template: dict[str, np.dtype], band: str) -> None:
     for name, dtype in template.items():
-        if name == "id":
+        if name == "id" or np.dtype(dtype).kind == "O":
             continue
         full = f"{band}_{name}"
-        out[full] = np.full(n, default_value(full, dtype), dtype=dtype)
+        frame.add(full, np.full(frame.nrows, default_value(full, dtype), dtype=dtype))
     for name in DERIVED_PER_BAND:
-        out[f"{band}_{name}"] = np.full(n, np.nan)
-    return out
+        frame.add(f"{band}_{name}", np.full(frame.nrows, np.nan))
+
+
+def _check_aligned(forced: afw.RawRecords, ref: afw.RawRecords, ref_ids: np.ndarray) -> None:
+    if len(forced) != len(ref):
+        raise InputError(
+            f"{forced.path}: not row-aligned with its ref {ref.path}: {len(forced)} rows against {len(ref)}"
+        )
+    ids = forced.column("id")
+    if not np.array_equal(ids, ref_ids):
+        bad = int(np.flatnonzero(ids != ref_ids)[0])
+        raise InputError(
+            f"{forced.path}: not row-aligned with its ref {ref.path}: row {bad} has id "
+            f"{ids[bad]} where the ref has {ref_ids[bad]}"
+        )
 
 
 def merge_patch(
     repo: Gen2Repo, tract: int, patch: str, bands: list[str], template: dict[str, np.dtype] | None
 ) -> PatchResult:
-    """The merged, primary-only table of one patch (None when the patch has no primary object)."""
+    """The merged, primary-only column blocks of one patch (None when no object is primary)."""
     start = time.perf_counter()
     ref_path = repo.require("deepCoadd_ref", tract=tract, patch=patch)
-    ref = afw.read_table(ref_path)
-    bytes_in = ref_path.stat().st_size
-    if "detect_isPrimary" not in ref.columns:
+    ref = afw.RawRecords.open(ref_path)
+    names = {name for name, _, _ in ref.scalar_fields()}
+    flags = {n for group, _, _ in ref.flag_groups() for n in group}
+    if "detect_isPrimary" not in flags:
         raise InputError(f"{ref_path}: no detect_isPrimary flag: not a deepCoadd_ref catalog")
-    gen = detect_schema_generation(ref.columns)
-    mask = ref["detect_isPrimary"]
+    gen = detect_schema_generation(names | flags)
+    mask = ref.column("detect_isPrimary")
     n = int(mask.sum())
-    result = PatchResult(patch, None, rows_in=len(ref))
+    result = PatchResult(patch, None, rows_in=len(ref), bytes_in=ref_path.stat().st_size)
     if n == 0:
         log.warning(
             "tract %d patch %s: %s has %d rows, none primary; patch skipped", tract, patch, ref_path, len(ref)
         )
         result.seconds = time.perf_counter() - start
         return result
-    columns: dict[str, np.ndarray] = {k: v[mask] for k, v in ref.columns.items() if v.ndim == 1}
+    ref_ids = ref.column("id")
+    frame = hdf5.FrameBuilder(n)
+    rows = np.flatnonzero(mask)
+    frame.add_records(ref, rows)
     for band in bands:
         forced_path = repo.find("deepCoadd_forced_src", tract=tract, patch=patch, filter=band)
         if forced_path is None:
@@ -132,24 +164,14 @@ def merge_patch(
                 raise InputError(
                     f"tract {tract}: no deepCoadd_forced_src in any band to take the band columns from"
                 )
-            columns.update(_filled_band(template, band, n))
+            _add_filled_band(frame, template, band)
             result.bands_filled.append(band)
             continue
-        forced = afw.read_table(forced_path)
-        bytes_in += forced_path.stat().st_size
-        if len(forced) != len(ref):
-            raise InputError(
-                f"{forced_path}: not row-aligned with its ref {ref_path}: "
-                f"{len(forced)} rows against {len(ref)}"
-            )
-        if not np.array_equal(forced["id"], ref["id"]):
-            bad = int(np.flatnonzero(forced["id"] != ref["id"])[0])
-            raise InputError(
-                f"{forced_path}: not row-aligned with its ref {ref_path}: row {bad} has id "
-                f"{forced['id'][bad]} where the ref has {ref['id'][bad]}"
-            )
+        forced = afw.RawRecords.open(forced_path)
+        result.bytes_in += forced_path.stat().st_size
+        _check_aligned(forced, ref, ref_ids)
         calexp = repo.require("deepCoadd_calexp", tract=tract, patch=patch, filter=band)
-        columns.update(_band_columns(forced, read_calibration(calexp), gen, mask, band))
+        _add_band(frame, forced, rows, read_calibration(calexp), gen, band)
     if result.bands_filled:
         log.warning(
             "tract %d patch %s: no forced photometry in band(s) %s; their columns are NaN/-1/False "
@@ -158,9 +180,8 @@ def merge_patch(
             patch,
             ",".join(result.bands_filled),
         )
-    result.frame = pd.DataFrame(columns)
-    result.rows, result.ncolumns = result.frame.shape
-    result.bytes_in = bytes_in
+    result.blocks = frame.blocks()
+    result.rows, result.ncolumns = n, frame.ncolumns
     result.seconds = time.perf_counter() - start
     return result
 
@@ -212,12 +233,12 @@ def merge_tract(
     results: list[PatchResult] = []
     log.info("tract %d: merging %d patches, bands %s, %d job(s)", tract, len(patches), "".join(bands), jobs)
     with atomic_path(target) as tmp:
-        with pd.HDFStore(tmp, mode="w") as store:
+        with tables.open_file(str(tmp), mode="w") as h5:
             if jobs > 1:
                 with ProcessPoolExecutor(max_workers=jobs) as pool:
-                    _write_results(pool.map(_merge_patch_task, tasks), store, tract, results)
+                    _write_results(pool.map(_merge_patch_task, tasks), h5, tract, results)
             else:
-                _write_results(map(_merge_patch_task, tasks), store, tract, results)
+                _write_results(map(_merge_patch_task, tasks), h5, tract, results)
         if not any(r.rows for r in results):
             raise InputError(
                 f"tract {tract}: no primary object in any patch ({', '.join(patches)}); nothing written"
@@ -225,10 +246,10 @@ def merge_tract(
     return TractResult(tract, target, results)
 
 
-def _write_results(results, store: pd.HDFStore, tract: int, out: list[PatchResult]) -> None:
+def _write_results(results, h5: tables.File, tract: int, out: list[PatchResult]) -> None:
     for r in results:
-        if r.frame is not None:
-            store.put(patch_key(tract, r.patch), r.frame, format="fixed")
+        if r.blocks is not None:
+            hdf5.write_frame(h5, patch_key(tract, r.patch), r.blocks, r.rows)
             log.info(
                 "tract %d patch %s: %d primary of %d rows, %d columns (%.1f s)",
                 tract,
@@ -238,5 +259,5 @@ def _write_results(results, store: pd.HDFStore, tract: int, out: list[PatchResul
                 r.ncolumns,
                 r.seconds,
             )
-            r.frame = None  # written: free the rows
+            r.blocks = None  # written: free the rows
         out.append(r)
