@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from GCRCatalogs import dc2_object
 
 from dc2tasks.products import dpdd
 from dc2tasks.products.schema import SchemaGeneration
-
-dc2_object = pytest.importorskip("GCRCatalogs.dc2_object")
 
 
 def gcr_modifiers(version: int, bands: str = "ugrizy", pixel_scale: float = 0.2) -> dict:
