@@ -58,7 +58,8 @@ def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2) -> int:
     start = time.perf_counter()
     config = SampleConfig(seed=seed, patches=["0,0", "0,1", "1,0", "1,1"], objects_per_patch=2000)
     sample = make_sample_repo(repo_dir, config)
-    print(f"Sample repository: {sample.root} (rerun {sample.rerun}), made in {time.perf_counter() - start:.1f} s")
+    made = time.perf_counter() - start
+    print(f"Sample repository: {sample.root} (rerun {sample.rerun}), made in {made:.1f} s")
 
     repo = Gen2Repo.open(sample.root, sample.rerun)
     result = run_object_pipeline(repo, workdir / "products", run="demo", jobs=jobs)
@@ -74,8 +75,8 @@ def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2) -> int:
     n = len(data["objectId"])
     print(
         f"GCRCatalogs loads {n} objects from the trimmed HDF5 and {len(dpdd['objectId'])} from the DPDD "
-        f"Parquet; {int(np.sum(data['good']))} are 'good'; RA {data['ra'].min():.3f}..{data['ra'].max():.3f}, "
-        f"Dec {data['dec'].min():.3f}..{data['dec'].max():.3f} deg."
+        f"Parquet; {int(np.sum(data['good']))} are 'good'; "
+        f"RA {data['ra'].min():.3f}..{data['ra'].max():.3f}, Dec {data['dec'].min():.3f}..{data['dec'].max():.3f} deg."
     )
     print("Largest |mag - truth| per band: " + ", ".join(f"{b} {v:.2e}" for b, v in worst.items()))
     ok = n == len(dpdd["objectId"]) and all(v < 1e-9 for v in worst.values() if v == v)

@@ -53,7 +53,12 @@ def test_frame_builder_round_trips_through_pandas(tmp_path):
 
 def test_read_columns_of_a_pandas_file(tmp_path):
     df = pd.DataFrame(
-        {"x": np.arange(5.0), "n": np.arange(5), "f": [True, False, True, True, False], "y": np.ones(5, np.float32)}
+        {
+            "x": np.arange(5.0),
+            "n": np.arange(5),
+            "f": [True, False, True, True, False],
+            "y": np.ones(5, np.float32),
+        }
     )
     path = tmp_path / "p.h5"
     df.to_hdf(path, key="coadd_1_00", format="fixed", mode="w")
