@@ -76,7 +76,8 @@ def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2) -> int:
     print(
         f"GCRCatalogs loads {n} objects from the trimmed HDF5 and {len(dpdd['objectId'])} from the DPDD "
         f"Parquet; {int(np.sum(data['good']))} are 'good'; "
-        f"RA {data['ra'].min():.3f}..{data['ra'].max():.3f}, Dec {data['dec'].min():.3f}..{data['dec'].max():.3f} deg."
+        f"RA {data['ra'].min():.3f}..{data['ra'].max():.3f}, "
+        f"Dec {data['dec'].min():.3f}..{data['dec'].max():.3f} deg."
     )
     print("Largest |mag - truth| per band: " + ", ".join(f"{b} {v:.2e}" for b, v in worst.items()))
     ok = n == len(dpdd["objectId"]) and all(v < 1e-9 for v in worst.values() if v == v)
