@@ -77,10 +77,11 @@ def read_columns(path: str | os.PathLike, key: str, columns: Iterable[str]) -> p
             if not index:
                 continue
             transposed = bool(getattr(values._v_attrs, "transposed", False))
-            if transposed:
-                data = values.read()[:, index].T  # rare: pandas wrote a Fortran-ordered block
-            elif len(index) == len(items):
+            if len(index) == len(items):
                 data = values.read()
+                data = data.T if transposed else data
+            elif transposed:  # (rows x columns) on disk, as pandas writes it: select columns
+                data = (values[:, index] if len(index) > 1 else values[:, index[0] : index[0] + 1]).T
             else:
                 data = values[index, :] if len(index) > 1 else values[index[0] : index[0] + 1, :]
             for row, i in enumerate(index):
