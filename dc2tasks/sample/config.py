@@ -1,0 +1,159 @@
+"""What a sample repository looks like (SampleConfig) and what was made (SampleRepo).
+
+The defaults make a small repository in about a second; every option exists because some later
+test needs that kind of input (older field names, the photocalib era, a per-patch zero point that
+is not 27, a band or patch that the pipelines did not produce).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dc2tasks.products.repo import MAPPERS
+from dc2tasks.products.schema import SchemaGeneration, parse_generation
+
+BANDS = ("u", "g", "r", "i", "z", "y")
+_PATCH_RE = re.compile(r"^\d+,\d+$")
+
+
+def parse_patch(text: str) -> str:
+    text = text.strip().replace(" ", "")
+    if not _PATCH_RE.match(text):
+        raise ValueError(f"a patch is written 'x,y' (e.g. 0,1), not {text!r}")
+    x, y = (int(v) for v in text.split(","))
+    return f"{x},{y}"
+
+
+def patch_grid(nx: int, ny: int | None = None) -> tuple[str, ...]:
+    """Patches 0,0 .. nx-1,ny-1, in Gen2 order (x outer, y inner)."""
+    ny = nx if ny is None else ny
+    return tuple(f"{x},{y}" for x in range(nx) for y in range(ny))
+
+
+def parse_missing_band(text: str) -> tuple[str, str | None]:
+    """`g` (every patch) or `g@0,1` (one patch)."""
+    band, _, patch = text.partition("@")
+    band = band.strip()
+    if not band:
+        raise ValueError(f"a missing band is written 'b' or 'b@x,y', not {text!r}")
+    return band, parse_patch(patch) if patch else None
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Options of the sample repository; every combination of the defaults is small and fast.
+
+    `ref_width` and `forced_width` count columns as a reader sees them: every numeric field plus every
+    packed flag bit. `missing_bands` holds (band, patch) pairs, patch None meaning every patch: that
+    band's forced_src and coadd calexp are not written there. `missing_patches` get no ref at all
+    (and so no forced_src). `zp_jitter` (mag) moves each patch-band's zero point away from 27 by a
+    deterministic amount drawn uniformly in [-zp_jitter, +zp_jitter].
+    """
+
+    seed: int = 1
+    tracts: tuple[int, ...] = (4850,)
+    patches: tuple[str, ...] = patch_grid(2)
+    objects_per_patch: int = 500
+    bands: tuple[str, ...] = BANDS
+    ref_width: int = 740
+    forced_width: int = 280
+    schema: int = 3
+    camera: str = "obs_lsst"
+    calib_era: str = "calib"
+    zero_point: float = 27.0
+    zp_jitter: float = 0.0
+    pixel_scale: float = 0.2
+    rerun: str = "multiband"
+    missing_bands: tuple[tuple[str, str | None], ...] = ()
+    missing_patches: tuple[str, ...] = ()
+    truth: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tracts", tuple(int(t) for t in self.tracts))
+        object.__setattr__(self, "patches", tuple(parse_patch(p) for p in self.patches))
+        object.__setattr__(self, "missing_patches", tuple(parse_patch(p) for p in self.missing_patches))
+        object.__setattr__(
+            self,
+            "missing_bands",
+            tuple((b, parse_patch(p) if p else None) for b, p in self.missing_bands),
+        )
+        object.__setattr__(self, "schema", parse_generation(self.schema).version)
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.tracts:
+            raise ValueError("at least one tract is needed")
+        if not self.patches:
+            raise ValueError("at least one patch is needed")
+        if len(set(self.patches)) != len(self.patches):
+            raise ValueError(f"patches are listed twice: {list(self.patches)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, not {self.seed}")
+        if self.objects_per_patch < 1:
+            raise ValueError(f"objects_per_patch must be at least 1, not {self.objects_per_patch}")
+        distinct = len(set(self.bands)) == len(self.bands)
+        if not self.bands or any(b not in BANDS for b in self.bands) or not distinct:
+            raise ValueError(f"bands must be distinct letters of {''.join(BANDS)}, not {list(self.bands)}")
+        if self.camera not in MAPPERS:
+            raise ValueError(f"camera must be one of {sorted(MAPPERS)}, not {self.camera!r}")
+        if self.calib_era not in ("calib", "photocalib"):
+            raise ValueError(f"calib_era must be 'calib' or 'photocalib', not {self.calib_era!r}")
+        if not self.pixel_scale > 0:
+            raise ValueError(f"pixel_scale must be positive, not {self.pixel_scale}")
+        if self.zp_jitter < 0:
+            raise ValueError(f"zp_jitter must be >= 0, not {self.zp_jitter}")
+        if not self.rerun or "/" in self.rerun or self.rerun in ("coadd", ".", ".."):
+            raise ValueError(f"rerun must be a plain directory name other than 'coadd', not {self.rerun!r}")
+        for band, patch in self.missing_bands:
+            if band not in self.bands:
+                raise ValueError(f"missing band {band!r} is not one of the bands {list(self.bands)}")
+            if patch is not None and patch not in self.patches:
+                raise ValueError(f"missing band {band}@{patch}: patch {patch} is not generated")
+        for patch in self.missing_patches:
+            if patch not in self.patches:
+                raise ValueError(f"missing patch {patch} is not one of the patches {list(self.patches)}")
+
+    @property
+    def generation(self) -> SchemaGeneration:
+        return SchemaGeneration(self.schema)
+
+    def band_missing(self, band: str, patch: str) -> bool:
+        """Whether `missing_bands` removes this band (forced_src and calexp) from this patch."""
+        return any(b == band and (p is None or p == patch) for b, p in self.missing_bands)
+
+    def band_written(self, band: str, patch: str) -> bool:
+        """Whether this band's forced_src exists for this patch."""
+        return patch not in self.missing_patches and not self.band_missing(band, patch)
+
+
+@dataclass
+class SampleRepo:
+    """Where the sample repository is and what it holds; `Gen2Repo.open(root, rerun=rerun)` reads it."""
+
+    root: Path
+    rerun: str
+    camera: str
+    tracts: list[int]
+    patches: dict[int, list[str]]  # per tract: patches with a deepCoadd_ref
+    bands: list[str]
+    pixel_scale: float
+    schema: SchemaGeneration
+    calib_era: str
+    num_patches: dict[int, int]  # per tract: patches along each axis (7 at 0.2"/px, 8 at 0.185")
+    truth: dict[int, Path] = field(default_factory=dict)  # per tract
+    rows: int = 0  # ref rows over all patches (overlap objects counted in each patch)
+    bytes_written: int = 0
+    files: int = 0
+
+    @property
+    def rerun_path(self) -> Path:
+        return self.root / "rerun" / self.rerun
+
+    @property
+    def coadd_rerun_path(self) -> Path:
+        return self.root / "rerun" / "coadd"
+
+    def truth_path(self, tract: int) -> Path:
+        return self.truth[tract]
