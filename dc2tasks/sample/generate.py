@@ -70,7 +70,7 @@ def _prepare(root: Path, overwrite: bool) -> None:
     if not any(root.iterdir()):
         return
     if not overwrite:
-        raise NotEmptyError(f"{root}: the directory is not empty; choose an empty one or ask to overwrite")
+        raise NotEmptyError(f"{root}: the directory is not empty")
     if (root / layout.MARKER).is_file():
         for sub in ("rerun", "truth"):
             shutil.rmtree(root / sub, ignore_errors=True)

@@ -46,7 +46,7 @@ def truth_batch(objs: Objects, ctx: PatchContext, written: dict[str, bool]) -> p
         "extendedness": objs.extendedness,
     }
     for k, b in enumerate(ctx.bands):
-        nan = ~written[b]
+        nan = not written[b]
         f0 = np.nan if nan else ctx.conditions[b].fluxmag0
 
         def band(values: np.ndarray, nan: bool = nan) -> np.ndarray:

@@ -1,0 +1,223 @@
+"""`dc2 sample-repo`: write a sample Gen2 repository from the command line.
+
+Registered by dc2tasks.cli through `add_parser(subparsers)`; `run(args)` does the work, so the
+command can also be wired into another parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from dc2tasks.sample.config import BANDS, SampleConfig, parse_missing_band, parse_patch, patch_grid
+from dc2tasks.sample.generate import NotEmptyError, make_sample_repo
+
+DESCRIPTION = """\
+Write a deterministic sample Gen2 butler repository: the test bed for the product steps.
+
+Layout (obs_lsst templates; obs_lsstSim with --camera):
+  PATH/_mapper                          the mapper class (root repository)
+  PATH/rerun/coadd/                     deepCoadd_calexp per tract, patch, band (with calibration)
+  PATH/rerun/RERUN/                     deepCoadd_ref per patch, deepCoadd_forced_src per patch and band;
+                                        its repositoryCfg.yaml names rerun/coadd as parent
+  PATH/truth/object_truth_tract_T.parquet  what was put in: nJy fluxes, F0, PSF moments per band
+
+Catalogs are real afw FITS tables (packed flags, TFLAG names, slot ALIAS cards), as wide as real
+DC2 tables by default. Positions follow the LSST rings sky map (120 rings, TAN tracts, 4000-pixel
+patches with 100-pixel borders); objects in patch overlaps are in both patches with the same id and
+are primary in one. The same options always give byte-identical files.
+"""
+
+EXAMPLES = """\
+examples:
+  dc2 sample-repo /tmp/sample
+  dc2 sample-repo /tmp/sample --patch-grid 3 --objects-per-patch 5000 --schema v1 --calib-era calib
+  dc2 sample-repo /tmp/sample --tracts 4850 --patches 0,0 0,1 --missing-band g@0,1 --missing-patch 1,1
+  dc2 sample-repo /tmp/sample --calib-era photocalib --zp-jitter 0.1 --overwrite
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _arg(parse):
+    """Turn a parser's ValueError into argparse's own error message."""
+
+    def wrapped(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    wrapped.__name__ = parse.__name__
+    return wrapped
+
+
+def _grid(text: str) -> tuple[str, ...]:
+    nx, _, ny = text.lower().partition("x")
+    if not nx.isdigit() or (ny and not ny.isdigit()) or int(nx) < 1 or (ny and int(ny) < 1):
+        raise ValueError(f"a patch grid is N or NxM (e.g. 3 or 2x4), not {text!r}")
+    return patch_grid(int(nx), int(ny) if ny else None)
+
+
+def _bands(text: str) -> tuple[str, ...]:
+    bands = tuple(text)
+    if not bands or any(b not in BANDS for b in bands) or len(set(bands)) != len(bands):
+        raise ValueError(f"bands are distinct letters of {''.join(BANDS)}, not {text!r}")
+    return bands
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    d = SampleConfig()
+    p = subparsers.add_parser(
+        "sample-repo",
+        help="write a deterministic sample Gen2 repository (coadd catalogs, exposures, truth)",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=_Formatter,
+    )
+    p.add_argument("path", metavar="PATH", help="directory to create (must be empty unless --overwrite)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed and options, same bytes")
+    p.add_argument("--tracts", type=int, nargs="+", default=list(d.tracts), help="tract ids (rings sky map)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--patches",
+        type=_arg(parse_patch),
+        nargs="+",
+        default=list(d.patches),
+        metavar="X,Y",
+        help="patches to write in every tract",
+    )
+    where.add_argument(
+        "--patch-grid",
+        type=_arg(_grid),
+        metavar="N[xM]",
+        help="instead of --patches: patches 0,0 .. N-1,M-1",
+    )
+    p.add_argument(
+        "--objects-per-patch",
+        type=int,
+        default=d.objects_per_patch,
+        help="records whose position falls in a patch's inner region (overlap copies come on top)",
+    )
+    p.add_argument("--bands", type=_arg(_bands), default="".join(d.bands), help="band letters")
+    p.add_argument(
+        "--schema",
+        default=f"v{d.schema}",
+        choices=["v1", "v2", "v3", "v4"],
+        help="field-name generation: v1 _flux/_fluxSigma (xSigma); v2 _flux/_fluxErr; "
+        "v3 _instFlux/_instFluxErr with base_Blendedness_abs_instFlux; v4 like v3 with base_Blendedness_abs",
+    )
+    p.add_argument(
+        "--camera",
+        choices=["obs_lsst", "obs_lsstSim"],
+        default=d.camera,
+        help="file templates and mapper: obs_lsst (forced_src-...) or obs_lsstSim (forced-...)",
+    )
+    p.add_argument(
+        "--calib-era",
+        choices=["calib", "photocalib"],
+        default=d.calib_era,
+        help="how coadd exposures carry their calibration: FLUXMAG0 header keywords (2018 Calib) "
+        "or a persisted PhotoCalib in archive HDUs (2019+)",
+    )
+    p.add_argument("--zero-point", type=float, default=d.zero_point, help="coadd zero point, AB mag")
+    p.add_argument(
+        "--zp-jitter",
+        type=float,
+        default=d.zp_jitter,
+        help="move each patch-band's zero point by a fixed pseudo-random amount within +-this (mag), "
+        "so readers that assume ZP 27 disagree with the truth",
+    )
+    p.add_argument(
+        "--pixel-scale", type=float, default=d.pixel_scale, help="coadd arcsec/pixel (Run 1.x: 0.185)"
+    )
+    p.add_argument(
+        "--ref-width",
+        type=int,
+        default=d.ref_width,
+        help="deepCoadd_ref columns counting each flag bit (real DC2: ~740)",
+    )
+    p.add_argument(
+        "--forced-width",
+        type=int,
+        default=d.forced_width,
+        help="deepCoadd_forced_src columns counting each flag bit (real DC2: ~280)",
+    )
+    p.add_argument(
+        "--missing-band",
+        type=_arg(parse_missing_band),
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="B[@X,Y]",
+        help="do not write this band's forced_src and calexp, in one patch (g@0,1) or in every patch (g)",
+    )
+    p.add_argument(
+        "--missing-patch",
+        type=_arg(parse_patch),
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="X,Y",
+        help="write no deepCoadd_ref (so no forced_src) for this patch; its calexps still exist",
+    )
+    p.add_argument("--rerun", default=d.rerun, help="name of the rerun holding ref and forced_src")
+    p.add_argument("--no-truth", action="store_true", help="do not write the truth tables")
+    p.add_argument("--overwrite", action="store_true", help="write into PATH even if it is not empty")
+    p.set_defaults(func=run)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SampleConfig:
+    return SampleConfig(
+        seed=args.seed,
+        tracts=tuple(args.tracts),
+        patches=tuple(args.patch_grid or args.patches),
+        objects_per_patch=args.objects_per_patch,
+        bands=tuple(args.bands),
+        ref_width=args.ref_width,
+        forced_width=args.forced_width,
+        schema=int(args.schema.lstrip("v")),
+        camera=args.camera,
+        calib_era=args.calib_era,
+        zero_point=args.zero_point,
+        zp_jitter=args.zp_jitter,
+        pixel_scale=args.pixel_scale,
+        rerun=args.rerun,
+        missing_bands=tuple(args.missing_band),
+        missing_patches=tuple(args.missing_patch),
+        truth=not args.no_truth,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+        start = time.perf_counter()
+        repo = make_sample_repo(args.path, config, overwrite=args.overwrite)
+    except NotEmptyError as exc:
+        print(f"dc2 sample-repo: error: {exc}; pass --overwrite to write into it anyway", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"dc2 sample-repo: error: {exc}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    mb = repo.bytes_written / 1e6
+    patches = sorted({p for ps in repo.patches.values() for p in ps})
+    print(f"Sample repository: {repo.root.resolve()}")
+    print(f"  rerun: {repo.rerun_path.resolve()} (parent {repo.coadd_rerun_path.resolve()})")
+    for tract, path in repo.truth.items():
+        print(f"  truth, tract {tract}: {path.resolve()}")
+    tracts = ", ".join(map(str, repo.tracts))
+    side = repo.num_patches[repo.tracts[0]]
+    print(
+        f"{len(repo.tracts)} tract(s) {tracts}; {len(patches)} patch(es) with a ref "
+        f"({' '.join(patches)}) of {side}x{side} per tract; bands {''.join(repo.bands)}; "
+        f"schema {repo.schema.name}, {repo.camera}, {repo.calib_era} "
+        f'calibration, {repo.pixel_scale}"/px; {repo.rows} ref rows; {repo.files} files, {mb:.1f} MB '
+        f"in {seconds:.1f} s ({mb / max(seconds, 1e-9):.0f} MB/s)."
+    )
+    return 0
