@@ -34,7 +34,7 @@ def load_with_gcr(config_path: Path, quantities: list[str]) -> dict[str, np.ndar
 
 def truth_check(sample, gcr_data: dict[str, np.ndarray], bands: list[str]) -> dict[str, float]:
     """Largest |our mag - truth mag| per band over primary objects with positive flux."""
-    truth = pd.concat(pd.read_parquet(p) for p in sample.truth_paths)
+    truth = pd.concat(pd.read_parquet(p) for p in sample.truth.values())
     truth = truth[truth["is_primary"]].set_index("objectId")
     ids = gcr_data["objectId"]
     out = {}

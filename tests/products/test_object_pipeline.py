@@ -19,7 +19,7 @@ AB = 31.4
 
 
 def _truth(sample) -> pd.DataFrame:
-    truth = pd.concat(pd.read_parquet(p) for p in sample.truth_paths)
+    truth = pd.concat(pd.read_parquet(p) for p in sample.truth.values())
     return truth[truth["is_primary"]].set_index("objectId")
 
 
@@ -45,7 +45,7 @@ def test_values_match_truth(pipeline_run):
         )
         # psFlux is the GCR ZP-27 convention: equal to truth only where the zero point is 27
         zp = 2.5 * np.log10(t[f"fluxmag0_{b}"][have])
-        expect = flux * 10 ** (-0.4 * (zp - 27.0))
+        expect = flux * 10 ** (0.4 * (zp - 27.0))  # instFlux = nJy * F0 / 10**12.56
         np.testing.assert_allclose(ours[f"psFlux_{b}"][have], expect, rtol=1e-9)
         xx, yy, xy = (t[f"psf_{k}_{b}"][have] for k in ("xx", "yy", "xy"))
         fwhm = result.pixel_scale * 2.355 * (xx * yy - xy * xy) ** 0.25
