@@ -1,0 +1,219 @@
+"""The Slurm client: submit, find_by_name, status, cancel, read_log.
+
+Why "plans": each operation is written once, as a generator that yields `Command`s and receives
+`CommandResult`s (no I/O inside). `SlurmClient` drives a plan with a blocking transport (an Airflow
+worker, the CLI); `AsyncSlurmClient` drives the same plan with `await` (a triggerer). The narrow
+surface follows Parsl's ExecutionProvider: submit / status / cancel, with explicit state translation
+(`states.STATE_TABLE`).
+
+Status is one remote command for any number of jobs: `sacct` when accounting is on, otherwise
+`scontrol --oneliner show job` (the decision is remembered per client). A job that sbatch accepted
+a moment ago may not be in sacct yet; for ids sacct does not know, one `scontrol` call follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from dc2tasks.slurm import commands as c
+from dc2tasks.slurm.commands import Command, CommandResult, JobInfo
+from dc2tasks.slurm.job import SlurmJob
+from dc2tasks.slurm.states import Outcome, SlurmState
+
+Plan = Generator[Command, CommandResult, "object"]
+
+
+class Transport(Protocol):
+    def run(self, cmd: Command) -> CommandResult: ...
+
+
+class AsyncTransport(Protocol):
+    async def arun(self, cmd: Command) -> CommandResult: ...
+
+
+class SlurmCommandError(RuntimeError):
+    """A Slurm command failed for a reason other than the ones the client handles."""
+
+
+@dataclass(frozen=True)
+class FoundJob:
+    """A job found by name: its (array) job id, a summary state, and the comment (the try)."""
+
+    job_id: str
+    name: str
+    state: SlurmState
+    comment: str
+    elements: int
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.state.outcome
+
+
+def _summarise(infos: list[JobInfo]) -> list[FoundJob]:
+    """One FoundJob per job id: waiting if any element waits, else the first non-COMPLETED state."""
+    groups: dict[str, list[JobInfo]] = {}
+    for j in infos:
+        groups.setdefault(j.array_job_id, []).append(j)
+    found = []
+    for jid, els in groups.items():
+        waiting = [e for e in els if not e.outcome.final]
+        bad = [e for e in els if e.outcome is not Outcome.SUCCESS]
+        rep = (waiting or bad or els)[0]
+        found.append(FoundJob(jid, rep.name, rep.state, rep.comment, len(els)))
+    return sorted(found, key=lambda f: int(f.job_id))
+
+
+class _Plans:
+    """The operations, as generators of commands. Holds the accounting on/off memory."""
+
+    def __init__(self, command_timeout: float = c.DEFAULT_TIMEOUT) -> None:
+        self.accounting: bool | None = None
+        self.timeout = command_timeout
+
+    def _check(self, what: str, r: CommandResult) -> None:
+        if r.returncode != 0:
+            raise SlurmCommandError(f"{what} failed (exit {r.returncode}): {r.err.strip()}")
+
+    def submit(self, job: SlurmJob) -> Generator[Command, CommandResult, str]:
+        r = yield c.sbatch(job.render(), self.timeout)
+        return c.parse_sbatch(r)
+
+    def _scontrol(self, ids: list[str]) -> Generator[Command, CommandResult, dict[str, JobInfo]]:
+        r = yield c.scontrol_show_jobs(self.timeout)
+        self._check("scontrol show job", r)
+        return c.select(c.parse_scontrol(r.out), ids)
+
+    def status(self, ids: Iterable[str | int]) -> Generator[Command, CommandResult, dict[str, JobInfo]]:
+        wanted = c.job_ids(ids)
+        if self.accounting is not False:
+            r = yield c.sacct(wanted, self.timeout)
+            if c.accounting_disabled(r):
+                self.accounting = False
+            else:
+                self._check("sacct", r)
+                self.accounting = True
+                found = c.select(c.parse_sacct(r.out), wanted)
+                seen = {j.array_job_id for j in found.values()} | set(found)
+                missing = [i for i in wanted if i not in seen]
+                if missing:
+                    found.update((yield from self._scontrol(missing)))
+                return found
+        return (yield from self._scontrol(wanted))
+
+    def find_by_name(self, name: str) -> Generator[Command, CommandResult, list[FoundJob]]:
+        if self.accounting is not False:
+            r = yield c.sacct_by_name(name, timeout=self.timeout)
+            if c.accounting_disabled(r):
+                self.accounting = False
+            else:
+                self._check("sacct", r)
+                self.accounting = True
+                infos = [j for j in c.parse_sacct(r.out) if j.name == name]
+                # Just submitted and not in sacct yet? slurmctld knows it already.
+                r2 = yield c.squeue_by_name(name, self.timeout)
+                self._check("squeue", r2)
+                known = {j.array_job_id for j in infos}
+                infos += [j for j in c.parse_squeue(r2.out) if j.array_job_id not in known]
+                return _summarise(infos)
+        r = yield c.squeue_by_name(name, self.timeout)
+        self._check("squeue", r)
+        return _summarise([j for j in c.parse_squeue(r.out) if j.name == name])
+
+    def cancel(self, ids: Iterable[str | int]) -> Generator[Command, CommandResult, None]:
+        r = yield c.scancel(c.job_ids(ids), self.timeout)
+        self._check("scancel", r)
+
+    def read_log(
+        self, path: str, offset: int, limit: int
+    ) -> Generator[Command, CommandResult, tuple[str, int]]:
+        r = yield c.read_bytes(path, offset, limit, self.timeout)
+        if r.returncode != 0:
+            return "", offset  # not there yet (the job has not started): nothing new
+        data = r.stdout
+        if len(data) == limit and b"\n" in data:
+            data = data[: data.rindex(b"\n") + 1]  # whole lines when the chunk was cut
+        for cut in range(4):  # never split a UTF-8 character between two reads
+            try:
+                text = data[: len(data) - cut].decode("utf-8")
+                return text, offset + len(data) - cut
+            except UnicodeDecodeError:
+                continue
+        return data.decode("utf-8", "replace"), offset + len(data)
+
+    def tail_log(self, path: str, nbytes: int) -> Generator[Command, CommandResult, str]:
+        r = yield c.tail_bytes(path, nbytes, self.timeout)
+        return r.out if r.returncode == 0 else ""
+
+
+class SlurmClient:
+    """Blocking client. `transport` is a LocalTransport, SubprocessTransport or SSHTransport."""
+
+    def __init__(self, transport: Transport, command_timeout: float = c.DEFAULT_TIMEOUT) -> None:
+        self.transport = transport
+        self._plans = _Plans(command_timeout)
+
+    def _drive(self, plan: Generator[Command, CommandResult, object]) -> object:
+        try:
+            cmd = next(plan)
+            while True:
+                cmd = plan.send(self.transport.run(cmd))
+        except StopIteration as stop:
+            return stop.value
+
+    def submit(self, job: SlurmJob) -> str:
+        """Submit and return the job id (the array job id for arrays)."""
+        return self._drive(self._plans.submit(job))  # type: ignore[return-value]
+
+    def status(self, ids: Iterable[str | int]) -> dict[str, JobInfo]:
+        """State of many jobs in one command; array elements are reported as `<id>_<i>`."""
+        return self._drive(self._plans.status(ids))  # type: ignore[return-value]
+
+    def find_by_name(self, name: str) -> list[FoundJob]:
+        return self._drive(self._plans.find_by_name(name))  # type: ignore[return-value]
+
+    def cancel(self, ids: Iterable[str | int]) -> None:
+        self._drive(self._plans.cancel(ids))
+
+    def read_log(self, path: str, offset: int = 0, limit: int = c.LOG_CHUNK) -> tuple[str, int]:
+        """New text of a log file from `offset`, and the offset to read from next time."""
+        return self._drive(self._plans.read_log(path, offset, limit))  # type: ignore[return-value]
+
+    def tail_log(self, path: str, nbytes: int = 4000) -> str:
+        return self._drive(self._plans.tail_log(path, nbytes))  # type: ignore[return-value]
+
+
+class AsyncSlurmClient:
+    """The same operations for an event loop (the Airflow triggerer)."""
+
+    def __init__(self, transport: AsyncTransport, command_timeout: float = c.DEFAULT_TIMEOUT) -> None:
+        self.transport = transport
+        self._plans = _Plans(command_timeout)
+
+    async def _drive(self, plan: Generator[Command, CommandResult, object]) -> object:
+        try:
+            cmd = next(plan)
+            while True:
+                cmd = plan.send(await self.transport.arun(cmd))
+        except StopIteration as stop:
+            return stop.value
+
+    async def submit(self, job: SlurmJob) -> str:
+        return await self._drive(self._plans.submit(job))  # type: ignore[return-value]
+
+    async def status(self, ids: Iterable[str | int]) -> dict[str, JobInfo]:
+        return await self._drive(self._plans.status(ids))  # type: ignore[return-value]
+
+    async def find_by_name(self, name: str) -> list[FoundJob]:
+        return await self._drive(self._plans.find_by_name(name))  # type: ignore[return-value]
+
+    async def cancel(self, ids: Iterable[str | int]) -> None:
+        await self._drive(self._plans.cancel(ids))
+
+    async def read_log(self, path: str, offset: int = 0, limit: int = c.LOG_CHUNK) -> tuple[str, int]:
+        return await self._drive(self._plans.read_log(path, offset, limit))  # type: ignore[return-value]
+
+    async def tail_log(self, path: str, nbytes: int = 4000) -> str:
+        return await self._drive(self._plans.tail_log(path, nbytes))  # type: ignore[return-value]

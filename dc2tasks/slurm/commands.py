@@ -1,0 +1,274 @@
+"""Every command the client sends to Slurm, and the parsers for what comes back.
+
+Why one module: the local emulator, a local shell and SSH all receive exactly these argv lists, so
+quoting (`Command.shell`) and output formats are decided in one place. Job ids are validated
+before they are put on a command line; everything else is quoted.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from dc2tasks.slurm import validate as v
+from dc2tasks.slurm.states import Outcome, SlurmState, parse_exit_code
+
+SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "Elapsed", "MaxRSS", "NodeList", "Comment")
+ACCOUNTING_DISABLED = ("accounting is disabled", "accounting storage is disabled")
+DEFAULT_TIMEOUT = 60.0
+LOG_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Command:
+    """One remote command: argv (never a shell string), optional stdin, and a timeout in seconds."""
+
+    argv: tuple[str, ...]
+    stdin: bytes | None = None
+    timeout: float = DEFAULT_TIMEOUT
+
+    def shell(self) -> str:
+        """The POSIX-shell-quoted command line, for transports that go through a shell (ssh)."""
+        return shlex.join(self.argv)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One job, or one array element (`job_id` = `<array id>_<index>`)."""
+
+    job_id: str
+    name: str
+    state: SlurmState
+    exit_code: int | None = None
+    signal: int | None = None
+    elapsed_s: int | None = None
+    max_rss_bytes: int | None = None
+    nodes: str = ""
+    comment: str = ""
+    reason: str = ""
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.state.outcome
+
+    @property
+    def array_job_id(self) -> str:
+        return self.job_id.split("_")[0]
+
+    @property
+    def array_task_id(self) -> int | None:
+        _, _, idx = self.job_id.partition("_")
+        return int(idx) if idx else None
+
+
+def job_ids(ids: Iterable[str | int]) -> list[str]:
+    """Validate job ids (`123` or `123_4`) before they reach a command line."""
+    out = [v.check("job id", str(i), v.JOB_ID_RE, "job id (N or N_i)") for i in ids]
+    if not out:
+        raise ValueError("job id: empty list")
+    return out
+
+
+def sbatch(script: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
+    """Submit a rendered script on stdin; all options are in its #SBATCH lines."""
+    return Command(("sbatch", "--parsable"), stdin=script.encode(), timeout=timeout)
+
+
+def sacct(ids: Iterable[str], timeout: float = DEFAULT_TIMEOUT) -> Command:
+    fmt = ",".join(SACCT_FIELDS)
+    return Command(
+        ("sacct", "--noheader", "--parsable2", f"--format={fmt}", f"--jobs={','.join(job_ids(ids))}"),
+        timeout=timeout,
+    )
+
+
+def sacct_by_name(name: str, since: str = "now-7days", timeout: float = DEFAULT_TIMEOUT) -> Command:
+    v.check("name", name, v.NAME_RE, "job name")
+    fmt = ",".join(SACCT_FIELDS)
+    return Command(
+        ("sacct", "--noheader", "--parsable2", f"--format={fmt}", f"--name={name}", f"--starttime={since}"),
+        timeout=timeout,
+    )
+
+
+def scontrol_show_jobs(timeout: float = DEFAULT_TIMEOUT) -> Command:
+    """All jobs slurmctld still holds (finished ones for MinJobAge): one command for any number."""
+    return Command(("scontrol", "--oneliner", "show", "job"), timeout=timeout)
+
+
+def squeue_by_name(name: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
+    v.check("name", name, v.NAME_RE, "job name")
+    return Command(
+        ("squeue", "--noheader", "--array", "--states=all", f"--name={name}", "--format=%i|%j|%T|%k"),
+        timeout=timeout,
+    )
+
+
+def scancel(ids: Iterable[str], timeout: float = DEFAULT_TIMEOUT) -> Command:
+    return Command(("scancel", *job_ids(ids)), timeout=timeout)
+
+
+def read_bytes(path: str, offset: int, limit: int = LOG_CHUNK, timeout: float = DEFAULT_TIMEOUT) -> Command:
+    """Bytes [offset, offset+limit) of a file, with GNU dd (one argv, no pipe, no shell needed)."""
+    if "\0" in path or not path:
+        raise ValueError(f"path: {path!r} is not a file path")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset: expected an integer >= 0, got {offset!r}")
+    return Command(
+        ("dd", f"if={path}", "bs=65536", f"skip={offset}", f"count={limit}",
+         "iflag=skip_bytes,count_bytes", "status=none"),
+        timeout=timeout,
+    )
+
+
+def tail_bytes(path: str, nbytes: int, timeout: float = DEFAULT_TIMEOUT) -> Command:
+    if "\0" in path or not path:
+        raise ValueError(f"path: {path!r} is not a file path")
+    return Command(("tail", "-c", str(int(nbytes)), "--", path), timeout=timeout)
+
+
+def accounting_disabled(result: CommandResult) -> bool:
+    text = (result.err + result.out).lower()
+    return result.returncode != 0 and any(s in text for s in ACCOUNTING_DISABLED)
+
+
+def parse_sbatch(result: CommandResult) -> str:
+    """`sbatch --parsable` prints `<id>` or `<id>;<cluster>`."""
+    first = result.out.strip().splitlines()[0] if result.out.strip() else ""
+    job_id = first.split(";")[0]
+    if result.returncode != 0 or not re.fullmatch(r"\d+", job_id):
+        raise SubmitError(f"sbatch failed (exit {result.returncode}): {result.err.strip() or first}")
+    return job_id
+
+
+class SubmitError(RuntimeError):
+    """sbatch refused the job (the message is Slurm's)."""
+
+
+def parse_elapsed(text: str) -> int | None:
+    """`[D-]HH:MM:SS`, `MM:SS` or `MM:SS.mmm` -> seconds."""
+    text = text.strip()
+    if not text or text in ("INVALID", "UNLIMITED", "Partition_Limit"):
+        return None
+    days, _, hms = text.rpartition("-")
+    parts = [float(p) for p in hms.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0.0)
+    h, m, s = parts
+    return int((int(days) if days else 0) * 86400 + h * 3600 + m * 60 + s)
+
+
+_SIZE = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int | None:
+    """sacct MaxRSS `3276K`, `1.5G`, `0` -> bytes."""
+    m = re.fullmatch(r"([\d.]+)([KMGT]?)", text.strip())
+    return int(float(m[1]) * _SIZE[m[2]]) if m else None
+
+
+def expand_array_ids(job_id: str) -> list[str]:
+    """`12_[5-7,9%2]` (a pending array's remaining elements) -> 12_5, 12_6, 12_7, 12_9."""
+    m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
+    if not m:
+        return [job_id]
+    from dc2tasks.slurm.job import ArraySpec
+
+    return [f"{m[1]}_{i}" for i in ArraySpec.parse(m[2]).indices]
+
+
+def parse_sacct(text: str) -> list[JobInfo]:
+    """Parse `sacct --parsable2` lines: job/element lines become JobInfo; step lines (`.batch`,
+    `.extern`, `.0`) only contribute their MaxRSS (which Slurm reports per step)."""
+    jobs: dict[str, JobInfo] = {}
+    rss: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        f = line.split("|")
+        if len(f) != len(SACCT_FIELDS):
+            raise ValueError(f"sacct: expected {len(SACCT_FIELDS)} fields, got {line!r}")
+        jid, name, state, code, elapsed, maxrss, nodes, comment = f
+        if "." in jid:
+            size = parse_size(maxrss)
+            base = jid.split(".")[0]
+            if size is not None:
+                rss[base] = max(rss.get(base, 0), size)
+            continue
+        ec, sig = parse_exit_code(code)
+        for one in expand_array_ids(jid):
+            jobs[one] = JobInfo(
+                job_id=one, name=name, state=SlurmState.parse(state), exit_code=ec, signal=sig,
+                elapsed_s=parse_elapsed(elapsed), max_rss_bytes=parse_size(maxrss),
+                nodes="" if nodes in ("None assigned", "(null)") else nodes, comment=comment,
+            )
+    for jid, size in rss.items():
+        if jid in jobs:
+            j = jobs[jid]
+            jobs[jid] = JobInfo(**{**j.__dict__, "max_rss_bytes": max(size, j.max_rss_bytes or 0)})
+    return list(jobs.values())
+
+
+_KV_RE = re.compile(r"(\w+)=(\S*)")
+
+
+def parse_scontrol(text: str) -> list[JobInfo]:
+    """Parse `scontrol --oneliner show job`: one record per line, `Key=Value` tokens."""
+    out: list[JobInfo] = []
+    for line in text.splitlines():
+        kv = dict(_KV_RE.findall(line))
+        if "JobId" not in kv or "JobState" not in kv:
+            continue
+        array_id, task = kv.get("ArrayJobId"), kv.get("ArrayTaskId")
+        ids = [kv["JobId"]]
+        if array_id and task:
+            ids = expand_array_ids(f"{array_id}_[{task}]") if not task.isdigit() else [f"{array_id}_{task}"]
+        ec, sig = parse_exit_code(kv.get("ExitCode", ""))
+        for one in ids:
+            out.append(JobInfo(
+                job_id=one, name=kv.get("JobName", ""), state=SlurmState.parse(kv["JobState"]),
+                exit_code=ec, signal=sig, elapsed_s=parse_elapsed(kv.get("RunTime", "")),
+                nodes="" if kv.get("NodeList", "(null)") == "(null)" else kv["NodeList"],
+                comment="" if kv.get("Comment", "(null)") == "(null)" else kv["Comment"],
+                reason="" if kv.get("Reason", "None") == "None" else kv["Reason"],
+            ))
+    return out
+
+
+def parse_squeue(text: str) -> list[JobInfo]:
+    """Parse `squeue --format=%i|%j|%T|%k` (no exit codes: squeue does not report them)."""
+    out: list[JobInfo] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        jid, name, state, comment = line.split("|", 3)
+        for one in expand_array_ids(jid.strip()):
+            out.append(JobInfo(job_id=one, name=name, state=SlurmState.parse(state),
+                               comment="" if comment == "(null)" else comment))
+    return out
+
+
+def select(infos: Iterable[JobInfo], wanted: Iterable[str]) -> dict[str, JobInfo]:
+    """Keep the records asked for: an id `N` selects job N or all elements `N_i` of array N."""
+    want = set(wanted)
+    return {
+        j.job_id: j for j in infos
+        if j.job_id in want or j.array_job_id in want
+    }

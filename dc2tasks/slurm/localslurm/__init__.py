@@ -1,0 +1,1 @@
+"""A Slurm emulator for machines without Slurm (the local backend). See `emulator`."""

@@ -1,0 +1,25 @@
+"""Errors shared by the transports, and a command counter (to measure commands per poll)."""
+
+from __future__ import annotations
+
+import threading
+
+
+class TransportError(RuntimeError):
+    """The command could not be run (connection refused or lost, host key mismatch...)."""
+
+
+class TransportTimeout(TransportError):
+    """The command did not finish within its timeout."""
+
+
+class CommandCounter:
+    """Counts commands a transport ran: the benchmark and tests assert polls cost one command."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def tick(self) -> None:
+        with self._lock:
+            self.count += 1

@@ -1,0 +1,57 @@
+"""Transports that run commands on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+from dc2tasks.slurm.commands import Command, CommandResult
+from dc2tasks.slurm.transports.base import CommandCounter, TransportError, TransportTimeout
+
+SLURM_COMMANDS = frozenset({"sbatch", "sacct", "squeue", "scontrol", "scancel"})
+
+
+class SubprocessTransport:
+    """Run argv directly (no shell) on this machine, with a timeout."""
+
+    def __init__(self, cwd: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> None:
+        self.cwd = cwd
+        self.env = env
+        self.counter = CommandCounter()
+
+    def run(self, cmd: Command) -> CommandResult:
+        self.counter.tick()
+        try:
+            p = subprocess.run(
+                cmd.argv, input=cmd.stdin if cmd.stdin is not None else b"", capture_output=True,
+                timeout=cmd.timeout, cwd=self.cwd, env=self.env, check=False,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise TransportTimeout(f"{cmd.argv[0]} did not finish within {cmd.timeout} s") from e
+        except OSError as e:
+            raise TransportError(f"cannot run {cmd.argv[0]}: {e}") from e
+        return CommandResult(p.returncode, p.stdout, p.stderr)
+
+    async def arun(self, cmd: Command) -> CommandResult:
+        return await asyncio.to_thread(self.run, cmd)
+
+
+class LocalTransport(SubprocessTransport):
+    """No Slurm: sbatch/sacct/squeue/scontrol/scancel are served by the local emulator, whose state
+    (job ids, element states, supervisors) lives in `state_dir` so separate processes share it.
+    Other commands (dd, tail for logs) run as ordinary subprocesses."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(cwd=cwd)
+        from dc2tasks.slurm.localslurm.emulator import Emulator
+
+        self.emulator = Emulator(Path(state_dir), cwd=Path(cwd) if cwd else None)
+
+    def run(self, cmd: Command) -> CommandResult:
+        if cmd.argv and cmd.argv[0] in SLURM_COMMANDS:
+            self.counter.tick()
+            code, out, err = self.emulator.run(list(cmd.argv), cmd.stdin or b"")
+            return CommandResult(code, out.encode(), err.encode())
+        return super().run(cmd)
