@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,11 +87,14 @@ def _add_band(
     band: str,
 ) -> None:
     frame.add_records(forced, rows, prefix=f"{band}_", skip={"id"})
-    forced = forced.select(rows)
-    psf, psf_err = forced.column(f"base_PsfFlux_{gen.flux}"), forced.column(f"base_PsfFlux_{gen.flux_err}")
-    cm, cm_err = (
-        forced.column(f"modelfit_CModel_{gen.flux}"),
-        forced.column(f"modelfit_CModel_{gen.flux_err}"),
+    psf, psf_err, cm, cm_err = (
+        forced.column(name)[rows]
+        for name in (
+            f"base_PsfFlux_{gen.flux}",
+            f"base_PsfFlux_{gen.flux_err}",
+            f"modelfit_CModel_{gen.flux}",
+            f"modelfit_CModel_{gen.flux_err}",
+        )
     )
     mag, mag_err = calib.magnitude(psf, psf_err)
     cmag, cmag_err = calib.magnitude(cm, cm_err)
@@ -132,24 +135,46 @@ def _check_aligned(forced: afw.RawRecords, ref: afw.RawRecords, ref_ids: np.ndar
         )
 
 
-def merge_patch(
-    repo: Gen2Repo, tract: int, patch: str, bands: list[str], template: dict[str, np.dtype] | None
-) -> PatchResult:
-    """The merged, primary-only column blocks of one patch (None when no object is primary)."""
-    start = time.perf_counter()
+@dataclass
+class PatchInputs:
+    """Everything a patch's merge reads from disk, loaded ahead of the work on it."""
+
+    patch: str
+    ref: afw.RawRecords
+    forced: dict[str, tuple[afw.RawRecords, Calibration] | None]
+    bytes_in: int
+
+
+def load_patch(repo: Gen2Repo, tract: int, patch: str, bands: list[str]) -> PatchInputs:
     ref_path = repo.require("deepCoadd_ref", tract=tract, patch=patch)
     ref = afw.RawRecords.open(ref_path)
+    inputs = PatchInputs(patch, ref, {}, ref_path.stat().st_size)
+    for band in bands:
+        forced_path = repo.find("deepCoadd_forced_src", tract=tract, patch=patch, filter=band)
+        if forced_path is None:
+            inputs.forced[band] = None
+            continue
+        calexp = repo.require("deepCoadd_calexp", tract=tract, patch=patch, filter=band)
+        inputs.forced[band] = (afw.RawRecords.open(forced_path), read_calibration(calexp))
+        inputs.bytes_in += forced_path.stat().st_size
+    return inputs
+
+
+def build_patch(inputs: PatchInputs, tract: int, template: dict[str, np.dtype] | None) -> PatchResult:
+    """The merged, primary-only column blocks of one patch (None when no object is primary)."""
+    start = time.perf_counter()
+    ref, patch = inputs.ref, inputs.patch
     names = {name for name, _, _ in ref.scalar_fields()}
     flags = {n for group, _, _ in ref.flag_groups() for n in group}
     if "detect_isPrimary" not in flags:
-        raise InputError(f"{ref_path}: no detect_isPrimary flag: not a deepCoadd_ref catalog")
+        raise InputError(f"{ref.path}: no detect_isPrimary flag: not a deepCoadd_ref catalog")
     gen = detect_schema_generation(names | flags)
     mask = ref.column("detect_isPrimary")
     n = int(mask.sum())
-    result = PatchResult(patch, None, rows_in=len(ref), bytes_in=ref_path.stat().st_size)
+    result = PatchResult(patch, None, rows_in=len(ref), bytes_in=inputs.bytes_in)
     if n == 0:
         log.warning(
-            "tract %d patch %s: %s has %d rows, none primary; patch skipped", tract, patch, ref_path, len(ref)
+            "tract %d patch %s: %s has %d rows, none primary; patch skipped", tract, patch, ref.path, len(ref)
         )
         result.seconds = time.perf_counter() - start
         return result
@@ -157,9 +182,8 @@ def merge_patch(
     frame = hdf5.FrameBuilder(n)
     rows = np.flatnonzero(mask)
     frame.add_records(ref, rows)
-    for band in bands:
-        forced_path = repo.find("deepCoadd_forced_src", tract=tract, patch=patch, filter=band)
-        if forced_path is None:
+    for band, loaded in inputs.forced.items():
+        if loaded is None:
             if template is None:
                 raise InputError(
                     f"tract {tract}: no deepCoadd_forced_src in any band to take the band columns from"
@@ -167,11 +191,9 @@ def merge_patch(
             _add_filled_band(frame, template, band)
             result.bands_filled.append(band)
             continue
-        forced = afw.RawRecords.open(forced_path)
-        result.bytes_in += forced_path.stat().st_size
+        forced, calib = loaded
         _check_aligned(forced, ref, ref_ids)
-        calexp = repo.require("deepCoadd_calexp", tract=tract, patch=patch, filter=band)
-        _add_band(frame, forced, rows, read_calibration(calexp), gen, band)
+        _add_band(frame, forced, rows, calib, gen, band)
     if result.bands_filled:
         log.warning(
             "tract %d patch %s: no forced photometry in band(s) %s; their columns are NaN/-1/False "
@@ -184,6 +206,12 @@ def merge_patch(
     result.rows, result.ncolumns = n, frame.ncolumns
     result.seconds = time.perf_counter() - start
     return result
+
+
+def merge_patch(
+    repo: Gen2Repo, tract: int, patch: str, bands: list[str], template: dict[str, np.dtype] | None
+) -> PatchResult:
+    return build_patch(load_patch(repo, tract, patch, bands), tract, template)
 
 
 def _merge_patch_task(args: tuple) -> PatchResult:
@@ -238,12 +266,42 @@ def merge_tract(
                 with ProcessPoolExecutor(max_workers=jobs) as pool:
                     _write_results(pool.map(_merge_patch_task, tasks), h5, tract, results)
             else:
-                _write_results(map(_merge_patch_task, tasks), h5, tract, results)
+                _merge_pipelined(repo, tract, patches, bands, template, h5, results)
         if not any(r.rows for r in results):
             raise InputError(
                 f"tract {tract}: no primary object in any patch ({', '.join(patches)}); nothing written"
             )
     return TractResult(tract, target, results)
+
+
+def _merge_pipelined(
+    repo: Gen2Repo,
+    tract: int,
+    patches: list[str],
+    bands: list[str],
+    template: dict[str, np.dtype] | None,
+    h5: tables.File,
+    results: list[PatchResult],
+) -> None:
+    """One process, three stages overlapped: read patch i+1, build patch i, write patch i-1.
+
+    Reading and writing are I/O that release the GIL, so the build (the only CPU-heavy stage)
+    hides them; done in turn they would cost as much as the build itself.
+    """
+    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
+        loading = reader.submit(load_patch, repo, tract, patches[0], bands)
+        writing = None
+        for i in range(len(patches)):
+            inputs = loading.result()
+            if i + 1 < len(patches):
+                loading = reader.submit(load_patch, repo, tract, patches[i + 1], bands)
+            result = build_patch(inputs, tract, template)
+            del inputs
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(_write_results, [result], h5, tract, results)
+        if writing is not None:
+            writing.result()
 
 
 def _write_results(results, h5: tables.File, tract: int, out: list[PatchResult]) -> None:
