@@ -182,3 +182,15 @@ def test_rerun_chain_finds_parent_datasets(small_sample):
     calexp = repo.require("deepCoadd_calexp", tract=sample.tracts[0], patch="0,0", filter="r")
     assert repo.chain[0] not in calexp.parents  # found in a parent, not in the rerun itself
     assert repo.bands(sample.tracts[0]) == list("ugrizy")
+
+
+def test_obs_lsstsim_layout_and_older_pixel_scale(small_sample, tmp_path):
+    sample = small_sample(camera="obs_lsstSim", pixel_scale=0.185, patches=["0,0", "0,1"])
+    repo = Gen2Repo.open(sample.root, sample.rerun)
+    assert repo.camera == "obs_lsstSim"
+    forced = repo.require("deepCoadd_forced_src", tract=sample.tracts[0], patch="0,0", filter="i")
+    assert forced.name.startswith("forced-i-")
+    result = run_object_pipeline(repo, tmp_path / "w", run="sim")
+    assert result.pixel_scale == pytest.approx(0.185)  # read from the coadd WCS
+    ours = pd.read_parquet(result.files["dpdd_object"][0])
+    assert len(ours) == sum(result.rows.values()) > 0
