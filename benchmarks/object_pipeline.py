@@ -57,6 +57,19 @@ def raw_read(files: list[Path]) -> float:
     return time.perf_counter() - start
 
 
+def raw_write(path: Path, nbytes: int) -> float:
+    """Write `nbytes` to a new file as the merge writes its output (no fsync)."""
+    block = bytes(16 << 20)
+    start = time.perf_counter()
+    with open(path, "wb", buffering=0) as fh:
+        left = nbytes
+        while left > 0:
+            left -= fh.write(block[: min(left, len(block))])
+    elapsed = time.perf_counter() - start
+    path.unlink()
+    return elapsed
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--objects", type=int, default=200_000, help="objects in the tract (before overlaps)")
@@ -85,8 +98,10 @@ def main() -> None:
         files = input_files(repo, tract)
         nbytes = sum(f.stat().st_size for f in files)
         mb = nbytes / 1e6
-        print(f"sample: {args.objects} objects, {npatch} patches, 6 bands, {len(files)} files, "
-              f"{mb:.0f} MB, generated in {gen_s:.1f} s")
+        print(
+            f"sample: {args.objects} objects, {npatch} patches, 6 bands, {len(files)} files, "
+            f"{mb:.0f} MB, generated in {gen_s:.1f} s"
+        )
 
         cold = drop_caches()
         raw_s = raw_read(files)
@@ -101,6 +116,13 @@ def main() -> None:
         print(f"raw read ({state}):  {raw_mbs:8.1f} MB/s  ({raw_s:.2f} s)")
         print(f"merge, one process:  {merge_mbs:8.1f} MB/s  ({merge_s:.2f} s, {merged.rows} primary rows)")
         print(f"merge / raw read:    {merge_mbs / raw_mbs:8.2f}   (goal >= 0.50)")
+        out_bytes = merged.path.stat().st_size
+        write_s = raw_write(workdir / "out" / "raw-write.bin", out_bytes)
+        floor_mbs = mb / (raw_s + write_s)
+        print(
+            f"raw write of the {out_bytes / 1e6:.0f} MB output: {out_bytes / 1e6 / write_s:.1f} MB/s ({write_s:.2f} s); "
+            f"read+write in turn {floor_mbs:.1f} MB/s = {floor_mbs / raw_mbs:.2f} of raw read"
+        )
 
         t0 = time.perf_counter()
         trimmed = trim_file(merged.path, workdir / "out")
@@ -109,8 +131,10 @@ def main() -> None:
         result = dpdd_tract(trimmed.path, workdir / "out")
         dpdd_s = time.perf_counter() - t0
         print(f"trim:                {trimmed.rows / trim_s:10.0f} rows/s ({trim_s:.2f} s)")
-        print(f"DPDD:                {result.rows / dpdd_s:10.0f} rows/s ({dpdd_s:.2f} s, "
-              f"{len(result.columns)} columns)")
+        print(
+            f"DPDD:                {result.rows / dpdd_s:10.0f} rows/s ({dpdd_s:.2f} s, "
+            f"{len(result.columns)} columns)"
+        )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak memory:         {peak:8.0f} MB (this process)")
     finally:
