@@ -120,8 +120,8 @@ def main() -> None:
         write_s = raw_write(workdir / "out" / "raw-write.bin", out_bytes)
         floor_mbs = mb / (raw_s + write_s)
         print(
-            f"raw write of the {out_bytes / 1e6:.0f} MB output: {out_bytes / 1e6 / write_s:.1f} MB/s ({write_s:.2f} s); "
-            f"read+write in turn {floor_mbs:.1f} MB/s = {floor_mbs / raw_mbs:.2f} of raw read"
+            f"raw write of the {out_bytes / 1e6:.0f} MB output: "
+            f"{out_bytes / 1e6 / write_s:.1f} MB/s ({write_s:.2f} s); read+write in turn {floor_mbs:.1f} MB/s = {floor_mbs / raw_mbs:.2f} of raw read"
         )
 
         t0 = time.perf_counter()
