@@ -121,7 +121,11 @@ def main() -> None:
         floor_mbs = mb / (raw_s + write_s)
         print(
             f"raw write of the {out_bytes / 1e6:.0f} MB output: "
-            f"{out_bytes / 1e6 / write_s:.1f} MB/s ({write_s:.2f} s); read+write in turn {floor_mbs:.1f} MB/s = {floor_mbs / raw_mbs:.2f} of raw read"
+            f"{out_bytes / 1e6 / write_s:.1f} MB/s ({write_s:.2f} s)"
+        )
+        print(
+            f"read + write in turn: {floor_mbs:8.1f} MB/s = {floor_mbs / raw_mbs:.2f} of raw read "
+            "(the I/O floor of any merge that writes all its input)"
         )
 
         t0 = time.perf_counter()
