@@ -11,7 +11,7 @@ Typical use::
     client.status([job_id])
 """
 
-from dc2tasks.slurm.client import AsyncSlurmClient, FoundJob, SlurmClient, SlurmCommandError
+from dc2tasks.slurm.client import AsyncSlurmClient, FoundJob, SlurmClient, SlurmCommandError, element_ids
 from dc2tasks.slurm.commands import JobInfo, SubmitError
 from dc2tasks.slurm.job import ArraySpec, SlurmJob, command_body, expand_log_path
 from dc2tasks.slurm.states import STATE_TABLE, Outcome, SlurmState, UnknownSlurmState
@@ -30,5 +30,6 @@ __all__ = [
     "SubmitError",
     "UnknownSlurmState",
     "command_body",
+    "element_ids",
     "expand_log_path",
 ]

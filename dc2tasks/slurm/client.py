@@ -9,6 +9,11 @@ surface follows Parsl's ExecutionProvider: submit / status / cancel, with explic
 Status is one remote command for any number of jobs: `sacct` when accounting is on, otherwise
 `scontrol --oneliner show job` (the decision is remembered per client). A job that sbatch accepted
 a moment ago may not be in sacct yet; for ids sacct does not know, one `scontrol` call follows.
+
+Ask for array elements by their ids (`element_ids`): slurmdbd lags slurmctld, and for a second or
+two sacct can list an array's last element as finished while elements that are still running are
+missing from its output (seen on Slurm 22.05). Asked-for elements that sacct omits are looked up
+with scontrol, so a poll never mistakes "not in sacct yet" for "done".
 """
 
 from __future__ import annotations
@@ -64,6 +69,12 @@ def _summarise(infos: list[JobInfo]) -> list[FoundJob]:
         rep = (waiting or bad or els)[0]
         found.append(FoundJob(jid, rep.name, rep.state, rep.comment, len(els)))
     return sorted(found, key=lambda f: int(f.job_id))
+
+
+def element_ids(job_id: str, job: SlurmJob) -> list[str]:
+    """The ids to poll for a submitted job: `<id>_<i>` for each array index, else the id."""
+    spec = job.array_spec
+    return [f"{job_id}_{i}" for i in spec.indices] if spec else [job_id]
 
 
 class _Plans:

@@ -214,6 +214,8 @@ def parse_sacct(text: str) -> list[JobInfo]:
             continue
         ec, sig = parse_exit_code(code)
         for one in expand_array_ids(jid):
+            if "[" in jid and one in jobs:
+                continue  # a stale pending-range record never hides an element's own record
             jobs[one] = JobInfo(
                 job_id=one, name=name, state=SlurmState.parse(state), exit_code=ec, signal=sig,
                 elapsed_s=parse_elapsed(elapsed), max_rss_bytes=parse_size(maxrss),
@@ -231,25 +233,27 @@ _KV_RE = re.compile(r"(\w+)=(\S*)")
 
 def parse_scontrol(text: str) -> list[JobInfo]:
     """Parse `scontrol --oneliner show job`: one record per line, `Key=Value` tokens."""
-    out: list[JobInfo] = []
+    out: dict[str, JobInfo] = {}
     for line in text.splitlines():
         kv = dict(_KV_RE.findall(line))
         if "JobId" not in kv or "JobState" not in kv:
             continue
         array_id, task = kv.get("ArrayJobId"), kv.get("ArrayTaskId")
-        ids = [kv["JobId"]]
+        ids, is_range = [kv["JobId"]], bool(task and not task.isdigit())
         if array_id and task:
             ids = expand_array_ids(f"{array_id}_[{task}]") if not task.isdigit() else [f"{array_id}_{task}"]
         ec, sig = parse_exit_code(kv.get("ExitCode", ""))
         for one in ids:
-            out.append(JobInfo(
+            if is_range and one in out:
+                continue  # a pending-range record never hides an element's own record
+            out[one] = (JobInfo(
                 job_id=one, name=kv.get("JobName", ""), state=SlurmState.parse(kv["JobState"]),
                 exit_code=ec, signal=sig, elapsed_s=parse_elapsed(kv.get("RunTime", "")),
                 nodes="" if kv.get("NodeList", "(null)") == "(null)" else kv["NodeList"],
                 comment="" if kv.get("Comment", "(null)") == "(null)" else kv["Comment"],
                 reason="" if kv.get("Reason", "None") == "None" else kv["Reason"],
             ))
-    return out
+    return list(out.values())
 
 
 def parse_squeue(text: str) -> list[JobInfo]:
