@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 from dc2tasks.slurm import validate as v
 from dc2tasks.slurm.commands import SACCT_FIELDS
 from dc2tasks.slurm.job import ArraySpec
-from dc2tasks.slurm.localslurm.store import FINAL, Element, Meta, Store
+from dc2tasks.slurm.localslurm.store import Element, Meta, Store
 
 IGNORED_OPTIONS = {"account", "qos", "partition", "constraint", "nodes", "ntasks", "mem", "image",
                    "licenses", "exclude"}
@@ -204,8 +205,16 @@ class Emulator:
             self.store.request_cancel(meta.job_id, index, uid)
             if not self.store.supervisor_alive(meta.job_id):  # nobody left to act on the request
                 for i in meta.elements() if index is None else [index]:
-                    el = self.store.element(meta.job_id, i)
-                    if el.state not in FINAL:
-                        el.state, el.cancelled_by, el.end = "CANCELLED", uid, time.time()
-                        self.store.write_element(meta.job_id, i, el)
+                    el = self.store.observed(meta, i)  # NODE_FAIL: the supervisor died first
+                    if el.pgid:  # its element may still run as an orphan: end it, keep the record
+                        _kill_group(el.pgid)
+                        el.pgid = None
+                    self.store.write_element(meta.job_id, i, el)
         return ""
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -100,6 +100,7 @@ class Supervisor:
             out.close()
             if err:
                 err.close()
+        el.pgid = proc.pid
         self.set(index, el)
         self.running.append(Running(index, proc, now, el))
 
@@ -110,7 +111,7 @@ class Supervisor:
             return False
         r.proc.returncode = code = os.waitstatus_to_exitcode(status)
         el = r.el
-        el.end, el.max_rss_kb = time.time(), int(usage.ru_maxrss)
+        el.end, el.max_rss_kb, el.pgid = time.time(), int(usage.ru_maxrss), None
         if r.kill_state:
             el.state, el.exit_code, el.signal = r.kill_state, 0, signal.SIGTERM
         elif code == 0:

@@ -60,6 +60,7 @@ class Element:
     max_rss_kb: int | None = None
     reason: str = ""
     cancelled_by: int | None = None
+    pgid: int | None = None  # the element's process group, so an orphan can still be cancelled
 
 
 def _key(index: int | None) -> str:

@@ -1,0 +1,170 @@
+"""The local backend (no Slurm): real subprocesses, real files, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from dc2tasks.slurm import AsyncSlurmClient, JobInfo, Outcome, SlurmClient, SlurmJob, element_ids
+from dc2tasks.slurm.transports import LocalTransport
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> SlurmClient:
+    work = tmp_path / "work"
+    work.mkdir()
+    return SlurmClient(LocalTransport(tmp_path / "state", cwd=work))
+
+
+def wait_final(client: SlurmClient, ids: list[str], timeout: float = 30) -> dict[str, JobInfo]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = client.status(ids)
+        if set(got) >= set(ids) and all(j.outcome.final for j in got.values()):
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not final after {timeout} s: {got}")
+        time.sleep(0.1)
+
+
+def wait_running(client: SlurmClient, job_id: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while client.status([job_id])[job_id].state.base != "RUNNING":
+        assert time.monotonic() < deadline, "job never started"
+        time.sleep(0.05)
+
+
+def test_success_and_log(local: SlurmClient, tmp_path: Path) -> None:
+    out = tmp_path / "work" / "hello.%j.out"
+    jid = local.submit(SlurmJob(script='echo "hello $SLURM_JOB_NAME"; echo err >&2\n', name="hello",
+                                output=str(out), environment={"X": "1"}))
+    info = wait_final(local, [jid])[jid]
+    assert (info.state.base, info.exit_code, info.outcome) == ("COMPLETED", 0, Outcome.SUCCESS)
+    assert info.name == "hello" and info.nodes == "localhost"
+    text, offset = local.read_log(str(out).replace("%j", jid))
+    assert text == "hello hello\nerr\n" and offset == len(text)
+    assert local.read_log(str(out).replace("%j", jid), offset) == ("", offset)
+
+
+def test_exit_3_is_failed_with_code_and_tail(local: SlurmClient, tmp_path: Path) -> None:
+    out = tmp_path / "work" / "fail.out"
+    jid = local.submit(SlurmJob(script="for i in $(seq 1 500); do echo line $i; done; exit 3\n",
+                                name="fails", output=str(out)))
+    info = wait_final(local, [jid])[jid]
+    assert (info.state.base, info.exit_code, info.signal, info.outcome) == ("FAILED", 3, 0, Outcome.FAIL)
+    tail = local.tail_log(str(out), 30)
+    assert tail.endswith("line 499\nline 500\n") and len(tail) == 30
+
+
+def test_array_with_failing_indices_and_throttle(local: SlurmClient, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    script = (
+        'echo "$SLURM_ARRAY_TASK_ID $SLURM_ARRAY_JOB_ID $SLURM_JOB_ID"\n'
+        'date +%s.%N > "start.$SLURM_ARRAY_TASK_ID"; sleep 0.3; date +%s.%N > "end.$SLURM_ARRAY_TASK_ID"\n'
+        'case "$SLURM_ARRAY_TASK_ID" in 4|11|17) exit 2;; esac\n'
+    )
+    job = SlurmJob(script=script, name="arr", array="0-19%2", output="arr.%A_%a.out")
+    jid = local.submit(job)
+    ids = element_ids(jid, job)
+    got = wait_final(local, ids, timeout=60)
+    failed = sorted(j.array_task_id for j in got.values() if j.state.base == "FAILED")
+    assert failed == [4, 11, 17]
+    assert all(got[i].exit_code == 2 for i in (f"{jid}_4", f"{jid}_11", f"{jid}_17"))
+    assert sum(j.state.base == "COMPLETED" for j in got.values()) == 17
+    first = (work / f"arr.{jid}_0.out").read_text().split()
+    assert first[:2] == ["0", jid]
+    raw_ids = {(work / f"arr.{jid}_{i}.out").read_text().split()[2] for i in range(20)}
+    assert len(raw_ids) == 20  # every element has its own job id (%j), as in Slurm
+    spans = [(float((work / f"start.{i}").read_text()), float((work / f"end.{i}").read_text()))
+             for i in range(20)]
+    most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert most <= 2  # the %2 throttle held
+
+    retry = job.with_array_indices(failed)
+    rid = local.submit(retry)
+    again = wait_final(local, element_ids(rid, retry), timeout=30)
+    assert set(again) == {f"{rid}_4", f"{rid}_11", f"{rid}_17"}
+
+
+def test_cancel_kills_the_process_group(local: SlurmClient, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    jid = local.submit(SlurmJob(script="sleep 300 & echo $! > child.pid; wait\n", name="long"))
+    wait_running(local, jid)
+    deadline = time.monotonic() + 5
+    while not (work / "child.pid").exists() or not (work / "child.pid").read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child = int((work / "child.pid").read_text())
+    local.cancel([jid])
+    info = wait_final(local, [jid], timeout=15)[jid]
+    assert info.state.base == "CANCELLED" and info.state.cancelled_by == os.getuid()
+    assert info.outcome is Outcome.FAIL_NO_RETRY
+    time.sleep(0.2)
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+
+
+def test_timeout(local: SlurmClient) -> None:
+    t0 = time.monotonic()
+    jid = local.submit(SlurmJob(script="sleep 60\n", name="slow", time_limit="0:02"))
+    info = wait_final(local, [jid], timeout=20)[jid]
+    assert info.state.base == "TIMEOUT" and info.outcome is Outcome.RETRY_MORE_TIME
+    assert 2 <= time.monotonic() - t0 < 10
+
+
+def test_find_by_name_and_comment(local: SlurmClient) -> None:
+    a = local.submit(SlurmJob(script="sleep 5\n", name="dag.run.task", comment="dc2:try=1"))
+    local.submit(SlurmJob(script="true\n", name="something-else"))
+    found = local.find_by_name("dag.run.task")
+    assert [(f.job_id, f.comment, f.outcome) for f in found] == [(a, "dc2:try=1", Outcome.WAIT)]
+    local.cancel([a])
+    assert local.find_by_name("nobody") == []
+
+
+def test_dependency_never_satisfied_is_cancelled(local: SlurmClient) -> None:
+    bad = local.submit(SlurmJob(script="exit 1\n", name="first"))
+    dep = local.submit(SlurmJob(script="echo never\n", name="second", dependencies=(f"afterok:{bad}",)))
+    ok = local.submit(SlurmJob(script="true\n", name="third", dependencies=(f"afterany:{bad}",)))
+    got = wait_final(local, [bad, dep, ok])
+    assert got[dep].state.base == "CANCELLED" and got[ok].state.base == "COMPLETED"
+
+
+def test_supervisor_gone_is_node_fail(local: SlurmClient, tmp_path: Path) -> None:
+    jid = local.submit(SlurmJob(script="sleep 30\n", name="orphan"))
+    wait_running(local, jid)
+    pid = int((tmp_path / "state" / "jobs" / jid / "supervisor.pid").read_text())
+    os.kill(pid, 9)
+    info = wait_final(local, [jid], timeout=10)[jid]
+    assert info.state.base == "NODE_FAIL" and info.outcome is Outcome.RETRY_EXCLUDE_NODES
+    pgid = int(__import__("json").loads(
+        (tmp_path / "state" / "jobs" / jid / "elements" / "batch.json").read_text())["pgid"])
+    assert Path(f"/proc/{pgid}").exists()
+    local.cancel([jid])  # with its supervisor gone, scancel kills the orphaned element itself
+    time.sleep(0.2)
+    assert not Path(f"/proc/{pgid}").exists() or "Z" in Path(f"/proc/{pgid}/stat").read_text().split()[2]
+    assert local.status([jid])[jid].state.base == "NODE_FAIL"  # what happened stays recorded
+
+
+def test_emulator_refuses_unknown_options(local: SlurmClient) -> None:
+    from dc2tasks.slurm.commands import Command
+
+    script = b"#!/bin/bash\n#SBATCH --gres=gpu:1\ntrue\n"
+    r = local.transport.run(Command(("sbatch", "--parsable"), stdin=script))
+    assert r.returncode == 1 and "gres" in r.err
+
+
+def test_async_client_on_local(tmp_path: Path) -> None:
+    async def go() -> str:
+        c = AsyncSlurmClient(LocalTransport(tmp_path / "state", cwd=tmp_path))
+        jid = await c.submit(SlurmJob(script="exit 0\n", name="async"))
+        for _ in range(200):
+            s = await c.status([jid])
+            if s[jid].outcome.final:
+                return s[jid].state.base
+            await asyncio.sleep(0.05)
+        return "not final"
+
+    assert asyncio.run(go()) == "COMPLETED"
