@@ -12,8 +12,10 @@ a moment ago may not be in sacct yet; for ids sacct does not know, one `scontrol
 
 Ask for array elements by their ids (`element_ids`): slurmdbd lags slurmctld, and for a second or
 two sacct can list an array's last element as finished while elements that are still running are
-missing from its output (seen on Slurm 22.05). Asked-for elements that sacct omits are looked up
-with scontrol, so a poll never mistakes "not in sacct yet" for "done".
+missing from its output (seen on Slurm 22.05). Likewise a job that ends quickly can first appear
+as a placeholder record named "allocation", written before its real record. Asked-for elements
+that sacct omits or only has a placeholder for are looked up with scontrol, so a poll never
+mistakes "not in sacct yet" for "done".
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ class _Plans:
             else:
                 self._check("sacct", r)
                 self.accounting = True
-                found = c.select(c.parse_sacct(r.out), wanted)
+                found = {k: j for k, j in c.select(c.parse_sacct(r.out), wanted).items()
+                         if j.name != c.DBD_PLACEHOLDER_NAME}
                 seen = {j.array_job_id for j in found.values()} | set(found)
                 missing = [i for i in wanted if i not in seen]
                 if missing:

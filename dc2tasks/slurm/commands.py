@@ -18,6 +18,8 @@ from dc2tasks.slurm.states import Outcome, SlurmState, parse_exit_code
 SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "Elapsed", "MaxRSS", "NodeList", "Comment")
 ACCOUNTING_DISABLED = ("accounting is disabled", "accounting storage is disabled")
 DEFAULT_TIMEOUT = 60.0
+DBD_PLACEHOLDER_NAME = "allocation"
+"""slurmdbd's name for a job whose step records arrived before the job's own record."""
 LOG_CHUNK = 1 << 20
 
 

@@ -125,6 +125,8 @@ class SlurmJob:
         if not isinstance(self.script, str) or "\0" in self.script:
             raise ValueError("script: must be text without NUL bytes")
         v.check("name", self.name, v.NAME_RE, "job name")
+        if self.name == "allocation":
+            raise ValueError("name: 'allocation' is slurmdbd's placeholder name; choose another")
         for f in ("account", "qos", "partition"):
             if getattr(self, f) is not None:
                 v.check(f, getattr(self, f), v.WORD_RE, f)

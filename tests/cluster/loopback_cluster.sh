@@ -13,6 +13,8 @@
 #   the namespace per connection. So nothing listens on any host interface except 127.0.0.1.
 # - Logins use an OpenSSH user certificate (like NERSC's sshproxy `<key>-cert.pub`), not an
 #   authorized key, so a client that ignores the certificate cannot log in.
+# - The node claims 8 CPUs (config_overrides) on a 2-core machine: test jobs mostly wait on Slurm,
+#   not on the CPU, and 8 slots keep a 20-element array test short.
 # - Every daemon is started in its own session with setsid; `stop` kills those process groups by
 #   the pids recorded under DIR/pids, then any process left in the namespace (job steps), then the
 #   namespace holder.
@@ -132,7 +134,8 @@ AccountingStoragePort=6819
 AccountingStoragePass=$sock
 AccountingStoreFlags=job_comment
 Licenses=scratch:4
-NodeName=$host NodeAddr=127.0.0.1 CPUs=2 RealMemory=4000 State=UNKNOWN
+SlurmdParameters=config_overrides
+NodeName=$host NodeAddr=127.0.0.1 CPUs=8 RealMemory=4000 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
     cat >"$DIR/etc/slurmdbd.conf" <<EOF
@@ -308,6 +311,7 @@ DC2_SLURM_SSH_KNOWN_HOSTS=$DIR/client/known_hosts
 DC2_SLURM_WORKDIR=$DIR/home/$TEST_USER
 DC2_SLURM_CONF=$DIR/etc/slurm.conf
 DC2_SLURM_NETNS_PID=$(cat "$DIR/pids/netns.pid" 2>/dev/null || true)
+DC2_SLURM_MEMORY_ENFORCEMENT=$([ -f "$DIR/etc/cgroup.conf" ] && echo cgroup || echo jobacct)
 EOF
 }
 

@@ -114,3 +114,13 @@ def test_async_client_drives_the_same_plans() -> None:
     t = Replay({"sacct": [NO_ACCOUNTING], "scontrol": [SCONTROL]})
     got = asyncio.run(AsyncSlurmClient(t).status(["5"]))
     assert got["5"].state.base == "RUNNING"
+
+
+def test_dbd_placeholder_record_is_not_trusted() -> None:
+    """Captured: a quick job first shows in sacct as `allocation` before its real record."""
+    sacct = CommandResult(0, b"5|allocation|PENDING|0:0|00:00:00||vm|\n"
+                             b"5.batch|batch|COMPLETED|0:0|00:00:00|3324K|vm|\n", b"")
+    t = Replay({"sacct": [sacct], "scontrol": [SCONTROL]})
+    got = SlurmClient(t).status(["5"])
+    assert got["5"].name == "a" and got["5"].state.base == "RUNNING"
+    assert [cmd.argv[0] for cmd in t.sent] == ["sacct", "scontrol"]

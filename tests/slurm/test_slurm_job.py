@@ -92,6 +92,7 @@ REJECT = [
     ("name", {"name": "x;rm -rf /"}),
     ("name", {"name": "$(id)"}),
     ("name", {"name": ""}),
+    ("name", {"name": "allocation"}),
     ("account", {"account": "m1727\n#SBATCH --uid=0"}),
     ("qos", {"qos": "regular premium"}),
     ("partition", {"partition": "cpu'"}),
