@@ -2,6 +2,7 @@
 # A real, single-node Slurm (with slurmdbd accounting) and an sshd for the test suite.
 #
 #   loopback_cluster.sh start        start everything from nothing; prints the state directory
+#                                    (env DC2_LOOPBACK_ACCOUNTING=0: without slurmdbd)
 #   loopback_cluster.sh env [DIR]    print the connection settings as KEY=VALUE lines
 #   loopback_cluster.sh stop [DIR]   stop everything that `start` started, by pid, and remove DIR
 #
@@ -24,6 +25,10 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LAST_FILE=/tmp/dc2-loopback-cluster.last
 TEST_USER="${DC2_LOOPBACK_USER:-dc2test}"
 CLUSTER_NAME=test
+# DC2_LOOPBACK_ACCOUNTING=0: no MariaDB/slurmdbd (sacct then says accounting is disabled), to test
+# the client's squeue/scontrol fallback. DC2_LOOPBACK_CGROUP=0: no cgroups (use it for a second
+# cluster running beside the first, whose slurmd owns the cgroup hierarchy).
+ACCOUNTING="${DC2_LOOPBACK_ACCOUNTING:-1}"
 INNER_SSH_PORT=2222
 NS_ADDR_A=10.254.254.1
 NS_ADDR_B=10.254.254.2
@@ -82,6 +87,14 @@ write_configs() {
     # With writable cgroup v1 controllers, task/cgroup makes the kernel enforce --mem, and Slurm
     # reports OUT_OF_MEMORY. Without it, jobacct_gather's OverMemoryKill kills the job by polling
     # and Slurm 22.05 reports that as FAILED with signal 9, not OUT_OF_MEMORY.
+    local ACCOUNTING_LINES="AccountingStorageType=accounting_storage/none"
+    if [ "$ACCOUNTING" = 1 ]; then
+        ACCOUNTING_LINES="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=6819
+AccountingStoragePass=$sock
+AccountingStoreFlags=job_comment"
+    fi
     local PROCTRACK=proctrack/linuxproc TASKPLUGIN=task/none GATHERPARAMS=OverMemoryKill
     if [ "${DC2_LOOPBACK_CGROUP:-auto}" != 0 ] && cgroup_v1_writable; then
         PROCTRACK=proctrack/cgroup TASKPLUGIN=task/cgroup GATHERPARAMS=NoOverMemoryKill
@@ -128,11 +141,7 @@ InactiveLimit=0
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=2
 JobAcctGatherParams=$GATHERPARAMS
-AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=localhost
-AccountingStoragePort=6819
-AccountingStoragePass=$sock
-AccountingStoreFlags=job_comment
+$ACCOUNTING_LINES
 Licenses=scratch:4
 SlurmdParameters=config_overrides
 NodeName=$host NodeAddr=127.0.0.1 CPUs=8 RealMemory=4000 State=UNKNOWN
@@ -245,11 +254,13 @@ EOF
 }
 
 start_slurm() {
-    spawn slurmdbd slurmdbd -D
-    wait_for slurmdbd 120 ns sacctmgr -n list cluster
-    ns sacctmgr -i add cluster "$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
-    ns sacctmgr -i add account dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
-    ns sacctmgr -i add user "$TEST_USER" account=dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
+    if [ "$ACCOUNTING" = 1 ]; then
+        spawn slurmdbd slurmdbd -D
+        wait_for slurmdbd 120 ns sacctmgr -n list cluster
+        ns sacctmgr -i add cluster "$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
+        ns sacctmgr -i add account dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
+        ns sacctmgr -i add user "$TEST_USER" account=dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
+    fi
     spawn slurmctld slurmctld -D -f "$DIR/etc/slurm.conf"
     wait_for slurmctld 120 ns scontrol ping
     spawn slurmd slurmd -D -f "$DIR/etc/slurm.conf"
@@ -291,7 +302,8 @@ cmd_start() {
     write_configs "$(hostname -s)"
     make_keys
     start_munge
-    start_mariadb
+    echo "$ACCOUNTING" >"$DIR/accounting"
+    [ "$ACCOUNTING" = 1 ] && start_mariadb
     start_slurm
     start_sshd
     trap - EXIT
@@ -311,6 +323,7 @@ DC2_SLURM_SSH_KNOWN_HOSTS=$DIR/client/known_hosts
 DC2_SLURM_WORKDIR=$DIR/home/$TEST_USER
 DC2_SLURM_CONF=$DIR/etc/slurm.conf
 DC2_SLURM_NETNS_PID=$(cat "$DIR/pids/netns.pid" 2>/dev/null || true)
+DC2_SLURM_ACCOUNTING=$(cat "$DIR/accounting")
 DC2_SLURM_MEMORY_ENFORCEMENT=$([ -f "$DIR/etc/cgroup.conf" ] && echo cgroup || echo jobacct)
 EOF
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,13 +34,14 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(scope="session")
-def loopback_cluster() -> Iterator[dict[str, str]]:
+@contextmanager
+def _cluster(**env: str) -> Iterator[dict[str, str]]:
+    """Start a loopback cluster (settings from `env`), yield its settings, stop it by pid."""
     if os.geteuid() != 0 and not _in_ci():
         pytest.skip("the loopback Slurm cluster needs root (run the tests as root, or in CI)")
     try:
         started = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True,
-                                 timeout=START_TIMEOUT_S, check=False)
+                                 timeout=START_TIMEOUT_S, check=False, env={**os.environ, **env})
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"loopback cluster did not start within {START_TIMEOUT_S} s: {e.stderr}")
     if started.returncode != 0:
@@ -47,13 +49,27 @@ def loopback_cluster() -> Iterator[dict[str, str]]:
     directory = started.stdout.strip().splitlines()[-1]
     try:
         env_out = subprocess.run(["bash", str(SCRIPT), "env", directory], capture_output=True, text=True,
-                                 check=True).stdout
+                                 check=True, env={**os.environ, **env}).stdout
         yield dict(line.split("=", 1) for line in env_out.splitlines() if "=" in line)
     finally:
         stopped = subprocess.run(["bash", str(SCRIPT), "stop", directory], capture_output=True, text=True,
-                                 check=False)
+                                 check=False, env={**os.environ, **env})
         if stopped.returncode != 0:
             print(f"loopback cluster stop failed:\n{stopped.stderr}")
+
+
+@pytest.fixture(scope="session")
+def loopback_cluster() -> Iterator[dict[str, str]]:
+    """Slurm with slurmdbd accounting (sacct works), cgroup memory enforcement where possible."""
+    with _cluster() as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def loopback_cluster_without_accounting() -> Iterator[dict[str, str]]:
+    """A second cluster with no slurmdbd, its own user, and no cgroups (the first one owns them)."""
+    with _cluster(DC2_LOOPBACK_ACCOUNTING="0", DC2_LOOPBACK_CGROUP="0", DC2_LOOPBACK_USER="dc2noacct") as env:
+        yield env
 
 
 def _ssh_config(env: dict[str, str], **overrides: object) -> SSHConfig:
