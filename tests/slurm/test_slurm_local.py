@@ -168,3 +168,17 @@ def test_async_client_on_local(tmp_path: Path) -> None:
         return "not final"
 
     assert asyncio.run(go()) == "COMPLETED"
+
+
+def test_local_log_reader_matches_gnu_dd_and_tail(tmp_path: Path) -> None:
+    """LocalTransport reads logs in Python; the SSH path runs dd/tail. Same bytes, same offsets."""
+    from dc2tasks.slurm.transports import SubprocessTransport
+
+    log = tmp_path / "mixed.log"
+    log.write_bytes("".join(f"ligne {i} é\n" for i in range(2000)).encode())
+    python_side = SlurmClient(LocalTransport(tmp_path / "state"))
+    gnu_side = SlurmClient(SubprocessTransport())
+    for offset, limit in [(0, 100), (7, 1000), (30000, 1 << 20), (10**7, 10)]:
+        assert python_side.read_log(str(log), offset, limit) == gnu_side.read_log(str(log), offset, limit)
+    assert python_side.tail_log(str(log), 50) == gnu_side.tail_log(str(log), 50) != ""
+    assert python_side.read_log(str(tmp_path / "nope"), 3) == gnu_side.read_log(str(tmp_path / "nope"), 3)
