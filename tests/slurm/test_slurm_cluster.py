@@ -6,6 +6,7 @@ One TIMEOUT job is submitted when the module starts and checked by the last test
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import time
@@ -14,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from dc2tasks.slurm import JobInfo, Outcome, SlurmClient, SlurmJob, command_body, element_ids
+from dc2tasks.slurm import (
+    AsyncSlurmClient,
+    JobInfo,
+    Outcome,
+    SlurmClient,
+    SlurmJob,
+    command_body,
+    element_ids,
+)
 from dc2tasks.slurm import commands as c
 from dc2tasks.slurm.transports import TransportError, TransportTimeout
 from dc2tasks.slurm.transports.ssh import SSHConfig, SSHTransport, certificate_valid_before
@@ -186,6 +195,23 @@ def test_status_of_many_jobs_is_one_command(cluster_client: SlurmClient, ssh_tra
     got = cluster_client.status(ids)
     assert ssh_transport.counter.count - before == 1
     assert sorted(got) == sorted(ids) and all(j.state.base == "COMPLETED" for j in got.values())
+
+
+def test_async_callers_share_the_one_connection(
+    cluster_client: SlurmClient, ssh_transport: SSHTransport
+) -> None:
+    """A triggerer's event loop drives the same transport: 25 concurrent polls, no new connection."""
+    jid = cluster_client.submit(SlurmJob(script="true\n", name="dc2-async"))
+    wait_final(cluster_client, [jid])
+    connects = ssh_transport.connects
+
+    async def poll_many() -> list[dict[str, JobInfo]]:
+        client = AsyncSlurmClient(ssh_transport)
+        return await asyncio.gather(*(client.status([jid]) for _ in range(25)))
+
+    results = asyncio.run(poll_many())
+    assert [r[jid].state.base for r in results] == ["COMPLETED"] * 25
+    assert ssh_transport.connects == connects
 
 
 def test_reconnects_after_the_connection_is_killed(ssh_transport: SSHTransport) -> None:
