@@ -191,6 +191,13 @@ def test_hostile_values_never_reach_a_shell_unquoted(
 def test_status_of_many_jobs_is_one_command(cluster_client: SlurmClient, ssh_transport: SSHTransport) -> None:
     ids = [cluster_client.submit(SlurmJob(script="true\n", name=f"dc2-many-{i}")) for i in range(10)]
     wait_final(cluster_client, ids, timeout=90)
+    deadline = time.monotonic() + 30
+    while True:  # until slurmdbd has caught up (real records, not "allocation" placeholders)
+        rows = c.parse_sacct(remote(ssh_transport, *c.sacct(ids).argv))
+        if {j.job_id for j in rows if j.name.startswith("dc2-many-")} == set(ids):
+            break
+        assert time.monotonic() < deadline, "sacct never caught up"
+        time.sleep(0.5)
     before = ssh_transport.counter.count
     got = cluster_client.status(ids)
     assert ssh_transport.counter.count - before == 1
