@@ -43,6 +43,17 @@ class PatchContext:
         return f"{self.px},{self.py}"
 
 
+
+def _identity(objs: Objects) -> Columns:
+    """The columns every coadd catalog of an object starts with (ref and forced alike)."""
+    return {
+        "id": objs.id,
+        "coord_ra": objs.ra,
+        "coord_dec": objs.dec,
+        "parent": objs.parent,
+        "deblend_nChild": objs.n_child,
+    }
+
 def placement_flags(objs: Objects, ctx: PatchContext) -> tuple[np.ndarray, np.ndarray]:
     """(detect_isPatchInner, detect_isPrimary) of these records in this patch."""
     inner = ctx.geom.inner_box(ctx.px, ctx.py).contains(objs.x, objs.y)
@@ -87,11 +98,7 @@ def ref_core(
         return _per_record(njy, ref) * f0 / NJY_AT_MAG0
 
     cols: Columns = {
-        "id": objs.id,
-        "coord_ra": objs.ra,
-        "coord_dec": objs.dec,
-        "parent": objs.parent,
-        "deblend_nChild": objs.n_child,
+        **_identity(objs),
         "base_SdssCentroid_x": objs.x,
         "base_SdssCentroid_y": objs.y,
         f"base_SdssCentroid_x{g.err}": objs.centroid_err,
@@ -152,11 +159,7 @@ def forced_core(
     ref_shape = _per_record(psf_moments(objs, ctx), ref) + objs.shape
     sdss = _with_nan(psf_b + objs.shape, objs.shape_flag[k])
     cols: Columns = {
-        "id": objs.id,
-        "coord_ra": objs.ra,
-        "coord_dec": objs.dec,
-        "parent": objs.parent,
-        "deblend_nChild": objs.n_child,
+        **_identity(objs),
         "base_TransformedCentroid_x": objs.x,
         "base_TransformedCentroid_y": objs.y,
     }
