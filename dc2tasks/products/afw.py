@@ -161,9 +161,6 @@ class RawRecords:
     def __len__(self) -> int:
         return self.rows.shape[0]
 
-    def select(self, mask: np.ndarray) -> RawRecords:
-        return RawRecords(self.path, self.header, self.rows[mask], self.layout)
-
     def flag_groups(self) -> Iterator[tuple[list[str], int, int]]:
         """(names, byte offset, count) of each packed bit column."""
         flagcol = self.header.get("FLAGCOL")
@@ -273,9 +270,6 @@ def column_names(path: str | os.PathLike) -> list[str]:
             names.append(name)
     return names
 
-
-def row_count(path: str | os.PathLike) -> int:
-    return int(read_header(path).get("NAXIS2", 0) or 0)
 
 
 # ---- writing (the sample repository generator uses this) -------------------------------------

@@ -20,6 +20,7 @@ mistakes "not in sacct yet" for "done".
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -197,6 +198,19 @@ class SlurmClient:
 
     def tail_log(self, path: str, nbytes: int = 4000) -> str:
         return self._drive(self._plans.tail_log(path, nbytes))  # type: ignore[return-value]
+
+    def wait(self, ids: Iterable[str | int], timeout: float, interval: float = 0.5) -> dict[str, JobInfo]:
+        """Block until every job is in a final state (the local backend and tests; the Airflow
+        trigger polls instead). Raises TimeoutError with the last states seen."""
+        wanted = [str(i) for i in ids]
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.status(wanted)
+            if set(got) >= set(wanted) and all(got[i].outcome.final for i in wanted):
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"jobs {wanted} not final after {timeout} s: {got}")
+            time.sleep(interval)
 
 
 class AsyncSlurmClient:

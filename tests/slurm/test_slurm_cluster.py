@@ -34,14 +34,7 @@ pytestmark = pytest.mark.cluster
 
 
 def wait_final(client: SlurmClient, ids: list[str], timeout: float = 60) -> dict[str, JobInfo]:
-    deadline = time.monotonic() + timeout
-    got: dict[str, JobInfo] = {}
-    while time.monotonic() < deadline:
-        got = client.status(ids)
-        if set(got) >= set(ids) and all(got[i].outcome.final for i in ids):
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"jobs {ids} not final after {timeout} s: {got}")
+    return client.wait(ids, timeout, interval=0.5)
 
 
 def wait_state(client: SlurmClient, job_id: str, state: str, timeout: float = 30) -> None:

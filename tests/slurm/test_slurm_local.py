@@ -21,14 +21,7 @@ def local(tmp_path: Path) -> SlurmClient:
 
 
 def wait_final(client: SlurmClient, ids: list[str], timeout: float = 30) -> dict[str, JobInfo]:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = client.status(ids)
-        if set(got) >= set(ids) and all(j.outcome.final for j in got.values()):
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not final after {timeout} s: {got}")
-        time.sleep(0.1)
+    return client.wait(ids, timeout, interval=0.1)
 
 
 def wait_running(client: SlurmClient, job_id: str, timeout: float = 10) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -29,14 +28,7 @@ def transport(env: dict[str, str]) -> Iterator[SSHTransport]:
 
 
 def wait_final(client: SlurmClient, ids: list[str], timeout: float = 60) -> dict[str, JobInfo]:
-    deadline = time.monotonic() + timeout
-    got: dict[str, JobInfo] = {}
-    while time.monotonic() < deadline:
-        got = client.status(ids)
-        if set(got) >= set(ids) and all(got[i].outcome.final for i in ids):
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"jobs {ids} not final after {timeout} s: {got}")
+    return client.wait(ids, timeout, interval=0.5)
 
 
 def test_status_and_find_without_accounting(transport: SSHTransport, env: dict[str, str]) -> None:
