@@ -102,7 +102,7 @@ def _cmd_merge_parquet(args: argparse.Namespace) -> int:
 def _cmd_gcr_config(args: argparse.Namespace) -> int:
     from dc2tasks.products import gcr
 
-    product = gcr.OBJECT_PRODUCTS[args.product]
+    product = gcr.PRODUCTS[args.product]
     schema = gcr.write_schema(args.base_dir, product)
     base = args.config_base_dir or str(args.base_dir.resolve())
     name = args.name or gcr.catalog_name(args.run, product)
@@ -219,20 +219,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", action="store_true", help="sort the inputs by name first")
     p.set_defaults(func=_cmd_merge_parquet)
 
-    from dc2tasks.products.gcr import OBJECT_PRODUCTS
+    from dc2tasks.products.gcr import PRODUCTS
 
     p = sub.add_parser(
         "gcr-config",
-        help="Object step 5: schema yaml beside a product's files, and its GCRCatalogs catalog config",
+        help="schema yaml beside a product's files, and its GCRCatalogs catalog config",
         formatter_class=_Formatter,
     )
-    p.add_argument("--product", choices=sorted(OBJECT_PRODUCTS), required=True, help="which product")
+    p.add_argument("--product", choices=sorted(PRODUCTS), required=True, help="which product")
     p.add_argument("--run", required=True, help="data run name, e.g. run1.2i (used in the catalog name)")
     p.add_argument("--base-dir", type=Path, required=True, help="directory holding the product's files")
     p.add_argument(
         "--config-base-dir", help="base_dir to write in the config (default: --base-dir, absolute)"
     )
-    p.add_argument("--name", help="catalog name (default: dc2_object_<run>[_all_columns|_dpdd])")
+    p.add_argument(
+        "--name", help="catalog name (default: dc2_object_<run>[_all_columns|_dpdd], dc2_<product>_<run>)"
+    )
     p.add_argument("--pixel-scale", type=float, default=0.2, help="coadd arcsec per pixel")
     p.add_argument("-o", "--output-dir", type=Path, required=True, help="directory for <catalog name>.yaml")
     p.set_defaults(func=_cmd_gcr_config)
@@ -271,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, default=2, help="parallel processes")
     p.set_defaults(func=_cmd_demo)
 
+    from dc2tasks.cli_visits import add_parsers as add_visit_parsers
+
+    add_visit_parsers(sub, _Formatter, _repo_args, _bands)
+
     try:
         from dc2tasks.sample.cli import add_parser as add_sample_parser
     except ImportError:  # the generator is optional at import time only while it is being built
@@ -285,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else logging.INFO if args.verbose else logging.WARNING
     if not args.quiet and not args.verbose:
-        level = logging.INFO if args.command in ("demo", "object-pipeline") else logging.WARNING
+        verbose_commands = ("demo", "object-pipeline", "source", "forced-source", "dia-source", "dia-object")
+        level = logging.INFO if args.command in verbose_commands else logging.WARNING
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

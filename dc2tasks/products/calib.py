@@ -107,7 +107,11 @@ def read_photocalib_archive(path: Path, hdus: list[fits.Hdu], archive_id: int | 
 def read_calibration(path: str | os.PathLike) -> Calibration:
     """The calibration of an exposure file (calexp, coadd calexp, difference image)."""
     path = Path(path)
-    hdus = fits.scan(path)
+    return calibration_from_hdus(path, fits.scan(path))
+
+
+def calibration_from_hdus(path: Path, hdus: list[fits.Hdu]) -> Calibration:
+    """As read_calibration, for a caller that has scanned the file already (and wants more of it)."""
     primary = hdus[0].header
     if "FLUXMAG0" in primary:
         f0 = float(primary["FLUXMAG0"])

@@ -61,13 +61,40 @@ OBJECT_PRODUCTS = {
 }
 
 
-def catalog_name(run: str, product: Product) -> str:
-    """`dc2_object_<run>` for the trimmed catalog (the DPDD entry point), suffixes for the others."""
-    run = re.sub(r"[^A-Za-z0-9_.]", "_", run).lower()
-    suffix = {"object": "_all_columns", "trim_object": "", "dpdd_object": "_dpdd"}.get(
-        product.key, f"_{product.key}"
+def _visit_products() -> dict[str, Product]:
+    from dc2tasks.products.dia_object import FILE_PATTERN as DIA_OBJECT_PATTERN
+    from dc2tasks.products.visit_tables import VISIT_TABLES
+
+    out = {
+        key: Product(key, t.gcr_subclass, t.file_pattern, "schema.yaml", description=t.description)
+        for key, t in VISIT_TABLES.items()
+    }
+    out["dia_object"] = Product(
+        "dia_object",
+        "dc2_dia_object.DC2DiaObjectCatalog",
+        DIA_OBJECT_PATTERN,
+        "schema.yaml",
+        description="DIAObject catalog with per-band light-curve statistics, one Parquet file per tract",
     )
+    return out
+
+
+VISIT_PRODUCTS = _visit_products()
+PRODUCTS = OBJECT_PRODUCTS | VISIT_PRODUCTS
+
+
+def catalog_name(run: str, product: Product) -> str:
+    """`dc2_object_<run>` for the trimmed catalog (the DPDD entry point), suffixes for the other Object
+    products; `dc2_<product>_<run>` for the others (dc2_source_run1.2i, as the 2019 configs)."""
+    run = re.sub(r"[^A-Za-z0-9_.]", "_", run).lower()
+    if product.key not in OBJECT_PRODUCTS:
+        return f"dc2_{product.key}_{run}"
+    suffix = {"object": "_all_columns", "trim_object": "", "dpdd_object": "_dpdd"}[product.key]
     return f"dc2_object_{run}{suffix}"
+
+
+def is_parquet(product: Product) -> bool:
+    return product.filename_pattern.endswith(r"\.parquet$")
 
 
 def matching_files(base_dir: Path, pattern: str) -> list[Path]:
@@ -111,7 +138,7 @@ def write_schema(base_dir: str | os.PathLike, product: Product, overwrite: bool 
     files = matching_files(base_dir, product.filename_pattern)
     if not files:
         raise InputError(f"{base_dir}: no file matches {product.filename_pattern!r} for {product.key}")
-    schema = parquet_schema(files) if product.is_dpdd else hdf5_schema(files)
+    schema = parquet_schema(files) if is_parquet(product) else hdf5_schema(files)
     target = base_dir / (product.schema_filename or "schema.yaml")
     if target.exists() and not overwrite:
         raise InputError(f"{target}: exists; pass overwrite to replace it")
@@ -121,7 +148,7 @@ def write_schema(base_dir: str | os.PathLike, product: Product, overwrite: bool 
 
 
 def catalog_config(
-    product: Product, base_dir: str, run: str, pixel_scale: float, creators: str = "dc2-production"
+    product: Product, base_dir: str, run: str, pixel_scale: float | None, creators: str = "dc2-production"
 ) -> dict[str, object]:
     config: dict[str, object] = {
         "subclass_name": product.subclass_name,
@@ -129,10 +156,11 @@ def catalog_config(
         "filename_pattern": product.filename_pattern,
         "description": f"DC2 {run}: {product.description}",
         "creators": [creators],
-        "pixel_scale": float(pixel_scale),
         "include_in_default_catalog_list": False,
     }
-    if product.schema_filename and not product.is_dpdd:
+    if pixel_scale is not None:
+        config["pixel_scale"] = float(pixel_scale)
+    if product.schema_filename and not is_parquet(product):
         config["schema_filename"] = product.schema_filename
     if product.is_dpdd:
         config["is_dpdd"] = True

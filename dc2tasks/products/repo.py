@@ -176,6 +176,34 @@ class Gen2Repo:
 
     # ---- discovery -----------------------------------------------------------------------
 
+    def discover(self, dataset: str, **known: object) -> list[tuple[dict[str, object], Path]]:
+        """Every file of a dataset whose data id agrees with `known`, with the data id read back.
+
+        Like `butler.subset`: the template, with the known keys filled in and the rest as wildcards,
+        is globbed in each repository of the chain; a data id found in a child hides the same one in
+        a parent. Results are in data-id order of the template's keys.
+        """
+        try:
+            template = TEMPLATES[self.camera][dataset]
+        except KeyError:
+            raise InputError(f"unknown dataset type {dataset!r} for {self.camera}") from None
+        pattern, regex, keys = _template_matchers(template, known)
+        found: dict[tuple, tuple[dict[str, object], Path]] = {}
+        for repo in self.chain:
+            for path in sorted(repo.glob(pattern)):
+                m = regex.fullmatch(path.relative_to(repo).as_posix())
+                if m is None or not path.is_file():
+                    continue
+                try:
+                    groups = _groups(m, keys)
+                except _Inconsistent:
+                    continue  # e.g. a file of another visit misfiled in this visit's directory
+                data_id = {k: int(v) if kind == "d" else v for k, (v, kind) in groups.items()}
+                key = tuple(data_id[k] for k in keys)
+                found.setdefault(key, (data_id, path))
+        return [found[k] for k in sorted(found, key=_sortable)]
+
+
     def _dirs(self, rel: str) -> Iterator[Path]:
         for repo in self.chain:
             d = repo / rel
@@ -213,3 +241,56 @@ def sort_bands(bands: object) -> list[str]:
 def patch_key(tract: int, patch: str) -> str:
     """HDF5 group name `coadd_<tract>_<xy>` (old merge_tract_cat: drop non-identifier characters)."""
     return f"coadd_{tract}_{patch.replace(',', '')}"
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)(0?\d*)([sd])")
+
+
+def _template_matchers(template: str, known: dict[str, object]) -> tuple[str, re.Pattern, dict[str, str]]:
+    """A glob pattern, a full-path regex and {key: 'd'|'s'} for a Gen2 path template."""
+    glob_parts: list[str] = []
+    regex_parts: list[str] = []
+    keys: dict[str, str] = {}
+    pos = 0
+    for m in _PLACEHOLDER.finditer(template):
+        literal = template[pos : m.start()]
+        glob_parts.append(_glob_escape(literal))
+        regex_parts.append(re.escape(literal))
+        key, width, kind = m.group(1), m.group(2), m.group(3)
+        if key in known:
+            value = ("%" + width + kind) % known[key]
+            glob_parts.append(_glob_escape(value))
+            regex_parts.append(f"(?P<{key}__{len(regex_parts)}>{re.escape(value)})")
+        else:
+            glob_parts.append("*")
+            body = r"\d+" if kind == "d" else r"[^/]+"
+            regex_parts.append(f"(?P<{key}__{len(regex_parts)}>{body})")
+        keys.setdefault(key, kind)
+        pos = m.end()
+    literal = template[pos:]
+    glob_parts.append(_glob_escape(literal))
+    regex_parts.append(re.escape(literal))
+    return "".join(glob_parts), re.compile("".join(regex_parts)), keys
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _groups(m: re.Match, keys: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """The value of each key; a key repeated in the template must have one value everywhere."""
+    values: dict[str, tuple[str, str]] = {}
+    for name, value in m.groupdict().items():
+        key = name.rsplit("__", 1)[0]
+        if key in values and values[key][0] != value:
+            raise _Inconsistent(key)
+        values[key] = (value, keys[key])
+    return values
+
+
+class _Inconsistent(ValueError):
+    pass
+
+
+def _sortable(key: tuple) -> tuple:
+    return tuple((0, v, "") if isinstance(v, int) else (1, 0, str(v)) for v in key)

@@ -1,0 +1,175 @@
+"""The per-visit products, declared once: which dataset, which calibration, which columns, which reader.
+
+One table drives the extraction (columns copied from each detector's afw catalog), the columns we add,
+the GCRCatalogs product (reader class and file pattern) and the tests that compare our native set with
+the reader's own `_generate_modifiers` (spec §2.4-2.6, §2.8).
+
+Beyond the old tables, every product keeps `mjd` (the old Source and ForcedSource tables dropped it
+although the script read it), and the matched products keep `match_distance` (arcsec) and
+`match_candidates` (objects within the radius), which the old tables could not tell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dc2tasks.products.schema import SchemaGeneration
+
+PIXEL_FLAGS = tuple(
+    f"base_PixelFlags_flag_{f}"
+    for f in ("edge", "interpolatedCenter", "saturatedCenter", "crCenter", "bad", "suspectCenter")
+)
+
+# columns every visit product adds to the catalog's own: identity of the row's detector, the
+# calibration applied, the magnitudes computed with it, and when the exposure was taken
+ADDED_COLUMNS = ("visit", "detector", "filter", "mjd", "fluxmag0", "mag", "mag_err")
+MATCH_COLUMNS = ("objectId", "match_distance", "match_candidates")
+
+
+def _source_native(gen: SchemaGeneration) -> list[str]:
+    f, fe, ce = gen.flux, gen.flux_err, gen.centroid_err
+    return [
+        "id",
+        "parent",
+        "coord_ra",
+        "coord_dec",
+        "slot_Centroid_x",
+        "slot_Centroid_y",
+        f"slot_Centroid_x{ce}",
+        f"slot_Centroid_y{ce}",
+        "slot_Centroid_flag",
+        "slot_Shape_xx",
+        "slot_Shape_yy",
+        "slot_Shape_xy",
+        "slot_Shape_flag",
+        "slot_PsfShape_xx",
+        "slot_PsfShape_yy",
+        "slot_PsfShape_xy",
+        f"slot_PsfFlux_{f}",
+        f"slot_PsfFlux_{fe}",
+        "slot_PsfFlux_flag",
+        "slot_PsfFlux_area",
+        f"slot_ApFlux_{f}",
+        f"slot_ApFlux_{fe}",
+        "slot_ApFlux_flag",
+        f"base_LocalBackground_{f}",
+        f"base_LocalBackground_{fe}",
+        "base_LocalBackground_flag",
+        "base_ClassificationExtendedness_value",
+        gen.blendedness,
+        "deblend_skipped",
+        *PIXEL_FLAGS,
+    ]
+
+
+def _forced_native(gen: SchemaGeneration) -> list[str]:
+    return [
+        "id",
+        "objectId",
+        f"base_PsfFlux_{gen.flux}",
+        f"base_PsfFlux_{gen.flux_err}",
+        "base_PsfFlux_flag",
+        *PIXEL_FLAGS,
+    ]
+
+
+def _dia_native(gen: SchemaGeneration) -> list[str]:
+    f, fe = gen.flux, gen.flux_err
+    return [
+        "id",
+        "parent",
+        "coord_ra",
+        "coord_dec",
+        "slot_Centroid_x",
+        "slot_Centroid_y",
+        "slot_Centroid_xErr",  # the DIA reader hard-codes `Err` (spec §2.6); DIA data are v3+
+        "slot_Centroid_yErr",
+        "slot_Centroid_flag",
+        "slot_Shape_xx",
+        "slot_Shape_yy",
+        "slot_Shape_xy",
+        "slot_Shape_flag",
+        "slot_PsfShape_xx",
+        "slot_PsfShape_yy",
+        "slot_PsfShape_xy",
+        f"slot_PsfFlux_{f}",
+        f"slot_PsfFlux_{fe}",
+        "slot_PsfFlux_flag",
+        "slot_PsfFlux_area",
+        f"slot_ApFlux_{f}",
+        f"slot_ApFlux_{fe}",
+        "slot_ApFlux_flag",
+        "ip_diffim_DipoleFit_orientation",
+        "ip_diffim_DipoleFit_chi2dof",
+        "ip_diffim_DipoleFit_flag_classification",
+        "ip_diffim_forced_PsfFlux_instFlux",
+        "ip_diffim_forced_PsfFlux_instFluxErr",
+        *PIXEL_FLAGS,
+    ]
+
+
+@dataclass(frozen=True)
+class VisitTable:
+    """One per-visit product."""
+
+    key: str  # our name: source, forced_source, dia_source
+    dataset: str  # the per-detector catalog
+    calib_dataset: str  # the exposure whose calibration turns its counts into magnitudes
+    file_prefix: str  # <prefix>_visit_<visit>.parquet
+    native: Callable[[SchemaGeneration], list[str]]
+    mag_flux: str  # the field whose counts give `mag`, `mag_err` (`base_PsfFlux`, spec §2.4 note)
+    match: str | None  # "object", "dia_object", or None when the catalog carries objectId
+    gcr_subclass: str
+    description: str
+
+    def file_name(self, visit: int) -> str:
+        return f"{self.file_prefix}_visit_{visit}.parquet"
+
+    @property
+    def file_pattern(self) -> str:
+        return rf"{self.file_prefix}_visit_\d+\.parquet$"
+
+    def columns(self, gen: SchemaGeneration) -> list[str]:
+        """Every column of the written table, in order."""
+        native = [c for c in self.native(gen) if c != "objectId"]
+        added = list(ADDED_COLUMNS)
+        match = list(MATCH_COLUMNS) if self.match else ["objectId"]
+        return native[:2] + match + added + native[2:]
+
+
+VISIT_TABLES: dict[str, VisitTable] = {
+    "source": VisitTable(
+        "source",
+        "src",
+        "calexp",
+        "src",
+        _source_native,
+        "base_PsfFlux",
+        "object",
+        "dc2_source.DC2SourceCatalog",
+        "Source catalog: every detector's src of a visit, calibrated, matched to the nearest Object",
+    ),
+    "forced_source": VisitTable(
+        "forced_source",
+        "forced_src",
+        "calexp",
+        "forced_src",
+        _forced_native,
+        "base_PsfFlux",
+        None,
+        "dc2_forced_source.DC2ForcedSourceCatalog",
+        "ForcedSource catalog: forced photometry at Object positions on every detector of a visit",
+    ),
+    "dia_source": VisitTable(
+        "dia_source",
+        "deepDiff_diaSrc",
+        "deepDiff_differenceExp",
+        "dia_src",
+        _dia_native,
+        "slot_PsfFlux",
+        "dia_object",
+        "dc2_dia_source.DC2DiaSourceCatalog",
+        "DIASource catalog: difference-image sources of a visit, matched to the nearest DIAObject",
+    ),
+}
