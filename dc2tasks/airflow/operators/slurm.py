@@ -1,0 +1,206 @@
+"""`SlurmJobOperator`: run one `SlurmJob` (or one array job) on Slurm and wait without a worker slot.
+
+Each try: read the certificate's validity (preflight); look the task instance's deterministic job
+name up in Slurm and let `outcome.plan_try` decide (reattach to a waiting job, adopt this try's
+finished job, or submit with scaled limits / only the failed array indices); record the job id in
+XCom (`slurm_job_id`, and `slurm_job` with name, try and log paths); defer to `SlurmJobTrigger`
+(or, with `deferrable=False`, run the same watch coroutine on the worker); map the end through
+`dc2tasks.slurm.states` into success or a typed exception (`dc2tasks.airflow.outcome`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import posixpath
+import re
+from dataclasses import replace
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+from dc2tasks.airflow.hooks import SlurmHook
+from dc2tasks.airflow.outcome import JobReport, comment_for, plan_try, try_of
+from dc2tasks.airflow.poller import get_poller
+from dc2tasks.airflow.triggers.slurm import SlurmJobTrigger
+from dc2tasks.airflow.watch import WatchSpec, watch
+from dc2tasks.slurm import SlurmClient, SlurmJob, SubmitError, element_ids, expand_log_path
+from dc2tasks.slurm.transports import TransportError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:+@=-]")
+NAME_READABLE_MAX = 150
+
+
+def job_name_for(dag_id: str, task_id: str, run_id: str, map_index: int | None) -> str:
+    """Deterministic and unique per task instance: a readable part (Slurm-safe characters only,
+    truncated) and a hash of the exact identifiers, so two runs never share a name even when
+    sanitising or truncating makes their readable parts equal."""
+    idx = "" if map_index is None or map_index < 0 else f".{map_index}"
+    raw = f"{dag_id}\0{task_id}\0{run_id}\0{idx}"
+    digest = hashlib.sha1(raw.encode()).hexdigest()[:10]
+    readable = _UNSAFE.sub("_", f"{dag_id}.{task_id}{idx}.{run_id}")[:NAME_READABLE_MAX]
+    return f"{readable}-{digest}"
+
+
+def output_pattern(job: SlurmJob, log_dir: str | None) -> str:
+    """The job's stdout path pattern: the job's own, else one in `log_dir`, else Slurm's default."""
+    is_array = job.array_spec is not None
+    if job.output:
+        if is_array and "%j" in job.output:
+            raise ValueError(f"job.output {job.output!r}: an array element's %j is unknown before it runs; "
+                             "use %A (array job id) and %a (index)")
+        return job.output
+    name = "slurm-%A_%a.out" if is_array else "slurm-%j.out"
+    return posixpath.join(log_dir, name) if log_dir else name
+
+
+class SlurmJobOperator(BaseOperator):
+    """Run `job` on the Slurm cluster of `slurm_conn_id` (None: the local emulator).
+
+    :param job: the job; its name and comment are replaced (deterministic name, try in comment).
+    :param slurm_conn_id: an `ssh` connection to a login node, or a `dc2_local` one; None = local.
+    :param log_dir: directory on the cluster for the job's stdout when `job.output` is not set
+        (must exist; Slurm does not create it). Neither given: Slurm's default in the workdir.
+    :param deferrable: wait in the triggerer (default) or poll on the worker.
+    :param poll_interval: seconds between status polls (one command per cluster per interval).
+    :param time_scale: the time limit's factor per earlier TIMEOUT of this task instance.
+    :param memory_scale: the memory's factor per earlier OUT_OF_MEMORY.
+    :param cert_warn_hours: warn when the SSH certificate expires within this many hours.
+    :param tail_bytes: how much of a failed job's log to put in the failure message.
+    :param max_failed_tails: at most this many failed array elements get their log tail shown.
+    """
+
+    ui_color = "#c9e4f6"
+
+    def __init__(
+        self,
+        *,
+        job: SlurmJob,
+        slurm_conn_id: str | None = None,
+        log_dir: str | None = None,
+        deferrable: bool = True,
+        poll_interval: float = 30.0,
+        time_scale: float = 2.0,
+        memory_scale: float = 2.0,
+        cert_warn_hours: float = 24.0,
+        tail_bytes: int = 3000,
+        max_failed_tails: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(job, SlurmJob):
+            raise ValueError(f"{self.task_id}: job must be a dc2tasks.slurm.SlurmJob, "
+                             f"got {type(job).__name__}")
+        output_pattern(job, log_dir)  # a bad pattern fails when the DAG is parsed, not at run time
+        for pname, value in (("poll_interval", poll_interval), ("time_scale", time_scale),
+                             ("memory_scale", memory_scale)):
+            if not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{self.task_id}: {pname} must be a positive number, got {value!r}")
+        self.job = job
+        self.slurm_conn_id = slurm_conn_id
+        self.log_dir = log_dir
+        self.deferrable = deferrable
+        self.poll_interval = float(poll_interval)
+        self.time_scale = time_scale
+        self.memory_scale = memory_scale
+        self.cert_warn_hours = cert_warn_hours
+        self.tail_bytes = tail_bytes
+        self.max_failed_tails = max_failed_tails
+        self._hook: SlurmHook | None = None
+        self._job_id: str | None = None
+
+    # -- the try --------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        ti = context["ti"]
+        try_number = int(ti.try_number)
+        name = job_name_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+        self._hook = hook = SlurmHook(self.slurm_conn_id)
+        hook.preflight(self.cert_warn_hours)
+        client = hook.client()
+        found = client.find_by_name(name)
+        last = client.status([found[-1].job_id]) if found else None
+        plan = plan_try(self.job, found, try_number, last, self.time_scale, self.memory_scale)
+        self.log.info("Slurm job name %s, try %d: %s", name, try_number, plan.reason)
+        job = replace(plan.job, name=name, comment=comment_for(try_number),
+                      output=output_pattern(plan.job, self.log_dir))
+        if plan.reattach is not None:
+            job_id = plan.reattach.job_id
+            elements = self._elements_in_slurm(client, job_id, job)
+        else:
+            job_id = self._submit(client, job, try_number)
+            elements = element_ids(job_id, job)
+            self.log.info("submitted Slurm job %s:\n%s", job_id, job.render())
+        self._after_submit(job_id)
+        self._job_id = job_id
+        spec = self._spec(job_id, job, elements)
+        ti.xcom_push(key="slurm_job_id", value=job_id)
+        ti.xcom_push(key="slurm_job", value={
+            "job_id": job_id, "name": name, "try": try_number, "conn_id": self.slurm_conn_id,
+            "log_paths": spec.log_paths, "elements": len(elements)})
+        if not self.deferrable:
+            return self.execute_complete(context, asyncio.run(self._watch_here(spec)))
+        self.defer(
+            trigger=SlurmJobTrigger(
+                job_id=job_id, element_ids=list(elements), log_paths=spec.log_paths,
+                slurm_conn_id=self.slurm_conn_id, poll_interval=self.poll_interval,
+                tail_bytes=self.tail_bytes, max_failed_tails=self.max_failed_tails, try_number=try_number),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
+        report = JobReport.from_event(event)
+        self._job_id = None  # ended: nothing left for on_kill to cancel
+        if report.failed:
+            self.log.error("%s", report.failure_message())
+        else:
+            self.log.info("Slurm job %s completed: %s", report.job_id,
+                          ", ".join(f"{k} {v}" for k, v in report.counts.items()))
+        report.raise_for_outcome()
+        return report.job_id
+
+    def on_kill(self) -> None:
+        """Killed on the worker (before deferring, or in non-deferrable mode): cancel this try's job."""
+        if self._job_id and self._hook is not None:
+            self.log.info("task killed: cancelling Slurm job %s", self._job_id)
+            self._hook.client().cancel([self._job_id])
+            self._job_id = None
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _after_submit(self, job_id: str) -> None:
+        """Called between sbatch and recording the job id (a seam for crash tests)."""
+
+    def _submit(self, client: SlurmClient, job: SlurmJob, try_number: int) -> str:
+        try:
+            return client.submit(job)
+        except (SubmitError, TransportError) as e:
+            # The connection may have dropped after sbatch accepted the job: look before failing.
+            again = [f for f in client.find_by_name(job.name) if try_of(f.comment) == try_number]
+            if again:
+                self.log.warning("sbatch reported %s, but job %s of this try exists: using it", e,
+                                 again[-1].job_id)
+                return again[-1].job_id
+            raise
+
+    def _elements_in_slurm(self, client: SlurmClient, job_id: str, job: SlurmJob) -> list[str]:
+        if job.array_spec is None:
+            return [job_id]
+        return sorted(client.status([job_id]), key=lambda i: int(i.split("_")[1])) or element_ids(job_id, job)
+
+    def _spec(self, job_id: str, job: SlurmJob, elements: list[str]) -> WatchSpec:
+        assert job.output is not None
+        user = self._hook.backend.remote_user if self._hook else ""
+        paths = {}
+        for eid in elements:
+            jid, _, idx = eid.partition("_")
+            path = expand_log_path(job.output, job_id=jid, array_job_id=jid,
+                                   array_task_id=int(idx) if idx else None, name=job.name, user=user)
+            paths[eid] = posixpath.join(job.workdir, path) if job.workdir else path
+        return WatchSpec(job_id=job_id, element_ids=tuple(elements), log_paths=paths,
+                         poll_interval=self.poll_interval, tail_bytes=self.tail_bytes,
+                         max_failed_tails=self.max_failed_tails)
+
+    async def _watch_here(self, spec: WatchSpec) -> dict[str, Any]:
+        assert self._hook is not None
+        return await watch(get_poller(self._hook.backend), spec, self.log)

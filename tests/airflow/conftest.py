@@ -1,0 +1,101 @@
+"""Fixtures for the Airflow tests: a throw-away AIRFLOW_HOME with a migrated SQLite database (set
+before Airflow is first imported), the loopback Slurm cluster, and an Airflow SSH connection to it.
+
+The cluster comes from tests/slurm/conftest.py's `_cluster` (loaded by path: a non-root conftest
+cannot be imported as a plugin). Same rules: not root and not CI -> skipped; CI=true -> a cluster
+that cannot start FAILS the tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+if "airflow" not in sys.modules:  # must precede the first `import airflow` of the session
+    _HOME = tempfile.mkdtemp(prefix="dc2-airflow-test-")
+    os.environ["AIRFLOW_HOME"] = _HOME
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+    os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.db"
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(_HOME) / "dags")
+    os.environ["DC2_LOCAL_SLURM_DIR"] = str(Path(_HOME) / "local-slurm")
+
+_SLURM_CONFTEST = Path(__file__).resolve().parents[1] / "slurm" / "conftest.py"
+_spec = importlib.util.spec_from_file_location("dc2_slurm_cluster_fixtures", _SLURM_CONFTEST)
+assert _spec and _spec.loader
+slurm_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(slurm_fixtures)
+
+SLURM_CONN_ID = "dc2_test_slurm"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster: needs the loopback Slurm + sshd of tests/cluster/loopback_cluster.sh"
+    )
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """Migrate the session's SQLite metadata database once (~3 s)."""
+    home = os.environ["AIRFLOW_HOME"]
+    r = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True,
+                       check=False, env=os.environ.copy())
+    if r.returncode != 0:
+        pytest.fail(f"airflow db migrate failed in {home}:\n{r.stderr[-3000:]}")
+    return home
+
+
+@pytest.fixture(scope="session")
+def loopback_cluster() -> Iterator[dict[str, str]]:
+    with slurm_fixtures._cluster() as env:
+        yield env
+
+
+def pinned_host_key(env: dict[str, str]) -> str:
+    parts = Path(env["DC2_SLURM_SSH_KNOWN_HOSTS"]).read_text().split()
+    return f"{parts[1]} {parts[2]}"
+
+
+def ssh_connection_json(env: dict[str, str], **extra: object) -> str:
+    """The cluster as an Airflow SSH connection (the form a deployment would use)."""
+    return json.dumps({
+        "conn_type": "ssh", "host": env["DC2_SLURM_SSH_HOST"], "port": int(env["DC2_SLURM_SSH_PORT"]),
+        "login": env["DC2_SLURM_SSH_USER"],
+        "extra": {"key_file": env["DC2_SLURM_SSH_KEY"], "host_key": pinned_host_key(env),
+                  "conn_timeout": 10, "cmd_timeout": 30, **extra},
+    })
+
+
+@pytest.fixture(scope="session")
+def slurm_conn(loopback_cluster: dict[str, str]) -> Iterator[str]:
+    """Registers the connection as AIRFLOW_CONN_<ID> for this process and its children."""
+    var = f"AIRFLOW_CONN_{SLURM_CONN_ID.upper()}"
+    os.environ[var] = ssh_connection_json(loopback_cluster)
+    yield SLURM_CONN_ID
+    os.environ.pop(var, None)
+
+
+@pytest.fixture(scope="session")
+def remote(loopback_cluster: dict[str, str]) -> Iterator[Callable[..., str]]:
+    """Run a command on the login node (for checks straight from sacct), with its own connection."""
+    from dc2tasks.slurm.commands import Command
+    from dc2tasks.slurm.transports.ssh import SSHTransport
+
+    transport = SSHTransport(slurm_fixtures._ssh_config(loopback_cluster))
+
+    def run(*argv: str) -> str:
+        r = transport.run(Command(tuple(argv), timeout=30))
+        assert r.returncode == 0, f"{argv}: {r.err}"
+        return r.out
+
+    yield run
+    transport.close()

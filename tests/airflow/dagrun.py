@@ -1,0 +1,67 @@
+"""Run one-task DAGs with the real `dag.test()` and read back what happened (states, XComs).
+
+Airflow 3.3's `dag.test()` creates its run from the DAG as serialized from the dags folder, so each
+test writes a small DAG file there, imports it, and tests that very object.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+DAG_TEMPLATE = """\
+import sys
+from datetime import timedelta
+sys.path.insert(0, {here!r})
+from airflow.sdk import DAG
+from dc2tasks.slurm import SlurmJob
+from {module} import {operator}
+
+with DAG({dag_id!r}, schedule=None, catchup=False) as dag:
+    {operator}(task_id="slurm", retries={retries}, retry_delay=timedelta(seconds=0),
+               job=SlurmJob(**{job!r}), **{op!r})
+"""
+
+
+@dataclass
+class TaskResult:
+    state: str
+    try_number: int
+    job_id: Any
+    run_id: str
+
+
+def write_dag(dag_id: str, job: dict[str, Any], retries: int = 0, operator: str = "SlurmJobOperator",
+              module: str = "dc2tasks.airflow.operators.slurm", **op: Any) -> Path:
+    dags = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    dags.mkdir(parents=True, exist_ok=True)
+    path = dags / f"{dag_id}.py"
+    path.write_text(DAG_TEMPLATE.format(here=str(HERE), module=module, operator=operator, dag_id=dag_id,
+                                        retries=retries, job=job, op=op))
+    return path
+
+
+def load_dag(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"dc2_test_dag_{path.stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+def run_dag(dag_id: str, job: dict[str, Any], retries: int = 0, **op: Any) -> TaskResult:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    dag = load_dag(write_dag(dag_id, job, retries, **op))
+    dr = dag.test()
+    with create_session() as session:
+        (ti,) = dr.get_task_instances(session=session)
+        row = session.query(XComModel).filter_by(dag_id=dag_id, run_id=dr.run_id, task_id="slurm",
+                                                  key="slurm_job_id").one_or_none()
+        return TaskResult(str(ti.state), ti.try_number, row.value if row else None, dr.run_id)
