@@ -1,0 +1,90 @@
+"""A dry run of the install: can this account write and chgrp in the central directory?
+
+Run before any job is submitted, so a permission problem shows up in minutes, not after a day of
+processing. A temporary file is made in the product's directory (or the central directory, before
+the first install), chgrp'd to the group, and removed; the directory's times are put back, so
+nothing visible changes. If the producer's files already exist they are checked against the
+manifest by name and size (not checksums: a dry run must stay cheap).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from dc2tasks.install.install import Chown, InstallResult
+from dc2tasks.install.layout import InstallError, ProductLayout
+from dc2tasks.install.manifest import MANIFEST_NAME, Manifest, read_manifest
+
+
+def _probe_write_and_chgrp(directory: Path, gid: int, chown: Chown) -> list[str]:
+    before = os.stat(directory)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".dc2-dry-run-", dir=directory)
+    except OSError as exc:
+        raise InstallError(f"{directory}: this account cannot write here: {exc.strerror or exc}") from None
+    try:
+        os.close(fd)
+        try:
+            chown(name, -1, gid, follow_symlinks=False)
+        except OSError as exc:
+            raise InstallError(
+                f"{directory}: this account cannot chgrp to gid {gid}: {exc.strerror or exc}"
+            ) from None
+    finally:
+        os.unlink(name)
+        with contextlib.suppress(OSError):  # only the owner may set times; then they just moved
+            os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns))
+    return [f"{directory}: writable, chgrp to gid {gid} allowed"]
+
+
+def dry_run_install(
+    layout: ProductLayout,
+    source: Path,
+    gid: int,
+    manifest: Manifest | str | os.PathLike[str] | None,
+    chown: Chown,
+) -> InstallResult:
+    where = layout.root if layout.root.is_dir() else layout.central
+    checks = _probe_write_and_chgrp(where, gid, chown)
+    current = layout.current_version() if layout.root.is_dir() else None
+    if not isinstance(manifest, Manifest):
+        path = Path(manifest) if manifest is not None else source / MANIFEST_NAME
+        if not path.is_file():
+            checks.append(f"{path}: no manifest yet (the products are not made); files not checked")
+            return InstallResult("dry-run", layout.product, layout.root, None, current, checks=checks)
+        manifest = read_manifest(path)
+    missing = [e.name for e in manifest.files if not (source / e.name).is_file()]
+    wrong = [
+        e.name for e in manifest.files if e.name not in missing and (source / e.name).stat().st_size != e.size
+    ]
+    if missing or wrong:
+        raise InstallError(
+            f"{source}: "
+            + "; ".join(
+                [
+                    *(f"{n}: missing" for n in missing),
+                    *(f"{n}: size differs from the manifest" for n in wrong),
+                ]
+            )
+        )
+    checks.append(f"{source}: {len(manifest.files)} files present with the manifest's sizes")
+    installed = layout.current_manifest() if current else None
+    same = installed is not None and installed.content_sha256 == manifest.content_sha256
+    checks.append(
+        "identical to the current version: the install would do nothing"
+        if same
+        else "would install a new version"
+    )
+    return InstallResult(
+        "dry-run",
+        layout.product,
+        layout.root,
+        current if same else None,
+        current,
+        len(manifest.files),
+        manifest.total_bytes,
+        checks=checks,
+    )

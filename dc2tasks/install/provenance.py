@@ -1,0 +1,128 @@
+"""`provenance.json`: what an installed version was made from, by what, and how the jobs went.
+
+The producer side knows the inputs and the jobs (it submitted them) and may leave a partial record
+as `provenance.json` in the product directory; the install completes it with what only the install
+knows (the version, the checksums it verified, when, by whom, where) and installs it with the
+product. Job records are taken as sacct gives them (`JobID`, `State`, `Elapsed`, `MaxRSS`) or in our
+own names (`job_id`, `state`, `elapsed_s`, `max_rss_bytes`, as `dc2tasks.slurm` reports them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import re
+import socket
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dc2tasks.install.manifest import Manifest
+from dc2tasks.products.errors import InputError
+
+FORMAT = "dc2tasks-provenance/1"
+_SACCT_KEYS = {
+    "jobid": "job_id",
+    "jobidraw": "job_id",
+    "job_id": "job_id",
+    "jobname": "name",
+    "name": "name",
+    "state": "state",
+    "elapsed": "elapsed",
+    "elapsed_s": "elapsed_s",
+    "elapsedraw": "elapsed_s",
+    "maxrss": "max_rss",
+    "max_rss_bytes": "max_rss_bytes",
+    "exitcode": "exit_code",
+    "exit_code": "exit_code",
+    "nodelist": "nodes",
+    "nodes": "nodes",
+}
+_ELAPSED_RE = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)(?:\.\d+)?")
+_RSS_RE = re.compile(r"(\d+(?:\.\d+)?)([KMGT]?)", re.IGNORECASE)
+_RSS_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _elapsed_seconds(text: str) -> int | None:
+    m = _ELAPSED_RE.fullmatch(text.strip())
+    if not m:
+        return None
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def _rss_bytes(text: str) -> int | None:
+    m = _RSS_RE.fullmatch(text.strip())
+    return int(float(m[1]) * _RSS_UNITS[m[2].upper()]) if m else None
+
+
+def job_record(job: Mapping[str, Any] | object) -> dict[str, Any]:
+    """One job as `{job_id, state, elapsed_s, max_rss_bytes, ...}`; sacct's text fields converted."""
+    if dataclasses.is_dataclass(job) and not isinstance(job, type):
+        job = dataclasses.asdict(job)
+    if not isinstance(job, Mapping):
+        raise InputError(f"a job record is a mapping (as sacct gives it), not {type(job).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in job.items():
+        ours = _SACCT_KEYS.get(str(key).lower())
+        if ours is None or value in (None, ""):
+            continue
+        out[ours] = getattr(value, "value", value)  # an enum state -> its name
+    if "elapsed" in out:
+        out.setdefault("elapsed_s", _elapsed_seconds(str(out.pop("elapsed"))))
+    if "max_rss" in out:
+        out.setdefault("max_rss_bytes", _rss_bytes(str(out.pop("max_rss"))))
+    if "job_id" not in out or "state" not in out:
+        raise InputError(f"a job record needs a job id and a state, got {dict(job)!r}")
+    out["job_id"] = str(out["job_id"])
+    out["state"] = str(out["state"])
+    return {k: out[k] for k in sorted(out)}
+
+
+def who_where() -> dict[str, Any]:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return {"user": user, "uid": os.getuid(), "host": socket.getfqdn()}
+
+
+def build_provenance(
+    manifest: Manifest,
+    *,
+    product: str,
+    version: str,
+    installed_at: str,
+    central_dir: str,
+    producer_record: Mapping[str, Any] | None = None,
+    jobs: Iterable[Mapping[str, Any] | object] = (),
+) -> dict[str, Any]:
+    """The record installed with a version: the producer's part plus what the install verified."""
+    from dc2tasks import __version__
+
+    producer = dict(producer_record or {})
+    all_jobs = [job_record(j) for j in producer.pop("jobs", [])] + [job_record(j) for j in jobs]
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "product": product,
+        "version": version,
+        "run": producer.pop("run", None),
+        "run_config_hash": producer.pop("run_config_hash", None),
+        "inputs": producer.pop("inputs", {}),
+        "package": {
+            "name": "dc2tasks",
+            "produced_with": (manifest.created_by or {}).get("dc2tasks"),
+            "installed_with": __version__,
+        },
+        "jobs": all_jobs,
+        "outputs": {
+            "content_sha256": manifest.content_sha256,
+            "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in manifest.files],
+        },
+        "timestamps": {"produced": manifest.created, "installed": installed_at},
+        "produced_by": {k: v for k, v in (manifest.created_by or {}).items() if k != "dc2tasks"},
+        "installed_by": {**who_where(), "central_dir": central_dir},
+    }
+    if producer:
+        record["extra"] = producer  # anything else the producer recorded is kept, not dropped
+    return record

@@ -1,0 +1,395 @@
+"""The typed model of a data run (`dags/runs/<run>.yaml`).
+
+Why a strict model: a run file drives Slurm jobs on a shared allocation and an install into the
+collaboration's central area, so a typo must stop at load time with the field named, not surface
+hours later as a failed job or a file in the wrong place. Unknown keys are rejected (a misspelt
+optional key would otherwise be silently ignored), nothing is coerced (a quoted "4850" is not a
+tract), and every value that will reach an `#SBATCH` line is checked with the same validators the
+Slurm job model uses.
+
+Paths may use `${VAR}` or `${VAR:-default}`; a relative path is relative to the run file's
+directory, so `demo.yaml` works from any current directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from dc2tasks.slurm import validate as slurm_validate
+
+PRODUCTS: tuple[str, ...] = (
+    "object",
+    "trim_object",
+    "dpdd_object",
+    "merged_dpdd_object",
+    "source",
+    "forced_source",
+    "dia_source",
+    "dia_object",
+)
+"""Every product a run can make, in the order the DAG makes them."""
+
+PRODUCT_NEEDS: dict[str, str] = {
+    "trim_object": "object",
+    "dpdd_object": "trim_object",
+    "merged_dpdd_object": "dpdd_object",
+    "dia_object": "dia_source",
+}
+"""A product made from another product of the same run: asking for it without its input is an error."""
+
+VISIT_PRODUCTS = frozenset({"source", "forced_source", "dia_source"})
+BANDS = "ugrizy"
+STEPS: tuple[str, ...] = (
+    "merge_tract",
+    "trim",
+    "dpdd",
+    "merge_parquet",
+    "gcr",
+    "source",
+    "forced_source",
+    "dia_source",
+    "dia_object",
+)
+"""The job steps that get their own Slurm time and memory limits."""
+
+MAX_TRACT = 99_999  # above any tract id of an LSST rings sky map
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+RERUN_RE = re.compile(r"[A-Za-z0-9_.+-]{1,200}")
+GROUP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+CONN_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,250}")
+_PATH_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f'\"`$\\;|&<>*?\[\]{}()!#\s]")
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _slurm_check(check, value):  # type: ignore[no-untyped-def]
+    """Run a dc2tasks.slurm validator; drop its own field prefix (pydantic names the field)."""
+    try:
+        check("", value)
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix(": ")) from None
+    return value
+
+
+def _expand(text: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name, default = m[1], m[2]
+        value = os.environ.get(name)
+        if value:
+            return value
+        if default is not None:
+            return default
+        raise ValueError(f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+
+    return _VAR_RE.sub(sub, text)
+
+
+def _path(value: str, info: ValidationInfo) -> str:
+    """Expand variables and `~`, make absolute against the run file's directory, normalise `..`."""
+    expanded = os.path.expanduser(_expand(value))
+    if not expanded:
+        raise ValueError("empty path")
+    bad = _PATH_FORBIDDEN.search(expanded)
+    if bad:
+        raise ValueError(
+            f"{expanded!r}: character {bad[0]!r} is not allowed in a path (it would need quoting)"
+        )
+    base = (info.context or {}).get("base_dir")
+    path = Path(expanded)
+    if not path.is_absolute():
+        if base is None:
+            raise ValueError(
+                f"{expanded!r} is relative and there is no run file directory to resolve it against"
+            )
+        path = Path(base) / path
+    return os.path.normpath(path)
+
+
+def _name(value: str) -> str:
+    if not NAME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a run name (letters, digits, '_', '.', '-'; at most 64)")
+    return value
+
+
+def _group(value: str) -> str:
+    if not GROUP_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a Unix group name")
+    return value
+
+
+def _conn_id(value: str) -> str:
+    if not CONN_ID_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not an Airflow connection id (letters, digits, '_', '.', '-')")
+    return value
+
+
+def _slurm_time(value: str) -> str:
+    return _slurm_check(slurm_validate.parse_time_limit, value)
+
+
+def _slurm_memory(value: str) -> str:
+    return _slurm_check(slurm_validate.parse_memory_mib, value)
+
+
+def _word(value: str) -> str:
+    return _slurm_check(lambda f, v: slurm_validate.check(f, v, slurm_validate.WORD_RE, "name"), value)
+
+
+PathStr = Annotated[str, AfterValidator(_path)]
+SlurmTime = Annotated[str, AfterValidator(_slurm_time)]
+SlurmMemory = Annotated[str, AfterValidator(_slurm_memory)]
+SlurmWord = Annotated[str, AfterValidator(_word)]
+ConnId = Annotated[str, AfterValidator(_conn_id)]
+Tract = Annotated[int, Field(ge=0, le=MAX_TRACT)]
+Visit = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Product = Literal[
+    "object",
+    "trim_object",
+    "dpdd_object",
+    "merged_dpdd_object",
+    "source",
+    "forced_source",
+    "dia_source",
+    "dia_object",
+]
+Band = Literal["u", "g", "r", "i", "z", "y"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _step_model(name: str, value_type: object, doc: str) -> type[_Strict]:
+    """One optional field per job step: an unknown step name is an unknown key."""
+    fields = {step: (value_type | None, None) for step in STEPS}
+    model = create_model(name, __base__=_Strict, __doc__=doc, **fields)  # type: ignore[call-overload]
+    return model
+
+
+StepTimes = _step_model("StepTimes", SlurmTime, "Slurm time limit per step (`H:M:S`, `D-H:M:S`, minutes).")
+StepMemory = _step_model("StepMemory", SlurmMemory, "Slurm memory per step (`500M`, `8G`).")
+
+
+class SlurmSettings(_Strict):
+    account: SlurmWord | None = None
+    qos: SlurmWord | None = None
+    partition: SlurmWord | None = None
+    constraint: str | None = None
+    image: str | None = None
+    licenses: list[str] = []
+    time: StepTimes = Field(default_factory=StepTimes)  # type: ignore[valid-type]
+    memory: StepMemory = Field(default_factory=StepMemory)  # type: ignore[valid-type]
+    array_throttle: int = Field(16, ge=1, le=10_000, description="`%` throttle: array elements at once")
+    visits_per_array_element: int = Field(8, ge=1, le=10_000)
+
+    @field_validator("constraint")
+    @classmethod
+    def _constraint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        return _slurm_check(
+            lambda f, x: slurm_validate.check(f, x, slurm_validate.CONSTRAINT_RE, "constraint expression"), v
+        )
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        return _slurm_check(lambda f, x: slurm_validate.check(f, x, slurm_validate.IMAGE_RE, "image"), v)
+
+    @field_validator("licenses")
+    @classmethod
+    def _licenses(cls, v: list[str]) -> list[str]:
+        for lic in v:
+            _slurm_check(lambda f, x: slurm_validate.check(f, x, slurm_validate.LICENSE_RE, "license"), lic)
+        return v
+
+    def time_for(self, step: str) -> str | None:
+        return getattr(self.time, step)
+
+    def memory_for(self, step: str) -> str | None:
+        return getattr(self.memory, step)
+
+
+class GcrBaseDir(_Strict):
+    """How installed GCRCatalogs configs spell `base_dir`.
+
+    `absolute`: the central path itself. `site_relative`: `^/<path under site_root>`, the form
+    gcr-catalogs uses today so one config serves every site (NERSC, IN2P3) that mirrors the tree.
+    """
+
+    style: Literal["absolute", "site_relative"] = "absolute"
+    site_root: PathStr | None = None
+
+    @model_validator(mode="after")
+    def _root_needed(self) -> GcrBaseDir:
+        if self.style == "site_relative" and self.site_root is None:
+            raise ValueError("style site_relative needs site_root (e.g. /global/cfs/cdirs/lsst/shared)")
+        return self
+
+
+class Central(_Strict):
+    dir: PathStr
+    group: Annotated[str, AfterValidator(_group)] | None = Field(
+        None, description="group the installed files get; None: the installing account's primary group"
+    )
+    gcr_base_dir: GcrBaseDir = Field(default_factory=GcrBaseDir)
+
+    @model_validator(mode="after")
+    def _under_site_root(self) -> Central:
+        root = self.gcr_base_dir.site_root
+        if self.gcr_base_dir.style == "site_relative" and root is not None:
+            if os.path.commonpath([root, self.dir]) != root:
+                raise ValueError(f"central dir {self.dir} is not under gcr_base_dir.site_root {root}")
+        return self
+
+    def product_dir(self, product: str) -> str:
+        return os.path.join(self.dir, product)
+
+    def catalog_base_dir(self, product: str) -> str:
+        """The `base_dir` an installed config gets: the product's `current` pointer."""
+        current = os.path.join(self.dir, product, "current")
+        if self.gcr_base_dir.style == "absolute":
+            return current
+        root = self.gcr_base_dir.site_root or "/"
+        return "^/" + os.path.relpath(current, root)
+
+
+class Connections(_Strict):
+    producer: ConnId | None = Field(None, description="SSH connection of the account that runs the jobs")
+    collaboration: ConnId | None = Field(
+        None, description="SSH connection of the collaboration account that owns the central directory"
+    )
+
+
+class RunConfig(_Strict):
+    """One data run: what to read, what to make, where it goes, and how jobs run."""
+
+    name: Annotated[str, AfterValidator(_name)]
+    description: str = ""
+    backend: Literal["local", "slurm"]
+    repository: PathStr
+    rerun: str | None = None
+    watch_reruns: bool = False
+    tracts: Annotated[list[Tract], Field(min_length=1)]
+    visits: list[Visit] | PathStr | None = None
+    bands: Annotated[list[Band], Field(min_length=1)] = list(BANDS)  # type: ignore[assignment]
+    pixel_scale: Annotated[float, Field(gt=0, le=10)] | Literal["auto"] = "auto"
+    schema_generation: Literal[1, 2, 3, 4, "auto"] = "auto"
+    products: Annotated[list[Product], Field(min_length=1)]
+    working_dir: PathStr
+    central: Central
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    connections: Connections = Field(default_factory=Connections)
+
+    @field_validator("rerun")
+    @classmethod
+    def _rerun(cls, v: str | None) -> str | None:
+        if v is not None and (v in (".", "..") or not RERUN_RE.fullmatch(v)):
+            raise ValueError(f"{v!r} is not a rerun name (one directory under <repository>/rerun)")
+        return v
+
+    @field_validator("tracts", "bands", "products")
+    @classmethod
+    def _distinct(cls, v: list[object]) -> list[object]:
+        return _no_duplicates(v)
+
+    @field_validator("visits", mode="before")
+    @classmethod
+    def _visits_shape(cls, v: object) -> object:
+        if v is not None and not isinstance(v, list | str):
+            raise ValueError(f"expected a list of visit ids or the path of a visit file, got {v!r}")
+        return v
+
+    @field_validator("pixel_scale", mode="before")
+    @classmethod
+    def _pixel_scale_shape(cls, v: object) -> object:
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise ValueError(f"expected arcsec per pixel (e.g. 0.2) or 'auto', got {v!r}")
+        return v
+
+    @field_validator("visits")
+    @classmethod
+    def _visits(cls, v: list[int] | str | None) -> list[int] | str | None:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("an empty visit list; leave `visits` out instead")
+            _no_duplicates(v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        for product, needed in PRODUCT_NEEDS.items():
+            if product in self.products and needed not in self.products:
+                raise ValueError(f"products: {product} is made from {needed}; add {needed} to products")
+        visit_products = sorted(VISIT_PRODUCTS.intersection(self.products))
+        if visit_products and self.visits is None:
+            raise ValueError(f"visits: required, products {', '.join(visit_products)} are per visit")
+        if self.backend == "slurm":
+            missing = [
+                f
+                for f, v in (
+                    ("slurm.account", self.slurm.account),
+                    ("connections.producer", self.connections.producer),
+                    ("connections.collaboration", self.connections.collaboration),
+                    ("central.group", self.central.group),
+                )
+                if v is None
+            ]
+            if missing:
+                raise ValueError(f"backend: slurm needs {', '.join(missing)}")
+        return self
+
+    @property
+    def visit_file(self) -> str | None:
+        """The visit list file, when visits are given as a path (read where the jobs run)."""
+        return self.visits if isinstance(self.visits, str) else None
+
+    def visit_list(self) -> list[int]:
+        """Visits inline, or read from the visit file on this machine (one per line, `#` comments)."""
+        if self.visits is None:
+            return []
+        if isinstance(self.visits, list):
+            return list(self.visits)
+        return read_visit_file(self.visits)
+
+
+def _no_duplicates(values: list[object]) -> list[object]:
+    dupes = sorted({str(x) for x in values if values.count(x) > 1})
+    if dupes:
+        raise ValueError(f"listed more than once: {', '.join(dupes)}")
+    return values
+
+
+def read_visit_file(path: str | os.PathLike[str]) -> list[int]:
+    """One visit id per line; blank lines and `#` comments ignored; errors name the file and line."""
+    visits: list[int] = []
+    seen: set[int] = set()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            if not text.isdigit():
+                raise ValueError(f"{path}:{lineno}: {text!r} is not a visit id (a non-negative integer)")
+            visit = int(text)
+            if visit not in seen:
+                seen.add(visit)
+                visits.append(visit)
+    if not visits:
+        raise ValueError(f"{path}: no visits")
+    return visits
