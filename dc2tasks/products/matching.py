@@ -96,7 +96,10 @@ def _object_ids(ids: object, n: int) -> np.ndarray:
 def _radius(radius_arcsec: object) -> float:
     if isinstance(radius_arcsec, (str, bytes, bool)):  # the old CLI passed the radius as a string
         raise ValueError(f"radius_arcsec must be a number of arcseconds, got {radius_arcsec!r}")
-    radius = float(radius_arcsec)  # type: ignore[arg-type]
+    try:
+        radius = float(radius_arcsec)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"radius_arcsec must be a number of arcseconds, got {radius_arcsec!r}") from None
     if not (0.0 < radius <= MAX_RADIUS_ARCSEC):
         raise ValueError(f"radius_arcsec must be > 0 and <= {MAX_RADIUS_ARCSEC:g} arcsec, got {radius!r}")
     return radius

@@ -218,7 +218,7 @@ def test_empty_inputs():
     assert got.distance_arcsec.dtype == np.float64 and got.candidates.dtype == np.int32
 
 
-@pytest.mark.parametrize("radius", [0.0, -1.0, np.nan, "1"])
+@pytest.mark.parametrize("radius", [0.0, -1.0, np.nan, "1", None, 200 * 3600.0])
 def test_bad_radius_names_the_parameter(radius):
     matcher = SkyMatcher(np.array([1]), [0.0], [0.0])
     with pytest.raises(ValueError, match="radius_arcsec"):
