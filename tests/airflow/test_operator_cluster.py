@@ -1,0 +1,155 @@
+"""SlurmJobOperator through the real `dag.test()` against the loopback Slurm over real SSH.
+
+`dag.test()` runs the task, then the trigger in line (the same trigger class the triggerer runs),
+then resumes the task; retries happen in the same call (retry_delay 0). The task log of this mode
+goes to the process's output, which the tests capture.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from cluster_ops import restart_sshd, sacct_rows, wait_sacct
+from dagrun import run_dag
+
+from dc2tasks.airflow.operators.slurm import job_name_for
+
+pytestmark = pytest.mark.cluster
+Remote = Callable[..., str]
+
+
+@pytest.fixture(autouse=True)
+def _db(airflow_db: str, slurm_conn: str) -> None:
+    """Every test here needs the metadata database and the cluster's connection."""
+
+
+def name_of(dag_id: str, run_id: str) -> str:
+    return job_name_for(dag_id, "slurm", run_id, -1)
+
+
+def test_job_runs_and_its_stdout_is_in_the_task_log(
+    slurm_conn: str, remote: Remote, capfd: pytest.CaptureFixture[str]
+) -> None:
+    job = dict(script='for i in 1 2 3; do echo "dc2 line $i of $SLURM_JOB_ID"; sleep 1; done\n',
+               name="ignored", time_limit="5")
+    r = run_dag("cl_hello", job, slurm_conn_id=slurm_conn, poll_interval=1)
+    assert (r.state, r.try_number) == ("success", 1)
+    out = capfd.readouterr().out
+    for i in (1, 2, 3):
+        assert f"dc2 line {i} of {r.job_id}" in out
+    rows = sacct_rows(remote, name_of("cl_hello", r.run_id))
+    assert [(x["JobID"], x["State"], x["Comment"]) for x in rows] == [(r.job_id, "COMPLETED", "dc2:try=1")]
+
+
+def test_exit_3_fails_with_the_exit_code_and_the_log_tail(
+    slurm_conn: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    job = dict(script="seq 1 500; echo 'giving up now' >&2; exit 3\n", name="x")
+    r = run_dag("cl_exit3", job, slurm_conn_id=slurm_conn, poll_interval=1, tail_bytes=30)
+    assert (r.state, r.try_number) == ("failed", 1)
+    out = capfd.readouterr().out
+    assert f"{r.job_id}: FAILED (exit code 3)" in out
+    assert "SlurmJobFailed" in out
+    assert "499\n500\ngiving up now\n---" in out  # the last 30 bytes of the log, in the failure
+
+
+def test_out_of_memory_then_the_retry_has_scaled_memory(
+    slurm_conn: str, remote: Remote, loopback_cluster: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    hog = 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo "held ${#x} bytes"\n'
+    r = run_dag("cl_oom", dict(script=hog, name="x", memory="64M"), retries=1, slurm_conn_id=slurm_conn,
+                poll_interval=1, memory_scale=16)
+    rows = sacct_rows(remote, name_of("cl_oom", r.run_id))
+    out = capfd.readouterr().out
+    if loopback_cluster["DC2_SLURM_MEMORY_ENFORCEMENT"] != "cgroup":
+        # OverMemoryKill: Slurm 22.05 says FAILED (signal 9), an ordinary failure: no scaling.
+        assert r.state == "failed" and [x["State"] for x in rows] == ["FAILED", "FAILED"]
+        return
+    assert (r.state, r.try_number) == ("success", 2)
+    assert [(x["State"], x["ReqMem"], x["Comment"]) for x in rows] == [
+        ("OUT_OF_MEMORY", "64M", "dc2:try=1"), ("COMPLETED", "1G", "dc2:try=2")]
+    assert "held 200000000 bytes" in out
+    assert "SlurmJobOutOfMemory" in out and "memory x16 after 1 OUT_OF_MEMORY(s)" in out
+
+
+def test_array_of_20_with_3_failures_reports_them_and_the_retry_runs_only_those(
+    slurm_conn: str, remote: Remote, loopback_cluster: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    marks = f"{loopback_cluster['DC2_SLURM_WORKDIR']}/arraymarks.{time.time_ns()}"
+    script = (f'mkdir -p {marks}; echo "element $SLURM_ARRAY_TASK_ID"\n'
+              f'case $SLURM_ARRAY_TASK_ID in 3|8|19)\n'
+              f'  if [ ! -e {marks}/$SLURM_ARRAY_TASK_ID ]; then touch {marks}/$SLURM_ARRAY_TASK_ID;'
+              f' echo "element $SLURM_ARRAY_TASK_ID fails"; exit 5; fi;;\nesac\n')
+    r = run_dag("cl_array", dict(script=script, name="x", array="0-19%8", time_limit="5"), retries=1,
+                slurm_conn_id=slurm_conn, poll_interval=1)
+    assert (r.state, r.try_number) == ("success", 2)
+    ended = ("COMPLETED", "FAILED")
+    rows = wait_sacct(remote, name_of("cl_array", r.run_id),  # slurmdbd lags a little behind slurmctld
+                      lambda rows: len(rows) == 23 and all(x["State"] in ended for x in rows))
+    jobs = sorted({x["JobID"].split("_")[0] for x in rows}, key=int)
+    assert len(jobs) == 2
+    first = {x["JobID"]: x["State"] for x in rows if x["JobID"].startswith(jobs[0] + "_")}
+    second = {x["JobID"]: x["State"] for x in rows if x["JobID"].startswith(jobs[1] + "_")}
+    assert len(first) == 20
+    failed = sorted(k for k, v in first.items() if v == "FAILED")
+    assert failed == sorted(f"{jobs[0]}_{i}" for i in (3, 8, 19))
+    assert second == {f"{jobs[1]}_{i}": "COMPLETED" for i in (3, 8, 19)}
+    out = capfd.readouterr().out
+    assert f"Slurm job {jobs[0]} fail: COMPLETED 17, FAILED 3" in out
+    assert "failed indices (3): 3,8,19" in out
+    assert f"{jobs[0]}_8: FAILED (exit code 5)" in out and "element 8 fails" in out
+    assert f"only the 3 indices job {jobs[0]} did not complete: 3,8,19" in out
+
+
+def test_a_crash_between_sbatch_and_recording_does_not_submit_twice(
+    slurm_conn: str, remote: Remote, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from crashing import CRASHED
+
+    CRASHED.clear()
+    r = run_dag("cl_crash", dict(script="sleep 4; echo survived\n", name="x"), retries=1,
+                operator="CrashAfterSubmitOperator", module="crashing", slurm_conn_id=slurm_conn,
+                poll_interval=1)
+    assert (r.state, r.try_number) == ("success", 2)
+    assert CRASHED == [r.job_id]  # try 2 finished the very job try 1 submitted
+    rows = sacct_rows(remote, name_of("cl_crash", r.run_id))
+    assert [(x["JobID"], x["State"], x["Comment"]) for x in rows] == [(r.job_id, "COMPLETED", "dc2:try=1")]
+    out = capfd.readouterr().out
+    assert "simulated crash right after sbatch" in out
+    assert f"job {r.job_id} of try 1 is still in Slurm: reattaching" in out and "survived" in out
+
+
+def test_sshd_restarted_mid_poll_the_trigger_reconnects(
+    slurm_conn: str, remote: Remote, loopback_cluster: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    from dc2tasks.airflow import poller
+
+    job = dict(script="echo before restart; sleep 12; echo after restart\n", name="x")
+    restarted = threading.Event()
+
+    def restart_when_running() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = remote("squeue", "--noheader", "--states=RUNNING", "--format=%j")
+            if any(line.startswith("cl_sshd.") for line in out.splitlines()):
+                time.sleep(2)
+                restart_sshd(loopback_cluster, down_s=3)
+                restarted.set()
+                return
+            time.sleep(0.5)
+
+    t = threading.Thread(target=restart_when_running, daemon=True)
+    t.start()
+    r = run_dag("cl_sshd", job, slurm_conn_id=slurm_conn, poll_interval=1)
+    t.join(timeout=30)
+    assert restarted.is_set()
+    assert (r.state, r.try_number) == ("success", 1)
+    out = capfd.readouterr().out
+    assert "before restart" in out and "after restart" in out
+    assert "Slurm status poll failed" in out  # it did lose the connection, and carried on
+    transports = [t for b, t in poller._TRANSPORTS.items() if b.ssh is not None]
+    assert transports and max(tr.connects for tr in transports) >= 2
+    wait_sacct(remote, name_of("cl_sshd", r.run_id), lambda rows: [x["State"] for x in rows] == ["COMPLETED"])
