@@ -9,8 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
-from dc2tasks.sample.config import BANDS, SampleConfig, parse_missing_band, parse_patch, patch_grid
+from dc2tasks.sample.config import (
+    ALL_DETECTORS,
+    BANDS,
+    NUM_DETECTORS,
+    SampleConfig,
+    parse_missing_band,
+    parse_patch,
+    patch_grid,
+)
+from dc2tasks.sample.fields import north_pole_tract, ra_zero_tract
 from dc2tasks.sample.generate import NotEmptyError, make_sample_repo
 
 DESCRIPTION = """\
@@ -27,7 +37,33 @@ Catalogs are real afw FITS tables (packed flags, TFLAG names, slot ALIAS cards),
 DC2 tables by default. Positions follow the LSST rings sky map (120 rings, TAN tracts, 4000-pixel
 patches with 100-pixel borders); objects in patch overlaps are in both patches with the same id and
 are primary in one. The same options always give byte-identical files.
+
+Visits (--visits N per tract; none by default):
+  PATH/rerun/coadd/calexp/VVVVVVVV-B/RNN/calexp_...-detDDD.fits    calexp: calibration + visit info
+  PATH/rerun/coadd/src/...                                       src per detector
+  PATH/rerun/RERUN/forced/...                                    forced_src (objectId = the Object's id)
+  PATH/rerun/RERUN/deepDiff/vVVVVVVVV-fB/RNN/diffexp_, diaSrc_   difference image + DIA sources
+  PATH/rerun/RERUN/deepDiff/diaObject/T/X,Y/diaObject-T-X,Y.fits DIA objects per patch
+  PATH/truth/{source,forced,dia_source}_truth_visit_V.parquet, dia_object_truth_tract_T.parquet
+Visit V = 100000 + 1000*T + k; bands cycle through --bands; each visit points at the centre of the
+generated patches (the tract centre for a whole tract) with a dither of up to 3' and a rotation of
+its own. Detectors are obs_lsst numbers (R22 S11 = 94; 189 in all) on an LSSTCam-like focal plane;
+each has its own zero point, and its difference image another. Sources are the truth objects on
+the detector (positions scattered by ~0.02") plus --spurious-fraction unmatched ones.
+
 """
+
+
+def _sky_help() -> str:
+    north, south, equator = north_pole_tract(), ra_zero_tract(-30.0), ra_zero_tract(0.0)
+    return f"""
+Awkward skies: tract 0 is the south polar cap (centred on the pole; the north cap is tract
+{north}), and the first tract of every ring is centred at RA 0, e.g. {south} near Dec -30 and {equator}
+at the equator (dc2tasks.sample.fields.ra_zero_tract(dec)). At 0.2"/px such a tract has 7x7
+patches; generate its middle (--patches 3,3, or --patch-grid 7) for sources on both sides of RA 0,
+or around the pole in tract 0.
+"""
+
 
 EXAMPLES = """\
 examples:
@@ -35,6 +71,8 @@ examples:
   dc2 sample-repo /tmp/sample --patch-grid 3 --objects-per-patch 5000 --schema v1 --calib-era calib
   dc2 sample-repo /tmp/sample --tracts 4850 --patches 0,0 0,1 --missing-band g@0,1 --missing-patch 1,1
   dc2 sample-repo /tmp/sample --calib-era photocalib --zp-jitter 0.1 --overwrite
+  dc2 sample-repo /tmp/sample --visits 4 --detectors 90-98 --visit-list /tmp/sample-visits.txt
+  dc2 sample-repo /tmp/sample --tracts 0 4606 --patches 3,3 --visits 2 --detectors all --detector-pixels 1000
 """
 
 
@@ -69,12 +107,48 @@ def _bands(text: str) -> tuple[str, ...]:
     return bands
 
 
+def parse_detectors(text: str) -> tuple[int, ...]:
+    """`all`, or numbers and ranges separated by commas: `94,95,97,98`, `90-98`."""
+    if text.strip().lower() == "all":
+        return ALL_DETECTORS
+    out: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        lo, dash, hi = part.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ValueError(
+                f"detectors are 'all' or numbers and ranges such as 94,95 or 90-98, not {text!r}"
+            )
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if not 0 <= first <= last < NUM_DETECTORS:
+            raise ValueError(f"detector numbers run 0..{NUM_DETECTORS - 1}; {part!r} is not a valid range")
+        out.extend(range(first, last + 1))
+    return tuple(out)
+
+
+def parse_pixels(text: str) -> tuple[int, int]:
+    """`WxH` (e.g. 4000x4072), or one number for a square detector."""
+    w, _, h = text.lower().partition("x")
+    if not w.isdigit() or (h and not h.isdigit()):
+        raise ValueError(f"detector pixels are WxH (e.g. 4000x4072 or 2000x2000), not {text!r}")
+    return int(w), int(h or w)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"a fraction is a number between 0 and 1, not {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"a fraction is a number between 0 and 1, not {text!r}")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d = SampleConfig()
     p = subparsers.add_parser(
         "sample-repo",
         help="write a deterministic sample Gen2 repository (coadd catalogs, exposures, truth)",
-        description=DESCRIPTION,
+        description=DESCRIPTION + _sky_help(),
         epilog=EXAMPLES,
         formatter_class=_Formatter,
     )
@@ -165,10 +239,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="write no deepCoadd_ref (so no forced_src) for this patch; its calexps still exist",
     )
     p.add_argument("--rerun", default=d.rerun, help="name of the rerun holding ref and forced_src")
+    _add_visit_options(p, d)
     p.add_argument("--no-truth", action="store_true", help="do not write the truth tables")
     p.add_argument("--overwrite", action="store_true", help="write into PATH even if it is not empty")
     p.set_defaults(func=run)
     return p
+
+
+def _add_visit_options(p: argparse.ArgumentParser, d: SampleConfig) -> None:
+    v = p.add_argument_group("visits")
+    v.add_argument(
+        "--visits", type=int, default=d.visits, help="visits per tract (calexp, src, forced_src, DIA)"
+    )
+    v.add_argument(
+        "--detectors",
+        type=_arg(parse_detectors),
+        default=",".join(map(str, d.detectors)),
+        metavar="LIST|all",
+        help="obs_lsst detector numbers written per visit, e.g. 94,95,97,98 (R22 S11 S12 S21 S22), "
+        "90-98 (raft R22) or all (189)",
+    )
+    v.add_argument(
+        "--detector-pixels",
+        type=_arg(parse_pixels),
+        default="x".join(map(str, d.detector_pixels)),
+        metavar="WxH",
+        help="detector size in pixels (LSSTCam 4000x4072); smaller lets a whole focal plane fit in a tract",
+    )
+    v.add_argument(
+        "--spurious-fraction",
+        type=_arg(_fraction),
+        default=d.spurious_fraction,
+        help='unmatched sources per real source, placed >= 2" from any object (src and diaSrc)',
+    )
+    v.add_argument(
+        "--variable-fraction",
+        type=_arg(_fraction),
+        default=d.variable_fraction,
+        help="share of the (isolated, unblended) objects that vary and give DIA sources",
+    )
+    v.add_argument("--no-dia", action="store_true", help="write no difference images, diaSrc or diaObject")
+    v.add_argument("--src-width", type=int, default=d.src_width, help="src columns (real DC2: ~200)")
+    v.add_argument("--forced-src-width", type=int, default=d.forced_src_width, help="forced_src columns")
+    v.add_argument("--dia-src-width", type=int, default=d.dia_src_width, help="deepDiff_diaSrc columns")
+    v.add_argument(
+        "--visit-list", metavar="FILE", help="also write the visit numbers to FILE, one a line (a visit list)"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SampleConfig:
@@ -190,6 +306,15 @@ def config_from_args(args: argparse.Namespace) -> SampleConfig:
         missing_bands=tuple(args.missing_band),
         missing_patches=tuple(args.missing_patch),
         truth=not args.no_truth,
+        visits=args.visits,
+        detectors=tuple(args.detectors),
+        detector_pixels=tuple(args.detector_pixels),
+        spurious_fraction=args.spurious_fraction,
+        variable_fraction=args.variable_fraction,
+        dia=None if not args.no_dia else False,
+        src_width=args.src_width,
+        forced_src_width=args.forced_src_width,
+        dia_src_width=args.dia_src_width,
     )
 
 
@@ -198,6 +323,8 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         start = time.perf_counter()
         repo = make_sample_repo(args.path, config, overwrite=args.overwrite)
+        if args.visit_list:
+            repo.write_visit_list(args.visit_list)
     except NotEmptyError as exc:
         print(f"dc2 sample-repo: error: {exc}; pass --overwrite to write into it anyway", file=sys.stderr)
         return 2
@@ -220,4 +347,15 @@ def run(args: argparse.Namespace) -> int:
         f'calibration, {repo.pixel_scale}"/px; {repo.rows} ref rows; {repo.files} files, {mb:.1f} MB '
         f"in {seconds:.1f} s ({mb / max(seconds, 1e-9):.0f} MB/s)."
     )
+    if repo.visits:
+        ids = repo.visit_ids()
+        rows = ", ".join(f"{n} {k} rows" for k, n in repo.visit_rows.items())
+        w, h = config.detector_pixels
+        dia = ", with DIA" if config.dia else ""
+        print(
+            f"{len(ids)} visit(s) {ids[0]}..{ids[-1]} of {len(config.detectors)} detector(s) "
+            f"({w}x{h} px){dia}: {rows}."
+        )
+        if args.visit_list:
+            print(f"  visit list: {Path(args.visit_list).resolve()}")
     return 0

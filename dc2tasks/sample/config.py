@@ -7,15 +7,35 @@ is not 27, a band or patch that the pipelines did not produce).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.repo import MAPPERS
 from dc2tasks.products.schema import SchemaGeneration, parse_generation
+from dc2tasks.sample.focal_plane import NUM_DETECTORS
 
 BANDS = ("u", "g", "r", "i", "z", "y")
 _PATCH_RE = re.compile(r"^\d+,\d+$")
+ALL_DETECTORS = tuple(range(NUM_DETECTORS))
+# R22 S11, S12, S21, S22: a 2x2 block at the centre of the focal plane
+CENTRAL_DETECTORS = (94, 95, 97, 98)
+MAX_VISITS_PER_TRACT = 1000  # visit ids are 100000 + 1000 * tract + k
+# the options that only matter with visits: left out of the marker file when there are none, so
+# a repository without visits is byte for byte what it was before visits existed
+VISIT_OPTIONS = (
+    "visits",
+    "detectors",
+    "detector_pixels",
+    "spurious_fraction",
+    "variable_fraction",
+    "dia",
+    "src_width",
+    "forced_src_width",
+    "dia_src_width",
+)
 
 
 def parse_patch(text: str) -> str:
@@ -52,6 +72,12 @@ class SampleConfig:
     which lets one list of options serve configs with fewer patches. `zp_jitter` (mag) moves each
     patch-band's zero point away from 27 by a deterministic amount drawn uniformly in
     [-zp_jitter, +zp_jitter].
+
+    Visits (`visits` per tract, 0 = none): `detectors` are the obs_lsst detector numbers written for
+    each visit, each `detector_pixels` (width, height) at the coadd pixel scale; `spurious_fraction`
+    adds that many unmatched sources per real source; `variable_fraction` of the objects vary and
+    give difference-image sources; `dia` (default: whether there are visits) writes the
+    difference-image datasets. `*_width` count the columns of src, forced_src and diaSrc as above.
     """
 
     seed: int = 1
@@ -71,9 +97,21 @@ class SampleConfig:
     missing_bands: tuple[tuple[str, str | None], ...] = ()
     missing_patches: tuple[str, ...] = ()
     truth: bool = True
+    visits: int = 0
+    detectors: tuple[int, ...] = CENTRAL_DETECTORS
+    detector_pixels: tuple[int, int] = (4000, 4072)
+    spurious_fraction: float = 0.05
+    variable_fraction: float = 0.1
+    dia: bool | None = None
+    src_width: int = 60
+    forced_src_width: int = 30
+    dia_src_width: int = 60
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tracts", tuple(int(t) for t in self.tracts))
+        object.__setattr__(self, "detectors", tuple(int(d) for d in self.detectors))
+        object.__setattr__(self, "detector_pixels", tuple(int(v) for v in self.detector_pixels))
+        object.__setattr__(self, "dia", self.visits > 0 if self.dia is None else bool(self.dia))
         object.__setattr__(self, "patches", tuple(parse_patch(p) for p in self.patches))
         object.__setattr__(self, "missing_patches", tuple(parse_patch(p) for p in self.missing_patches))
         object.__setattr__(
@@ -111,6 +149,26 @@ class SampleConfig:
         for band, _ in self.missing_bands:
             if band not in self.bands:
                 raise ValueError(f"missing band {band!r} is not one of the bands {list(self.bands)}")
+        self._validate_visits()
+
+    def _validate_visits(self) -> None:
+        if not 0 <= self.visits <= MAX_VISITS_PER_TRACT:
+            raise ValueError(f"visits must be 0..{MAX_VISITS_PER_TRACT} per tract, not {self.visits}")
+        if not self.detectors:
+            raise ValueError("detectors: at least one detector is needed")
+        bad = [d for d in self.detectors if not 0 <= d < NUM_DETECTORS]
+        if bad:
+            raise ValueError(f"detectors must be numbers 0..{NUM_DETECTORS - 1}, not {bad}")
+        if len(set(self.detectors)) != len(self.detectors):
+            raise ValueError(f"detectors are listed twice: {list(self.detectors)}")
+        if len(self.detector_pixels) != 2 or min(self.detector_pixels) < 16:
+            raise ValueError(
+                f"detector_pixels must be (width, height), each at least 16, not {self.detector_pixels}"
+            )
+        for name in ("spurious_fraction", "variable_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, not {value}")
 
     @property
     def generation(self) -> SchemaGeneration:
@@ -123,6 +181,44 @@ class SampleConfig:
     def band_written(self, band: str, patch: str) -> bool:
         """Whether this band's forced_src exists for this patch."""
         return patch not in self.missing_patches and not self.band_missing(band, patch)
+
+
+@dataclass
+class SampleVisit:
+    """One visit the generator wrote: its data id parts and, per written detector, its raft and sensor.
+
+    `raft_sensor[d]` is (raftName, detectorName), e.g. ("R22", "S11"), for obs_lsst and (raft,
+    sensor), e.g. ("2,2", "1,1"), for obs_lsstSim.
+    """
+
+    visit: int
+    tract: int
+    band: str
+    mjd: float  # TAI, the exposure mid-point (DATE-AVG)
+    detectors: list[int]
+    raft_sensor: dict[int, tuple[str, str]]
+
+    def data_id(self, detector: int, camera: str = "obs_lsst") -> dict[str, object]:
+        """The Gen2 data id of one detector of this visit, with the keys the camera's templates use."""
+        raft, sensor = self.raft_sensor[detector]
+        if camera == "obs_lsstSim":
+            return {
+                "visit": self.visit,
+                "filter": self.band,
+                "raft": raft,
+                "sensor": sensor,
+                "tract": self.tract,
+            }
+        return {
+            "visit": self.visit,
+            "filter": self.band,
+            "raftName": raft,
+            "detectorName": sensor,
+            "detector": detector,
+        }
+
+
+VISIT_TRUTH_KINDS = ("source", "forced", "dia_source")
 
 
 @dataclass
@@ -143,6 +239,10 @@ class SampleRepo:
     rows: int = 0  # ref rows over all patches (overlap objects counted in each patch)
     bytes_written: int = 0
     files: int = 0
+    visits: list[SampleVisit] = field(default_factory=list)
+    visit_truth_paths: dict[tuple[str, int], Path] = field(default_factory=dict)  # (kind, visit)
+    dia_object_truth_paths: dict[int, Path] = field(default_factory=dict)  # per tract
+    visit_rows: dict[str, int] = field(default_factory=dict)  # rows written: src, forced_src, diaSrc
 
     @property
     def rerun_path(self) -> Path:
@@ -154,3 +254,39 @@ class SampleRepo:
 
     def truth_path(self, tract: int) -> Path:
         return self.truth[tract]
+
+    def visit_ids(self, tract: int | None = None) -> list[int]:
+        """Visits in the order they were written (of one tract, if given)."""
+        return [v.visit for v in self.visits if tract is None or v.tract == tract]
+
+    def visit_info(self, visit: int) -> SampleVisit:
+        for v in self.visits:
+            if v.visit == visit:
+                return v
+        raise KeyError(f"visit {visit} is not in this sample repository (visits {self.visit_ids()})")
+
+    def write_visit_list(self, path: str | os.PathLike, tract: int | None = None) -> Path:
+        """A visit list file as the old scripts read it (`np.loadtxt`): one visit number a line."""
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(f"{v}\n" for v in self.visit_ids(tract)))
+        return path
+
+    def visit_truth(self, kind: str, visit: int) -> Path:
+        """Truth of one visit: kind "source" (src rows), "forced" (forced_src) or "dia_source"."""
+        if kind not in VISIT_TRUTH_KINDS:
+            raise ValueError(f"visit truth kind must be one of {VISIT_TRUTH_KINDS}, not {kind!r}")
+        try:
+            return self.visit_truth_paths[(kind, visit)]
+        except KeyError:
+            raise KeyError(
+                f"no {kind} truth for visit {visit} (written without truth, or no such visit)"
+            ) from None
+
+    def dia_object_truth(self, tract: int) -> Path:
+        try:
+            return self.dia_object_truth_paths[tract]
+        except KeyError:
+            raise KeyError(
+                f"no DIA object truth for tract {tract} (no DIA, no truth, or no such tract)"
+            ) from None

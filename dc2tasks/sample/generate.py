@@ -2,7 +2,9 @@
 
 Memory stays at about one patch: a patch's objects are assembled from its own and its neighbours'
 owned objects (kept only while a later patch still needs them), each file is built and written
-before the next, and the truth table grows one row group per patch.
+before the next, and the truth table grows one row group per patch. With visits, a tract's objects
+are also gathered (a few arrays per object) and its visits are written after its coadds
+(visits.py), one detector at a time; nothing a coadd file holds depends on them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from dc2tasks.sample.filler import FillerSource
 from dc2tasks.sample.objects import Objects, patch_objects, simulate_owner
 from dc2tasks.sample.skymap import RingsSkyMap, TractGeometry
 from dc2tasks.sample.streams import Purpose, stream
+from dc2tasks.sample.tract_objects import TractObjectCollector
+from dc2tasks.sample.visit_columns import VisitSchemas, visit_schemas
+from dc2tasks.sample.visits import TractVisitWriter
 
 
 class NotEmptyError(ValueError):
@@ -37,6 +42,11 @@ def make_sample_repo(
     config = config or SampleConfig()
     root = Path(path)
     schemas = coadd_schemas(config.generation, config.bands, config.ref_width, config.forced_width)
+    vschemas = (
+        visit_schemas(config.generation, config.src_width, config.forced_src_width, config.dia_src_width)
+        if config.visits
+        else None
+    )
     skymap = RingsSkyMap()
     geoms = {t: skymap.tract(t, config.pixel_scale) for t in config.tracts}
     for geom in geoms.values():
@@ -58,8 +68,22 @@ def make_sample_repo(
         num_patches={t: g.num_patches for t, g in geoms.items()},
     )
     for geom in geoms.values():
-        _write_tract(root, config, schemas, skymap, geom, repo)
+        collector = TractObjectCollector(geom.tract, config.bands) if vschemas is not None else None
+        _write_tract(root, config, schemas, skymap, geom, repo, collector)
+        if collector is not None and vschemas is not None:
+            _write_visits(root, config, vschemas, geom, collector, repo)
     return repo
+
+
+def _write_visits(
+    root: Path,
+    config: SampleConfig,
+    schemas: VisitSchemas,
+    geom: TractGeometry,
+    collector: TractObjectCollector,
+    repo: SampleRepo,
+) -> None:
+    TractVisitWriter(root, config, schemas, geom, collector.finish(), repo).write()
 
 
 def _prepare(root: Path, overwrite: bool) -> None:
@@ -87,6 +111,7 @@ def _write_tract(
     skymap: RingsSkyMap,
     geom: TractGeometry,
     repo: SampleRepo,
+    collector: TractObjectCollector | None = None,
 ) -> None:
     tract = geom.tract
     coadd_root = root / "rerun" / layout.COADD_RERUN
@@ -141,6 +166,8 @@ def _write_tract(
 
             if truth_writer is not None:
                 truth_writer.write(truth.truth_batch(objs, ctx, written))
+            if collector is not None:
+                collector.add(objs, ctx)
             repo.rows += len(objs)
             written_patches.append(patch)
     except BaseException as exc:

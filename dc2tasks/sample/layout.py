@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.repo import MAPPERS
-from dc2tasks.sample.config import SampleConfig
+from dc2tasks.sample.config import VISIT_OPTIONS, SampleConfig
 
 COADD_RERUN = "coadd"
 MARKER = "sample_config.json"
@@ -47,4 +47,14 @@ def write_skeleton(root: Path, config: SampleConfig) -> None:
         root / "rerun" / config.rerun / "repositoryCfg.yaml", repository_cfg(mapper, [f"../{COADD_RERUN}"])
     )
     # what made this tree, so a test or a person can regenerate it
-    _write_text(root / MARKER, json.dumps(asdict(config), indent=1, sort_keys=True) + "\n")
+    _write_text(root / MARKER, json.dumps(marker_options(config), indent=1, sort_keys=True) + "\n")
+
+
+def marker_options(config: SampleConfig) -> dict[str, object]:
+    """The config as written to the marker file; without visits, the visit options are left out so
+    that such a repository is byte for byte what it was before visits existed."""
+    options = asdict(config)
+    if not config.visits:
+        for name in VISIT_OPTIONS:
+            options.pop(name)
+    return options

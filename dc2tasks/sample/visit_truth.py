@@ -1,0 +1,117 @@
+"""Truth of the visit-level datasets: what the generator put in each row, for tests of the products.
+
+One Parquet file per visit and kind (source, forced, dia_source; one row group per detector) and one
+per tract for the DIA objects, under `<root>/truth/`, each written under a temporary name and renamed
+into place. `psf_flux_nJy` is the written instrumental flux turned back into nJy with that
+detector's F0 (the calexp's, or the difference image's for DIA sources): exactly what a correct
+reader returns. `objectId` / `diaObjectId` are -1 for spurious sources; `is_primary` says whether a
+source's object is in the Object table (non-primary objects, e.g. deblend parents, give sources too).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from dc2tasks.sample.truth import TruthWriter
+
+_I8, _F8, _STR, _BOOL = pa.int64(), pa.float64(), pa.string(), pa.bool_()
+
+SOURCE_SCHEMA = pa.schema(
+    [
+        ("id", _I8),
+        ("visit", _I8),
+        ("detector", _I8),
+        ("filter", _STR),
+        ("objectId", _I8),
+        ("ra", _F8),
+        ("dec", _F8),
+        ("true_ra", _F8),
+        ("true_dec", _F8),
+        ("psf_flux_nJy", _F8),
+        ("psf_flux_err_nJy", _F8),
+        ("true_flux_nJy", _F8),
+        ("fluxmag0", _F8),
+        ("mjd", _F8),
+        ("is_primary", _BOOL),
+    ]
+)
+FORCED_SCHEMA = pa.schema(
+    [
+        ("id", _I8),
+        ("visit", _I8),
+        ("detector", _I8),
+        ("filter", _STR),
+        ("objectId", _I8),
+        ("psf_flux_nJy", _F8),
+        ("psf_flux_err_nJy", _F8),
+        ("fluxmag0", _F8),
+    ]
+)
+DIA_SOURCE_SCHEMA = pa.schema(
+    [
+        ("id", _I8),
+        ("visit", _I8),
+        ("detector", _I8),
+        ("filter", _STR),
+        ("diaObjectId", _I8),
+        ("objectId", _I8),
+        ("ra", _F8),
+        ("dec", _F8),
+        ("psf_flux_nJy", _F8),
+        ("psf_flux_err_nJy", _F8),
+        ("fluxmag0", _F8),
+        ("mjd", _F8),
+    ]
+)
+DIA_OBJECT_SCHEMA = pa.schema(
+    [
+        ("diaObjectId", _I8),
+        ("objectId", _I8),
+        ("patch", _STR),
+        ("ra", _F8),
+        ("dec", _F8),
+        ("nobs", _I8),
+    ]
+)
+KIND_SCHEMAS = {"source": SOURCE_SCHEMA, "forced": FORCED_SCHEMA, "dia_source": DIA_SOURCE_SCHEMA}
+_FILE_PREFIX = {"source": "source_truth", "forced": "forced_truth", "dia_source": "dia_source_truth"}
+
+
+def visit_truth_path(root: Path, kind: str, visit: int) -> Path:
+    return root / "truth" / f"{_FILE_PREFIX[kind]}_visit_{visit}.parquet"
+
+
+def dia_object_truth_path(root: Path, tract: int) -> Path:
+    return root / "truth" / f"dia_object_truth_tract_{tract}.parquet"
+
+
+def truth_table(schema: pa.Schema, columns: dict[str, np.ndarray]) -> pa.Table:
+    """A table with exactly `schema`'s columns and types, also when it has no rows."""
+    return pa.table([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
+
+
+class VisitTruthWriters:
+    """The truth files of one visit, one row group per detector; nothing is left behind on failure."""
+
+    def __init__(self, root: Path, visit: int, kinds: tuple[str, ...]) -> None:
+        self.writers = {k: TruthWriter(visit_truth_path(root, k, visit)) for k in kinds}
+
+    def write(self, kind: str, columns: dict[str, np.ndarray]) -> None:
+        if kind in self.writers:
+            self.writers[kind].write(truth_table(KIND_SCHEMAS[kind], columns))
+
+    def close(self) -> dict[str, tuple[Path, int]]:
+        """(path, bytes) of each file written."""
+        out = {}
+        for kind, writer in self.writers.items():
+            size = writer.close()
+            if size:
+                out[kind] = (writer.path, size)
+        return out
+
+    def abort(self, exc: BaseException) -> None:
+        for writer in self.writers.values():
+            writer.abort(exc)
