@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from dc2tasks.products.errors import InputError
 from dc2tasks.runs.config import RunConfig
 
 RUN_FILE_SUFFIXES = (".yaml", ".yml")
+_LEADING_FIELD_RE = re.compile(r"([a-z_][a-z0-9_.\[\]]*): (.+)", re.DOTALL)
 
 
 class RunConfigError(InputError):
@@ -79,9 +81,10 @@ def problems_from(exc: ValidationError) -> list[tuple[str, str]]:
         by_field.setdefault(_field_path(err["loc"]), []).append(_message(err))
     out = []
     for field, msgs in by_field.items():
-        # the 'is missing'/type noise of the other union branches is less useful than a value error
-        unique = list(dict.fromkeys(msgs))
-        out.append((field, "; ".join(unique)))
+        for msg in dict.fromkeys(msgs):
+            # a check across fields (a model validator) names its field at the start of the message
+            m = _LEADING_FIELD_RE.match(msg) if not field else None
+            out.append((m[1], m[2]) if m else (field, msg))
     return out
 
 

@@ -1,0 +1,164 @@
+"""`dc2 manifest` (producer side) and `dc2 install` (collaboration account side).
+
+Registered by dc2tasks.cli through `add_parser(subparsers)`; `run(args)` does the work. Bad input
+exits 2 with a message naming the file or option; nothing installed changes on any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from dc2tasks.products.errors import InputError
+
+INSTALL_DESCRIPTION = """\
+Install a product directory into the central directory, safely (replaces `chgrp -R; collabsu;
+cp -pr`). Run it on the machine that holds the central directory, as the account that owns it.
+
+  1. copy every file listed in SOURCE/manifest.json into CENTRAL/PRODUCT/.staging-* (same disk)
+  2. verify the file count, each size and sha256 against the manifest
+  3. load every GCRCatalogs config in SOURCE/catalog_configs/ against the staged files
+  4. chgrp -R GROUP, chmod -R g+rX,o-w (files read-only)
+  5. rename to CENTRAL/PRODUCT/versions/VERSION and switch CENTRAL/PRODUCT/current to it atomically
+  6. write CENTRAL/PRODUCT/catalog_configs/*.yaml with base_dir = CENTRAL/PRODUCT/current
+
+Any failure before step 5 (checksum, missing file, config that does not load, chgrp refused, disk
+full) removes the staging directory: what was installed stays as it was. The previous version is
+kept; an install of content identical to the current version does nothing. provenance.json (inputs,
+run config hash, job records, checksums, who/when/where) is installed with each version.
+"""
+
+MANIFEST_DESCRIPTION = """\
+Prepare a product directory for install, as the producer: copy the catalog configs into
+DIR/catalog_configs/, write DIR/provenance.json (run, config hash, inputs, job records) when given,
+write DIR/manifest.json (every file's name, size and sha256), and open the files to GROUP (chgrp -R,
+chmod -R g+rX) so the collaboration account can read them.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "install",
+        help="install a product into the central directory (staged, verified, atomic, versioned)",
+        description=INSTALL_DESCRIPTION,
+        formatter_class=_Formatter,
+    )
+    p.add_argument("source", type=Path, metavar="SOURCE", help="the product directory (with manifest.json)")
+    p.add_argument("--central", type=Path, required=True, help="the central directory (must exist)")
+    p.add_argument("--product", required=True, help="product name: CENTRAL/PRODUCT (a-z, 0-9, _)")
+    p.add_argument("--group", help="group of the installed files (default: this account's primary group)")
+    p.add_argument("--manifest", type=Path, help="the producer's manifest (default SOURCE/manifest.json)")
+    p.add_argument(
+        "--catalog-base-dir",
+        help="base_dir written into installed configs (default CENTRAL/PRODUCT/current; "
+        "e.g. ^/DC2-prod/Run1.2i/dpdd/object/current)",
+    )
+    p.add_argument("--jobs", type=Path, help="JSON list of job records (sacct fields) for provenance.json")
+    p.add_argument("--dry-run", action="store_true", help="check write and chgrp permission; change nothing")
+    p.add_argument("--force", action="store_true", help="install a new version even if identical to current")
+    p.add_argument("--no-check", action="store_true", help="skip loading the catalog configs (not advised)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for the DAG)")
+    p.set_defaults(func=run, dc2_install_command="install")
+
+    m = subparsers.add_parser(
+        "manifest",
+        help="checksum a product directory into manifest.json, ready for `dc2 install`",
+        description=MANIFEST_DESCRIPTION,
+        formatter_class=_Formatter,
+    )
+    m.add_argument("directory", type=Path, metavar="DIR", help="the product directory")
+    m.add_argument(
+        "--catalog-config",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="a GCRCatalogs config of this product (repeat for each)",
+    )
+    m.add_argument(
+        "--group", help="chgrp -R the files to this group (spec: lsst) so the installer reads them"
+    )
+    m.add_argument("--run-config", type=Path, help="the run file: its name, hash and inputs go to provenance")
+    m.add_argument("--jobs", type=Path, help="JSON list of job records (sacct fields) for provenance.json")
+    m.set_defaults(func=run, dc2_install_command="manifest")
+
+
+def _read_jobs(path: Path | None) -> list[Any]:
+    if path is None:
+        return []
+    try:
+        jobs = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--jobs {path}: cannot read a JSON list of job records: {exc}") from None
+    if not isinstance(jobs, list):
+        raise InputError(f"--jobs {path}: expected a JSON list of job records")
+    return jobs
+
+
+def _install(args: argparse.Namespace) -> int:
+    from dc2tasks.install.check import gcr_check
+    from dc2tasks.install.install import install_product
+
+    result = install_product(
+        args.source,
+        args.central,
+        args.product,
+        args.group,
+        args.manifest,
+        catalog_base_dir=args.catalog_base_dir,
+        check=None if args.no_check else gcr_check,
+        jobs=_read_jobs(args.jobs),
+        force=args.force,
+        dry_run=args.dry_run,
+    )
+    if args.json:
+        out = {k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()}
+        out["catalog_configs"] = [str(p) for p in result.catalog_configs]
+        print(json.dumps(out, indent=1))
+    else:
+        print(result.summary())
+    return 0
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from dc2tasks.install.producer import prepare_product
+
+    run = config_hash = None
+    inputs: dict[str, Any] = {}
+    if args.run_config is not None:
+        from dc2tasks.runs.loader import config_hash as hash_of
+        from dc2tasks.runs.loader import load_run_config
+
+        config = load_run_config(args.run_config)
+        run, config_hash = config.name, hash_of(config)
+        inputs = {"repository": config.repository, "rerun": config.rerun, "tracts": config.tracts}
+    manifest = prepare_product(
+        args.directory,
+        configs=args.catalog_config,
+        group=args.group,
+        run=run,
+        run_config_hash=config_hash,
+        inputs=inputs,
+        jobs=_read_jobs(args.jobs),
+    )
+    print(
+        f"{args.directory / 'manifest.json'}: {len(manifest.files)} files, {manifest.total_bytes} bytes, "
+        f"content sha256 {manifest.content_sha256}"
+    )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    command = args.dc2_install_command
+    try:
+        return _install(args) if command == "install" else _manifest(args)
+    except InputError as exc:
+        print(f"dc2 {command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,130 @@
+"""`dc2 run-config validate|show` and `dc2 reruns`.
+
+Registered by dc2tasks.cli through `add_parser(subparsers)`; `run(args)` does the work. An invalid
+run file exits 2 with one line per problem, each naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dc2tasks.products.errors import InputError
+
+RUN_CONFIG_DESCRIPTION = """\
+Check run files (dags/runs/<run>.yaml) the way the DAG factory reads them.
+
+  dc2 run-config validate dags/runs              every run file of the directory
+  dc2 run-config validate dags/runs/run1.2i.yaml one file
+  dc2 run-config show dags/runs/demo.yaml        the resolved settings, the config hash, the params
+
+Every problem is reported as FILE: FIELD: MESSAGE; exit code 2 if any file is invalid.
+"""
+
+RERUNS_DESCRIPTION = """\
+List the reruns of a Gen2 repository (REPO/rerun/* with a repositoryCfg.yaml). With --state and
+--run, print only the reruns not handed out before for that run, and remember them in the state
+file (a JSON file replaced atomically), so each is printed once.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run-config",
+        help="validate or show run files (dags/runs/*.yaml)",
+        description=RUN_CONFIG_DESCRIPTION,
+        formatter_class=_Formatter,
+    )
+    sub = p.add_subparsers(dest="run_config_action", required=True, metavar="{validate,show}")
+    v = sub.add_parser("validate", help="check run files or directories of them", formatter_class=_Formatter)
+    v.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="run file or directory")
+    s = sub.add_parser("show", help="print a run's resolved settings and hash", formatter_class=_Formatter)
+    s.add_argument("path", type=Path, metavar="FILE", help="run file")
+    s.add_argument("--params", action="store_true", help="also print the trigger params' JSON schema")
+    p.set_defaults(func=run, dc2_runs_command="run-config")
+
+    r = subparsers.add_parser(
+        "reruns",
+        help="list the reruns of a repository (only the new ones with --state)",
+        description=RERUNS_DESCRIPTION,
+        formatter_class=_Formatter,
+    )
+    r.add_argument("repository", type=Path, metavar="REPO", help="Gen2 repository root")
+    r.add_argument("--state", type=Path, help="JSON file remembering the reruns already handed out")
+    r.add_argument("--run", help="run name the state is kept for (needed with --state)")
+    r.add_argument("--ignore", nargs="+", default=[], metavar="RERUN", help="reruns never to hand out")
+    r.set_defaults(func=run, dc2_runs_command="reruns")
+
+
+def _validate(paths: list[Path]) -> int:
+    from dc2tasks.runs.loader import RunConfigError, load_run_config, load_run_dir
+
+    bad = 0
+    for path in paths:
+        if path.is_dir():
+            configs, errors = load_run_dir(path)
+            for name, config in sorted(configs.items()):
+                print(
+                    f"ok: {name} ({config.backend}, {len(config.tracts)} tracts, "
+                    f"{', '.join(config.products)})"
+                )
+            for error in errors.values():
+                print(error, file=sys.stderr)
+            bad += len(errors)
+            continue
+        try:
+            config = load_run_config(path)
+        except RunConfigError as error:
+            print(error, file=sys.stderr)
+            bad += 1
+        else:
+            print(f"ok: {config.name} ({path})")
+    return 2 if bad else 0
+
+
+def _show(path: Path, with_params: bool) -> int:
+    from dc2tasks.runs.loader import config_hash, load_run_config
+    from dc2tasks.runs.params import params_json_schema
+
+    config = load_run_config(path)
+    out = {"config_hash": config_hash(config), "run": config.model_dump(mode="json")}
+    if with_params:
+        out["params"] = params_json_schema(config)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+def _reruns(args: argparse.Namespace) -> int:
+    from dc2tasks.runs.reruns import JsonRerunStore, list_reruns, new_reruns
+
+    if args.state is None:
+        listing = list_reruns(args.repository)
+        for name in listing.reruns:
+            print(name)
+        for name in listing.skipped:
+            print(f"skipped (name not allowed): {name!r}", file=sys.stderr)
+        return 0
+    if not args.run:
+        raise InputError("--state needs --run (the state remembers reruns per run)")
+    for name in new_reruns(args.run, args.repository, JsonRerunStore(args.state), ignore=args.ignore):
+        print(name)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    command = args.dc2_runs_command
+    try:
+        if command == "reruns":
+            return _reruns(args)
+        if args.run_config_action == "validate":
+            return _validate(args.paths)
+        return _show(args.path, args.params)
+    except InputError as exc:
+        print(f"dc2 {command}: error: {exc}", file=sys.stderr)
+        return 2

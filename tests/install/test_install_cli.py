@@ -1,0 +1,88 @@
+"""`dc2 manifest` and `dc2 install` through an argparse parser, as dc2tasks.cli registers them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import pytest
+
+from dc2tasks.install import cli, read_manifest
+
+
+def dc2(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="dc2")
+    cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_install_help_explains_the_steps(capsys):
+    with pytest.raises(SystemExit) as info:
+        dc2("install", "--help")
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for words in (
+        "staging",
+        "sha256",
+        "chgrp -R GROUP",
+        "current",
+        "--dry-run",
+        "--catalog-base-dir",
+        "previous",
+    ):
+        assert words in out, words
+
+
+def test_manifest_then_install_then_again(made, tmp_path, capsys):
+    src = tmp_path / "object"
+    shutil.copytree(made.object_dir, src, ignore=shutil.ignore_patterns("manifest.json", "provenance.json"))
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps([{"JobID": "9", "State": "COMPLETED", "Elapsed": "1-00:00:01"}]))
+    assert dc2("manifest", str(src), "--jobs", str(jobs), "--group", "users") == 0
+    manifest = read_manifest(src / "manifest.json")
+    assert capsys.readouterr().out == (
+        f"{src / 'manifest.json'}: {len(manifest.files)} files, {manifest.total_bytes} bytes, "
+        f"content sha256 {manifest.content_sha256}\n"
+    )
+    assert json.loads((src / "provenance.json").read_text())["jobs"][0]["elapsed_s"] == 86401
+    central = tmp_path / "central"
+    central.mkdir()
+    base = "^/DC2-prod/test/dpdd/object/current"
+    assert dc2("install", str(src), "--central", str(central), "--product", "object", "--group", "users",
+               "--catalog-base-dir", base, "--json") == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "installed" and result["previous"] is None
+    assert result["files"] == len(manifest.files)
+    assert (central / "object" / "catalog_configs" / "dc2_object_itest.yaml").read_text().count(
+        f"base_dir: {base}"
+    ) == 1
+    assert dc2("install", str(src), "--central", str(central), "--product", "object", "--group", "users") == 0
+    assert capsys.readouterr().out.startswith(f"object: already installed, version {result['version']} ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--central", "{tmp}/missing", "--product", "object"], "the central directory does not exist"),
+        (["--central", "{tmp}", "--product", "../etc"], "product '../etc': lower-case letters"),
+        (["--central", "{tmp}", "--product", "object", "--group", "no-such-group-x"],
+         "group 'no-such-group-x' does not exist on this machine"),
+        (["--central", "{tmp}", "--product", "object"], "no manifest (write one with `dc2 manifest DIR`)"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, argv, message):
+    src = tmp_path / "empty-product"
+    src.mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert dc2("install", str(src), *(a.format(tmp=tmp_path) for a in argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dc2 install: error: ")
+    assert message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_manifest_of_an_empty_directory_exits_2(tmp_path, capsys):
+    assert dc2("manifest", str(tmp_path)) == 2
+    assert capsys.readouterr().err == f"dc2 manifest: error: {tmp_path}: no files to put in a manifest\n"
