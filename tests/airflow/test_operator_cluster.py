@@ -153,3 +153,20 @@ def test_sshd_restarted_mid_poll_the_trigger_reconnects(
     transports = [t for b, t in poller._TRANSPORTS.items() if b.ssh is not None]
     assert transports and max(tr.connects for tr in transports) >= 2
     wait_sacct(remote, name_of("cl_sshd", r.run_id), lambda rows: [x["State"] for x in rows] == ["COMPLETED"])
+
+
+def test_timeout_then_the_retry_has_a_scaled_time_limit(
+    slurm_conn: str, remote: Remote, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Sleeps past its limit only under the first try's 1-minute limit (Slurm rounds to minutes).
+    script = ('tl=$(squeue -h -j "$SLURM_JOB_ID" -o %l); echo "limit $tl"\n'
+              'if [ "$tl" = "1:00" ]; then sleep 600; fi; echo finished\n')
+    r = run_dag("cl_timeout", dict(script=script, name="x", time_limit="1"), retries=1,
+                slurm_conn_id=slurm_conn, poll_interval=2, time_scale=2)
+    assert (r.state, r.try_number) == ("success", 2)
+    rows = wait_sacct(remote, name_of("cl_timeout", r.run_id), lambda rows: len(rows) == 2)
+    assert [(x["State"], x["TimelimitRaw"], x["Comment"]) for x in rows] == [
+        ("TIMEOUT", "1", "dc2:try=1"), ("COMPLETED", "2", "dc2:try=2")]
+    out = capfd.readouterr().out
+    assert "SlurmJobTimedOut" in out and "time limit x2 after 1 TIMEOUT(s)" in out
+    assert "limit 2:00" in out and "finished" in out
