@@ -1,6 +1,6 @@
 """Truth of the visit-level datasets: what the generator put in each row, for tests of the products.
 
-One Parquet file per visit and kind (source, forced, dia_source; one row group per detector) and one
+One Parquet file per visit and kind (source, forced, dia_source) and one
 per tract for the DIA objects, under `<root>/truth/`, each written under a temporary name and renamed
 into place. `psf_flux_nJy` is the written instrumental flux turned back into nJy with that
 detector's F0 (the calexp's, or the difference image's for DIA sources): exactly what a correct
@@ -94,24 +94,30 @@ def truth_table(schema: pa.Schema, columns: dict[str, np.ndarray]) -> pa.Table:
 
 
 class VisitTruthWriters:
-    """The truth files of one visit, one row group per detector; nothing is left behind on failure."""
+    """The truth files of one visit: rows gathered detector by detector (a few numbers per source),
+    each file written once, under a temporary name, when the visit is done."""
 
     def __init__(self, root: Path, visit: int, kinds: tuple[str, ...]) -> None:
-        self.writers = {k: TruthWriter(visit_truth_path(root, k, visit)) for k in kinds}
+        self.paths = {k: visit_truth_path(root, k, visit) for k in kinds}
+        self.parts: dict[str, list[dict[str, np.ndarray]]] = {k: [] for k in kinds}
 
     def write(self, kind: str, columns: dict[str, np.ndarray]) -> None:
-        if kind in self.writers:
-            self.writers[kind].write(truth_table(KIND_SCHEMAS[kind], columns))
+        if kind in self.parts:
+            self.parts[kind].append(columns)
 
     def close(self) -> dict[str, tuple[Path, int]]:
         """(path, bytes) of each file written."""
         out = {}
-        for kind, writer in self.writers.items():
-            size = writer.close()
-            if size:
-                out[kind] = (writer.path, size)
+        for kind, parts in self.parts.items():
+            if not parts:
+                continue
+            schema = KIND_SCHEMAS[kind]
+            columns = {f.name: np.concatenate([p[f.name] for p in parts]) for f in schema}
+            writer = TruthWriter(self.paths[kind])
+            try:
+                writer.write(truth_table(schema, columns))
+            except BaseException as exc:
+                writer.abort(exc)
+                raise
+            out[kind] = (writer.path, writer.close())
         return out
-
-    def abort(self, exc: BaseException) -> None:
-        for writer in self.writers.values():
-            writer.abort(exc)

@@ -169,12 +169,8 @@ class TractVisitWriter:
         truth = VisitTruthWriters(self.root, plan.visit, kinds if config.truth else ())
         view = VisitView.project(self.objs, plan, self.plane)
         detectors = sorted(config.detectors)
-        try:
-            for detector in detectors:
-                self._write_detector(plan, detector, view, truth)
-        except BaseException as exc:
-            truth.abort(exc)
-            raise
+        for detector in detectors:
+            self._write_detector(plan, detector, view, truth)
         for kind, (path, size) in truth.close().items():
             self.repo.visit_truth_paths[(kind, plan.visit)] = path
             self.repo.bytes_written += size
