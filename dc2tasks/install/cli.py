@@ -60,7 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="base_dir written into installed configs (default CENTRAL/PRODUCT/current; "
         "e.g. ^/DC2-prod/Run1.2i/dpdd/object/current)",
     )
-    p.add_argument("--jobs", type=Path, help="JSON list of job records (sacct fields) for provenance.json")
+    p.add_argument(
+        "--jobs", type=Path, help="JSON list of job records (sacct fields) for provenance.json; - reads stdin"
+    )
     p.add_argument("--dry-run", action="store_true", help="check write and chgrp permission; change nothing")
     p.add_argument("--force", action="store_true", help="install a new version even if identical to current")
     p.add_argument("--no-check", action="store_true", help="skip loading the catalog configs (not advised)")
@@ -86,7 +88,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--group", help="chgrp -R the files to this group (spec: lsst) so the installer reads them"
     )
     m.add_argument("--run-config", type=Path, help="the run file: its name, hash and inputs go to provenance")
-    m.add_argument("--jobs", type=Path, help="JSON list of job records (sacct fields) for provenance.json")
+    m.add_argument("--run", help="run name, when the run file is not on this machine")
+    m.add_argument("--run-config-hash", help="the run file's hash (dc2 run-config show), with --run")
+    m.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an input for provenance.json, e.g. repository=/path rerun=coadd-v4 (repeat)",
+    )
+    m.add_argument(
+        "--jobs", type=Path, help="JSON list of job records (sacct fields) for provenance.json; - reads stdin"
+    )
     m.set_defaults(func=run, dc2_install_command="manifest")
 
 
@@ -94,7 +107,8 @@ def _read_jobs(path: Path | None) -> list[Any]:
     if path is None:
         return []
     try:
-        jobs = json.loads(path.read_text(encoding="utf-8"))
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        jobs = json.loads(text)
     except (OSError, ValueError) as exc:
         raise InputError(f"--jobs {path}: cannot read a JSON list of job records: {exc}") from None
     if not isinstance(jobs, list):
@@ -130,15 +144,20 @@ def _install(args: argparse.Namespace) -> int:
 def _manifest(args: argparse.Namespace) -> int:
     from dc2tasks.install.producer import prepare_product
 
-    run = config_hash = None
+    run, config_hash = args.run, args.run_config_hash
     inputs: dict[str, Any] = {}
+    for item in args.input:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--input {item!r}: expected KEY=VALUE")
+        inputs[key] = value
     if args.run_config is not None:
         from dc2tasks.runs.loader import config_hash as hash_of
         from dc2tasks.runs.loader import load_run_config
 
         config = load_run_config(args.run_config)
         run, config_hash = config.name, hash_of(config)
-        inputs = {"repository": config.repository, "rerun": config.rerun, "tracts": config.tracts}
+        inputs = {"repository": config.repository, "rerun": config.rerun, "tracts": config.tracts, **inputs}
     manifest = prepare_product(
         args.directory,
         configs=args.catalog_config,

@@ -83,6 +83,22 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, argv, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+def test_manifest_with_inputs_and_jobs_from_stdin(made, tmp_path, monkeypatch, capsys):
+    """What the DAG runs over SSH: no run file there, the job records on stdin."""
+    import io
+
+    src = tmp_path / "object"
+    shutil.copytree(made.object_dir, src, ignore=shutil.ignore_patterns("manifest.json", "provenance.json"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps([{"JobID": "5_1", "State": "COMPLETED"}])))
+    argv = ["--run", "demo", "--run-config-hash", "ab" * 32, "--input", "rerun=multiband", "--jobs", "-"]
+    assert dc2("manifest", str(src), *argv) == 0
+    record = json.loads((src / "provenance.json").read_text())
+    assert record == {"run": "demo", "run_config_hash": "ab" * 32, "inputs": {"rerun": "multiband"},
+                      "jobs": [{"job_id": "5_1", "state": "COMPLETED"}]}  # fmt: skip
+    assert dc2("manifest", str(src), "--input", "oops") == 2
+    assert "--input 'oops': expected KEY=VALUE" in capsys.readouterr().err
+
+
 def test_manifest_of_an_empty_directory_exits_2(tmp_path, capsys):
     assert dc2("manifest", str(tmp_path)) == 2
     assert capsys.readouterr().err == f"dc2 manifest: error: {tmp_path}: no files to put in a manifest\n"
