@@ -79,12 +79,6 @@ def dry_run_install(
         else "would install a new version"
     )
     return InstallResult(
-        "dry-run",
-        layout.product,
-        layout.root,
-        current if same else None,
-        current,
-        len(manifest.files),
-        manifest.total_bytes,
-        checks=checks,
-    )
+        "dry-run", layout.product, layout.root, version=current if same else None, previous=current,
+        files=len(manifest.files), bytes=manifest.total_bytes, checks=checks,
+    )  # fmt: skip

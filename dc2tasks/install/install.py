@@ -131,10 +131,17 @@ def _copy_verified(source_dir: Path, staging: Path, manifest: Manifest, copy_fil
     problems = []
     for entry in manifest.files:
         path = source_dir / entry.name
-        if not path.is_file():
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
             problems.append(f"{path}: missing (listed in the manifest)")
-        elif path.stat().st_size != entry.size:
-            problems.append(f"{path}: {path.stat().st_size} bytes, the manifest says {entry.size}")
+            continue
+        except PermissionError:
+            size = -1
+        if size < 0 or not os.access(path, os.R_OK):
+            problems.append(f"{path}: this account cannot read it (the producer: dc2 manifest --group GROUP)")
+        elif size != entry.size:
+            problems.append(f"{path}: {size} bytes, the manifest says {entry.size}")
     extra = sorted(set(product_files(source_dir)) - {e.name for e in manifest.files})
     problems += [f"{source_dir / name}: not in the manifest (rewrite it: dc2 manifest DIR)" for name in extra]
     if problems:
@@ -223,16 +230,10 @@ def install_product(
         if installed is not None and installed.content_sha256 == manifest.content_sha256 and not force:
             configs = write_installed_configs(layout, layout.version_dir(previous or ""), base_dir, gid)
             return InstallResult(
-                "unchanged",
-                product,
-                layout.root,
-                previous,
-                previous,
-                len(manifest.files),
-                manifest.total_bytes,
-                time.perf_counter() - start,
-                configs,
-            )
+                "unchanged", product, layout.root, version=previous, previous=previous,
+                files=len(manifest.files), bytes=manifest.total_bytes,
+                seconds=time.perf_counter() - start, catalog_configs=configs,
+            )  # fmt: skip
         now = datetime.now(UTC).isoformat(timespec="seconds")
         version = layout.new_version_name(manifest, now)
         checks = _stage_and_switch(
@@ -247,17 +248,10 @@ def install_product(
             ) from None
     log.info("%s: installed version %s (previous %s)", product, version, previous)
     return InstallResult(
-        "installed",
-        product,
-        layout.root,
-        version,
-        previous,
-        len(manifest.files),
-        manifest.total_bytes,
-        time.perf_counter() - start,
-        configs,
-        checks,
-    )
+        "installed", product, layout.root, version=version, previous=previous,
+        files=len(manifest.files), bytes=manifest.total_bytes, seconds=time.perf_counter() - start,
+        catalog_configs=configs, checks=checks,
+    )  # fmt: skip
 
 
 def _stage_and_switch(

@@ -257,9 +257,19 @@ def test_chgrp_refused_by_the_system_for_an_unprivileged_account(made, tmp_path)
             "root",
         ]
         drop = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups"]
-        proc = subprocess.run(
-            [*drop, sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=120
-        )
+
+        def install_as_nobody() -> subprocess.CompletedProcess[str]:
+            cmd = [*drop, sys.executable, "-c", code, *argv]
+            return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+        secret = base / "object" / "trim_schema.yaml"
+        os.chown(secret, 0, 0)
+        os.chmod(secret, 0o600)  # a file the producer forgot to open to the group
+        proc = install_as_nobody()
+        assert proc.returncode == 2, proc.stderr
+        assert f"{secret}: this account cannot read it (the producer: dc2 manifest --group" in proc.stderr
+        os.chown(secret, nobody, nobody)
+        proc = install_as_nobody()
         assert proc.returncode == 2, proc.stderr
         assert "dc2 install: error: chgrp 0 " in proc.stderr
         assert "Operation not permitted; nothing installed changed" in proc.stderr
