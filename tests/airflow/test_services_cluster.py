@@ -1,0 +1,109 @@
+"""With a real scheduler + triggerer (tests/airflow/services.py) and the loopback Slurm:
+- clearing or marking failed a DEFERRED task cancels its job (sacct: CANCELLED), only that try's;
+- restarting the triggerer does not cancel anything (the trigger is resumed, the job keeps running);
+- deferred tasks hold no worker/pool slot: three wait at once in a pool of one slot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cluster_ops import wait_sacct
+from conftest import SLURM_CONN_ID, ssh_connection_json
+from services import AirflowServices, airflow_services
+
+from dc2tasks.airflow.operators.slurm import job_name_for
+
+pytestmark = pytest.mark.cluster
+Remote = Callable[..., str]
+
+CANCEL_DAG = f"""\
+from datetime import timedelta
+from airflow.sdk import DAG
+from dc2tasks.slurm import SlurmJob
+from dc2tasks.airflow.operators.slurm import SlurmJobOperator
+
+with DAG("svc_cancel", schedule=None, catchup=False):
+    SlurmJobOperator(task_id="slurm", retries=3, retry_delay=timedelta(seconds=1),
+                     job=SlurmJob(script="sleep 600\\n", name="x"), slurm_conn_id={SLURM_CONN_ID!r},
+                     poll_interval=2)
+
+with DAG("svc_pool", schedule=None, catchup=False):
+    for i in range(3):
+        SlurmJobOperator(task_id=f"wait{{i}}", pool="dc2_one_slot",
+                         job=SlurmJob(script="sleep 600\\n", name="x"), slurm_conn_id={SLURM_CONN_ID!r},
+                         poll_interval=2)
+"""
+
+
+@pytest.fixture(scope="module")
+def services(loopback_cluster: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[AirflowServices]:
+    dags = tmp_path_factory.mktemp("service-dags")
+    (dags / "svc_dags.py").write_text(CANCEL_DAG)
+    conn = {f"AIRFLOW_CONN_{SLURM_CONN_ID.upper()}": ssh_connection_json(loopback_cluster)}
+    with airflow_services(Path(dags), conn) as s:
+        s.wait_dag("svc_cancel")
+        s.wait_dag("svc_pool")
+        yield s
+
+
+def states(remote: Remote, name: str, comments: bool = False) -> dict[str, str]:
+    """sacct's state per job (the comment too: slurmdbd stores it when the job ends)."""
+    out = remote("sacct", "--noheader", "--parsable2", "--starttime=now-1days", f"--name={name}",
+                 "--format=JobID,State,Comment")
+    rows = [line.split("|") for line in out.splitlines() if line and "." not in line.split("|")[0]]
+    return {r[0]: r[1].split(" ")[0] + (f" {r[2]}" if comments else "") for r in rows}
+
+
+def test_clear_and_mark_failed_cancel_only_that_trys_job_and_a_triggerer_restart_cancels_nothing(
+    services: AirflowServices, remote: Remote
+) -> None:
+    s = services
+    run = s.trigger("svc_cancel")
+    name = job_name_for("svc_cancel", "slurm", run, -1)
+    s.wait_ti("svc_cancel", run, "slurm", "deferred", try_number=1)
+    job1 = str(s.xcom("svc_cancel", run, "slurm", "slurm_job_id"))
+    wait_sacct(remote, name, lambda rows: [(r["JobID"], r["State"]) for r in rows] == [(job1, "RUNNING")])
+
+    s.stop("triggerer")  # SIGTERM, as a deployment restart does
+    s.start("triggerer")
+    s.wait_healthy()
+    time.sleep(8)  # the new triggerer picks the trigger up and polls a few times
+    assert s.ti("svc_cancel", run, "slurm")["state"] == "deferred"
+    assert states(remote, name) == {job1: "RUNNING"}
+
+    s.clear("svc_cancel", run, ["slurm"])
+    wait_sacct(remote, name, lambda rows: any(r["JobID"] == job1 and r["State"].startswith("CANCELLED")
+                                              for r in rows))
+    s.wait_ti("svc_cancel", run, "slurm", "deferred", try_number=2)
+    job2 = str(s.xcom("svc_cancel", run, "slurm", "slurm_job_id"))
+    assert job2 != job1
+    time.sleep(5)  # several polls: try 1's cancel never reaches try 2's job
+    assert states(remote, name) == {job1: "CANCELLED", job2: "RUNNING"}
+
+    s.set_state("svc_cancel", run, "slurm", "failed")
+    wait_sacct(remote, name, lambda rows: all(r["State"].startswith("CANCELLED") for r in rows)
+               and len(rows) == 2)
+    assert states(remote, name, comments=True) == {job1: "CANCELLED dc2:try=1", job2: "CANCELLED dc2:try=2"}
+    try1_log = s.task_log("svc_cancel", run, "slurm", 1)  # the trigger's on_kill logs into the task log
+    assert f"cancelling Slurm job {job1} (try 1)" in try1_log
+
+
+def test_deferred_tasks_hold_no_slot(services: AirflowServices, remote: Remote) -> None:
+    s = services
+    s.create_pool("dc2_one_slot", 1)
+    run = s.trigger("svc_pool")
+    for i in range(3):  # with one slot, a task holding it while waiting would block the next
+        s.wait_ti("svc_pool", run, f"wait{i}", "deferred", timeout=120)
+    assert all(s.ti("svc_pool", run, f"wait{i}")["state"] == "deferred" for i in range(3))
+    jobs = [str(s.xcom("svc_pool", run, f"wait{i}", "slurm_job_id")) for i in range(3)]
+    for i in range(3):
+        s.set_state("svc_pool", run, f"wait{i}", "failed")
+    for i, jid in enumerate(jobs):
+        wait_sacct(remote, job_name_for("svc_pool", f"wait{i}", run, -1),
+                   lambda rows, jid=jid: [(r["JobID"], r["State"].split(" ")[0]) for r in rows]
+                   == [(jid, "CANCELLED")])
