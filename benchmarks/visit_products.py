@@ -16,6 +16,7 @@ Every figure is printed with its unit, one per line, with a `ratio` line per sec
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 from astropy.coordinates import SkyCoord, match_coordinates_sky
 
 from dc2tasks.products.calib import NJY_AT_MAG0
+from dc2tasks.products.dia_object import read_dia_sources as products_read_dia_sources
 from dc2tasks.products.dia_stats import BANDS, dia_object_statistics
 from dc2tasks.products.matching import SkyMatcher
 
@@ -176,16 +178,10 @@ def write_dia_sources(
     return paths, object_ids
 
 
-def read_dia_sources(paths: list[Path]) -> tuple[np.ndarray, pd.Series, np.ndarray, np.ndarray]:
-    """Every per-visit file read once: diaObjectId, band, psFlux and psFluxErr (nJy)."""
-    table = pa.concat_tables(
-        pq.read_table(p, columns=list(DIA_COLUMNS), read_dictionary=["filter"]) for p in paths
-    )
-    fluxmag0 = table["fluxmag0"].to_numpy()
-    ps_flux = table["slot_PsfFlux_instFlux"].to_numpy() * NJY_AT_MAG0 / fluxmag0
-    ps_flux_err = table["slot_PsfFlux_instFluxErr"].to_numpy() * NJY_AT_MAG0 / fluxmag0
-    band = table["filter"].to_pandas()  # categorical: no per-row Python strings
-    return table["objectId"].to_numpy(), band, ps_flux, ps_flux_err
+def read_dia_sources(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every per-visit file read once (the product's own reader): diaObjectId, band, psFlux, psFluxErr."""
+    s = products_read_dia_sources(paths)
+    return s.dia_object_id, s.band, s.ps_flux, s.ps_flux_err
 
 
 def ours_dia_object(paths: list[Path]) -> pd.DataFrame:
@@ -258,10 +254,109 @@ def bench_dia_object(
         shutil.rmtree(directory, ignore_errors=True)
 
 
+# ------------------------------------------------------------------------------------ one whole visit
+
+
+def drop_caches() -> bool:
+    """Cold reads where allowed (root), so the per-visit figure includes reading the files."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def old_match_visit(repo, visit: int, objects, radius_arcsec: float) -> int:
+    """The old per-visit path on the same files: per detector, read, calibrate, then astropy's
+    match_coordinates_sky against the objects in the detector's RA/Dec box grown by 10 radii."""
+    from dc2tasks.products.visit_catalog import read_detector
+    from dc2tasks.products.visit_detectors import visit_detectors
+    from dc2tasks.products.visit_tables import VISIT_TABLES
+
+    table = VISIT_TABLES["source"]
+    matched = 0
+    for det in visit_detectors(repo, table, visit):
+        got = read_detector(det, table, visit)
+        if got is None:
+            continue
+        cols, _ = got
+        ra, dec = np.degrees(cols["coord_ra"]), np.degrees(cols["coord_dec"])
+        one = np.zeros(ra.size, dtype=np.int64)  # this detector's rows only
+        ids = astropy_match_per_detector(*objects, ra, dec, radius_arcsec, one)
+        matched += int(np.count_nonzero(ids >= 0))
+    return matched
+
+
+def bench_visit(
+    objects_per_patch: int, detector_pixels: int, src_width: int, seed: int, workdir: Path | None
+) -> None:
+    from dc2tasks.products.object_index import load_objects
+    from dc2tasks.products.object_pipeline import run_object_pipeline
+    from dc2tasks.products.repo import Gen2Repo
+    from dc2tasks.products.visit_products import make_visit
+    from dc2tasks.products.visit_tables import VISIT_TABLES
+    from dc2tasks.sample import SampleConfig, make_sample_repo
+    from dc2tasks.sample.config import ALL_DETECTORS, patch_grid
+
+    directory = Path(tempfile.mkdtemp(prefix="dc2-bench-visit-", dir=workdir))
+    try:
+        config = SampleConfig(
+            seed=seed,
+            patches=patch_grid(7),
+            objects_per_patch=objects_per_patch,
+            ref_width=200,
+            forced_width=100,
+            visits=1,
+            detectors=ALL_DETECTORS,
+            detector_pixels=(detector_pixels, detector_pixels),
+            src_width=src_width,
+        )
+        setup_s, sample = timed(lambda: make_sample_repo(directory / "repo", config))
+        repo = Gen2Repo.open(sample.root, sample.rerun)
+        objects_s, _ = timed(lambda: run_object_pipeline(repo, directory / "work", run="bench", jobs=2))
+        visit = sample.visits[0].visit
+        index_s, index = timed(lambda: load_objects([directory / "work" / "dpdd_object"]))
+        print(
+            f"Visit: {len(sample.visits[0].detectors)} detectors "
+            f"(repository {setup_s:.1f} s, Object tables {objects_s:.1f} s); {len(index)} primary Objects"
+        )
+        print(f"Object index load (once per process): {index_s:.3f} s")
+        cold = drop_caches()
+        for key in ("source", "forced_source", "dia_source"):
+            table = VISIT_TABLES[key]
+            objs = index if table.match == "object" else None
+            if table.match == "dia_object":
+                from dc2tasks.products.object_index import load_dia_objects
+
+                objs = load_dia_objects(repo)
+            drop_caches()
+            secs, r = timed(
+                lambda t=table, k=key, o=objs: make_visit(repo, t, visit, directory / k, o, force=True)
+            )
+            cache = "cold" if cold else "warm"
+            print(f"{key} per visit ({cache} cache): {secs:.3f} s, {r.rows} rows, {r.matched} matched")
+            if key == "source":
+                ours_s = secs
+        t = pq.read_table(
+            directory / "work" / "dpdd_object" / f"dpdd_object_tract_{sample.tracts[0]}.parquet"
+        )
+        arrays = (t["objectId"].to_numpy(), t["ra"].to_numpy(), t["dec"].to_numpy())
+        drop_caches()
+        old_s, old_matched = timed(lambda: old_match_visit(repo, visit, arrays, 1.0))
+        print(
+            "baseline per visit (same reader, astropy match_coordinates_sky per detector): "
+            f"{old_s:.3f} s, {old_matched} matched"
+        )
+        print(f"ratio baseline / ours (source): {old_s / ours_s:.2f}   (goal: ours <= 3 s a visit, one core)")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--only", choices=("matching", "dia_object"), action="append", help="run only these sections"
+        "--only", choices=("matching", "dia_object", "visit"), action="append", help="run only these sections"
     )
     p.add_argument("--seed", type=int, default=1)
     g = p.add_argument_group("matching")
@@ -275,14 +370,21 @@ def main() -> None:
     g.add_argument("--detected", type=float, default=0.5, help="fraction of DIA objects detected per visit")
     g.add_argument("--baseline-objects", type=int, default=5, help="objects the old algorithm is timed on")
     g.add_argument("--workdir", type=Path, help="parent of the temporary directory (default: system temp)")
+    g = p.add_argument_group("one whole visit (Source, ForcedSource, DIASource)")
+    g.add_argument("--objects-per-patch", type=int, default=1600, help="objects per patch of a 7x7 tract")
+    g.add_argument("--detector-pixels", type=int, default=2000, help="detector size, so 189 fit the tract")
+    g.add_argument("--src-width", type=int, default=200, help="columns of each src catalog")
     args = p.parse_args()
-    sections = args.only or ["matching", "dia_object"]
+    sections = args.only or ["matching", "dia_object", "visit"]
     if "matching" in sections:
         bench_matching(args.match_objects, args.match_sources, args.radius, args.seed, args.repeat)
     if "dia_object" in sections:
         bench_dia_object(
             args.dia_objects, args.visits, args.detected, args.baseline_objects, args.seed, args.workdir
         )
+
+    if "visit" in sections:
+        bench_visit(args.objects_per_patch, args.detector_pixels, args.src_width, args.seed, args.workdir)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ class DiaSources:
     files: int
 
 
-def read_dia_sources(source_dir: str | os.PathLike) -> DiaSources:
+def dia_source_files(source_dir: str | os.PathLike) -> list[Path]:
     source_dir = Path(source_dir)
     rx = re.compile(VISIT_TABLES["dia_source"].file_pattern)
     files = sorted(f for f in source_dir.iterdir() if rx.match(f.name)) if source_dir.is_dir() else []
@@ -76,19 +76,26 @@ def read_dia_sources(source_dir: str | os.PathLike) -> DiaSources:
         raise InputError(
             f"{source_dir}: no dia_src_visit_<visit>.parquet files: make the DIASource tables first"
         )
-    ids, bands, fluxes, errs = [], [], [], []
+    return files
+
+
+def read_dia_sources(source: str | os.PathLike | Sequence[Path]) -> DiaSources:
+    """Every DIASource file (a directory of them, or a list) read once, four columns each."""
+    files = dia_source_files(source) if isinstance(source, str | os.PathLike) else list(source)
+    tables = []
     for f in files:
         try:
-            t = pq.read_table(f, columns=list(SOURCE_COLUMNS))
+            tables.append(pq.read_table(f, columns=list(SOURCE_COLUMNS), read_dictionary=["filter"]))
         except (KeyError, ValueError, OSError, pa.ArrowInvalid) as exc:
             raise InputError(f"{f}: cannot read {', '.join(SOURCE_COLUMNS)}: {exc}") from None
-        scale = NJY_AT_MAG0 / t.column("fluxmag0").to_numpy()
-        ids.append(t.column("objectId").to_numpy())
-        bands.append(t.column("filter").to_numpy(zero_copy_only=False).astype(str))
-        fluxes.append(t.column("slot_PsfFlux_instFlux").to_numpy() * scale)
-        errs.append(t.column("slot_PsfFlux_instFluxErr").to_numpy() * scale)
+    t = pa.concat_tables(tables, promote_options="permissive")
+    scale = NJY_AT_MAG0 / t.column("fluxmag0").to_numpy()
     return DiaSources(
-        np.concatenate(ids), np.concatenate(bands), np.concatenate(fluxes), np.concatenate(errs), len(files)
+        t.column("objectId").to_numpy(),
+        t.column("filter").to_pandas().to_numpy(),  # categorical: no per-row string parsing
+        t.column("slot_PsfFlux_instFlux").to_numpy() * scale,
+        t.column("slot_PsfFlux_instFluxErr").to_numpy() * scale,
+        len(files),
     )
 
 
