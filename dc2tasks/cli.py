@@ -277,12 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_visit_parsers(sub, _Formatter, _repo_args, _bands)
 
-    try:
-        from dc2tasks.sample.cli import add_parser as add_sample_parser
-    except ImportError:  # the generator is optional at import time only while it is being built
-        pass
-    else:
-        add_sample_parser(sub)
+    from dc2tasks.install.cli import add_parser as add_install_parsers
+    from dc2tasks.runs.cli import add_parser as add_run_parsers
+    from dc2tasks.sample.cli import add_parser as add_sample_parser
+
+    add_install_parsers(sub)
+    add_run_parsers(sub)
+    add_sample_parser(sub)
     return parser
 
 

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from dc2tasks.products.visit_lists import read_visit_file as read_visit_file  # re-exported
+from dc2tasks.products.visit_lists import select_visits
 from dc2tasks.slurm import validate as slurm_validate
 
 PRODUCTS: tuple[str, ...] = (
@@ -365,7 +367,7 @@ class RunConfig(_Strict):
             return []
         if isinstance(self.visits, list):
             return list(self.visits)
-        return read_visit_file(self.visits)
+        return select_visits(visit_file=self.visits)
 
 
 def _no_duplicates(values: list[object]) -> list[object]:
@@ -373,23 +375,3 @@ def _no_duplicates(values: list[object]) -> list[object]:
     if dupes:
         raise ValueError(f"listed more than once: {', '.join(dupes)}")
     return values
-
-
-def read_visit_file(path: str | os.PathLike[str]) -> list[int]:
-    """One visit id per line; blank lines and `#` comments ignored; errors name the file and line."""
-    visits: list[int] = []
-    seen: set[int] = set()
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            text = line.split("#", 1)[0].strip()
-            if not text:
-                continue
-            if not text.isdigit():
-                raise ValueError(f"{path}:{lineno}: {text!r} is not a visit id (a non-negative integer)")
-            visit = int(text)
-            if visit not in seen:
-                seen.add(visit)
-                visits.append(visit)
-    if not visits:
-        raise ValueError(f"{path}: no visits")
-    return visits

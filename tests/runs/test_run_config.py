@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dc2tasks.products.errors import InputError
 from dc2tasks.runs import RunConfigError, config_hash, load_run_config, load_run_dir, read_visit_file
 from dc2tasks.slurm.job import SlurmJob
 
@@ -234,5 +235,5 @@ def test_visits_inline_or_from_a_file(tmp_path):
     )
     assert inline.visit_list() == [5, 7] and inline.visit_file is None
     visits.write_text("230\n12a\n")
-    with pytest.raises(ValueError, match=rf"^{visits}:2: '12a' is not a visit id"):
+    with pytest.raises(InputError, match=rf"^{visits}:2: '12a' is not a visit number"):
         read_visit_file(visits)
