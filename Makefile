@@ -17,7 +17,7 @@ $(STAMP): requirements/lock.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dc2 demo --workdir $(DEMO_DIR)
+	DC2_DEMO_DIR=$(abspath $(DEMO_DIR)) $(BIN)/dc2 demo --workdir $(DEMO_DIR)
 
 test: $(STAMP)
 	bash tests/cluster/system-deps.sh
@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/object_pipeline.py
+	$(BIN)/python benchmarks/visit_products.py
 
 # Rebuild the lock from requirements/requirements.in in a scratch venv.
 lock:
