@@ -101,6 +101,9 @@ def test_deferred_tasks_hold_no_slot(services: AirflowServices, remote: Remote) 
         s.wait_ti("svc_pool", run, f"wait{i}", "deferred", timeout=120)
     assert all(s.ti("svc_pool", run, f"wait{i}")["state"] == "deferred" for i in range(3))
     jobs = [str(s.xcom("svc_pool", run, f"wait{i}", "slurm_job_id")) for i in range(3)]
+    for i, jid in enumerate(jobs):  # on_kill exists only once the triggerer runs the trigger (see report)
+        s.wait(lambda i=i, jid=jid: f"waiting for Slurm job {jid}"
+               in s.task_log("svc_pool", run, f"wait{i}", 1), 60, f"no trigger ran for wait{i}")
     for i in range(3):
         s.set_state("svc_pool", run, f"wait{i}", "failed")
     for i, jid in enumerate(jobs):

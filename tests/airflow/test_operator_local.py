@@ -1,0 +1,140 @@
+"""The operator with the local backend (the embedded default) and its pure parts; no cluster."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+from dagrun import run_dag
+
+from dc2tasks.airflow.hooks import backend_from_connection, check_certificate
+from dc2tasks.airflow.operators.slurm import job_name_for, output_pattern
+from dc2tasks.airflow.outcome import JobReport, SlurmJobCancelled, SlurmJobFailed, plan_try
+from dc2tasks.slurm import FoundJob, SlurmJob, SlurmState
+from dc2tasks.slurm.commands import JobInfo
+
+
+@pytest.fixture
+def db(airflow_db: str) -> str:
+    return airflow_db
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_local_backend_runs_the_job_and_logs_its_stdout(
+    db: str, deferrable: bool, capfd: pytest.CaptureFixture[str]
+) -> None:
+    r = run_dag(f"local_hello_{deferrable}", dict(script="echo local says hi\n", name="x"),
+                poll_interval=0.3, deferrable=deferrable)
+    assert (r.state, r.try_number) == ("success", 1)
+    out = capfd.readouterr().out
+    assert "local says hi" in out
+    assert ("Pausing task as DEFERRED" in out) is deferrable
+
+
+def test_local_backend_exit_3_fails(db: str, capfd: pytest.CaptureFixture[str]) -> None:
+    r = run_dag("local_exit3", dict(script="echo doomed; exit 3\n", name="x"), poll_interval=0.3)
+    assert r.state == "failed"
+    out = capfd.readouterr().out
+    assert ": FAILED (exit code 3)" in out and "doomed\n---" in out
+
+
+def test_job_name_is_deterministic_safe_and_distinct() -> None:
+    a = job_name_for("dag", "task", "manual__2026-01-01T00:00:00+00:00", -1)
+    assert a == job_name_for("dag", "task", "manual__2026-01-01T00:00:00+00:00", -1)
+    assert a.startswith("dag.task.manual__2026-01-01T00:00:00+00:00-")
+    assert job_name_for("dag", "task", "r", 3).startswith("dag.task.3.r-")
+    hostile = job_name_for("d; rm -rf /", "t$(x)", "run 1,2|3\n", 0)
+    SlurmJob(script="true", name=hostile)  # accepted by the job model's validator
+    assert " " not in hostile and "," not in hostile and "|" not in hostile
+    assert job_name_for("d_x", "t", "r", -1) != job_name_for("d x", "t", "r", -1)  # same readable part
+    assert len(job_name_for("d" * 300, "t", "r", -1)) <= 161
+
+
+def test_output_pattern_for_arrays_rejects_percent_j() -> None:
+    assert output_pattern(SlurmJob(script="true", name="n", array="0-3"), "/logs") == "/logs/slurm-%A_%a.out"
+    assert output_pattern(SlurmJob(script="true", name="n"), None) == "slurm-%j.out"
+    with pytest.raises(ValueError, match=r"job.output .*%A"):
+        output_pattern(SlurmJob(script="true", name="n", array="0-3", output="x.%j"), None)
+
+
+def _found(jid: str, state: str, try_number: int) -> FoundJob:
+    return FoundJob(jid, "n", SlurmState.parse(state), f"dc2:try={try_number}", 1)
+
+
+def _el(jid: str, state: str, nodes: str = "n1") -> JobInfo:
+    return JobInfo(jid, "n", SlurmState.parse(state), nodes=nodes)
+
+
+def test_plan_reattaches_adopts_and_scales() -> None:
+    base = SlurmJob(script="true", name="n", time_limit="10", memory="1G", array="0-9%2")
+    assert plan_try(base, [_found("5", "RUNNING", 1)], 2, None, 2, 2).reattach.job_id == "5"  # type: ignore[union-attr]
+    assert plan_try(base, [_found("5", "FAILED", 2)], 2, None, 2, 2).reattach.job_id == "5"  # type: ignore[union-attr]
+    history = [_found("5", "TIMEOUT", 1), _found("6", "OUT_OF_MEMORY", 2), _found("7", "TIMEOUT", 3)]
+    last = {f"7_{i}": _el(f"7_{i}", "TIMEOUT" if i in (2, 4) else "COMPLETED") for i in range(10)}
+    p = plan_try(base, history, 4, last, 3, 2)
+    assert p.reattach is None
+    assert (p.job.time_limit, p.job.memory, p.job.array_spec.indices) == (  # type: ignore[union-attr]
+        timedelta(minutes=90), 2048, (2, 4))
+    assert p.job.array_spec.throttle == 2  # type: ignore[union-attr]
+    nf = plan_try(SlurmJob(script="true", name="n"), [_found("8", "NODE_FAIL", 1)], 2,
+                  {"8": _el("8", "NODE_FAIL", "nid0042")}, 2, 2)
+    assert nf.job.exclude == ("nid0042",)
+    fresh = plan_try(base, [_found("9", "COMPLETED", 1)], 2, {"9_0": _el("9_0", "COMPLETED")}, 2, 2)
+    assert fresh.job == base and fresh.reason == "new job"  # a cleared success re-runs everything
+
+
+def test_report_maps_outcomes_to_typed_exceptions() -> None:
+    event = {"status": "final", "job_id": "4", "tails": {"4_1": "boom\n"}, "elements": {
+        "4_0": {"state": "COMPLETED", "exit_code": 0, "signal": 0, "nodes": "a"},
+        "4_1": {"state": "FAILED", "exit_code": 2, "signal": 0, "nodes": "a"}}}
+    report = JobReport.from_event(event)
+    assert report.counts == {"COMPLETED": 1, "FAILED": 1}
+    expected = r"(?s)failed indices \(1\): 1.*4_1: FAILED \(exit code 2\).*boom"
+    with pytest.raises(SlurmJobFailed, match=expected):
+        report.raise_for_outcome()
+    event["elements"]["4_0"]["state"] = "CANCELLED by 1000"
+    with pytest.raises(SlurmJobCancelled):  # someone else cancelled: no retry (AirflowFailException)
+        JobReport.from_event(event).raise_for_outcome()
+    assert issubclass(SlurmJobCancelled, AirflowFailException)
+    with pytest.raises(SlurmJobFailed, match="not known"):
+        JobReport.from_event({"status": "error", "job_id": "4", "message": "not known"})
+
+
+class _Conn:
+    def __init__(self, conn_type: str, extra: dict[str, object], host: str = "h", login: str = "u") -> None:
+        self.conn_id, self.conn_type, self.host, self.login, self.port = "c1", conn_type, host, login, 2222
+        self.extra_dejson = extra
+
+
+def test_connection_errors_name_the_connection_and_field() -> None:
+    with pytest.raises(ValueError, match="connection 'c1': extra key_file is required"):
+        backend_from_connection(_Conn("ssh", {"host_key": "ssh-ed25519 AAAA"}))
+    with pytest.raises(ValueError, match="no_host_key_check is refused"):
+        backend_from_connection(_Conn("ssh", {"key_file": "k", "no_host_key_check": True}))
+    with pytest.raises(ValueError, match="connection 'c1': ssh: give exactly one of known_hosts or host_key"):
+        backend_from_connection(_Conn("ssh", {"key_file": "k"}))
+    with pytest.raises(ValueError, match="extra 'cmd_timeout' must be a number"):
+        backend_from_connection(_Conn("ssh", {"key_file": "k", "host_key": "x", "cmd_timeout": "soon"}))
+    b = backend_from_connection(_Conn("ssh", {"key_file": "k", "host_key": "x", "cmd_timeout": 7}))
+    assert (b.kind, b.command_timeout, b.ssh.port, b.ssh.username) == ("ssh", 7.0, 2222, "u")  # type: ignore[union-attr]
+    assert backend_from_connection(_Conn("dc2_local", {"state_dir": "/s"})).local_dir == "/s"
+
+
+def test_certificate_preflight_warns_then_fails(tmp_path: Path) -> None:
+    for name in ("ca", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)],
+                       check=True)
+    subprocess.run(["ssh-keygen", "-q", "-s", str(tmp_path / "ca"), "-I", "u", "-n", "u", "-V", "-1h:+2h",
+                    str(tmp_path / "user.pub")], check=True)
+    b = backend_from_connection(_Conn("ssh", {"key_file": str(tmp_path / "user"), "host_key": "x"}))
+    now = datetime.now(UTC)
+    assert check_certificate(b, warn_hours=1, now=now) is None
+    warning = check_certificate(b, warn_hours=24, now=now)
+    assert warning is not None and "expires in 2.0 h" in warning and "less than 24 h" in warning
+    with pytest.raises(AirflowFailException, match="expired"):
+        check_certificate(b, warn_hours=24, now=now + timedelta(hours=3))
+
+
