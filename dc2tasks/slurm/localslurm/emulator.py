@@ -68,7 +68,8 @@ class Emulator:
     # -- sbatch -----------------------------------------------------------------------------------
 
     def sbatch(self, args: list[str], stdin: bytes) -> str:
-        if args != ["--parsable"]:
+        test_only = args == ["--test-only"]
+        if args != ["--parsable"] and not test_only:
             raise EmulatorError(f"unsupported arguments {args}")
         script = stdin.decode()
         if not script.startswith("#!"):
@@ -90,6 +91,9 @@ class Emulator:
             if d.split(":")[0] not in LOCAL_DEPS:
                 raise EmulatorError(f"dependency {d!r}: the local backend supports {LOCAL_DEPS} only")
         indices = list(array.indices) if array else None
+        if test_only:  # what sbatch --test-only says, without a job
+            tasks = len(indices or [0])
+            return f"sbatch: Job {name} would be accepted by the local backend ({tasks} task(s))\n"
         first = self.store.allocate_ids(len(indices) if indices else 1)
         workdir = o.get("chdir") or str(self.cwd or Path.cwd())
         meta = Meta(

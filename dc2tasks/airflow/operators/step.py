@@ -1,0 +1,94 @@
+"""`RunStepOperator`: one product step of a data run, as a Slurm job built when the task runs.
+
+The job cannot be fixed when the DAG is parsed: which tracts and visits a run covers (and so the
+array size) comes from the trigger's params, resolved once by the run's `plan` task. This operator
+reads that plan, renders the step's script (dc2tasks.runs.steps), skips when the run does not make
+the step's product, and otherwise hands the job to SlurmJobOperator (deterministic name, reattach,
+deferral, retries). A dry run renders the job and asks Slurm (`sbatch --test-only`) whether it would
+be accepted, and submits nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from dc2tasks.airflow.hooks import SlurmHook
+from dc2tasks.airflow.operators.slurm import SlurmJobOperator, job_name_for, output_pattern
+from dc2tasks.runs.config import RunConfig
+from dc2tasks.runs.steps import RunPlan, StepScript, step_scripts
+from dc2tasks.slurm import SlurmJob
+from dc2tasks.slurm.commands import Command
+
+PLAN_TASK = "plan"
+PLACEHOLDER = SlurmJob(script="true\n", name="dc2-step")
+
+
+def job_for(config: RunConfig, step: StepScript) -> SlurmJob:
+    """The run file's Slurm settings for this step around its script."""
+    s = config.slurm
+    array = f"0-{step.array_size - 1}%{s.array_throttle}" if step.array_size else None
+    return SlurmJob(
+        script="#!/bin/bash\n" + step.script,
+        name="dc2-step",
+        account=s.account,
+        qos=s.qos,
+        partition=s.partition,
+        constraint=s.constraint,
+        image=s.image,
+        licenses=tuple(s.licenses),
+        time_limit=s.time_for(step.step),
+        memory=s.memory_for(step.step),
+        array=array,
+    )
+
+
+def dc2_command(config: RunConfig) -> str:
+    """How a job starts `dc2`: the Airflow environment's own for the local backend; on a cluster the
+    one on PATH, inside the image when the run names one (NERSC shifter)."""
+    if config.backend == "local":
+        import sys
+        from pathlib import Path
+
+        return str(Path(sys.executable).with_name("dc2"))
+    return "shifter dc2" if config.slurm.image else "dc2"
+
+
+class RunStepOperator(SlurmJobOperator):
+    """:param config: the run; :param step: the key of dc2tasks.runs.steps.step_scripts."""
+
+    def __init__(self, *, config: RunConfig, step: str, **kwargs: Any) -> None:
+        kwargs.setdefault("slurm_conn_id", config.connections.producer if config.backend == "slurm" else None)
+        super().__init__(job=PLACEHOLDER, **kwargs)
+        self.config = config
+        self.step = step
+
+    def execute(self, context: Context) -> Any:
+        ti = context["ti"]
+        plan = RunPlan.from_dict(ti.xcom_pull(task_ids=PLAN_TASK))
+        scripts = step_scripts(self.config, plan, dc2_command(self.config))
+        if self.step not in scripts:
+            made = ", ".join(plan.products)
+            raise AirflowSkipException(f"this run does not make {self.step} (products: {made})")
+        self.job = job_for(self.config, scripts[self.step])
+        self.log_dir = f"{plan.work_dir}/logs"
+        if plan.dry_run:
+            return self._dry_run(context)
+        return super().execute(context)
+
+    def _dry_run(self, context: Context) -> str:
+        ti = context["ti"]
+        name = job_name_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+        job = replace(self.job, name=name, output=output_pattern(self.job, self.log_dir))
+        script = job.render()
+        self.log.info("dry run: the job this step would submit:\n%s", script)
+        transport = SlurmHook(self.slurm_conn_id).client().transport
+        result = transport.run(Command(("sbatch", "--test-only"), stdin=script.encode()))
+        answer = (result.err + result.out).strip()
+        if result.returncode != 0:
+            raise AirflowFailException(f"sbatch --test-only refused the {self.step} job: {answer}")
+        self.log.info("sbatch --test-only: %s", answer)
+        return answer

@@ -1,0 +1,143 @@
+"""The run DAGs (dags/dc2_<run>.py from dags/runs/<run>.yaml): they load, a bad run file is that
+file's import error only, and the demo run goes end to end with `dag.test()` and the local backend:
+every product made, installed, and loaded back through GCRCatalogs from the central directory."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+CENTRE = tuple(f"{x},{y}" for x in (2, 3, 4) for y in (2, 3, 4))
+
+
+def _dagbag(folder: Path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(folder), safe_mode=False)
+
+
+def test_every_run_file_has_its_dag_file() -> None:
+    runs = sorted(p.stem for p in (DAGS / "runs").glob("*.yaml"))
+    stubs = sorted(p.name for p in DAGS.glob("dc2_*.py"))
+    assert stubs == sorted(f"dc2_{r.replace('.', '_').replace('-', '_')}.py" for r in runs)
+    for r in runs:
+        text = (DAGS / f"dc2_{r.replace('.', '_').replace('-', '_')}.py").read_text()
+        assert f'"{r}.yaml"' in text
+
+
+def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch, airflow_db) -> None:
+    monkeypatch.setenv("DC2_DEMO_DIR", str(tmp_path / "demo"))
+    bag = _dagbag(DAGS)
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == [
+        "dc2_demo",
+        "dc2_run1.1p",
+        "dc2_run1.2i",
+        "dc2_run1.2p_v3",
+        "dc2_run1.2p_v4",
+    ]
+    demo = bag.get_dag("dc2_demo")
+    assert {t.task_id for t in demo.tasks} == {
+        "plan",
+        "object.merge_tract",
+        "object.trim",
+        "object.dpdd",
+        "object.merge_parquet",
+        "source",
+        "forced_source",
+        "dia_source",
+        "dia_object",
+        "finalize",
+        "install",
+    }
+    assert set(demo.params.keys()) == {"products", "tracts", "visits", "rerun", "dry_run", "force"}
+    assert demo.get_task("source").upstream_task_ids == {"object.dpdd"}
+    assert demo.get_task("install").upstream_task_ids == {"finalize"}
+
+    broken = tmp_path / "dags"
+    shutil.copytree(DAGS, broken)
+    bad = yaml.safe_load((broken / "runs" / "run1.2i.yaml").read_text())
+    bad["slurm"]["time"]["merge_tract"] = "forever"
+    (broken / "runs" / "run1.2i.yaml").write_text(yaml.safe_dump(bad))
+    bag = _dagbag(broken)
+    assert list(bag.import_errors) == [str(broken / "dc2_run1_2i.py")]
+    message = bag.import_errors[str(broken / "dc2_run1_2i.py")]
+    assert "run1.2i.yaml: slurm.time.merge_tract:" in message and "forever" in message
+    assert sorted(bag.dag_ids) == ["dc2_demo", "dc2_run1.1p", "dc2_run1.2p_v3", "dc2_run1.2p_v4"]
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(f"dc2_test_{path.stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+@pytest.fixture
+def demo_dags(tmp_path, monkeypatch, airflow_db):
+    """The demo run's sample repository, and the DAG files where `dag.test()` looks for them."""
+    from dc2tasks.sample import SampleConfig, make_sample_repo
+
+    demo = tmp_path / "demo"
+    monkeypatch.setenv("DC2_DEMO_DIR", str(demo))
+    sample = make_sample_repo(
+        demo / "sample-repo", SampleConfig(patches=CENTRE, objects_per_patch=80, visits=3)
+    )
+    sample.write_visit_list(demo / "sample-repo" / "visits.txt")
+    (demo / "central").mkdir()
+    folder = Path(airflow_db) / "dags"
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(DAGS, folder)
+    return sample, demo, folder
+
+
+def _states(dr) -> dict[str, str]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {ti.task_id: str(ti.state) for ti in dr.get_task_instances(session=session)}
+
+
+def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
+    from dc2tasks.demo import load_with_gcr
+
+    sample, demo, folder = demo_dags
+    dag = _load(folder / "dc2_demo.py")
+    dr = dag.test()
+    states = _states(dr)
+    assert str(dr.state) == "success", states
+    assert set(states.values()) == {"success"}
+    central = demo / "central"
+    for directory, catalog, column in [
+        ("object", "dc2_object_demo", "objectId"),
+        ("object", "dc2_object_demo_all_columns", "objectId"),
+        ("dpdd_object", "dc2_object_demo_dpdd", "objectId"),
+        ("source", "dc2_source_demo", "sourceId"),
+        ("forced_source", "dc2_forced_source_demo", "objectId"),
+        ("dia_source", "dc2_dia_source_demo", "diaSourceId"),
+        ("dia_object", "dc2_dia_object_demo", "diaObjectId"),
+    ]:
+        assert (central / directory / "current").is_symlink()
+        cfg = central / directory / "catalog_configs" / f"{catalog}.yaml"
+        assert len(load_with_gcr(cfg, [column])[column]) > 0, catalog
+        provenance = json.loads((central / directory / "current" / "provenance.json").read_text())
+        assert provenance["run"] == "demo"
+    visits = sorted(sample.visit_ids())
+    installed = sorted(
+        int(p.stem.split("_")[-1]) for p in (central / "source" / "current").glob("src_visit_*.parquet")
+    )
+    assert installed == visits
+    # a second run changes nothing installed
+    before = {d: (central / d / "current").resolve() for d in ("object", "source")}
+    dr2 = dag.test(run_conf={"products": ["source"]})
+    assert str(dr2.state) == "success", _states(dr2)
+    assert {d: (central / d / "current").resolve() for d in ("object", "source")} == before
