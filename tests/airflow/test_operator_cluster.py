@@ -110,7 +110,7 @@ def test_a_crash_between_sbatch_and_recording_does_not_submit_twice(
     from crashing import CRASHED
 
     CRASHED.clear()
-    r = run_dag("cl_crash", dict(script="sleep 4; echo survived\n", name="x"), retries=1,
+    r = run_dag("cl_crash", dict(script="sleep 20; echo survived\n", name="x"), retries=1,
                 operator="CrashAfterSubmitOperator", module="crashing", slurm_conn_id=slurm_conn,
                 poll_interval=1)
     assert (r.state, r.try_number) == ("success", 2)

@@ -14,13 +14,14 @@ import asyncio
 import hashlib
 import posixpath
 import re
+import time
 from dataclasses import replace
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
 from dc2tasks.airflow.hooks import SlurmHook
-from dc2tasks.airflow.outcome import JobReport, comment_for, plan_try, try_of
+from dc2tasks.airflow.outcome import JobReport, Plan, comment_for, plan_try, try_of
 from dc2tasks.airflow.poller import get_poller
 from dc2tasks.airflow.triggers.slurm import SlurmJobTrigger
 from dc2tasks.airflow.watch import WatchSpec, watch
@@ -29,6 +30,7 @@ from dc2tasks.slurm.transports import TransportError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:+@=-]")
 NAME_READABLE_MAX = 150
+REATTACH_SETTLE_S = 10.0
 
 
 def job_name_for(dag_id: str, task_id: str, run_id: str, map_index: int | None) -> str:
@@ -118,9 +120,14 @@ class SlurmJobOperator(BaseOperator):
         self._hook = hook = SlurmHook(self.slurm_conn_id)
         hook.preflight(self.cert_warn_hours)
         client = hook.client()
-        found = client.find_by_name(name)
-        last = client.status([found[-1].job_id]) if found else None
-        plan = plan_try(self.job, found, try_number, last, self.time_scale, self.memory_scale)
+        plan = self._plan(client, name, try_number)
+        if plan.reattach is not None and (try_of(plan.reattach.comment) or 0) < try_number:
+            # An earlier try's job still waiting: a crash left it, or the user's clear has just
+            # cancelled it and Slurm's accounting has not caught up. Let it settle, then look again.
+            self.log.info("job %s of an earlier try looks alive; checking again in %.0f s",
+                          plan.reattach.job_id, REATTACH_SETTLE_S)
+            time.sleep(REATTACH_SETTLE_S)
+            plan = self._plan(client, name, try_number)
         self.log.info("Slurm job name %s, try %d: %s", name, try_number, plan.reason)
         job = replace(plan.job, name=name, comment=comment_for(try_number),
                       output=output_pattern(plan.job, self.log_dir))
@@ -167,6 +174,11 @@ class SlurmJobOperator(BaseOperator):
             self._job_id = None
 
     # -- helpers --------------------------------------------------------------------------------------
+
+    def _plan(self, client: SlurmClient, name: str, try_number: int) -> Plan:
+        found = client.find_by_name(name)
+        last = client.status([found[-1].job_id]) if found else None
+        return plan_try(self.job, found, try_number, last, self.time_scale, self.memory_scale)
 
     def _after_submit(self, job_id: str) -> None:
         """Called between sbatch and recording the job id (a seam for crash tests)."""
