@@ -148,7 +148,7 @@ def _cmd_dpdd_columns(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dc2tasks.demo import run_demo
 
-    return run_demo(args.workdir, seed=args.seed, jobs=args.jobs)
+    return run_demo(args.workdir, seed=args.seed, jobs=args.jobs, airflow=not args.no_airflow)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,12 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="generate a sample repository and run the whole Object pipeline on it",
+        help="a sample repository through the demo run's Airflow DAG: every product, installed, checked",
         formatter_class=_Formatter,
     )
     p.add_argument("--workdir", type=Path, default=Path("demo-output"), help="where everything goes")
     p.add_argument("--seed", type=int, default=2018, help="sample repository seed")
     p.add_argument("-j", "--jobs", type=int, default=2, help="parallel processes")
+    p.add_argument(
+        "--no-airflow",
+        action="store_true",
+        help="run the product steps in this process (no Airflow, no install)",
+    )
     p.set_defaults(func=_cmd_demo)
 
     from dc2tasks.cli_visits import add_parsers as add_visit_parsers

@@ -1,13 +1,21 @@
-"""`make demo`: a sample repository, the whole Object pipeline on it, and a check through GCRCatalogs.
+"""`make demo`: a sample repository, the `demo` data run through real Airflow, and a check of what it
+installed through GCRCatalogs.
 
-What a new user runs first: it shows every product, where it is, and that the collaboration's own
-reader loads it with values that agree with what the generator put in.
+What a new user runs first. It shows the service as it runs at NERSC, on one machine: Airflow with a
+SQLite database runs the `dc2_demo` DAG (dags/dc2_demo.py, dags/runs/demo.yaml) with the local job
+backend, every product is made, installed into a local central directory, and loaded back by the
+collaboration's own reader from there, with values checked against the generator's truth.
+`--no-airflow` runs the same product steps in this process instead (no install), in seconds.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shutil
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -17,6 +25,18 @@ import pandas as pd
 import yaml
 
 log = logging.getLogger(__name__)
+
+DEMO_DAG = "dc2_demo"
+# the catalogs the demo run installs: (product directory, catalog name, a column to count)
+INSTALLED = [
+    ("object", "dc2_object_demo", "objectId"),
+    ("object", "dc2_object_demo_all_columns", "objectId"),
+    ("dpdd_object", "dc2_object_demo_dpdd", "objectId"),
+    ("source", "dc2_source_demo", "sourceId"),
+    ("forced_source", "dc2_forced_source_demo", "objectId"),
+    ("dia_source", "dc2_dia_source_demo", "diaSourceId"),
+    ("dia_object", "dc2_dia_object_demo", "diaObjectId"),
+]
 
 
 def load_with_gcr(config_path: Path, quantities: list[str]) -> dict[str, np.ndarray]:
@@ -46,9 +66,93 @@ def truth_check(sample, gcr_data: dict[str, np.ndarray], bands: list[str]) -> di
     return out
 
 
-def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2) -> int:
+def source_check(sample, data: dict[str, np.ndarray]) -> float:
+    """Largest relative |psFlux - truth| over the Source rows."""
+    truth = pd.concat(pd.read_parquet(sample.visit_truth("source", v)) for v in sample.visit_ids())
+    t = truth.set_index("id").loc[data["sourceId"], "psf_flux_nJy"].to_numpy()
+    ok = np.isfinite(t) & (t != 0)
+    return float(np.max(np.abs(data["psFlux"][ok] / t[ok] - 1))) if ok.any() else float("nan")
+
+
+def dags_folder() -> Path:
+    explicit = os.environ.get("DC2_DAGS_FOLDER")
+    folder = Path(explicit) if explicit else Path(__file__).resolve().parents[1] / "dags"
+    if not (folder / "dc2_demo.py").is_file():
+        raise SystemExit(
+            f"dc2 demo: {folder} has no dc2_demo.py; run from the repository or set DC2_DAGS_FOLDER"
+        )
+    return folder
+
+
+def airflow_env(workdir: Path) -> dict[str, str]:
+    home = workdir / "airflow"
+    env = dict(os.environ)
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder()),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+        DC2_DEMO_DIR=str(workdir),
+        DC2_LOCAL_SLURM_DIR=str(home / "local-slurm"),
+    )
+    return env
+
+
+def run_airflow(workdir: Path) -> int:
+    """`airflow db migrate` then `airflow dags test dc2_demo`; the full log goes to a file."""
+    env = airflow_env(workdir)
+    home = Path(env["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    logfile = home / "dags-test.log"
+    with open(logfile, "w") as out:
+        for argv in ([airflow, "db", "migrate"], [airflow, "dags", "test", DEMO_DAG]):
+            print(f"$ {' '.join(argv[1:])}  (log: {logfile})", flush=True)
+            start = time.perf_counter()
+            r = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+            print(f"  exit {r.returncode} after {time.perf_counter() - start:.0f} s", flush=True)
+            if r.returncode != 0:
+                tail = logfile.read_text().splitlines()[-40:]
+                print("\n".join(tail), file=sys.stderr)
+                return r.returncode
+    for task_id, state in task_states(logfile.read_text()).items():
+        print(f"  {task_id:<22} {state}")
+    return 0
+
+
+_RUNNING = re.compile(rf"running task <TaskInstance: {DEMO_DAG}\.(\S+) ")
+_NEW_STATE = re.compile(r"new_state=(\w+)")
+
+
+def task_states(log_text: str) -> dict[str, str]:
+    """The last state `airflow dags test` reported for each task, in the order they first ran."""
+    states: dict[str, str] = {}
+    current = None
+    for line in log_text.splitlines():
+        if m := _RUNNING.search(line):
+            current = m.group(1)
+            states.setdefault(current, "running")
+        elif (m := _NEW_STATE.search(line)) and current:
+            states[current] = m.group(1)
+    return states
+
+
+def run_in_process(workdir: Path, sample) -> Path:
+    from dc2tasks.cli import _print_products
     from dc2tasks.products.object_pipeline import run_object_pipeline
     from dc2tasks.products.repo import Gen2Repo
+    from dc2tasks.products.visit_pipeline import run_visit_pipeline
+
+    repo = Gen2Repo.open(sample.root, sample.rerun)
+    products = workdir / "products"
+    _print_products(run_object_pipeline(repo, products, run="demo", jobs=2))
+    result = run_visit_pipeline(repo, products, run="demo")
+    for key, files in result.files.items():
+        print(f"  {key:<13} {len(files)} file(s) in {products / key}")
+    return products / "gcr-catalogs"
+
+
+def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2, airflow: bool = True) -> int:
     from dc2tasks.sample import SampleConfig, make_sample_repo
 
     workdir = Path(workdir).resolve()
@@ -56,30 +160,51 @@ def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2) -> int:
     if repo_dir.exists():
         shutil.rmtree(repo_dir)  # ours: regenerated from the seed every time
     start = time.perf_counter()
-    config = SampleConfig(seed=seed, patches=["0,0", "0,1", "1,0", "1,1"], objects_per_patch=2000)
+    config = SampleConfig(seed=seed, patches=["0,0", "0,1", "1,0", "1,1"], objects_per_patch=2000, visits=3)
     sample = make_sample_repo(repo_dir, config)
-    made = time.perf_counter() - start
-    print(f"Sample repository: {sample.root} (rerun {sample.rerun}), made in {made:.1f} s")
-
-    repo = Gen2Repo.open(sample.root, sample.rerun)
-    result = run_object_pipeline(repo, workdir / "products", run="demo", jobs=jobs)
-    from dc2tasks.cli import _print_products
-
-    _print_products(result)
-
-    bands = list(sample.bands)
-    quantities = ["objectId", "ra", "dec", "tract", "patch", "good", *(f"mag_{b}" for b in bands)]
-    data = load_with_gcr(result.configs["trim_object"], quantities)
-    dpdd = load_with_gcr(result.configs["dpdd_object"], ["objectId"])
-    worst = truth_check(sample, data, bands)
-    n = len(data["objectId"])
+    sample.write_visit_list(repo_dir / "visits.txt")
     print(
-        f"GCRCatalogs loads {n} objects from the trimmed HDF5 and {len(dpdd['objectId'])} from the DPDD "
-        f"Parquet; {int(np.sum(data['good']))} are 'good'; "
-        f"RA {data['ra'].min():.3f}..{data['ra'].max():.3f}, "
-        f"Dec {data['dec'].min():.3f}..{data['dec'].max():.3f} deg."
+        f"Sample repository: {sample.root} (rerun {sample.rerun}, {len(sample.visit_ids())} visits), "
+        f"made in {time.perf_counter() - start:.1f} s"
     )
-    print("Largest |mag - truth| per band: " + ", ".join(f"{b} {v:.2e}" for b, v in worst.items()))
-    ok = n == len(dpdd["objectId"]) and all(v < 1e-9 for v in worst.values() if v == v)
+    if airflow:
+        (workdir / "central").mkdir(parents=True, exist_ok=True)
+        rc = run_airflow(workdir)
+        if rc != 0:
+            print("Demo FAILED: the Airflow run did not succeed (see the log above).")
+            return rc
+        configs = {
+            catalog: workdir / "central" / d / "catalog_configs" / f"{catalog}.yaml"
+            for d, catalog, _ in INSTALLED
+        }
+        print(f"Installed into {workdir / 'central'}:")
+    else:
+        cfg_dir = run_in_process(workdir, sample)
+        configs = {catalog: cfg_dir / f"{catalog}.yaml" for _, catalog, _ in INSTALLED}
+    return summarise(sample, configs)
+
+
+def summarise(sample, configs: dict[str, Path]) -> int:
+    counts = {}
+    for _, catalog, column in INSTALLED:
+        counts[catalog] = len(load_with_gcr(configs[catalog], [column])[column])
+        print(f"  {catalog:<30} {counts[catalog]:>7} rows through GCRCatalogs  ({configs[catalog]})")
+    bands = list(sample.bands)
+    data = load_with_gcr(
+        configs["dc2_object_demo"], ["objectId", "ra", "dec", "good", *(f"mag_{b}" for b in bands)]
+    )
+    worst = truth_check(sample, data, bands)
+    src = load_with_gcr(configs["dc2_source_demo"], ["sourceId", "psFlux", "objectId"])
+    worst_src = source_check(sample, src)
+    matched = int(np.sum(src["objectId"] >= 0))
+    print("Largest |mag - truth| per band (Object): " + ", ".join(f"{b} {v:.2e}" for b, v in worst.items()))
+    total = len(src["sourceId"])
+    print(f"Source: {matched} of {total} matched to an Object; largest |psFlux/truth - 1| {worst_src:.1e}")
+    ok = (
+        counts["dc2_object_demo"] == counts["dc2_object_demo_dpdd"]
+        and all(v < 1e-9 for v in worst.values() if v == v)
+        and worst_src < 1e-9
+        and all(counts.values())
+    )
     print("Demo " + ("succeeded." if ok else "FAILED: the catalogs disagree with the truth table."))
     return 0 if ok else 1
