@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the loopback Slurm test cluster needs (slurm-wlm, munge, slurmdbd,
 # mariadb-server, openssh-server, socat for the ssh forwarder into the namespace, iproute2 and
-# util-linux for the network namespace).
+# util-linux for the network namespace), and chromium for the browser test of the Airflow UI
+# (tests/ui: Playwright drives Debian's /usr/bin/chromium, no downloaded browser).
 #
 # Why a script and not a Makefile line: `make test` must work on a fresh CI machine as root and on a
 # developer's laptop without root. This script is idempotent: it does nothing when every package is
@@ -9,7 +10,7 @@
 # tests can decide for themselves whether to skip (developer) or fail (CI=true).
 set -euo pipefail
 
-PACKAGES=(slurm-wlm slurmdbd munge mariadb-server openssh-server socat iproute2 util-linux)
+PACKAGES=(slurm-wlm slurmdbd munge mariadb-server openssh-server socat iproute2 util-linux chromium)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -22,7 +23,7 @@ if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-    echo "system-deps: not root; missing Debian packages: ${missing[*]} (cluster tests will skip)" >&2
+    echo "system-deps: not root; missing Debian packages: ${missing[*]} (cluster and browser tests will skip)" >&2
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
