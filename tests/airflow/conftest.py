@@ -8,9 +8,11 @@ that cannot start FAILS the tests.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,7 @@ import pytest
 
 if "airflow" not in sys.modules:  # must precede the first `import airflow` of the session
     _HOME = tempfile.mkdtemp(prefix="dc2-airflow-test-")
+    atexit.register(shutil.rmtree, _HOME, True)
     os.environ["AIRFLOW_HOME"] = _HOME
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
