@@ -1,0 +1,185 @@
+"""The rerun watcher: a scheduled DAG that triggers a run's DAG once for each new rerun of its repository.
+
+Per run file with `watch_reruns: true`, two tasks:
+
+    find__<run> ──> trigger__<run>  (TriggerDagRunOperator, one mapped instance per new rerun)
+
+`find__<run>` lists `<repository>/rerun/*` (locally for the `local` backend, over the producer's SSH
+connection for `slurm`) and claims the new reruns in the rerun memory (a JSON file, `$DC2_RERUN_STATE`
+or `$AIRFLOW_HOME/dc2-rerun-state.json`) before anything is triggered: a rerun is handed out once,
+ever, even if two watcher runs overlap. Each mapped trigger starts `dc2_<run>` with conf
+`{"rerun": <rerun>}` under the run id `rerun__<rerun>`; a run id that exists already is a skip, so a
+failed trigger can be cleared and retried without duplicates.
+
+Not triggered (never claimed, so never remembered): the run's own configured rerun (the run file
+processes it; the watcher is for the reruns that come after) and every rerun it is built on, read from
+the `_parents` of the reruns' `repositoryCfg.yaml` (e.g. `coadd`, holding coadds but no catalogs).
+A parent given by a path that does not spell `<repository>/rerun/<name>` (through another symlink)
+is not recognised and would be triggered.
+
+Why one pair of tasks per run, fixed when the file is parsed: a run whose repository cannot be listed
+(SSH down, a path typo) fails its own task, visible in the grid, while the other runs go on. Invalid
+run files are logged and left out; their own DAG files show the import error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, get_current_context, task
+
+from dc2tasks.airflow.hooks import SlurmHook
+from dc2tasks.airflow.run_dag import dag_id_for
+from dc2tasks.products.repo import _TolerantLoader  # reads the butler's tagged repositoryCfg.yaml
+from dc2tasks.runs.config import RunConfig
+from dc2tasks.runs.loader import load_run_dir
+from dc2tasks.runs.reruns import REPOSITORY_CFG, CommandRunner, JsonRerunStore, new_reruns
+from dc2tasks.slurm.commands import Command
+
+log = logging.getLogger(__name__)
+
+WATCHER_DAG_ID = "dc2_rerun_watcher"
+SCHEDULE_ENV = "DC2_RERUN_WATCH_SCHEDULE"
+DEFAULT_SCHEDULE = "@hourly"
+STATE_ENV = "DC2_RERUN_STATE"
+STATE_FILE = "dc2-rerun-state.json"
+RUN_ID_PREFIX = "rerun__"
+
+
+def rerun_run_id(rerun: str) -> str:
+    """The triggered DAG run's id: deterministic, so the same rerun can never start two runs."""
+    return f"{RUN_ID_PREFIX}{rerun}"
+
+
+def state_path() -> Path:
+    explicit = os.environ.get(STATE_ENV)
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("AIRFLOW_HOME", str(Path.home() / "airflow"))) / STATE_FILE
+
+
+def _reader(runner: CommandRunner | None) -> Callable[[str], str | None]:
+    """Read a small text file where the reruns are listed: here, or through the runner (`cat`)."""
+    if runner is None:
+
+        def read_local(path: str) -> str | None:
+            try:
+                return Path(path).read_text(encoding="utf-8")
+            except OSError:
+                return None
+
+        return read_local
+
+    def read_remote(path: str) -> str | None:
+        result = runner.run(Command(("cat", "--", path)))
+        return result.out if result.returncode == 0 else None
+
+    return read_remote
+
+
+def rerun_and_parents(repository: str, rerun: str | None, runner: CommandRunner | None = None) -> list[str]:
+    """`rerun` and every rerun of `repository` it is built on (its `_parents`, transitively)."""
+    if rerun is None:
+        return []
+    read = _reader(runner)
+    rerun_root = posixpath.join(repository.rstrip("/"), "rerun")
+    found: list[str] = []
+    todo = [rerun]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.append(name)
+        cfg_path = posixpath.join(rerun_root, name, REPOSITORY_CFG)
+        text = read(cfg_path)
+        if text is None:
+            continue
+        try:
+            cfg = yaml.load(text, Loader=_TolerantLoader)
+        except yaml.YAMLError as exc:
+            log.warning("%s: cannot read its parents (%s)", cfg_path, exc)
+            continue
+        parents = cfg.get("_parents") if isinstance(cfg, dict) else None
+        for parent in parents or []:
+            root = parent.get("_root") if isinstance(parent, dict) else parent
+            if not root:
+                continue
+            path = posixpath.normpath(posixpath.join(rerun_root, name, str(root)))
+            if posixpath.dirname(path) == rerun_root:
+                todo.append(posixpath.basename(path))
+    return found
+
+
+def claim_new_reruns(
+    config: RunConfig, store: Any, runner: CommandRunner | None = None, info: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The new reruns of a run's repository, claimed in `store`, as TriggerDagRunOperator kwargs."""
+    ignore = rerun_and_parents(config.repository, config.rerun, runner)
+    claimed = new_reruns(config.name, config.repository, store, runner, info=info, ignore=ignore)
+    log.info(
+        "run %s: repository %s, not watched: %s; new reruns: %s",
+        config.name,
+        config.repository,
+        ", ".join(ignore) or "-",
+        ", ".join(claimed) or "none",
+    )
+    return [{"trigger_run_id": rerun_run_id(r), "conf": {"rerun": r}} for r in claimed]
+
+
+def _find_task(config: RunConfig) -> Any:
+    @task(task_id=f"find__{config.name}", retries=2, retry_delay=timedelta(minutes=1))
+    def find() -> list[dict[str, Any]]:
+        context = get_current_context()
+        info = {"dag_id": dag_id_for(config), "watcher_run_id": context["run_id"]}
+        store = JsonRerunStore(state_path())
+        if config.backend == "local" or config.connections.producer is None:
+            return claim_new_reruns(config, store, None, info)
+        hook = SlurmHook(config.connections.producer)
+        try:
+            return claim_new_reruns(config, store, hook.client().transport, info)
+        finally:
+            hook.close()
+
+    return find()
+
+
+def build_watcher_dag(runs_dir: str | os.PathLike[str]) -> DAG:
+    configs, errors = load_run_dir(runs_dir)
+    for path, error in errors.items():
+        log.warning("rerun watcher: run file %s left out:\n%s", path, error)
+    watched = [c for _, c in sorted(configs.items()) if c.watch_reruns]
+    doc = (
+        f"Watches the repositories of {', '.join(c.name for c in watched) or 'no run'} "
+        f"(run files in `{runs_dir}` with `watch_reruns: true`).\n\n" + (__doc__ or "")
+    )
+    dag = DAG(
+        dag_id=WATCHER_DAG_ID,
+        description="Trigger each data run's DAG once per new rerun of its repository",
+        schedule=os.environ.get(SCHEDULE_ENV) or DEFAULT_SCHEDULE,
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["dc2", "reruns"],
+        doc_md=doc,
+    )
+    with dag:
+        for config in watched:
+            found = _find_task(config)
+            TriggerDagRunOperator.partial(
+                task_id=f"trigger__{config.name}",
+                trigger_dag_id=dag_id_for(config),
+                logical_date=None,  # the run DAGs are unscheduled; several reruns may start at once
+                skip_when_already_exists=True,
+                openlineage_inject_parent_info=False,  # conf is exactly {"rerun": ...}
+                retries=2,
+                retry_delay=timedelta(minutes=1),
+            ).expand_kwargs(found)
+    return dag

@@ -1,0 +1,218 @@
+"""The rerun watcher DAG (dags/dc2_rerun_watcher.py) with the real `dag.test()`: it triggers the watched
+run's DAG once per new rerun, with the rerun in the conf and the run id `rerun__<rerun>`, never for a
+rerun it has triggered before, and never for the run's own rerun or the reruns it is built on."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dc2tasks.airflow.watcher import build_watcher_dag, claim_new_reruns, rerun_and_parents
+from dc2tasks.runs.loader import load_run_config
+from dc2tasks.runs.reruns import MemoryRerunStore
+from dc2tasks.sample.layout import repository_cfg
+from dc2tasks.slurm.transports import SubprocessTransport
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+MAPPER = "lsst.obs.lsst.imsim.ImsimMapper"
+
+
+def add_rerun(repo: Path, name: str, parents: list[Any]) -> None:
+    """A rerun as the Gen2 butler leaves it: a directory with a repositoryCfg.yaml naming its parents."""
+    (repo / "rerun" / name).mkdir(parents=True)
+    (repo / "rerun" / name / "repositoryCfg.yaml").write_text(repository_cfg(MAPPER, parents))
+
+
+def make_repository(root: Path) -> Path:
+    """A repository shaped like the sample one: `coadd` under the root, `multiband` on top of it."""
+    root.mkdir(parents=True)
+    (root / "_mapper").write_text(MAPPER + "\n")
+    add_rerun(root, "coadd", ["../.."])
+    add_rerun(root, "multiband", ["../coadd"])
+    return root
+
+
+def run_file(tmp: Path, name: str, repo: Path, **extra: Any) -> dict[str, Any]:
+    """A demo-like run file (the demo's settings, its own repository, directories and name)."""
+    data = yaml.safe_load((DAGS / "runs" / "demo.yaml").read_text())
+    data.update(
+        name=name,
+        repository=str(repo),
+        products=["object"],
+        working_dir=str(tmp / "work"),
+        central={"dir": str(tmp / "central"), "gcr_base_dir": {"style": "absolute"}},
+    )
+    data.pop("visits")
+    data.update(extra)
+    return data
+
+
+def install_dags(folder: Path, runs: dict[str, dict[str, Any]]) -> Path:
+    """The watcher's DAG file and one run DAG file per run, where `dag.test()` syncs DAGs from."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "runs").mkdir(parents=True)
+    shutil.copy(DAGS / "dc2_rerun_watcher.py", folder)
+    for name, data in runs.items():
+        (folder / "runs" / f"{name}.yaml").write_text(yaml.safe_dump(data))
+        stub = (DAGS / "dc2_demo.py").read_text().replace('"demo.yaml"', f'"{name}.yaml"')
+        (folder / f"dc2_{name}.py").write_text(stub)
+    return folder / "dc2_rerun_watcher.py"
+
+
+def load_dag(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"dc2_test_{path.stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+def triggered(dag_id: str) -> dict[str, Any]:
+    """Every run of `dag_id` in the metadata database: run id -> conf."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        runs = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id)).all()
+        return {r.run_id: r.conf for r in runs}
+
+
+def watcher_states(dr: Any) -> dict[str, str]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {
+            f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in dr.get_task_instances(session=session)
+        }
+
+
+@pytest.fixture
+def state_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "state" / "reruns.json"
+    monkeypatch.setenv("DC2_RERUN_STATE", str(path))
+    return path
+
+
+def test_each_new_rerun_is_triggered_once(tmp_path: Path, airflow_db: str, state_file: Path) -> None:
+    repo = make_repository(tmp_path / "repo")
+    add_rerun(repo, "a", ["../coadd"])
+    add_rerun(repo, "b", ["../coadd"])
+    watcher = load_dag(
+        install_dags(Path(airflow_db) / "dags", {"watched": run_file(tmp_path, "watched", repo)})
+    )
+    assert {t.task_id for t in watcher.tasks} == {"find__watched", "trigger__watched"}
+
+    dr = watcher.test()
+    assert str(dr.state) == "success", watcher_states(dr)
+    # multiband is the run's own rerun, coadd its parent: neither is triggered
+    assert triggered("dc2_watched") == {"rerun__a": {"rerun": "a"}, "rerun__b": {"rerun": "b"}}
+    state = json.loads(state_file.read_text())
+    assert sorted(state["runs"]["watched"]) == ["a", "b"]
+    assert state["runs"]["watched"]["a"]["dag_id"] == "dc2_watched"
+    assert state["runs"]["watched"]["a"]["watcher_run_id"] == dr.run_id
+
+    dr = watcher.test()
+    assert str(dr.state) == "success", watcher_states(dr)
+    assert triggered("dc2_watched") == {"rerun__a": {"rerun": "a"}, "rerun__b": {"rerun": "b"}}
+
+    add_rerun(repo, "c", ["../multiband"])
+    dr = watcher.test()
+    states = watcher_states(dr)
+    assert str(dr.state) == "success", states
+    assert states == {"find__watched[-1]": "success", "trigger__watched[0]": "success"}
+    assert triggered("dc2_watched") == {
+        "rerun__a": {"rerun": "a"},
+        "rerun__b": {"rerun": "b"},
+        "rerun__c": {"rerun": "c"},
+    }
+
+
+def test_slurm_backend_lists_through_the_producer_connection(
+    tmp_path: Path, airflow_db: str, state_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """backend slurm: the listing goes through SlurmHook(producer).client().transport (here the
+    `dc2_local` connection type: the same commands as over SSH, run as local subprocesses)."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DC2_WATCH_PRODUCER",
+        json.dumps({"conn_type": "dc2_local", "extra": {"state_dir": str(tmp_path / "slurm-state")}}),
+    )
+    repo = make_repository(tmp_path / "repo")
+    add_rerun(repo, "v2", ["../coadd"])
+    data = run_file(
+        tmp_path,
+        "watched_remote",
+        repo,
+        backend="slurm",
+        slurm={"account": "m1727"},
+        connections={"producer": "dc2_watch_producer", "collaboration": "dc2_watch_producer"},
+    )
+    data["central"]["group"] = "lsst"
+    quiet = run_file(tmp_path, "not_watched", repo, watch_reruns=False)
+    watcher = load_dag(
+        install_dags(Path(airflow_db) / "dags", {"watched_remote": data, "not_watched": quiet})
+    )
+    assert {t.task_id for t in watcher.tasks} == {"find__watched_remote", "trigger__watched_remote"}
+    dr = watcher.test()
+    assert str(dr.state) == "success", watcher_states(dr)
+    assert triggered("dc2_watched_remote") == {"rerun__v2": {"rerun": "v2"}}
+    assert triggered("dc2_not_watched") == {}
+    assert (tmp_path / "slurm-state").is_dir()  # the connection's transport was made
+
+
+def test_parents_are_read_locally_and_through_a_runner(tmp_path: Path) -> None:
+    repo = make_repository(tmp_path / "repo")
+    # the butler's own form: a parent as a nested RepositoryCfg with an absolute _root
+    (repo / "rerun" / "deep").mkdir()
+    (repo / "rerun" / "deep" / "repositoryCfg.yaml").write_text(
+        f"!RepositoryCfg_v1\n_mapper: !!python/name:{MAPPER} ''\n_parents:\n"
+        f"- !RepositoryCfg_v1\n  _root: {repo}/rerun/multiband\n  _parents: []\n"
+    )
+    add_rerun(repo, "sibling", ["../coadd"])
+    for runner in (None, SubprocessTransport()):
+        assert rerun_and_parents(str(repo), "deep", runner) == ["deep", "multiband", "coadd"]
+        assert rerun_and_parents(str(repo), "sibling", runner) == ["sibling", "coadd"]
+        assert rerun_and_parents(str(repo), "not-there-yet", runner) == ["not-there-yet"]
+        assert rerun_and_parents(str(repo), None, runner) == []
+
+
+def test_claim_ignores_own_rerun_and_parents_and_hands_out_once(tmp_path: Path) -> None:
+    repo = make_repository(tmp_path / "repo")
+    add_rerun(repo, "x", ["../coadd"])
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(run_file(tmp_path, "claims", repo)))
+    config = load_run_config(path)
+    store = MemoryRerunStore()
+    assert claim_new_reruns(config, store) == [{"trigger_run_id": "rerun__x", "conf": {"rerun": "x"}}]
+    assert claim_new_reruns(config, store) == []
+    assert store.seen("claims") == {"x"}
+
+
+def test_watcher_dag_settings_and_bad_run_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = make_repository(tmp_path / "repo")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "good.yaml").write_text(yaml.safe_dump(run_file(tmp_path, "good", repo)))
+    bad = run_file(tmp_path, "bad", repo, tracts="all")
+    (runs / "bad.yaml").write_text(yaml.safe_dump(bad))
+    monkeypatch.setenv("DC2_RERUN_WATCH_SCHEDULE", "*/10 * * * *")
+    with caplog.at_level(logging.WARNING, logger="dc2tasks.airflow.watcher"):
+        dag = build_watcher_dag(runs)
+    assert dag.dag_id == "dc2_rerun_watcher"
+    assert dag.timetable.expression == "*/10 * * * *"
+    assert (dag.max_active_runs, dag.catchup) == (1, False)
+    assert {t.task_id for t in dag.tasks} == {"find__good", "trigger__good"}
+    assert f"{runs / 'bad.yaml'}: tracts:" in caplog.text
+    monkeypatch.delenv("DC2_RERUN_WATCH_SCHEDULE")
+    assert build_watcher_dag(runs).timetable.expression == "0 * * * *"
