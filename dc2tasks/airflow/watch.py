@@ -78,7 +78,10 @@ async def _drain(poller: SharedPoller, path: str, offset: int, log: logging.Logg
 
 
 async def watch(poller: SharedPoller, spec: WatchSpec, log: logging.Logger | Any) -> dict[str, Any]:
-    stream_path = spec.log_paths.get(spec.job_id) if spec.stream_log and len(spec.element_ids) == 1 else None
+    # one element (a plain job, or an array of one such as a single visit stripe): its log is streamed;
+    # log_paths is keyed by element id ("12" or "12_0"), not by the array's job id
+    only = spec.element_ids[0] if len(spec.element_ids) == 1 else None
+    stream_path = spec.log_paths.get(only) if spec.stream_log and only else None
     offset = 0
     missing = 0
     last_counts: dict[str, int] | None = None
