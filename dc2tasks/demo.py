@@ -152,17 +152,24 @@ def run_in_process(workdir: Path, sample) -> Path:
     return products / "gcr-catalogs"
 
 
-def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2, airflow: bool = True) -> int:
+def make_demo_sample(workdir: Path, seed: int = 2018):
+    """The sample repository dags/runs/demo.yaml reads (<workdir>/sample-repo + its visits.txt), made
+    afresh: `dc2 demo` and `dc2 serve` must process the same repository."""
     from dc2tasks.sample import SampleConfig, make_sample_repo
 
-    workdir = Path(workdir).resolve()
     repo_dir = workdir / "sample-repo"
     if repo_dir.exists():
         shutil.rmtree(repo_dir)  # ours: regenerated from the seed every time
-    start = time.perf_counter()
     config = SampleConfig(seed=seed, patches=["0,0", "0,1", "1,0", "1,1"], objects_per_patch=2000, visits=3)
     sample = make_sample_repo(repo_dir, config)
     sample.write_visit_list(repo_dir / "visits.txt")
+    return sample
+
+
+def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2, airflow: bool = True) -> int:
+    workdir = Path(workdir).resolve()
+    start = time.perf_counter()
+    sample = make_demo_sample(workdir, seed)
     print(
         f"Sample repository: {sample.root} (rerun {sample.rerun}, {len(sample.visit_ids())} visits), "
         f"made in {time.perf_counter() - start:.1f} s"
