@@ -21,6 +21,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 
 from dc2tasks.airflow.hooks import SlurmHook
+from dc2tasks.airflow.links import SlurmJobLink
 from dc2tasks.airflow.outcome import JobReport, Plan, comment_for, plan_try, try_of
 from dc2tasks.airflow.poller import get_poller
 from dc2tasks.airflow.triggers.slurm import SlurmJobTrigger
@@ -73,6 +74,8 @@ class SlurmJobOperator(BaseOperator):
     """
 
     ui_color = "#c9e4f6"
+    # resolved on the worker when a try ends (stored as XCom); plugins/dc2_plugin.py adds the server side
+    operator_extra_links = (SlurmJobLink(),)
 
     def __init__(
         self,

@@ -1,0 +1,134 @@
+"""Extra links in the task view: a Slurm task's job page, and a run's installed products.
+
+Why each link reads XCom in two ways: Airflow 3 resolves a link in two places. On the worker, at the
+end of a try, the Task SDK calls `get_link` of every link the operator declares and stores the URL as
+the XCom `_link_<class>`; there XComs come through the SDK (a worker has no database). On the API
+server a link registered by a plugin is called directly, with the metadata database and no task
+context. Reading the same XComs both ways gives the same URL in both places.
+
+The URL templates come from the environment of the process that resolves the link (so a site sets them
+once for its deployment): `DC2_SLURM_JOB_URL` (placeholders `{job_id}`, `{cluster}`) and
+`DC2_PRODUCTS_URL` (`{central_dir}`, `{dag_id}`, `{run_id}`). No value, no link: an empty string,
+which the UI does not show. Note that the Airflow 3.3 UI shows only http(s) and mailto links; the
+`file://` default of DC2_PRODUCTS_URL names the directory in the API but is not clickable there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import sys
+from collections.abc import Mapping
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from airflow.sdk import BaseOperatorLink
+
+log = logging.getLogger(__name__)
+
+SLURM_JOB_URL_ENV = "DC2_SLURM_JOB_URL"
+DEFAULT_SLURM_JOB_URL = "https://my.nersc.gov/jobinfo.php?jid={job_id}"
+SLURM_CLUSTER_ENV = "DC2_SLURM_CLUSTER"
+PRODUCTS_URL_ENV = "DC2_PRODUCTS_URL"
+DEFAULT_PRODUCTS_URL = "file://{central_dir}"
+INSTALLED_STATES = ("installed", "unchanged")  # a dry run installs nothing: no link
+
+
+class TaskInstanceKeyLike(Protocol):
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    try_number: int
+
+
+def _in_task() -> bool:
+    """True inside a task's process (the Task SDK's supervisor channel is set), as airflow-core checks."""
+    return hasattr(sys.modules.get("airflow.sdk.execution_time.task_runner"), "SUPERVISOR_COMMS")
+
+
+def read_xcom(ti_key: TaskInstanceKeyLike, key: str) -> Any:
+    """The XCom `key` of a task instance, or None; through the Task SDK in a task, else the database.
+
+    On the server the stored JSON is returned as it is, with no Airflow deserialization (which could
+    build arbitrary classes from what a task wrote); a custom XCom backend that stores references
+    elsewhere is not supported there."""
+    if _in_task():
+        from airflow.sdk.execution_time.xcom import XCom  # the configured XCom backend
+
+        return XCom.get_value(ti_key=ti_key, key=key)
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.execute(
+            XComModel.get_many(
+                key=key,
+                run_id=ti_key.run_id,
+                dag_ids=ti_key.dag_id,
+                task_ids=ti_key.task_id,
+                map_indexes=ti_key.map_index,
+            ).with_only_columns(XComModel.value)
+        ).first()
+    # a task's XComs arrive through the Execution API and are stored as plain JSON: taken as they are
+    # (decoding again would turn the job id "1" into the number 1)
+    return None if row is None else row[0]
+
+
+def fill_template(template: str, env_name: str, values: Mapping[str, str]) -> str:
+    """`template` with `values` (URL-quoted); a template naming an unknown placeholder is logged and
+    gives no link, rather than an error page in the UI."""
+    try:
+        return template.format_map({k: quote(v, safe="/:") for k, v in values.items()})
+    except (KeyError, IndexError, ValueError) as exc:
+        log.error("%s=%r: cannot fill it (%s); placeholders: %s", env_name, template, exc, ", ".join(values))
+        return ""
+
+
+class SlurmJobLink(BaseOperatorLink):
+    """The site's page of the Slurm job this try submitted or reattached to."""
+
+    name = "Slurm job"
+
+    def get_link(self, operator: Any, *, ti_key: TaskInstanceKeyLike) -> str:  # type: ignore[override]
+        job_id = read_xcom(ti_key, "slurm_job_id")
+        if not job_id:
+            return ""
+        job = read_xcom(ti_key, "slurm_job")
+        job = job if isinstance(job, dict) else {}
+        try_number = getattr(ti_key, "try_number", None)
+        if job.get("try") is not None and try_number is not None and int(job["try"]) != int(try_number):
+            return ""  # XCom holds only the latest try's job: an earlier try gets no link, not a wrong one
+        cluster = os.environ.get(SLURM_CLUSTER_ENV) or job.get("conn_id") or "local"
+        template = os.environ.get(SLURM_JOB_URL_ENV) or DEFAULT_SLURM_JOB_URL
+        return fill_template(template, SLURM_JOB_URL_ENV, {"job_id": str(job_id), "cluster": str(cluster)})
+
+
+def central_dir_of(install_results: object) -> str | None:
+    """The central directory the products of one `install` task went into, or None when nothing was
+    installed (a dry run, a run without products, a task that returned something else)."""
+    if not isinstance(install_results, dict):
+        return None
+    product_dirs = [
+        str(r["product_dir"])
+        for r in install_results.values()
+        if isinstance(r, dict) and r.get("status") in INSTALLED_STATES and r.get("product_dir")
+    ]
+    if not product_dirs:
+        return None
+    return posixpath.commonpath([posixpath.dirname(d.rstrip("/")) for d in product_dirs])
+
+
+class InstalledProductsLink(BaseOperatorLink):
+    """Where a finished run's products were installed, from its `install` task's return value."""
+
+    name = "Installed products"
+
+    def get_link(self, operator: Any, *, ti_key: TaskInstanceKeyLike) -> str:  # type: ignore[override]
+        central_dir = central_dir_of(read_xcom(ti_key, "return_value"))
+        if central_dir is None:
+            return ""
+        template = os.environ.get(PRODUCTS_URL_ENV) or DEFAULT_PRODUCTS_URL
+        values = {"central_dir": central_dir, "dag_id": ti_key.dag_id, "run_id": ti_key.run_id}
+        return fill_template(template, PRODUCTS_URL_ENV, values)
