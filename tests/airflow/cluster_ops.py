@@ -21,7 +21,7 @@ def sacct_rows(remote: Callable[..., str], name: str) -> list[dict[str, str]]:
 
 
 def wait_sacct(remote: Callable[..., str], name: str, ok: Callable[[list[dict[str, str]]], bool],
-               timeout: float = 60) -> list[dict[str, str]]:
+               timeout: float = 150) -> list[dict[str, str]]:
     deadline = time.monotonic() + timeout
     while True:
         rows = sacct_rows(remote, name)

@@ -1,15 +1,14 @@
 """Fixtures for the Airflow tests: a throw-away AIRFLOW_HOME with a migrated SQLite database (set
 before Airflow is first imported), the loopback Slurm cluster, and an Airflow SSH connection to it.
 
-The cluster comes from tests/slurm/conftest.py's `_cluster` (loaded by path: a non-root conftest
-cannot be imported as a plugin). Same rules: not root and not CI -> skipped; CI=true -> a cluster
+The cluster is tests/conftest.py's `loopback_cluster` (one per session, shared with tests/slurm).
+Same rules: not root and not CI -> skipped; CI=true -> a cluster
 that cannot start FAILS the tests.
 """
 
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import json
 import os
 import shutil
@@ -31,12 +30,6 @@ if "airflow" not in sys.modules:  # must precede the first `import airflow` of t
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(_HOME) / "dags")
     os.environ["DC2_LOCAL_SLURM_DIR"] = str(Path(_HOME) / "local-slurm")
 
-_SLURM_CONFTEST = Path(__file__).resolve().parents[1] / "slurm" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("dc2_slurm_cluster_fixtures", _SLURM_CONFTEST)
-assert _spec and _spec.loader
-slurm_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(slurm_fixtures)
-
 SLURM_CONN_ID = "dc2_test_slurm"
 
 
@@ -55,12 +48,6 @@ def airflow_db() -> str:
     if r.returncode != 0:
         pytest.fail(f"airflow db migrate failed in {home}:\n{r.stderr[-3000:]}")
     return home
-
-
-@pytest.fixture(scope="session")
-def loopback_cluster() -> Iterator[dict[str, str]]:
-    with slurm_fixtures._cluster() as env:
-        yield env
 
 
 def pinned_host_key(env: dict[str, str]) -> str:
@@ -88,12 +75,12 @@ def slurm_conn(loopback_cluster: dict[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def remote(loopback_cluster: dict[str, str]) -> Iterator[Callable[..., str]]:
+def remote(ssh_config: Callable[..., object]) -> Iterator[Callable[..., str]]:
     """Run a command on the login node (for checks straight from sacct), with its own connection."""
     from dc2tasks.slurm.commands import Command
     from dc2tasks.slurm.transports.ssh import SSHTransport
 
-    transport = SSHTransport(slurm_fixtures._ssh_config(loopback_cluster))
+    transport = SSHTransport(ssh_config())
 
     def run(*argv: str) -> str:
         r = transport.run(Command(tuple(argv), timeout=30))

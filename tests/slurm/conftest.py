@@ -1,4 +1,5 @@
-"""Fixtures for the Slurm tests, and the `cluster` marker.
+"""Fixtures for the Slurm tests (the clusters themselves are in tests/conftest.py, so one session
+starts one cluster whichever directories it runs).
 
 The `loopback_cluster` fixture starts a real Slurm (with slurmdbd) and sshd on this machine with
 tests/cluster/loopback_cluster.sh, once per session, and stops them by pid at the end. It needs
@@ -9,88 +10,17 @@ root (it installs Debian packages when missing and makes a network namespace):
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
 from dc2tasks.slurm import SlurmClient
 from dc2tasks.slurm.transports.ssh import SSHConfig, SSHTransport
 
-SCRIPT = Path(__file__).resolve().parents[1] / "cluster" / "loopback_cluster.sh"
-START_TIMEOUT_S = 900  # a fresh machine also runs apt-get here
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "cluster: needs the loopback Slurm + sshd of tests/cluster/loopback_cluster.sh"
-    )
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-@contextmanager
-def _cluster(**env: str) -> Iterator[dict[str, str]]:
-    """Start a loopback cluster (settings from `env`), yield its settings, stop it by pid."""
-    if os.geteuid() != 0 and not _in_ci():
-        pytest.skip("the loopback Slurm cluster needs root (run the tests as root, or in CI)")
-    try:
-        started = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True,
-                                 timeout=START_TIMEOUT_S, check=False, env={**os.environ, **env})
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"loopback cluster did not start within {START_TIMEOUT_S} s: {e.stderr}")
-    if started.returncode != 0:
-        pytest.fail(f"loopback cluster failed to start (exit {started.returncode}):\n{started.stderr}")
-    directory = started.stdout.strip().splitlines()[-1]
-    try:
-        env_out = subprocess.run(["bash", str(SCRIPT), "env", directory], capture_output=True, text=True,
-                                 check=True, env={**os.environ, **env}).stdout
-        yield dict(line.split("=", 1) for line in env_out.splitlines() if "=" in line)
-    finally:
-        stopped = subprocess.run(["bash", str(SCRIPT), "stop", directory], capture_output=True, text=True,
-                                 check=False, env={**os.environ, **env})
-        if stopped.returncode != 0:
-            print(f"loopback cluster stop failed:\n{stopped.stderr}")
-
 
 @pytest.fixture(scope="session")
-def loopback_cluster() -> Iterator[dict[str, str]]:
-    """Slurm with slurmdbd accounting (sacct works), cgroup memory enforcement where possible."""
-    with _cluster() as env:
-        yield env
-
-
-@pytest.fixture(scope="module")
-def loopback_cluster_without_accounting() -> Iterator[dict[str, str]]:
-    """A second cluster with no slurmdbd, its own user, and no cgroups (the first one owns them)."""
-    with _cluster(DC2_LOOPBACK_ACCOUNTING="0", DC2_LOOPBACK_CGROUP="0", DC2_LOOPBACK_USER="dc2noacct") as env:
-        yield env
-
-
-def _ssh_config(env: dict[str, str], **overrides: object) -> SSHConfig:
-    base: dict[str, object] = dict(
-        host=env["DC2_SLURM_SSH_HOST"], port=int(env["DC2_SLURM_SSH_PORT"]),
-        username=env["DC2_SLURM_SSH_USER"], key_file=env["DC2_SLURM_SSH_KEY"],
-        known_hosts=env["DC2_SLURM_SSH_KNOWN_HOSTS"], connect_timeout=10.0,
-    )
-    base.update(overrides)
-    return SSHConfig(**base)  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="session")
-def ssh_config(loopback_cluster: dict[str, str]) -> Callable[..., SSHConfig]:
-    """The cluster's SSH settings, with overrides (another key, a pinned host key...)."""
-    return lambda **overrides: _ssh_config(loopback_cluster, **overrides)
-
-
-@pytest.fixture(scope="session")
-def ssh_transport(loopback_cluster: dict[str, str]) -> Iterator[SSHTransport]:
-    transport = SSHTransport(_ssh_config(loopback_cluster))
+def ssh_transport(ssh_config: Callable[..., SSHConfig]) -> Iterator[SSHTransport]:
+    transport = SSHTransport(ssh_config())
     yield transport
     transport.close()
 
