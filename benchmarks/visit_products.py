@@ -16,7 +16,6 @@ Every figure is printed with its unit, one per line, with a `ratio` line per sec
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time
@@ -30,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from astropy.coordinates import SkyCoord, match_coordinates_sky
+from object_pipeline import drop_caches  # the same cold-cache rule (benchmarks/ is on sys.path)
 
 from dc2tasks.products.calib import NJY_AT_MAG0
 from dc2tasks.products.dia_object import read_dia_sources as products_read_dia_sources
@@ -255,16 +255,6 @@ def bench_dia_object(
 
 
 # ------------------------------------------------------------------------------------ one whole visit
-
-
-def drop_caches() -> bool:
-    """Cold reads where allowed (root), so the per-visit figure includes reading the files."""
-    try:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def old_match_visit(repo, visit: int, objects, radius_arcsec: float) -> int:

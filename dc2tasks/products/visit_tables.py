@@ -27,8 +27,9 @@ ADDED_COLUMNS = ("visit", "detector", "filter", "mjd", "fluxmag0", "mag", "mag_e
 MATCH_COLUMNS = ("objectId", "match_distance", "match_candidates")
 
 
-def _source_native(gen: SchemaGeneration) -> list[str]:
-    f, fe, ce = gen.flux, gen.flux_err, gen.centroid_err
+def _measurements(gen: SchemaGeneration, centroid_err: str) -> list[str]:
+    """The slot measurements every single-visit catalog (src, diaSrc) is read for."""
+    f, fe = gen.flux, gen.flux_err
     return [
         "id",
         "parent",
@@ -36,8 +37,8 @@ def _source_native(gen: SchemaGeneration) -> list[str]:
         "coord_dec",
         "slot_Centroid_x",
         "slot_Centroid_y",
-        f"slot_Centroid_x{ce}",
-        f"slot_Centroid_y{ce}",
+        f"slot_Centroid_x{centroid_err}",
+        f"slot_Centroid_y{centroid_err}",
         "slot_Centroid_flag",
         "slot_Shape_xx",
         "slot_Shape_yy",
@@ -53,6 +54,13 @@ def _source_native(gen: SchemaGeneration) -> list[str]:
         f"slot_ApFlux_{f}",
         f"slot_ApFlux_{fe}",
         "slot_ApFlux_flag",
+    ]
+
+
+def _source_native(gen: SchemaGeneration) -> list[str]:
+    f, fe = gen.flux, gen.flux_err
+    return [
+        *_measurements(gen, gen.centroid_err),
         f"base_LocalBackground_{f}",
         f"base_LocalBackground_{fe}",
         "base_LocalBackground_flag",
@@ -75,31 +83,8 @@ def _forced_native(gen: SchemaGeneration) -> list[str]:
 
 
 def _dia_native(gen: SchemaGeneration) -> list[str]:
-    f, fe = gen.flux, gen.flux_err
     return [
-        "id",
-        "parent",
-        "coord_ra",
-        "coord_dec",
-        "slot_Centroid_x",
-        "slot_Centroid_y",
-        "slot_Centroid_xErr",  # the DIA reader hard-codes `Err` (spec §2.6); DIA data are v3+
-        "slot_Centroid_yErr",
-        "slot_Centroid_flag",
-        "slot_Shape_xx",
-        "slot_Shape_yy",
-        "slot_Shape_xy",
-        "slot_Shape_flag",
-        "slot_PsfShape_xx",
-        "slot_PsfShape_yy",
-        "slot_PsfShape_xy",
-        f"slot_PsfFlux_{f}",
-        f"slot_PsfFlux_{fe}",
-        "slot_PsfFlux_flag",
-        "slot_PsfFlux_area",
-        f"slot_ApFlux_{f}",
-        f"slot_ApFlux_{fe}",
-        "slot_ApFlux_flag",
+        *_measurements(gen, "Err"),  # the DIA reader hard-codes `Err` (spec §2.6); DIA data are v3+
         "ip_diffim_DipoleFit_orientation",
         "ip_diffim_DipoleFit_chi2dof",
         "ip_diffim_DipoleFit_flag_classification",

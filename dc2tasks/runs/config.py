@@ -157,16 +157,7 @@ SlurmWord = Annotated[str, AfterValidator(_word)]
 ConnId = Annotated[str, AfterValidator(_conn_id)]
 Tract = Annotated[int, Field(ge=0, le=MAX_TRACT)]
 Visit = Annotated[int, Field(ge=0, le=2**31 - 1)]
-Product = Literal[
-    "object",
-    "trim_object",
-    "dpdd_object",
-    "merged_dpdd_object",
-    "source",
-    "forced_source",
-    "dia_source",
-    "dia_object",
-]
+Product = Literal[PRODUCTS]  # type: ignore[valid-type]  # the same names, one list
 Band = Literal["u", "g", "r", "i", "z", "y"]
 
 

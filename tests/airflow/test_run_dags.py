@@ -111,7 +111,7 @@ def _states(dr) -> dict[str, str]:
 
 
 def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
-    from dc2tasks.demo import load_with_gcr
+    from dc2tasks.demo import INSTALLED, load_with_gcr
 
     sample, demo, folder = demo_dags
     dag = _load(folder / "dc2_demo.py")
@@ -120,15 +120,7 @@ def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
     assert str(dr.state) == "success", states
     assert set(states.values()) == {"success"}
     central = demo / "central"
-    for directory, catalog, column in [
-        ("object", "dc2_object_demo", "objectId"),
-        ("object", "dc2_object_demo_all_columns", "objectId"),
-        ("dpdd_object", "dc2_object_demo_dpdd", "objectId"),
-        ("source", "dc2_source_demo", "sourceId"),
-        ("forced_source", "dc2_forced_source_demo", "objectId"),
-        ("dia_source", "dc2_dia_source_demo", "diaSourceId"),
-        ("dia_object", "dc2_dia_object_demo", "diaObjectId"),
-    ]:
+    for directory, catalog, column in INSTALLED:
         assert (central / directory / "current").is_symlink()
         cfg = central / directory / "catalog_configs" / f"{catalog}.yaml"
         assert len(load_with_gcr(cfg, [column])[column]) > 0, catalog

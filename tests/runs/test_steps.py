@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from dc2tasks.products.errors import InputError
-from dc2tasks.runs.config import RunConfig
+from dc2tasks.runs.config import PRODUCTS, RunConfig
 from dc2tasks.runs.loader import parse_run_config
 from dc2tasks.runs.params import validate_params
 from dc2tasks.runs.steps import finalize_commands, install_command, plan_run, step_scripts
@@ -21,16 +21,7 @@ from dc2tasks.sample import SampleConfig, make_sample_repo
 
 DC2 = str(Path(sys.executable).with_name("dc2"))
 CENTRE = tuple(f"{x},{y}" for x in (2, 3, 4) for y in (2, 3, 4))
-ALL = [
-    "object",
-    "trim_object",
-    "dpdd_object",
-    "merged_dpdd_object",
-    "source",
-    "forced_source",
-    "dia_source",
-    "dia_object",
-]
+ALL = list(PRODUCTS)
 
 
 def _config(tmp: Path, repo: Path, visits: list[int], **extra) -> RunConfig:
