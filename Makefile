@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test lint lock clean bench
+.PHONY: venv demo serve test lint lock clean bench
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	DC2_DEMO_DIR=$(abspath $(DEMO_DIR)) $(BIN)/dc2 demo --workdir $(DEMO_DIR)
+
+# Airflow on http://127.0.0.1:8080 with these DAGs (services on loopback only); prints the login.
+serve: $(STAMP)
+	DC2_DEMO_DIR=$(abspath $(DEMO_DIR)) $(BIN)/dc2 serve --workdir $(DEMO_DIR)
 
 test: $(STAMP)
 	bash tests/cluster/system-deps.sh

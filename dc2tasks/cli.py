@@ -285,10 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     from dc2tasks.install.cli import add_parser as add_install_parsers
     from dc2tasks.runs.cli import add_parser as add_run_parsers
     from dc2tasks.sample.cli import add_parser as add_sample_parser
+    from dc2tasks.serve import add_parser as add_serve_parser
 
     add_install_parsers(sub)
     add_run_parsers(sub)
     add_sample_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 
