@@ -321,3 +321,26 @@ def test_cli_array_stripes_cover_the_visit_list_once(small, tmp_path, capsys) ->
     assert rc == 2
     assert "1 of 2 visit(s) failed" in err and "visit 4242: no forced_src catalog" in err
     assert [p.name for p in (tmp_path / "f").iterdir()] == [f"forced_src_visit_{visits[0]}.parquet"]
+
+
+def test_source_good_and_clean_follow_the_catalog_flags(visit_run) -> None:
+    """`good`/`clean` through GCRCatalogs equal the pixel flags read straight from each src file."""
+    _, sample, work = visit_run
+    data = pd.DataFrame(load_with_gcr(_config(work, "source"), ["sourceId", "good", "clean"]))
+    data = data.set_index("sourceId")
+    repo = Gen2Repo.open(sample.root, sample.rerun)
+    flags = [f"base_PixelFlags_flag_{f}" for f in ("edge", "interpolatedCenter", "saturatedCenter")]
+    flags += [f"base_PixelFlags_flag_{f}" for f in ("crCenter", "bad", "suspectCenter")]
+    checked = 0
+    for visit in sample.visit_ids():
+        for _, path in repo.discover("src", visit=visit):
+            t = afw.read_table(path, ["id", "deblend_skipped", *flags])
+            bad = np.zeros(len(t), dtype=bool)
+            for f in flags:
+                bad |= t[f]
+            got = data.loc[t["id"]]
+            np.testing.assert_array_equal(got["good"].to_numpy(), ~bad)
+            np.testing.assert_array_equal(got["clean"].to_numpy(), ~bad & ~t["deblend_skipped"])
+            checked += len(t)
+    assert checked == len(data)
+    assert 0 < int((~data["good"]).sum()) < len(data)  # the sample sets some flags, not all
