@@ -167,7 +167,7 @@ def build_dag(config: RunConfig, run_file: str | os.PathLike[str]) -> DAG:
                 config=config,
                 step=name,
                 trigger_rule="none_failed",
-                poll_interval=2.0 if local else 30.0,
+                poll_interval=float(config.slurm.poll_interval or (2 if local else 30)),
             )
 
         wanted = {s for s, p in STEP_PRODUCTS.items() if p in config.products}

@@ -73,6 +73,9 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 RERUN_RE = re.compile(r"[A-Za-z0-9_.+-]{1,200}")
 GROUP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 CONN_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,250}")
+DC2_COMMAND_RE = re.compile(r"(?:shifter )?(?:/[A-Za-z0-9_.+/-]{1,1000}|[A-Za-z0-9_.+-]{1,100})")
+"""How a cluster job starts `dc2`: a word on PATH, an absolute path, either after `shifter `. It is
+written unquoted into job scripts (so `shifter dc2` stays two words): nothing that needs quoting."""
 _PATH_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f'\"`$\\;|&<>*?\[\]{}()!#\s]")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -187,6 +190,28 @@ class SlurmSettings(_Strict):
     memory: StepMemory = Field(default_factory=StepMemory)  # type: ignore[valid-type]
     array_throttle: int = Field(16, ge=1, le=10_000, description="`%` throttle: array elements at once")
     visits_per_array_element: int = Field(8, ge=1, le=10_000)
+    dc2_command: str = Field(
+        "dc2", description="how a job on the cluster starts dc2: on PATH, an absolute path, or `shifter dc2`"
+    )
+    poll_interval: int | None = Field(
+        None, ge=1, le=3600, description="seconds between Slurm status polls (default 30; local backend 2)"
+    )
+
+    @field_validator("dc2_command")
+    @classmethod
+    def _dc2_command(cls, v: str) -> str:
+        if not DC2_COMMAND_RE.fullmatch(v):
+            raise ValueError(
+                f"{v!r} is not a dc2 command: a plain word on PATH (dc2), an absolute path "
+                "(/opt/dc2/bin/dc2), or either after 'shifter ' (no other spaces, nothing that needs quoting)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _shifter_needs_image(self) -> SlurmSettings:
+        if self.dc2_command.startswith("shifter ") and self.image is None:
+            raise ValueError(f"dc2_command {self.dc2_command!r} runs in shifter: set slurm.image too")
+        return self
 
     @field_validator("constraint")
     @classmethod

@@ -48,13 +48,17 @@ def job_for(config: RunConfig, step: StepScript) -> SlurmJob:
 
 def dc2_command(config: RunConfig) -> str:
     """How a job starts `dc2`: the Airflow environment's own for the local backend; on a cluster the
-    one on PATH, inside the image when the run names one (NERSC shifter)."""
+    run file's `slurm.dc2_command` (default: the one on PATH), inside the image when the run names
+    one (NERSC shifter) and the command does not say `shifter` itself."""
     if config.backend == "local":
         import sys
         from pathlib import Path
 
         return str(Path(sys.executable).with_name("dc2"))
-    return "shifter dc2" if config.slurm.image else "dc2"
+    command = config.slurm.dc2_command
+    if config.slurm.image and not command.startswith("shifter "):
+        return f"shifter {command}"
+    return command
 
 
 class RunStepOperator(SlurmJobOperator):
