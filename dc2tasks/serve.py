@@ -244,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"Made the sample repository {workdir / 'sample-repo'} ({time.perf_counter() - start:.1f} s)")
     env = serve_env(workdir, args.port)
     services = Services(env, args.port)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGINT too: a process started in the background by a script inherits SIGINT ignored
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         print(f"AIRFLOW_HOME={services.home}; starting the Airflow services (~15 s)...", flush=True)
         services.migrate()
@@ -282,8 +283,8 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         services.stop()
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         print("Stopped every service this command started.", flush=True)
 
 

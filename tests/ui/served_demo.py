@@ -1,0 +1,116 @@
+"""`dc2 serve` itself as the system under test of the browser test.
+
+Why `dc2 serve` and not tests/airflow/services.py: what a person runs (`make serve`) is what the
+browser drives, with its real login (one simple-auth user and the password Airflow generated), and
+the test also sees it stop every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# from ../shared/notes/airflow-local.md: what Debian's chromium needs headless, as root, offline
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    """What `dc2 serve` printed: where it listens, how to log in, which processes it started."""
+
+    workdir: Path
+    url: str
+    user: str
+    password: str
+    pids: dict[str, int]
+    output: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+    returncode: int | None = None
+    leftover: dict[str, list[int]] = field(default_factory=dict)
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+
+_URL = re.compile(r"Airflow is up after \d+ s: (http://127\.0\.0\.1:\d+)")
+_USER = re.compile(r"^\s+user:\s+(\S+)$", re.M)
+_PASSWORD = re.compile(r"^\s+password:\s+(\S+)$", re.M)
+_PID = re.compile(r"^\s+(api-server|scheduler|dag-processor|triggerer)\s+pid (\d+)$", re.M)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes whose process group is `pgid` (each service leads its own group)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+@contextmanager
+def dc2_serve(workdir: Path, port: int, startup_timeout: float = 240,
+              stop_signal: signal.Signals = signal.SIGINT) -> Iterator[Served]:
+    """Run `dc2 serve` (as `python -m dc2tasks.serve`) until it prints the login; stop it on exit with
+    `stop_signal` (SIGINT is Ctrl-C; SIGTERM what a service manager sends) and record its exit code.
+    Whatever it left running is killed by the process groups it reported, so a failing test leaves
+    nothing behind."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    output = workdir.parent / f"{workdir.name}-serve.out"
+    with open(output, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dc2tasks.serve", "--workdir", str(workdir), "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    served: Served | None = None
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while served is None:
+            text = output.read_text(errors="replace")
+            if process.poll() is not None:
+                raise AssertionError(f"dc2 serve exited {process.returncode} before it was up:\n"
+                                     f"{text[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"dc2 serve not up after {startup_timeout:.0f} s:\n{text[-4000:]}")
+            url, user, password = _URL.search(text), _USER.search(text), _PASSWORD.search(text)
+            pids = dict(_PID.findall(text))
+            if url and user and password and len(pids) == 4 and "Ctrl-C stops" in text:
+                served = Served(workdir, url[1], user[1], password[1], {k: int(v) for k, v in pids.items()},
+                                output, process)
+            else:
+                time.sleep(0.5)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(stop_signal)
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        if served is not None:
+            served.returncode = process.returncode
+            for name, pgid in served.pids.items():
+                if members := group_members(pgid):
+                    served.leftover[name] = members
+                    os.killpg(pgid, signal.SIGKILL)
