@@ -127,6 +127,19 @@ def set_group_and_mode(root: Path, gid: int, chown: Chown = os.chown) -> None:
         os.chmod(path, _installed_mode(st.st_mode, stat.S_ISDIR(st.st_mode)))
 
 
+def group_containers(layout: ProductLayout, gid: int) -> None:
+    """chgrp the directories the install makes around the versions (the product's directory,
+    `versions`, `catalog_configs`) and its `current` link and lock file, where this account owns
+    them: `chgrp -R` of the old procedure covered those too. Modes are left alone."""
+    for path in (layout.root, layout.versions, layout.configs, layout.current, layout.root / ".install.lock"):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if st.st_uid == os.getuid() and st.st_gid != gid:
+            os.chown(path, -1, gid, follow_symlinks=False)
+
+
 def _copy_verified(source_dir: Path, staging: Path, manifest: Manifest, copy_file: CopyFile) -> None:
     problems = []
     for entry in manifest.files:
@@ -229,6 +242,7 @@ def install_product(
         installed = layout.current_manifest()
         if installed is not None and installed.content_sha256 == manifest.content_sha256 and not force:
             configs = write_installed_configs(layout, layout.version_dir(previous or ""), base_dir, gid)
+            group_containers(layout, gid)
             return InstallResult(
                 "unchanged", product, layout.root, version=previous, previous=previous,
                 files=len(manifest.files), bytes=manifest.total_bytes,
@@ -246,6 +260,7 @@ def install_product(
                 f"{layout.product}: version {version} is installed and current, but its catalog configs "
                 f"could not be written ({exc}); run the install again to write them"
             ) from None
+        group_containers(layout, gid)
     log.info("%s: installed version %s (previous %s)", product, version, previous)
     return InstallResult(
         "installed", product, layout.root, version=version, previous=previous,

@@ -210,7 +210,7 @@ class SlurmSettings(_Strict):
     @model_validator(mode="after")
     def _shifter_needs_image(self) -> SlurmSettings:
         if self.dc2_command.startswith("shifter ") and self.image is None:
-            raise ValueError(f"dc2_command {self.dc2_command!r} runs in shifter: set slurm.image too")
+            raise ValueError(f"dc2_command {self.dc2_command!r} runs dc2 in shifter: set slurm.image too")
         return self
 
     @field_validator("constraint")
