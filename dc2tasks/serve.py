@@ -287,14 +287,3 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         print("Stopped every service this command started.", flush=True)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m dc2tasks.serve`: the same command without the rest of the `dc2` CLI."""
-    parser = argparse.ArgumentParser(prog="dc2")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

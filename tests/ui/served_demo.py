@@ -72,15 +72,16 @@ def group_members(pgid: int) -> list[int]:
 @contextmanager
 def dc2_serve(workdir: Path, port: int, startup_timeout: float = 240,
               stop_signal: signal.Signals = signal.SIGINT) -> Iterator[Served]:
-    """Run `dc2 serve` (as `python -m dc2tasks.serve`) until it prints the login; stop it on exit with
+    """Run `dc2 serve` (the installed command) until it prints the login; stop it on exit with
     `stop_signal` (SIGINT is Ctrl-C; SIGTERM what a service manager sends) and record its exit code.
     Whatever it left running is killed by the process groups it reported, so a failing test leaves
     nothing behind."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     output = workdir.parent / f"{workdir.name}-serve.out"
+    dc2 = str(Path(sys.executable).with_name("dc2"))
     with open(output, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dc2tasks.serve", "--workdir", str(workdir), "--port", str(port)],
+            [dc2, "serve", "--workdir", str(workdir), "--port", str(port)],
             env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     served: Served | None = None
     try:
