@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -237,7 +238,22 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def port_in_use(port: int) -> bool:
+    """As uvicorn binds (SO_REUSEADDR): a listener makes it fail, a restart's TIME_WAIT does not."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
+    if port_in_use(args.port):
+        print(f"dc2 serve: 127.0.0.1:{args.port} is in use (another Airflow?); choose one with --port",
+              file=sys.stderr)
+        return 1
     workdir = Path(args.workdir).resolve()
     start = time.perf_counter()
     if prepare_demo(workdir, args.seed):
