@@ -26,7 +26,7 @@ from airflow.sdk import DAG, Param, TaskGroup, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from dc2tasks.airflow.hooks import SlurmHook
-from dc2tasks.airflow.operators.step import PLAN_TASK, RunStepOperator, dc2_command
+from dc2tasks.airflow.operators.step import PLAN_TASK, RunStepOperator, dc2_argv
 from dc2tasks.runs.config import RunConfig
 from dc2tasks.runs.loader import config_hash, load_run_config
 from dc2tasks.runs.params import params_schema, validate_params
@@ -129,7 +129,7 @@ def build_dag(config: RunConfig, run_file: str | os.PathLike[str]) -> DAG:
         def finalize() -> list[str]:
             context = get_current_context()
             made = _plan(context)
-            dc2 = dc2_command(config)
+            dc2 = dc2_argv(config)
             digest = config_hash(config)
             if made.dry_run:
                 for directory in made.directories:
@@ -140,8 +140,9 @@ def build_dag(config: RunConfig, run_file: str | os.PathLike[str]) -> DAG:
             transport = _transport(config, config.connections.producer)
             for directory in made.directories:
                 for argv in finalize_commands(config, made, directory, dc2, digest):
-                    stdin = jobs if argv[1] == "manifest" else None
-                    out = _check(transport.run(Command(tuple(argv), stdin=stdin, timeout=3600)), argv[1])
+                    step = argv[len(dc2)]  # the dc2 subcommand
+                    stdin = jobs if step == "manifest" else None
+                    out = _check(transport.run(Command(tuple(argv), stdin=stdin, timeout=3600)), step)
                     log.info("%s\n%s", " ".join(argv), out.strip())
             return made.directories
 
@@ -152,7 +153,7 @@ def build_dag(config: RunConfig, run_file: str | os.PathLike[str]) -> DAG:
             transport = _transport(config, config.connections.collaboration)
             results: dict[str, Any] = {}
             for directory in made.directories:
-                argv = install_command(config, made, directory, dc2_command(config))
+                argv = install_command(config, made, directory, dc2_argv(config))
                 out = _check(transport.run(Command(tuple(argv), timeout=6 * 3600)), f"install {directory}")
                 results[directory] = json.loads(out) if out.strip().startswith("{") else out
                 log.info("install %s: %s", directory, results[directory])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 
@@ -242,7 +243,7 @@ def catalog_config_dir(plan: RunPlan) -> PurePosixPath:
 
 
 def finalize_commands(
-    config: RunConfig, plan: RunPlan, directory: str, dc2: str = "dc2", config_hash: str = ""
+    config: RunConfig, plan: RunPlan, directory: str, dc2: str | Sequence[str] = "dc2", config_hash: str = ""
 ) -> list[list[str]]:
     """argv of the commands that turn a product directory into something installable: its catalog
     configs and schema yaml (written while the producer still owns the directory), then its manifest
@@ -251,13 +252,14 @@ def finalize_commands(
 
     work = PurePosixPath(plan.work_dir)
     cfg_dir = catalog_config_dir(plan)
+    prefix = [dc2] if isinstance(dc2, str) else list(dc2)
     out: list[list[str]] = []
     configs: list[str] = []
     for catalog in CATALOGS[directory]:
         if catalog in ("object", "trim_object") and not plan.makes(catalog):
             continue
         argv = [
-            dc2,
+            *prefix,
             "gcr-config",
             "--product",
             catalog,
@@ -271,7 +273,7 @@ def finalize_commands(
             argv += ["--pixel-scale", str(config.pixel_scale)]
         out.append(argv)
         configs.append(str(cfg_dir / f"{catalog_name(config.name, PRODUCTS[catalog])}.yaml"))
-    manifest = [dc2, "manifest", str(work / directory), "--run", config.name, "--jobs", "-"]
+    manifest = [*prefix, "manifest", str(work / directory), "--run", config.name, "--jobs", "-"]
     if config_hash:
         manifest += ["--run-config-hash", config_hash]
     for path in configs:
@@ -285,10 +287,12 @@ def finalize_commands(
     return out
 
 
-def install_command(config: RunConfig, plan: RunPlan, directory: str, dc2: str = "dc2") -> list[str]:
+def install_command(
+    config: RunConfig, plan: RunPlan, directory: str, dc2: str | Sequence[str] = "dc2"
+) -> list[str]:
     """argv of the install of one product directory, run as the collaboration account."""
     argv = [
-        dc2,
+        *([dc2] if isinstance(dc2, str) else dc2),
         "install",
         str(PurePosixPath(plan.work_dir) / directory),
         "--central",

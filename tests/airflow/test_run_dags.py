@@ -72,7 +72,11 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
     message = bag.import_errors[str(broken / "dc2_run1_2i.py")]
     assert "run1.2i.yaml: slurm.time.merge_tract:" in message and "forever" in message
     assert sorted(bag.dag_ids) == [
-        "dc2_demo", "dc2_rerun_watcher", "dc2_run1.1p", "dc2_run1.2p_v3", "dc2_run1.2p_v4"
+        "dc2_demo",
+        "dc2_rerun_watcher",
+        "dc2_run1.1p",
+        "dc2_run1.2p_v3",
+        "dc2_run1.2p_v4",
     ]
 
 
@@ -136,3 +140,37 @@ def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
     dr2 = dag.test(run_conf={"products": ["source"]})
     assert str(dr2.state) == "success", _states(dr2)
     assert {d: (central / d / "current").resolve() for d in ("object", "source")} == before
+
+
+def test_login_node_commands_name_the_image_for_shifter(tmp_path) -> None:
+    """finalize and install run on a login node, outside any job: shifter needs --image there."""
+    from dc2tasks.airflow.operators.step import dc2_argv, dc2_command
+    from dc2tasks.runs.loader import parse_run_config
+    from dc2tasks.runs.params import validate_params
+    from dc2tasks.runs.steps import install_command, plan_run
+
+    data = {
+        "name": "img",
+        "backend": "slurm",
+        "repository": "/r",
+        "tracts": [1],
+        "products": ["object"],
+        "working_dir": "/w",
+        "central": {"dir": "/c", "group": "lsst"},
+        "pixel_scale": 0.2,
+        "slurm": {"account": "m1727", "image": "lsstdesc/stack-jupyter:prod"},
+        "connections": {"producer": "p", "collaboration": "c"},
+    }
+    config = parse_run_config(data, tmp_path / "img.yaml")
+    assert dc2_command(config) == "shifter dc2"  # in a job: #SBATCH --image names it
+    assert dc2_argv(config) == ["shifter", "--image=lsstdesc/stack-jupyter:prod", "dc2"]
+    plan = plan_run(config, validate_params({}, config))
+    argv = install_command(config, plan, "object", dc2_argv(config))
+    assert argv[:4] == ["shifter", "--image=lsstdesc/stack-jupyter:prod", "dc2", "install"]
+    from dc2tasks.runs.steps import finalize_commands
+
+    for command in finalize_commands(config, plan, "object", dc2_argv(config)):
+        assert command[:3] == ["shifter", "--image=lsstdesc/stack-jupyter:prod", "dc2"]
+        assert command[3] in ("gcr-config", "manifest")
+    plain = parse_run_config({**data, "slurm": {"account": "m1727"}}, tmp_path / "plain.yaml")
+    assert dc2_argv(plain) == ["dc2"]

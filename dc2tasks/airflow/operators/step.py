@@ -61,6 +61,17 @@ def dc2_command(config: RunConfig) -> str:
     return command
 
 
+def dc2_argv(config: RunConfig) -> list[str]:
+    """How a plain command (finalize, install: over SSH on a login node, not in a job) starts `dc2`:
+    shifter needs the image named on its command line there."""
+    if config.backend == "local":
+        return [dc2_command(config)]
+    command = config.slurm.dc2_command.removeprefix("shifter ").strip()
+    if config.slurm.image:
+        return ["shifter", f"--image={config.slurm.image}", command]
+    return [command]
+
+
 class RunStepOperator(SlurmJobOperator):
     """:param config: the run; :param step: the key of dc2tasks.runs.steps.step_scripts."""
 
