@@ -100,6 +100,16 @@ def api_try_number(served: Served, run_id: str, task_id: str) -> int:
     return int(ti["try_number"])
 
 
+def api_states(served: Served, run_id: str) -> dict[str, tuple[str | None, int]]:
+    """Every task's (state, try) by the REST API, for a failure message."""
+    bearer = token(served.url, served.user, served.password)
+    path = f"/api/v2/dags/{DAG}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
+    code, body = rest(served.url, path, bearer)
+    if code != 200:
+        return {"(REST)": (f"GET {path} -> {code}", 0)}
+    return {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in body["task_instances"]}
+
+
 def test_login_trigger_with_params_success_in_grid_and_job_output_in_log(
     chromium: Path, tmp_path: Path
 ) -> None:
@@ -171,8 +181,11 @@ def test_login_trigger_with_params_success_in_grid_and_job_output_in_log(
                     state = None
                     while state != "success":
                         state = grid_state(page, run_id, "install")
-                        assert state not in ("failed", "upstream_failed"), f"install is {state}"
-                        assert time.monotonic() < deadline, f"install still {state} after {RUN_TIMEOUT} s"
+                        assert state not in ("failed", "upstream_failed"), (
+                            f"install is {state}; tasks: {api_states(served, run_id)}")
+                        assert time.monotonic() < deadline, (
+                            f"install still {state} after {RUN_TIMEOUT} s; "
+                            f"tasks: {api_states(served, run_id)}")
                         if state != "success":
                             time.sleep(2)
                     seen = {t: grid_state(page, run_id, t) for t in
