@@ -57,7 +57,10 @@ def read_xcom(ti_key: TaskInstanceKeyLike, key: str) -> Any:
     if _in_task():
         from airflow.sdk.execution_time.xcom import XCom  # the configured XCom backend
 
-        return XCom.get_value(ti_key=ti_key, key=key)
+        try:
+            return XCom.get_value(ti_key=ti_key, key=key)
+        except Exception:  # e.g. a skipped task that never pushed it: no link, not an error in its log
+            return None
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 

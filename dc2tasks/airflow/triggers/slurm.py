@@ -21,6 +21,10 @@ from dc2tasks.airflow.poller import get_poller
 from dc2tasks.airflow.watch import WatchSpec, watch
 
 CANCEL_TIMEOUT_S = 20.0
+# A job that ends within a second or two of sbatch can fire before Airflow has finished recording
+# the deferral; the task then goes up_for_retry instead of resuming (apache/airflow#67287). Firing
+# no sooner than this after the trigger starts avoids that race.
+MIN_WAIT_S = 3.0
 
 
 class SlurmJobTrigger(BaseTrigger):
@@ -65,7 +69,10 @@ class SlurmJobTrigger(BaseTrigger):
         poller = get_poller(await abackend(self.slurm_conn_id))
         self.log.info("waiting for Slurm job %s (try %s) through the shared poller of %s",
                       self.job_id, self.try_number, poller.name)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         payload = await watch(poller, self.spec(), self.log)
+        await asyncio.sleep(max(0.0, MIN_WAIT_S - (loop.time() - started)))
         yield TriggerEvent(payload)
 
     async def on_kill(self) -> None:
