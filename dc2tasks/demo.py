@@ -101,6 +101,7 @@ def airflow_env(workdir: Path) -> dict[str, str]:
 def run_airflow(workdir: Path) -> int:
     """`airflow db migrate` then `airflow dags test dc2_demo`; the full log goes to a file."""
     env = airflow_env(workdir)
+    env["DC2_TRIGGER_MIN_WAIT_S"] = "0"  # `dags test` runs triggers inline: no executor race to avoid
     home = Path(env["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     airflow = str(Path(sys.executable).with_name("airflow"))

@@ -29,6 +29,9 @@ if "airflow" not in sys.modules:  # must precede the first `import airflow` of t
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.db"
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(_HOME) / "dags")
     os.environ["DC2_LOCAL_SLURM_DIR"] = str(Path(_HOME) / "local-slurm")
+    # dag.test() runs triggers inline (no executor race to wait out); tests/airflow/services.py sets
+    # its own value for the real triggerer
+    os.environ.setdefault("DC2_TRIGGER_MIN_WAIT_S", "0")
 
 SLURM_CONN_ID = "dc2_test_slurm"
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from cluster_ops import restart_sshd, sacct_rows, wait_sacct
+from cluster_ops import restart_sshd, wait_sacct
 from dagrun import run_dag
 
 from dc2tasks.airflow.operators.slurm import job_name_for
@@ -33,14 +33,19 @@ def name_of(dag_id: str, run_id: str) -> str:
 def test_job_runs_and_its_stdout_is_in_the_task_log(
     slurm_conn: str, remote: Remote, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    job = dict(script='for i in 1 2 3; do echo "dc2 line $i of $SLURM_JOB_ID"; sleep 1; done\n',
-               name="ignored", time_limit="5")
+    job = dict(
+        script='for i in 1 2 3; do echo "dc2 line $i of $SLURM_JOB_ID"; sleep 1; done\n',
+        name="ignored",
+        time_limit="5",
+    )
     r = run_dag("cl_hello", job, slurm_conn_id=slurm_conn, poll_interval=1)
     assert (r.state, r.try_number) == ("success", 1)
     out = capfd.readouterr().out
     for i in (1, 2, 3):
         assert f"dc2 line {i} of {r.job_id}" in out
-    rows = sacct_rows(remote, name_of("cl_hello", r.run_id))
+    rows = wait_sacct(
+        remote, name_of("cl_hello", r.run_id), lambda rows: any(x["State"] == "COMPLETED" for x in rows)
+    )
     assert [(x["JobID"], x["State"], x["Comment"]) for x in rows] == [(r.job_id, "COMPLETED", "dc2:try=1")]
 
 
@@ -60,9 +65,15 @@ def test_out_of_memory_then_the_retry_has_scaled_memory(
     slurm_conn: str, remote: Remote, loopback_cluster: dict[str, str], capfd: pytest.CaptureFixture[str]
 ) -> None:
     hog = 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo "held ${#x} bytes"\n'
-    r = run_dag("cl_oom", dict(script=hog, name="x", memory="64M"), retries=1, slurm_conn_id=slurm_conn,
-                poll_interval=1, memory_scale=16)
-    rows = sacct_rows(remote, name_of("cl_oom", r.run_id))
+    r = run_dag(
+        "cl_oom",
+        dict(script=hog, name="x", memory="64M"),
+        retries=1,
+        slurm_conn_id=slurm_conn,
+        poll_interval=1,
+        memory_scale=16,
+    )
+    rows = wait_sacct(remote, name_of("cl_oom", r.run_id), lambda rows: len(rows) >= 2)  # slurmdbd lags
     out = capfd.readouterr().out
     if loopback_cluster["DC2_SLURM_MEMORY_ENFORCEMENT"] != "cgroup":
         # OverMemoryKill: Slurm 22.05 says FAILED (signal 9), an ordinary failure: no scaling.
@@ -70,7 +81,9 @@ def test_out_of_memory_then_the_retry_has_scaled_memory(
         return
     assert (r.state, r.try_number) == ("success", 2)
     assert [(x["State"], x["ReqMem"], x["Comment"]) for x in rows] == [
-        ("OUT_OF_MEMORY", "64M", "dc2:try=1"), ("COMPLETED", "1G", "dc2:try=2")]
+        ("OUT_OF_MEMORY", "64M", "dc2:try=1"),
+        ("COMPLETED", "1G", "dc2:try=2"),
+    ]
     assert "held 200000000 bytes" in out
     assert "SlurmJobOutOfMemory" in out and "memory x16 after 1 OUT_OF_MEMORY(s)" in out
 
@@ -79,16 +92,26 @@ def test_array_of_20_with_3_failures_reports_them_and_the_retry_runs_only_those(
     slurm_conn: str, remote: Remote, loopback_cluster: dict[str, str], capfd: pytest.CaptureFixture[str]
 ) -> None:
     marks = f"{loopback_cluster['DC2_SLURM_WORKDIR']}/arraymarks.{time.time_ns()}"
-    script = (f'mkdir -p {marks}; echo "element $SLURM_ARRAY_TASK_ID"\n'
-              f'case $SLURM_ARRAY_TASK_ID in 3|8|19)\n'
-              f'  if [ ! -e {marks}/$SLURM_ARRAY_TASK_ID ]; then touch {marks}/$SLURM_ARRAY_TASK_ID;'
-              f' echo "element $SLURM_ARRAY_TASK_ID fails"; exit 5; fi;;\nesac\n')
-    r = run_dag("cl_array", dict(script=script, name="x", array="0-19%8", time_limit="5"), retries=1,
-                slurm_conn_id=slurm_conn, poll_interval=1)
+    script = (
+        f'mkdir -p {marks}; echo "element $SLURM_ARRAY_TASK_ID"\n'
+        f"case $SLURM_ARRAY_TASK_ID in 3|8|19)\n"
+        f"  if [ ! -e {marks}/$SLURM_ARRAY_TASK_ID ]; then touch {marks}/$SLURM_ARRAY_TASK_ID;"
+        f' echo "element $SLURM_ARRAY_TASK_ID fails"; exit 5; fi;;\nesac\n'
+    )
+    r = run_dag(
+        "cl_array",
+        dict(script=script, name="x", array="0-19%8", time_limit="5"),
+        retries=1,
+        slurm_conn_id=slurm_conn,
+        poll_interval=1,
+    )
     assert (r.state, r.try_number) == ("success", 2)
     ended = ("COMPLETED", "FAILED")
-    rows = wait_sacct(remote, name_of("cl_array", r.run_id),  # slurmdbd lags a little behind slurmctld
-                      lambda rows: len(rows) == 23 and all(x["State"] in ended for x in rows))
+    rows = wait_sacct(
+        remote,
+        name_of("cl_array", r.run_id),  # slurmdbd lags a little behind slurmctld
+        lambda rows: len(rows) == 23 and all(x["State"] in ended for x in rows),
+    )
     jobs = sorted({x["JobID"].split("_")[0] for x in rows}, key=int)
     assert len(jobs) == 2
     first = {x["JobID"]: x["State"] for x in rows if x["JobID"].startswith(jobs[0] + "_")}
@@ -110,12 +133,20 @@ def test_a_crash_between_sbatch_and_recording_does_not_submit_twice(
     from crashing import CRASHED
 
     CRASHED.clear()
-    r = run_dag("cl_crash", dict(script="sleep 20; echo survived\n", name="x"), retries=1,
-                operator="CrashAfterSubmitOperator", module="crashing", slurm_conn_id=slurm_conn,
-                poll_interval=1)
+    r = run_dag(
+        "cl_crash",
+        dict(script="sleep 20; echo survived\n", name="x"),
+        retries=1,
+        operator="CrashAfterSubmitOperator",
+        module="crashing",
+        slurm_conn_id=slurm_conn,
+        poll_interval=1,
+    )
     assert (r.state, r.try_number) == ("success", 2)
     assert CRASHED == [r.job_id]  # try 2 finished the very job try 1 submitted
-    rows = sacct_rows(remote, name_of("cl_crash", r.run_id))
+    rows = wait_sacct(
+        remote, name_of("cl_crash", r.run_id), lambda rows: any(x["State"] == "COMPLETED" for x in rows)
+    )
     assert [(x["JobID"], x["State"], x["Comment"]) for x in rows] == [(r.job_id, "COMPLETED", "dc2:try=1")]
     captured = capfd.readouterr()
     out = captured.out + captured.err
@@ -159,14 +190,24 @@ def test_timeout_then_the_retry_has_a_scaled_time_limit(
     slurm_conn: str, remote: Remote, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # Sleeps past its limit only under the first try's 1-minute limit (Slurm rounds to minutes).
-    script = ('tl=$(squeue -h -j "$SLURM_JOB_ID" -o %l); echo "limit $tl"\n'
-              'if [ "$tl" = "1:00" ]; then sleep 600; fi; echo finished\n')
-    r = run_dag("cl_timeout", dict(script=script, name="x", time_limit="1"), retries=1,
-                slurm_conn_id=slurm_conn, poll_interval=2, time_scale=2)
+    script = (
+        'tl=$(squeue -h -j "$SLURM_JOB_ID" -o %l); echo "limit $tl"\n'
+        'if [ "$tl" = "1:00" ]; then sleep 600; fi; echo finished\n'
+    )
+    r = run_dag(
+        "cl_timeout",
+        dict(script=script, name="x", time_limit="1"),
+        retries=1,
+        slurm_conn_id=slurm_conn,
+        poll_interval=2,
+        time_scale=2,
+    )
     assert (r.state, r.try_number) == ("success", 2)
     rows = wait_sacct(remote, name_of("cl_timeout", r.run_id), lambda rows: len(rows) == 2)
     assert [(x["State"], x["TimelimitRaw"], x["Comment"]) for x in rows] == [
-        ("TIMEOUT", "1", "dc2:try=1"), ("COMPLETED", "2", "dc2:try=2")]
+        ("TIMEOUT", "1", "dc2:try=1"),
+        ("COMPLETED", "2", "dc2:try=2"),
+    ]
     out = capfd.readouterr().out
     assert "SlurmJobTimedOut" in out and "time limit x2 after 1 TIMEOUT(s)" in out
     assert "limit 2:00" in out and "finished" in out
