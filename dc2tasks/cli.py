@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from dc2tasks import __version__
+from dc2tasks.cli_help import HelpFormatter, nonneg_int
 from dc2tasks.products.errors import InputError
 
 log = logging.getLogger("dc2tasks")
@@ -27,18 +28,7 @@ its output with the same content. Errors name the file, column or parameter at f
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
-
-
-def _tracts(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a tract is a non-negative integer, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a tract is a non-negative integer, not {text!r}")
-    return value
+_Formatter = HelpFormatter
 
 
 def _patch(text: str) -> str:
@@ -173,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     _repo_args(p)
-    p.add_argument("--tract", type=_tracts, nargs="+", help="tracts to merge (default: every tract found)")
+    p.add_argument("--tract", type=nonneg_int, nargs="+", help="tracts to merge (default: every tract found)")
     p.add_argument(
         "--patches", type=_patch, nargs="+", help="patches 'x,y' (default: every patch with a ref)"
     )
@@ -249,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir", type=Path, required=True, help="where object/, dpdd_object/, gcr-catalogs/ go"
     )
     p.add_argument("--run", default="sample", help="data run name for file and catalog names")
-    p.add_argument("--tract", type=_tracts, nargs="+", help="tracts (default: every tract found)")
+    p.add_argument("--tract", type=nonneg_int, nargs="+", help="tracts (default: every tract found)")
     p.add_argument("--bands", type=_bands, help="bands (default: every band found per tract)")
     p.add_argument("--pixel-scale", type=float, help="arcsec/px (default: from a coadd's WCS)")
     p.add_argument("-j", "--jobs", type=int, default=1, help="patches merged in parallel processes")

@@ -10,6 +10,8 @@ import argparse
 import os
 from pathlib import Path
 
+from dc2tasks.cli_help import nonneg_int
+
 VISIT_EPILOG = """\
 Visits: the union of --visits and --visit-file (one number per line, # comments), first occurrence
 kept; with --array-index I --array-count N only visits[I::N] of that list are processed, so one list
@@ -21,23 +23,13 @@ stripe still runs; the exit code is then 2.
 """
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {text!r}")
-    return value
-
-
 def _array_index(text: str) -> int:
     if text == "env":
         value = os.environ.get("SLURM_ARRAY_TASK_ID")
         if value is None:
             raise argparse.ArgumentTypeError("--array-index env: SLURM_ARRAY_TASK_ID is not set")
         text = value
-    return _nonneg_int(text)
+    return nonneg_int(text)
 
 
 def _radius(text: str) -> float:
@@ -144,14 +136,14 @@ def add_parsers(
             formatter_class=formatter,
         )
         repo_args(p)
-        p.add_argument("--visits", type=_nonneg_int, nargs="+", help="visit numbers")
+        p.add_argument("--visits", type=nonneg_int, nargs="+", help="visit numbers")
         p.add_argument("--visit-file", type=Path, help="file with one visit number per line")
         p.add_argument(
             "--array-index",
             type=_array_index,
             help="this array element's stripe ('env': $SLURM_ARRAY_TASK_ID)",
         )
-        p.add_argument("--array-count", type=_nonneg_int, help="number of stripes (the array size)")
+        p.add_argument("--array-count", type=nonneg_int, help="number of stripes (the array size)")
         p.add_argument(
             "-o", "--output-dir", type=Path, required=True, help=f"directory for {prefix}_visit_<v>.parquet"
         )
@@ -186,7 +178,7 @@ def add_parsers(
     )
     repo_args(p)
     p.add_argument(
-        "--tract", type=_nonneg_int, nargs="+", help="tracts (default: every tract with DIAObjects)"
+        "--tract", type=nonneg_int, nargs="+", help="tracts (default: every tract with DIAObjects)"
     )
     p.add_argument(
         "--dia-source-dir", type=Path, required=True, help="directory of dia_src_visit_<v>.parquet"

@@ -68,7 +68,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--workdir", type=Path, default=Path("demo-output"),
+        "--workdir",
+        type=Path,
+        default=Path("demo-output"),
         help="where the sample repository, work files, installs and Airflow home go (default: demo-output)",
     )
     p.add_argument("--port", type=_port, default=8080, help="api-server port on 127.0.0.1 (default: 8080)")
@@ -154,8 +156,14 @@ class Services:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / "db-migrate.log"
         with open(log, "wb") as out:
-            r = subprocess.run([self.airflow, "db", "migrate"], env=self.env, stdout=out,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
+            r = subprocess.run(
+                [self.airflow, "db", "migrate"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
         if r.returncode != 0:
             raise ServeError(f"airflow db migrate exited {r.returncode}; see {log}:\n{_tail(log)}")
 
@@ -163,8 +171,13 @@ class Services:
         for name, argv in COMPONENTS.items():
             with open(self.logs / f"{name}.log", "ab") as out:
                 self.procs[name] = subprocess.Popen(
-                    [self.airflow, *(a.format(port=self.port) for a in argv)], env=self.env, stdout=out,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                    [self.airflow, *(a.format(port=self.port) for a in argv)],
+                    env=self.env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
 
     def exited(self) -> list[str]:
         return [name for name, p in self.procs.items() if p.poll() is not None]
@@ -177,7 +190,8 @@ class Services:
                 name = dead[0]
                 raise ServeError(
                     f"airflow {name} exited {self.procs[name].returncode}; see {self.logs / f'{name}.log'}:\n"
-                    + _tail(self.logs / f"{name}.log"))
+                    + _tail(self.logs / f"{name}.log")
+                )
             try:
                 url = f"http://127.0.0.1:{self.port}/api/v2/monitor/health"
                 with urllib.request.urlopen(url, timeout=5) as resp:
@@ -188,8 +202,9 @@ class Services:
             except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError) as exc:
                 last = str(exc)
             time.sleep(1)
-        raise ServeError(f"the Airflow services were not healthy after {timeout:.0f} s (last: {last}); "
-                         f"logs in {self.logs}")
+        raise ServeError(
+            f"the Airflow services were not healthy after {timeout:.0f} s (last: {last}); logs in {self.logs}"
+        )
 
     def password(self, timeout: float = 30) -> str:
         """The user's password, which the api-server generates into AIRFLOW_HOME on its first start."""
@@ -251,8 +266,10 @@ def port_in_use(port: int) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     if port_in_use(args.port):
-        print(f"dc2 serve: 127.0.0.1:{args.port} is in use (another Airflow?); choose one with --port",
-              file=sys.stderr)
+        print(
+            f"dc2 serve: 127.0.0.1:{args.port} is in use (another Airflow?); choose one with --port",
+            file=sys.stderr,
+        )
         return 1
     workdir = Path(args.workdir).resolve()
     start = time.perf_counter()
@@ -284,9 +301,11 @@ def run(args: argparse.Namespace) -> int:
         while not (dead := services.exited()):
             time.sleep(1)
         name = dead[0]
-        print(f"dc2 serve: airflow {name} exited {services.procs[name].returncode}; stopping the others. "
-              f"Its log: {services.logs / f'{name}.log'}\n{_tail(services.logs / f'{name}.log')}",
-              file=sys.stderr)
+        print(
+            f"dc2 serve: airflow {name} exited {services.procs[name].returncode}; stopping the others. "
+            f"Its log: {services.logs / f'{name}.log'}\n{_tail(services.logs / f'{name}.log')}",
+            file=sys.stderr,
+        )
         return 1
     except ServeError as exc:
         print(f"dc2 serve: {exc}", file=sys.stderr)
@@ -302,4 +321,3 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print("Stopped every service this command started.", flush=True)
-

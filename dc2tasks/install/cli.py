@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dc2tasks.cli_help import HelpFormatter
 from dc2tasks.products.errors import InputError
 
 INSTALL_DESCRIPTION = """\
@@ -39,8 +40,7 @@ chmod -R g+rX) so the collaboration account can read them.
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+_Formatter = HelpFormatter
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

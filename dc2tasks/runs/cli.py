@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from dc2tasks.cli_help import HelpFormatter
 from dc2tasks.products.errors import InputError
 
 RUN_CONFIG_DESCRIPTION = """\
@@ -30,8 +31,7 @@ file (a JSON file replaced atomically), so each is printed once.
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+_Formatter = HelpFormatter
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

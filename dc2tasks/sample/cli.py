@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from dc2tasks.cli_help import HelpFormatter
 from dc2tasks.sample.config import (
     ALL_DETECTORS,
     BANDS,
@@ -76,8 +77,7 @@ examples:
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+_Formatter = HelpFormatter
 
 
 def _arg(parse):

@@ -1,0 +1,20 @@
+"""What every `dc2` subcommand's parser shares: the help layout and the argument types."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions keep their line breaks (they hold examples and layouts); options show defaults."""
+
+
+def nonneg_int(text: str) -> int:
+    """A tract, visit, index or count: a non-negative integer, refused by argparse with the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {text!r}")
+    return value
