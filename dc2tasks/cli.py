@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", action="store_true", help="sort the inputs by name first")
     p.set_defaults(func=_cmd_merge_parquet)
 
-    from dc2tasks.products.gcr import PRODUCTS
+    from dc2tasks.products.gcr import DEFAULT_PIXEL_SCALE, PRODUCTS
 
     p = sub.add_parser(
         "gcr-config",
@@ -225,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--name", help="catalog name (default: dc2_object_<run>[_all_columns|_dpdd], dc2_<product>_<run>)"
     )
-    p.add_argument("--pixel-scale", type=float, default=0.2, help="coadd arcsec per pixel")
+    p.add_argument(
+        "--pixel-scale", type=float, default=DEFAULT_PIXEL_SCALE, help="coadd arcsec per pixel"
+    )
     p.add_argument("-o", "--output-dir", type=Path, required=True, help="directory for <catalog name>.yaml")
     p.set_defaults(func=_cmd_gcr_config)
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
 from airflow.sdk import DAG, Param, TaskGroup, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -30,7 +32,13 @@ from dc2tasks.airflow.operators.step import PLAN_TASK, RunStepOperator, dc2_argv
 from dc2tasks.runs.config import RunConfig
 from dc2tasks.runs.loader import config_hash, load_run_config
 from dc2tasks.runs.params import params_schema, validate_params
-from dc2tasks.runs.steps import RunPlan, finalize_commands, install_command, plan_run
+from dc2tasks.runs.steps import (
+    RunPlan,
+    finalize_commands,
+    install_command,
+    plan_run,
+    rendered_catalog_configs,
+)
 from dc2tasks.slurm.commands import Command, CommandResult
 from dc2tasks.slurm.transports import SubprocessTransport
 
@@ -119,23 +127,28 @@ def build_dag(config: RunConfig, run_file: str | os.PathLike[str]) -> DAG:
             context = get_current_context()
             trigger = validate_params(dict(context["params"]), config)
             made = plan_run(config, trigger)
-            transport = _transport(config, config.connections.producer)
-            logs = f"{made.work_dir}/logs"
-            _check(transport.run(Command(("mkdir", "-p", "--", logs))), f"mkdir {logs}")
+            if not made.dry_run:  # a dry run leaves the working directory as it is, too
+                transport = _transport(config, config.connections.producer)
+                logs = f"{made.work_dir}/logs"
+                _check(transport.run(Command(("mkdir", "-p", "--", logs))), f"mkdir {logs}")
             log.info("plan: %s", json.dumps(made.to_dict(), indent=1))
             return made.to_dict()
 
         @task(task_id="finalize", trigger_rule="none_failed")
-        def finalize() -> list[str]:
+        def finalize() -> list[str] | dict[str, dict[str, Any]]:
             context = get_current_context()
             made = _plan(context)
             dc2 = dc2_argv(config)
             digest = config_hash(config)
-            if made.dry_run:
+            if made.dry_run:  # the configs as they would be installed, by catalog name (XCom too)
+                rendered: dict[str, dict[str, Any]] = {}
                 for directory in made.directories:
                     for argv in finalize_commands(config, made, directory, dc2, digest):
-                        log.info("dry run: would run %s", " ".join(argv))
-                return []
+                        log.info("dry run: would run %s", shlex.join(argv))
+                    for name, cfg in rendered_catalog_configs(config, made, directory).items():
+                        log.info("dry run: catalog config %s.yaml\n%s", name, yaml.safe_dump(cfg))
+                        rendered[name] = cfg
+                return rendered
             jobs = json.dumps(_job_records(config, context, step_ids)).encode()
             transport = _transport(config, config.connections.producer)
             for directory in made.directories:

@@ -22,6 +22,10 @@ from dc2tasks.products import hdf5
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
 
+# arcsec per coadd pixel written into a config when the run names none (the DC2 coadds from Run 1.2i
+# on; Run 1.1p and 1.2p v3 use 0.185 and say so in their run files)
+DEFAULT_PIXEL_SCALE = 0.2
+
 
 @dataclass(frozen=True)
 class Product:

@@ -242,6 +242,39 @@ def catalog_config_dir(plan: RunPlan) -> PurePosixPath:
     return PurePosixPath(plan.work_dir) / "gcr-catalogs"
 
 
+def planned_catalogs(plan: RunPlan, directory: str) -> list[str]:
+    """The GCRCatalogs catalogs (gcr.PRODUCTS keys) a product directory gets in this run."""
+    return [
+        c for c in CATALOGS[directory] if c not in ("object", "trim_object") or plan.makes(c)
+    ]
+
+
+def catalog_pixel_scale(config: RunConfig, catalog: str) -> float:
+    """The pixel scale a catalog config carries: the run's for the Object catalogs (whose readers
+    turn pixel moments into arcsec), the coadd default elsewhere, where no reader uses it."""
+    from dc2tasks.products.gcr import DEFAULT_PIXEL_SCALE
+
+    if catalog in ("object", "trim_object", "dpdd_object") and config.pixel_scale != "auto":
+        return float(config.pixel_scale)
+    return DEFAULT_PIXEL_SCALE
+
+
+def rendered_catalog_configs(
+    config: RunConfig, plan: RunPlan, directory: str
+) -> dict[str, dict[str, object]]:
+    """The catalog configs finalize writes for a product directory, by catalog name, computed
+    without a file: what a dry run shows (the schema yaml beside the files needs the files)."""
+    from dc2tasks.products.gcr import PRODUCTS, catalog_config, catalog_name
+
+    base = config.central.catalog_base_dir(directory)
+    return {
+        catalog_name(config.name, PRODUCTS[c]): catalog_config(
+            PRODUCTS[c], base, config.name, catalog_pixel_scale(config, c)
+        )
+        for c in planned_catalogs(plan, directory)
+    }
+
+
 def finalize_commands(
     config: RunConfig, plan: RunPlan, directory: str, dc2: str | Sequence[str] = "dc2", config_hash: str = ""
 ) -> list[list[str]]:
@@ -255,9 +288,7 @@ def finalize_commands(
     prefix = [dc2] if isinstance(dc2, str) else list(dc2)
     out: list[list[str]] = []
     configs: list[str] = []
-    for catalog in CATALOGS[directory]:
-        if catalog in ("object", "trim_object") and not plan.makes(catalog):
-            continue
+    for catalog in planned_catalogs(plan, directory):
         argv = [
             *prefix,
             "gcr-config",
@@ -269,8 +300,7 @@ def finalize_commands(
             str(work / directory),
         ]
         argv += ["--config-base-dir", config.central.catalog_base_dir(directory), "-o", str(cfg_dir)]
-        if catalog in ("object", "trim_object", "dpdd_object") and config.pixel_scale != "auto":
-            argv += ["--pixel-scale", str(config.pixel_scale)]
+        argv += ["--pixel-scale", str(catalog_pixel_scale(config, catalog))]
         out.append(argv)
         configs.append(str(cfg_dir / f"{catalog_name(config.name, PRODUCTS[catalog])}.yaml"))
     manifest = [*prefix, "manifest", str(work / directory), "--run", config.name, "--jobs", "-"]

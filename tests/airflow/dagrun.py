@@ -54,14 +54,27 @@ def load_dag(path: Path) -> Any:
     return module.dag
 
 
-def run_dag(dag_id: str, job: dict[str, Any], retries: int = 0, **op: Any) -> TaskResult:
+def task_instances(dr: Any) -> dict[str, Any]:
+    """A finished run's task instances by task id."""
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {ti.task_id: ti for ti in dr.get_task_instances(session=session)}
+
+
+def xcom_value(dr: Any, task_id: str, key: str = "return_value") -> Any:
+    """What a task of a finished run pushed under `key` (None: nothing)."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
+    with create_session() as session:
+        row = session.query(XComModel).filter_by(dag_id=dr.dag_id, run_id=dr.run_id, task_id=task_id,
+                                                  key=key).one_or_none()
+        return None if row is None else row.value
+
+
+def run_dag(dag_id: str, job: dict[str, Any], retries: int = 0, **op: Any) -> TaskResult:
     dag = load_dag(write_dag(dag_id, job, retries, **op))
     dr = dag.test()
-    with create_session() as session:
-        (ti,) = dr.get_task_instances(session=session)
-        row = session.query(XComModel).filter_by(dag_id=dag_id, run_id=dr.run_id, task_id="slurm",
-                                                  key="slurm_job_id").one_or_none()
-        return TaskResult(str(ti.state), ti.try_number, row.value if row else None, dr.run_id)
+    (ti,) = task_instances(dr).values()
+    return TaskResult(str(ti.state), ti.try_number, xcom_value(dr, "slurm", "slurm_job_id"), dr.run_id)

@@ -40,7 +40,10 @@ def test_100_waiting_jobs_cost_one_command_per_poll(slurm_conn: str, remote: Cal
         shared = poller.get_poller(backend)
         while shared.waiting_ids < N_JOBS:
             await asyncio.sleep(0.05)
-        await asyncio.sleep(3 * INTERVAL)  # let sacct catch up with the fresh submissions
+        # until slurmdbd has recorded all 100, a poll also asks scontrol for the missing ones (two
+        # commands, by design); under load that takes more than a few seconds
+        await asyncio.to_thread(_wait_accounted, remote, ids)
+        await asyncio.sleep(2 * INTERVAL)  # one whole poll after sacct has them all
         per_poll: list[int] = []
         for _ in range(5):  # all 100 pending on the dependency: measure each interval
             polls, commands = shared.polls, transport.counter.count
@@ -60,3 +63,16 @@ def test_100_waiting_jobs_cost_one_command_per_poll(slurm_conn: str, remote: Cal
     assert {next(iter(p["elements"].values()))["state"] for p in payloads} == {"COMPLETED"}
     assert new_connects == 0
     print(f"100 jobs: {per_poll} commands per poll while waiting; all ended {seconds:.1f} s after release")
+
+
+def _wait_accounted(remote: Callable[..., str], ids: list[str], timeout: float = 150) -> None:
+    """Until sacct (slurmdbd) knows every one of `ids`, pending ones included."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = remote("sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID",
+                     f"--jobs={','.join(map(str, ids))}")
+        known = {line.strip() for line in out.splitlines() if line.strip()}
+        if known >= set(map(str, ids)):
+            return
+        assert time.monotonic() < deadline, f"sacct knows {len(known)} of {len(ids)} jobs after {timeout} s"
+        time.sleep(0.5)

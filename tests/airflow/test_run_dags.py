@@ -4,13 +4,13 @@ every product made, installed, and loaded back through GCRCatalogs from the cent
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from dagrun import load_dag, task_instances, xcom_value
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -80,14 +80,6 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
     ]
 
 
-def _load(path: Path):
-    spec = importlib.util.spec_from_file_location(f"dc2_test_{path.stem}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
-
-
 @pytest.fixture
 def demo_dags(tmp_path, monkeypatch, airflow_db):
     """The demo run's sample repository, and the DAG files where `dag.test()` looks for them."""
@@ -108,17 +100,14 @@ def demo_dags(tmp_path, monkeypatch, airflow_db):
 
 
 def _states(dr) -> dict[str, str]:
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return {ti.task_id: str(ti.state) for ti in dr.get_task_instances(session=session)}
+    return {task_id: str(ti.state) for task_id, ti in task_instances(dr).items()}
 
 
 def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
     from dc2tasks.demo import INSTALLED, load_with_gcr
 
     sample, demo, folder = demo_dags
-    dag = _load(folder / "dc2_demo.py")
+    dag = load_dag(folder / "dc2_demo.py")
     dr = dag.test()
     states = _states(dr)
     assert str(dr.state) == "success", states
@@ -140,6 +129,30 @@ def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
     dr2 = dag.test(run_conf={"products": ["source"]})
     assert str(dr2.state) == "success", _states(dr2)
     assert {d: (central / d / "current").resolve() for d in ("object", "source")} == before
+
+
+def test_dry_run_shows_every_job_and_config_and_changes_nothing(demo_dags) -> None:
+    from dc2tasks.demo import INSTALLED
+
+    _, demo, folder = demo_dags
+    dag = load_dag(folder / "dc2_demo.py")
+    central = demo / "central"
+    dr = dag.test(run_conf={"dry_run": True})
+    states = _states(dr)
+    assert str(dr.state) == "success", states
+    assert set(states.values()) == {"success"}, states
+    for task_id in ("object.merge_tract", "object.dpdd", "source", "dia_object"):
+        assert "would be accepted" in xcom_value(dr, task_id), task_id  # emulated `sbatch --test-only`
+        assert xcom_value(dr, task_id, "slurm_job_id") is None, task_id
+    configs = xcom_value(dr, "finalize")
+    assert sorted(configs) == sorted(catalog for _, catalog, _ in INSTALLED)
+    for directory, catalog, _ in INSTALLED:
+        assert configs[catalog]["base_dir"] == str(central / directory / "current"), catalog
+    assert configs["dc2_object_demo"]["pixel_scale"] == dag.get_task("object.dpdd").config.pixel_scale
+    for result in xcom_value(dr, "install").values():
+        assert result["status"] == "dry-run", result
+    assert list(central.iterdir()) == []
+    assert not (demo / "work").exists()  # not even the log directory
 
 
 def test_login_node_commands_name_the_image_for_shifter(tmp_path) -> None:

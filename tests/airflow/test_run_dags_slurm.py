@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 from cluster_ops import sacct_rows, wait_sacct
+from dagrun import load_dag, task_instances, xcom_value
 
 from dc2tasks.runs.loader import RunConfigError, parse_run_config
 
@@ -216,7 +217,6 @@ def make_run(run_base: Path, cluster_dc2: str, cluster_user: pwd.struct_passwd,
              central_group: grp.struct_group, sample: Any, slurm_conn: str,
              airflow_db: str) -> Iterator[Callable[[str], Any]]:
     """Write a run file with backend slurm and its DAG file; return the DAG as dag.test() needs it."""
-    from dagrun import load_dag
 
     stubs: list[Path] = []
 
@@ -267,23 +267,6 @@ def make_run(run_base: Path, cluster_dc2: str, cluster_user: pwd.struct_passwd,
         stub.unlink(missing_ok=True)
 
 
-def _task_instances(dr: Any) -> dict[str, Any]:
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return {ti.task_id: ti for ti in dr.get_task_instances(session=session)}
-
-
-def _xcom(dr: Any, task_id: str, key: str = "return_value") -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.query(XComModel).filter_by(dag_id=dr.dag_id, run_id=dr.run_id, task_id=task_id,
-                                                  key=key).one_or_none()
-        return None if row is None else row.value
-
-
 def _elements(task_id: str) -> int | None:
     """Array elements each step's job has (None: a plain job)."""
     if task_id in TRACT_STEPS:
@@ -318,7 +301,7 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
     started = time.monotonic()
     dr = dag.test()
     wall = time.monotonic() - started
-    tis = _task_instances(dr)
+    tis = task_instances(dr)
     states = {task_id: str(ti.state) for task_id, ti in tis.items()}
     assert str(dr.state) == "success", states
     assert states == dict.fromkeys([*TRACT_STEPS, *SINGLE_STEPS, *VISIT_STEPS, "plan", "finalize",
@@ -328,7 +311,7 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
     # every product was made by real Slurm jobs under the step's deterministic name
     run_elements: set[str] = set()
     for task_id in (*TRACT_STEPS, *SINGLE_STEPS, *VISIT_STEPS):
-        job_id = _xcom(dr, task_id, "slurm_job_id")
+        job_id = xcom_value(dr, task_id, "slurm_job_id")
         count = _elements(task_id)
         want = [job_id] if count is None else [f"{job_id}_{i}" for i in range(count)]
         name = job_name_for(dag.dag_id, task_id, dr.run_id, -1)
@@ -339,7 +322,7 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
 
     # installed over SSH as the cluster user, chgrp'd and chmod'ed, a version behind `current`
     central = _central_of(dag)
-    results = _xcom(dr, "install")
+    results = xcom_value(dr, "install")
     assert sorted(results) == ["dia_object", "dia_source", "dpdd_object", "forced_source", "object", "source"]
     for directory, result in results.items():
         assert result["status"] == "installed", (directory, result)
@@ -388,16 +371,19 @@ def test_dry_run_asks_slurm_submits_nothing_and_leaves_the_central_directory(
     central = _central_of(dag)
     before = _tree(central)
     dr = dag.test(run_conf={"dry_run": True})
-    states = {task_id: str(ti.state) for task_id, ti in _task_instances(dr).items()}
+    states = {task_id: str(ti.state) for task_id, ti in task_instances(dr).items()}
     assert str(dr.state) == "success", states
     assert set(states.values()) == {"success"}, states
 
     steps = (*TRACT_STEPS, *SINGLE_STEPS, *VISIT_STEPS)
     for task_id in steps:
-        answer = _xcom(dr, task_id)
+        answer = xcom_value(dr, task_id)
         assert "to start at" in answer and "in partition debug" in answer, (task_id, answer)
-        assert _xcom(dr, task_id, "slurm_job_id") is None
-    for directory, result in _xcom(dr, "install").items():
+        assert xcom_value(dr, task_id, "slurm_job_id") is None
+    configs = xcom_value(dr, "finalize")  # rendered, as they would be installed
+    for directory in ("object", "source", "dia_object"):
+        assert configs[f"dc2_{directory}_h7_slurm_dry"]["base_dir"] == str(central / directory / "current")
+    for directory, result in xcom_value(dr, "install").items():
         assert result["status"] == "dry-run", (directory, result)
         assert f"{central}: writable, chgrp to gid {central_group.gr_gid} allowed" in result["checks"]
 

@@ -16,7 +16,13 @@ from dc2tasks.products.errors import InputError
 from dc2tasks.runs.config import PRODUCTS, RunConfig
 from dc2tasks.runs.loader import parse_run_config
 from dc2tasks.runs.params import validate_params
-from dc2tasks.runs.steps import finalize_commands, install_command, plan_run, step_scripts
+from dc2tasks.runs.steps import (
+    finalize_commands,
+    install_command,
+    plan_run,
+    rendered_catalog_configs,
+    step_scripts,
+)
 from dc2tasks.sample import SampleConfig, make_sample_repo
 
 DC2 = str(Path(sys.executable).with_name("dc2"))
@@ -90,6 +96,10 @@ def test_scripts_make_every_product_and_install_loads_in_gcr(sample, tmp_path) -
         r = subprocess.run(install_command(config, plan, directory, DC2), capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["status"] == "installed"
+        # what a dry run shows is what was installed, key for key
+        rendered = rendered_catalog_configs(config, plan, directory)
+        installed = tmp_path / "central" / directory / "catalog_configs"
+        assert {p.stem: yaml.safe_load(p.read_text()) for p in installed.glob("*.yaml")} == rendered
     from dc2tasks.demo import load_with_gcr
 
     for directory, catalog, column in [
