@@ -59,8 +59,9 @@ class AirflowServices:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{r.stderr[-3000:]}")
         return r.stdout
 
-    def start(self, component: str) -> None:
-        argv = [a.format(port=self.port) for a in COMPONENTS[component]]
+    def start(self, component: str, like: str | None = None) -> None:
+        """Start `component` (or a second copy of `like`, e.g. another triggerer, under this name)."""
+        argv = [a.format(port=self.port) for a in COMPONENTS[like or component]]
         log = open(self.home / f"{component}.log", "ab")
         self.procs[component] = subprocess.Popen(
             [sys.executable, "-m", "airflow", *argv], env=self.env, stdout=log, stderr=subprocess.STDOUT,
@@ -82,6 +83,13 @@ class AirflowServices:
             os.killpg(p.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+    def pause(self, component: str) -> None:
+        """SIGSTOP its process group: alive but silent, as a hung or overloaded host looks."""
+        os.killpg(self.procs[component].pid, signal.SIGSTOP)
+
+    def resume(self, component: str) -> None:
+        os.killpg(self.procs[component].pid, signal.SIGCONT)
 
     def stop_all(self) -> None:
         for component in list(self.procs):

@@ -1,7 +1,9 @@
 """With a real scheduler + triggerer (tests/airflow/services.py) and the loopback Slurm:
 - clearing or marking failed a DEFERRED task cancels its job (sacct: CANCELLED), only that try's;
 - restarting the triggerer does not cancel anything (the trigger is resumed, the job keeps running);
-- deferred tasks hold no worker/pool slot: three wait at once in a pool of one slot.
+- deferred tasks hold no worker/pool slot: three wait at once in a pool of one slot;
+- a trigger handed to a second triggerer (the first one stopped heartbeating, then came back and
+  dropped it through Airflow's user-action path) leaves its job running, and the task succeeds.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ with DAG("svc_cancel", schedule=None, catchup=False):
                      job=SlurmJob(script="sleep 600\\n", name="x"), slurm_conn_id={SLURM_CONN_ID!r},
                      poll_interval=2)
 
+with DAG("svc_move", schedule=None, catchup=False):
+    SlurmJobOperator(task_id="slurm", job=SlurmJob(script="sleep 100\\necho moved-ok\\n", name="x"),
+                     slurm_conn_id={SLURM_CONN_ID!r}, poll_interval=2)
+
 with DAG("svc_pool", schedule=None, catchup=False):
     for i in range(3):
         SlurmJobOperator(task_id=f"wait{{i}}", pool="dc2_one_slot",
@@ -45,9 +51,12 @@ def services(loopback_cluster: dict[str, str], tmp_path_factory: pytest.TempPath
     dags = tmp_path_factory.mktemp("service-dags")
     (dags / "svc_dags.py").write_text(CANCEL_DAG)
     conn = {f"AIRFLOW_CONN_{SLURM_CONN_ID.upper()}": ssh_connection_json(loopback_cluster)}
-    with airflow_services(Path(dags), conn) as s:
+    # a triggerer silent for 15 s is taken for dead and its triggers go to another one (default 30)
+    env = {**conn, "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15"}
+    with airflow_services(Path(dags), env) as s:
         s.wait_dag("svc_cancel")
         s.wait_dag("svc_pool")
+        s.wait_dag("svc_move")
         yield s
 
 
@@ -110,3 +119,38 @@ def test_deferred_tasks_hold_no_slot(services: AirflowServices, remote: Remote) 
         wait_sacct(remote, job_name_for("svc_pool", f"wait{i}", run, -1),
                    lambda rows, jid=jid: [(r["JobID"], r["State"].split(" ")[0]) for r in rows]
                    == [(jid, "CANCELLED")])
+
+
+def test_a_trigger_handed_to_another_triggerer_leaves_its_job_running(
+    services: AirflowServices, remote: Remote
+) -> None:
+    s = services
+    run = s.trigger("svc_move")
+    name = job_name_for("svc_move", "slurm", run, -1)
+    s.wait_ti("svc_move", run, "slurm", "deferred", try_number=1)
+    job = str(s.xcom("svc_move", run, "slurm", "slurm_job_id"))
+    s.wait(lambda: f"waiting for Slurm job {job}" in s.task_log("svc_move", run, "slurm", 1), 60,
+           "the trigger never ran")
+    first = s.ti("svc_move", run, "slurm")["triggerer_job"]["id"]
+    s.start("triggerer-b", like="triggerer")
+    try:
+        s.pause("triggerer")
+        try:
+            s.wait(lambda: (s.ti("svc_move", run, "slurm").get("triggerer_job") or {}).get("id")
+                   not in (None, first), 90, "the second triggerer never took the trigger over")
+        finally:
+            s.resume("triggerer")
+        # the first triggerer wakes up, finds the trigger is no longer its own and cancels it with
+        # Airflow's user-action message, which calls on_kill
+        s.wait(lambda: "Trigger cancelled by user action" in s.task_log("svc_move", run, "slurm", 1), 60,
+               "the first triggerer never dropped the trigger it lost")
+        time.sleep(5)  # a cancel would be in sacct by now
+        assert states(remote, name) == {job: "RUNNING"}
+        ti = s.wait_ti("svc_move", run, "slurm", "success", timeout=240)
+        assert ti["try_number"] == 1
+        assert states(remote, name) == {job: "COMPLETED"}
+        log = s.task_log("svc_move", run, "slurm", 1)
+        assert f"Slurm job {job} (try 1) is not cancelled" in log
+        assert "moved-ok" in log
+    finally:
+        s.stop("triggerer-b")

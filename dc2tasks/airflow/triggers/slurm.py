@@ -6,15 +6,24 @@ the message `__airflow_user_action__` and then awaits `BaseTrigger.on_kill()`; t
 restart and trigger timeouts cancel WITHOUT that message and never call `on_kill`. `cleanup()` runs
 on every exit, so it must not cancel the job. Hence: `on_kill` cancels this try's job (by id, so
 another try's job is never touched); `cleanup` only lets go of the shared poller.
+
+One exception in 3.3: a trigger the scheduler hands to another triggerer (this one missed its
+heartbeats: paused, overloaded, a network split; or HA rebalancing) leaves this triggerer by the
+same path as a user action (`update_triggers` puts every trigger no longer assigned here in
+`cancelling_triggers`, cancelled with the user-action message). The task instance is then still
+DEFERRED, waiting on the other triggerer's copy, so `on_kill` asks the task's state first and
+leaves the job alone in that case.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dc2tasks.airflow.hooks import abackend
@@ -22,6 +31,9 @@ from dc2tasks.airflow.poller import get_poller
 from dc2tasks.airflow.watch import WatchSpec, watch
 
 CANCEL_TIMEOUT_S = 20.0
+STATE_TIMEOUT_S = 5.0  # how long on_kill waits to learn whether the task is still deferred
+_KILLS: set[asyncio.Task[None]] = set()  # on_kill's and the warm-up's tasks, held until they end
+_warmed_up = False
 # A job that ends within seconds of sbatch makes the trigger fire before the scheduler has processed
 # the executor's report of the deferring process; Airflow 3.3 then fails the resumed try as a state
 # mismatch (apache/airflow#71580, #67287) and it goes up_for_retry. Firing no sooner than this after
@@ -99,14 +111,85 @@ class SlurmJobTrigger(BaseTrigger):
         )
         loop = asyncio.get_running_loop()
         started = loop.time()
+        _warm_up_state_queries(self)
         payload = await watch(poller, self.spec(), self.log)
         await asyncio.sleep(max(0.0, min_wait_s() - (loop.time() - started)))
         yield TriggerEvent(payload)
 
     async def on_kill(self) -> None:
-        """The user cleared / marked the deferred task: cancel this try's job, and only it."""
+        """The user cleared / marked the deferred task: cancel this try's job, and only it.
+
+        Airflow re-sends the cancel to the trigger's task at every state sync (about once a second)
+        until the trigger has ended, which would cut a slower on_kill short: the decision and the
+        scancel run in a task of their own, which such a cancel does not reach."""
+        kill = asyncio.get_running_loop().create_task(self._kill(), name=f"dc2-kill-{self.job_id}")
+        _KILLS.add(kill)
+        kill.add_done_callback(_KILLS.discard)
+        await asyncio.shield(kill)
+
+    async def _kill(self) -> None:
+        if await self._moved_to_another_triggerer():
+            self.log.info(
+                "trigger handed to another triggerer (the task is still deferred): Slurm job %s (try %s) "
+                "is not cancelled", self.job_id, self.try_number,
+            )
+            return
         poller = get_poller(await abackend(self.slurm_conn_id))
         self.log.info(
             "task killed by a user action: cancelling Slurm job %s (try %s)", self.job_id, self.try_number
         )
         await asyncio.wait_for(poller.client.cancel([self.job_id]), timeout=CANCEL_TIMEOUT_S)
+
+    async def _moved_to_another_triggerer(self) -> bool:
+        """True when this task instance is still DEFERRED (a user action has always changed it).
+
+        When its state cannot be read in time, False: cancelling is what a user action means."""
+        ti = self.task_instance
+        if ti is None:
+            return False
+        try:
+            deferred = await asyncio.wait_for(
+                _deferred_count(ti.dag_id, ti.task_id, ti.run_id, ti.map_index), timeout=STATE_TIMEOUT_S)
+        except Exception as e:  # the triggerer's supervisor link is all there is to ask
+            self.log.warning("could not read the state of task %s (%s); treating the kill as a user action",
+                             ti.task_id, e or type(e).__name__)
+            return False
+        return deferred > 0
+
+
+async def _deferred_count(dag_id: str, task_id: str, run_id: str, map_index: int) -> int:
+    """How many task instances with these keys are DEFERRED (0 or 1), through the triggerer's
+    supervisor (the Task SDK's GetTICount)."""
+    return int(await asyncio.to_thread(
+        RuntimeTaskInstance.get_ti_count,
+        dag_id=dag_id, task_ids=[task_id], run_ids=[run_id], map_index=map_index, states=["deferred"],
+    ))
+
+
+def _in_triggerer() -> bool:
+    from airflow.jobs.triggerer_job_runner import TriggerCommsDecoder
+    from airflow.sdk.execution_time import task_runner
+
+    return isinstance(getattr(task_runner, "SUPERVISOR_COMMS", None), TriggerCommsDecoder)
+
+
+def _warm_up_state_queries(trigger: SlurmJobTrigger) -> None:
+    """Ask one state query in the background when the first trigger of a triggerer process starts.
+
+    Why: the triggerer's supervisor builds its in-process execution API on the first query (7 s on
+    a busy 2-core machine, its heartbeat stalled meanwhile); paid in on_kill instead, it would
+    delay the cancel a user's clear asks for, and the next try could reattach to the job about to
+    be cancelled. Only in a real triggerer: `airflow dags test` has no such supervisor."""
+    global _warmed_up
+    ti = trigger.task_instance
+    if _warmed_up or ti is None or not _in_triggerer():
+        return
+    _warmed_up = True
+
+    async def query() -> None:
+        with contextlib.suppress(Exception):
+            await _deferred_count(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+
+    warm = asyncio.get_running_loop().create_task(query(), name="dc2-state-query-warm-up")
+    _KILLS.add(warm)
+    warm.add_done_callback(_KILLS.discard)
