@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 from dc2tasks.airflow.poller import SharedPoller
 from dc2tasks.slurm import AsyncSlurmClient
@@ -168,11 +169,6 @@ def per_task_connections(cfg: SSHConfig, ids: list[str], polls: int) -> Figures:
                 commands, connects = commands + n_commands, connects + n_connects
             seconds.append(time.perf_counter() - start)
     return Figures(commands / polls, connects / polls, median(seconds))
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
 
 
 def main() -> None:

@@ -68,14 +68,18 @@ def states(remote: Remote, name: str, comments: bool = False) -> dict[str, str]:
     return {r[0]: r[1].split(" ")[0] + (f" {r[2]}" if comments else "") for r in rows}
 
 
+def deferred_first_try(s: AirflowServices, dag_id: str) -> tuple[str, str, str]:
+    """Trigger `dag_id` (one task, "slurm") and wait until try 1 is deferred: run id, job name, job id."""
+    run = s.trigger(dag_id)
+    s.wait_ti(dag_id, run, "slurm", "deferred", try_number=1)
+    return run, job_name_for(dag_id, "slurm", run, -1), str(s.xcom(dag_id, run, "slurm", "slurm_job_id"))
+
+
 def test_clear_and_mark_failed_cancel_only_that_trys_job_and_a_triggerer_restart_cancels_nothing(
     services: AirflowServices, remote: Remote
 ) -> None:
     s = services
-    run = s.trigger("svc_cancel")
-    name = job_name_for("svc_cancel", "slurm", run, -1)
-    s.wait_ti("svc_cancel", run, "slurm", "deferred", try_number=1)
-    job1 = str(s.xcom("svc_cancel", run, "slurm", "slurm_job_id"))
+    run, name, job1 = deferred_first_try(s, "svc_cancel")
     wait_sacct(remote, name, lambda rows: [(r["JobID"], r["State"]) for r in rows] == [(job1, "RUNNING")])
 
     s.stop("triggerer")  # SIGTERM, as a deployment restart does
@@ -125,10 +129,7 @@ def test_a_trigger_handed_to_another_triggerer_leaves_its_job_running(
     services: AirflowServices, remote: Remote
 ) -> None:
     s = services
-    run = s.trigger("svc_move")
-    name = job_name_for("svc_move", "slurm", run, -1)
-    s.wait_ti("svc_move", run, "slurm", "deferred", try_number=1)
-    job = str(s.xcom("svc_move", run, "slurm", "slurm_job_id"))
+    run, name, job = deferred_first_try(s, "svc_move")
     s.wait(lambda: f"waiting for Slurm job {job}" in s.task_log("svc_move", run, "slurm", 1), 60,
            "the trigger never ran")
     first = s.ti("svc_move", run, "slurm")["triggerer_job"]["id"]

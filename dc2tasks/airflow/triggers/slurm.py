@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
@@ -32,7 +32,7 @@ from dc2tasks.airflow.watch import WatchSpec, watch
 
 CANCEL_TIMEOUT_S = 20.0
 STATE_TIMEOUT_S = 5.0  # how long on_kill waits to learn whether the task is still deferred
-_KILLS: set[asyncio.Task[None]] = set()  # on_kill's and the warm-up's tasks, held until they end
+_BACKGROUND: set[asyncio.Task[None]] = set()  # on_kill's and the warm-up's tasks, held until they end
 _warmed_up = False
 # A job that ends within seconds of sbatch makes the trigger fire before the scheduler has processed
 # the executor's report of the deferring process; Airflow 3.3 then fails the resumed try as a state
@@ -122,10 +122,7 @@ class SlurmJobTrigger(BaseTrigger):
         Airflow re-sends the cancel to the trigger's task at every state sync (about once a second)
         until the trigger has ended, which would cut a slower on_kill short: the decision and the
         scancel run in a task of their own, which such a cancel does not reach."""
-        kill = asyncio.get_running_loop().create_task(self._kill(), name=f"dc2-kill-{self.job_id}")
-        _KILLS.add(kill)
-        kill.add_done_callback(_KILLS.discard)
-        await asyncio.shield(kill)
+        await asyncio.shield(_in_background(self._kill(), name=f"dc2-kill-{self.job_id}"))
 
     async def _kill(self) -> None:
         if await self._moved_to_another_triggerer():
@@ -148,8 +145,7 @@ class SlurmJobTrigger(BaseTrigger):
         if ti is None:
             return False
         try:
-            deferred = await asyncio.wait_for(
-                _deferred_count(ti.dag_id, ti.task_id, ti.run_id, ti.map_index), timeout=STATE_TIMEOUT_S)
+            deferred = await asyncio.wait_for(_deferred_count(ti), timeout=STATE_TIMEOUT_S)
         except Exception as e:  # the triggerer's supervisor link is all there is to ask
             self.log.warning("could not read the state of task %s (%s); treating the kill as a user action",
                              ti.task_id, e or type(e).__name__)
@@ -157,13 +153,21 @@ class SlurmJobTrigger(BaseTrigger):
         return deferred > 0
 
 
-async def _deferred_count(dag_id: str, task_id: str, run_id: str, map_index: int) -> int:
-    """How many task instances with these keys are DEFERRED (0 or 1), through the triggerer's
+async def _deferred_count(ti: Any) -> int:
+    """How many task instances with the keys of `ti` are DEFERRED (0 or 1), through the triggerer's
     supervisor (the Task SDK's GetTICount)."""
     return int(await asyncio.to_thread(
-        RuntimeTaskInstance.get_ti_count,
-        dag_id=dag_id, task_ids=[task_id], run_ids=[run_id], map_index=map_index, states=["deferred"],
+        RuntimeTaskInstance.get_ti_count, dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id],
+        map_index=ti.map_index, states=["deferred"],
     ))
+
+
+def _in_background(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A task of its own on the running loop, referenced until it ends (asyncio keeps only weak ones)."""
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return task
 
 
 def _in_triggerer() -> bool:
@@ -188,8 +192,6 @@ def _warm_up_state_queries(trigger: SlurmJobTrigger) -> None:
 
     async def query() -> None:
         with contextlib.suppress(Exception):
-            await _deferred_count(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+            await _deferred_count(ti)
 
-    warm = asyncio.get_running_loop().create_task(query(), name="dc2-state-query-warm-up")
-    _KILLS.add(warm)
-    warm.add_done_callback(_KILLS.discard)
+    _in_background(query(), name="dc2-state-query-warm-up")
