@@ -13,6 +13,7 @@ a silent inner join would drop or misplace rows.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -218,6 +219,15 @@ def _merge_patch_task(args: tuple) -> PatchResult:
     return merge_patch(*args)
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers fork from a single-threaded server, never from the caller: the caller may be an Airflow
+    task or a test process with threads, and a fork taken while another thread holds a lock can hang
+    the child for ever."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def band_template(
     repo: Gen2Repo, tract: int, patches: list[str], bands: list[str]
 ) -> dict[str, np.dtype] | None:
@@ -263,7 +273,7 @@ def merge_tract(
     with atomic_path(target) as tmp:
         with tables.open_file(str(tmp), mode="w") as h5:
             if jobs > 1:
-                with ProcessPoolExecutor(max_workers=jobs) as pool:
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=_worker_context()) as pool:
                     _write_results(pool.map(_merge_patch_task, tasks), h5, tract, results)
             else:
                 _merge_pipelined(repo, tract, patches, bands, template, h5, results)

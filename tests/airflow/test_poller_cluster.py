@@ -44,6 +44,11 @@ def test_100_waiting_jobs_cost_one_command_per_poll(slurm_conn: str, remote: Cal
         # commands, by design); under load that takes more than a few seconds
         await asyncio.to_thread(_wait_accounted, remote, ids)
         await asyncio.sleep(2 * INTERVAL)  # one whole poll after sacct has them all
+        # count from the end of a poll: a poll whose command was already sent when counting began
+        # would end inside the first interval and show 0 commands there (and 2 in none)
+        polls = shared.polls
+        while shared.polls == polls:
+            await asyncio.sleep(0.01)
         per_poll: list[int] = []
         for _ in range(5):  # all 100 pending on the dependency: measure each interval
             polls, commands = shared.polls, transport.counter.count

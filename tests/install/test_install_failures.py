@@ -12,7 +12,9 @@ import errno
 import io
 import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -244,6 +246,11 @@ def _as_nobody(args: argparse.Namespace) -> tuple[int, str]:
             os._exit(0)
     os.close(write)
     with os.fdopen(read, "rb") as fh:
+        # a child that hangs (a lock held by another thread at the fork) fails the test, not the run
+        if not select.select([fh], [], [], 120)[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked `dc2 install` child said nothing in 120 s; killed it")
         data = fh.read()
     os.waitpid(pid, 0)
     code, err = json.loads(data)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,16 +132,38 @@ def test_memory_store_has_the_same_contract():
     assert store.seen("demo") == {"a", "b", "c"}
 
 
-def _claim(args: tuple[str, list[str]]) -> list[str]:
-    path, reruns = args
-    return JsonRerunStore(path).claim("demo", reruns)
+# One watcher process: waits for the start file so all of them claim at once, prints what it got.
+_CLAIMER = """
+import json, os, sys, time
+from dc2tasks.runs import JsonRerunStore
+state, start, reruns = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+while not os.path.exists(start):
+    time.sleep(0.005)
+print(json.dumps(JsonRerunStore(state).claim("demo", reruns)))
+"""
 
 
 def test_overlapping_watchers_hand_out_each_rerun_once(tmp_path):
-    state = str(tmp_path / "reruns.json")
+    """Sixteen watcher processes (fresh interpreters, as overlapping Airflow tasks are) claim the same
+    40 reruns at the same moment, half in each order."""
+    state, start = str(tmp_path / "reruns.json"), tmp_path / "start"
     reruns = [f"r{i:03d}" for i in range(40)]
-    with multiprocessing.get_context("fork").Pool(4) as pool:
-        results = pool.map(_claim, [(state, reruns)] * 8 + [(state, list(reversed(reruns)))] * 8)
-    handed = [r for result in results for r in result]
+    orders = [reruns] * 8 + [list(reversed(reruns))] * 8
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _CLAIMER, state, str(start), json.dumps(order)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for order in orders
+    ]
+    handed: list[str] = []
+    try:
+        start.touch()
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            handed += json.loads(out)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
     assert sorted(handed) == reruns  # every rerun exactly once over 16 concurrent claims
     assert JsonRerunStore(state).seen("demo") == set(reruns)
