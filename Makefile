@@ -19,7 +19,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	DC2_DEMO_DIR=$(abspath $(DEMO_DIR)) $(BIN)/dc2 demo --workdir $(DEMO_DIR)
 
-# Airflow on http://127.0.0.1:8080 with these DAGs (services on loopback only); prints the login.
+# airflow standalone with these DAGs, reached on http://127.0.0.1:8080 only; prints the login.
 serve: $(STAMP)
 	DC2_DEMO_DIR=$(abspath $(DEMO_DIR)) $(BIN)/dc2 serve --workdir $(DEMO_DIR)
 

@@ -1,11 +1,12 @@
-"""`dc2 serve` (`make serve`): the Airflow UI with the DC2 DAGs on this machine, for a person to try.
+"""`dc2 serve` (`make serve`): `airflow standalone` with the DC2 DAGs on this machine, for a person.
 
-Why not `airflow standalone`: it binds 0.0.0.0 (and its log servers on 8793/8794), and logs in
-everyone as admin. Here the four services are started one by one on 127.0.0.1 (api-server,
-scheduler, dag-processor, triggerer; SQLite, LocalExecutor, parallelism 4), the simple auth manager
-has exactly one user, and every process is started in its own process group so Ctrl-C or SIGTERM
-stops what this command started, and nothing else. The demo run (dags/runs/demo.yaml) reads the
-same sample repository `dc2 demo` makes, under the same work directory.
+`airflow standalone` runs api-server, scheduler, dag-processor and triggerer, but also two log
+servers that listen on every interface (8793, 8794), with no setting to change that. So it runs in
+a private network namespace (dc2tasks.netns): its only way in is 127.0.0.1:PORT on the host,
+forwarded to the api-server inside. The simple auth manager has exactly one user, whose password
+Airflow generates. Everything runs in one process group, stopped and reaped by the namespace's
+first process on Ctrl-C or SIGTERM. The demo run (dags/runs/demo.yaml) reads the same sample
+repository `dc2 demo` makes, under the same work directory.
 """
 
 from __future__ import annotations
@@ -25,17 +26,10 @@ from pathlib import Path
 from types import FrameType
 
 from dc2tasks.demo import airflow_env, make_demo_sample
+from dc2tasks.netns import isolation_prefix
 
 USER = "admin"
 ROLE = "admin"
-# `airflow <argv>` per service; {port} is the api-server's. --skip-serve-logs: the api-server reads
-# task logs from the shared log folder, so no log server (which would listen on every interface).
-COMPONENTS: dict[str, tuple[str, ...]] = {
-    "api-server": ("api-server", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"),
-    "scheduler": ("scheduler", "--skip-serve-logs"),
-    "dag-processor": ("dag-processor",),
-    "triggerer": ("triggerer", "--skip-serve-logs"),
-}
 HEALTHY = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 
@@ -45,10 +39,15 @@ demo data run on the sample repository and a look at the other runs' DAGs.
 
 It makes the sample repository under WORKDIR if it is not there yet (what `dc2 demo` makes:
 WORKDIR/sample-repo with visits.txt, and WORKDIR/central for the installs), sets
-AIRFLOW_HOME=WORKDIR/airflow (SQLite), migrates the database, and starts api-server (on 127.0.0.1
-only), scheduler, dag-processor and triggerer. It prints the address, the user name and its
-password (generated once by Airflow's simple auth manager and kept in
-WORKDIR/airflow/simple_auth_manager_passwords.json.generated) and where the logs are.
+AIRFLOW_HOME=WORKDIR/airflow (SQLite, LocalExecutor) and runs `airflow standalone` (api-server,
+scheduler, dag-processor, triggerer) in a private network namespace, so that nothing it starts
+listens on this machine's network; only 127.0.0.1:PORT is forwarded to its api-server. It prints
+the address, the user name and its password (generated once by Airflow's simple auth manager and
+kept in WORKDIR/airflow/simple_auth_manager_passwords.json.generated) and where the logs are.
+
+A network namespace needs root, or unprivileged user namespaces (`unshare --user --net`). Where
+neither is available, --share-network runs standalone directly: the UI still listens on 127.0.0.1
+only, but standalone's two log servers listen on every interface (ports 8793 and 8794).
 
 In the UI: open dc2_demo, Trigger, pick the products (the form explains each param), and follow the
 run in the grid; each Slurm step's log shows its job's output (the local job backend runs the jobs
@@ -76,7 +75,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--port", type=_port, default=8080, help="api-server port on 127.0.0.1 (default: 8080)")
     p.add_argument("--seed", type=int, default=2018, help="sample repository seed, if it must be made")
     p.add_argument(
-        "--timeout", type=float, default=180, help="seconds to wait for the services to be healthy"
+        "--timeout", type=float, default=180, help="seconds to wait for Airflow to be healthy"
+    )
+    p.add_argument(
+        "--share-network",
+        action="store_true",
+        help="no private network namespace: standalone's log servers listen on every interface",
     )
     p.set_defaults(func=run)
     return p
@@ -141,57 +145,56 @@ def serve_env(workdir: Path, port: int) -> dict[str, str]:
     return env
 
 
-class Services:
-    """The four Airflow processes, each in its own process group, stopped by the pids we started."""
+class Standalone:
+    """`airflow standalone` in its own session (and network namespace unless `isolate` is None);
+    its output in AIRFLOW_HOME/services/standalone.log."""
 
-    def __init__(self, env: dict[str, str], port: int) -> None:
+    def __init__(self, env: dict[str, str], port: int, isolate: list[str] | None) -> None:
         self.env = env
         self.port = port
+        self.isolate = isolate
         self.home = Path(env["AIRFLOW_HOME"])
         self.logs = self.home / "services"
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.log = self.logs / "standalone.log"
+        self.proc: subprocess.Popen[bytes] | None = None
         self.airflow = str(Path(sys.executable).with_name("airflow"))
 
-    def migrate(self) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        log = self.logs / "db-migrate.log"
-        with open(log, "wb") as out:
-            r = subprocess.run(
-                [self.airflow, "db", "migrate"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-        if r.returncode != 0:
-            raise ServeError(f"airflow db migrate exited {r.returncode}; see {log}:\n{_tail(log)}")
-
     def start(self) -> None:
-        for name, argv in COMPONENTS.items():
-            with open(self.logs / f"{name}.log", "ab") as out:
-                self.procs[name] = subprocess.Popen(
-                    [self.airflow, *(a.format(port=self.port) for a in argv)],
-                    env=self.env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
+        self.logs.mkdir(parents=True, exist_ok=True)
+        # standalone starts each service as `airflow ...` from PATH: this environment's first
+        env = dict(self.env, PATH=os.pathsep.join([str(Path(self.airflow).parent), self.env.get("PATH", "")]))
+        argv = [self.airflow, "standalone"]
+        pass_fds: tuple[int, ...] = ()
+        listener = None
+        if self.isolate is not None:
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(64)
+            pass_fds = (listener.fileno(),)
+            argv = [*self.isolate, sys.executable, "-m", "dc2tasks.netns",
+                    "--listen-fd", str(listener.fileno()), "--port", str(self.port), "--", *argv]
+        try:
+            with open(self.log, "ab") as out:
+                self.proc = subprocess.Popen(
+                    argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    pass_fds=pass_fds, start_new_session=True,
                 )
+        finally:
+            if listener is not None:
+                listener.close()  # the namespace's forwarder holds it now
 
-    def exited(self) -> list[str]:
-        return [name for name, p in self.procs.items() if p.poll() is not None]
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
-            if dead := self.exited():
-                name = dead[0]
-                raise ServeError(
-                    f"airflow {name} exited {self.procs[name].returncode}; see {self.logs / f'{name}.log'}:\n"
-                    + _tail(self.logs / f"{name}.log")
-                )
+            if self.exited():
+                assert self.proc is not None
+                raise ServeError(f"airflow standalone exited {self.proc.returncode}; see {self.log}:\n"
+                                 + _tail(self.log))
             try:
                 url = f"http://127.0.0.1:{self.port}/api/v2/monitor/health"
                 with urllib.request.urlopen(url, timeout=5) as resp:
@@ -203,11 +206,11 @@ class Services:
                 last = str(exc)
             time.sleep(1)
         raise ServeError(
-            f"the Airflow services were not healthy after {timeout:.0f} s (last: {last}); logs in {self.logs}"
+            f"Airflow was not healthy after {timeout:.0f} s (last: {last}); its log: {self.log}"
         )
 
     def password(self, timeout: float = 30) -> str:
-        """The user's password, which the api-server generates into AIRFLOW_HOME on its first start."""
+        """The user's password, which standalone generates into AIRFLOW_HOME on its first start."""
         path = self.home / PASSWORDS_FILE
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -217,22 +220,30 @@ class Services:
                 time.sleep(0.5)
         raise ServeError(f"no password for {USER!r} in {path} after {timeout:.0f} s")
 
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM every group at once (they shut down in parallel), then SIGKILL what is left,
-        including LocalExecutor workers that outlived their parent in the group."""
-        for p in self.procs.values():
-            _signal_group(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for p in self.procs.values():
-            _signal_group(p.pid, signal.SIGKILL)
-            if p.poll() is None:
-                p.wait(timeout=10)
-        self.procs.clear()
+    def stop(self, timeout: float = 60) -> None:
+        """SIGTERM to the group (every service shuts down in parallel; in a namespace, its first
+        process also waits for and reaps them), then SIGKILL whatever is left in the group."""
+        if self.proc is None:
+            return
+        _signal_group(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        deadline = time.monotonic() + 30
+        while _group_alive(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=10)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -271,39 +282,52 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    isolate: list[str] | None = None
+    if not args.share_network:
+        isolate, why_not = isolation_prefix()
+        if isolate is None:
+            print(
+                f"dc2 serve: cannot make a private network namespace here ({why_not}).\n"
+                "airflow standalone's log servers would listen on every interface (ports 8793 and "
+                "8794); run `dc2 serve --share-network` to accept that.",
+                file=sys.stderr,
+            )
+            return 1
     workdir = Path(args.workdir).resolve()
     start = time.perf_counter()
     if prepare_demo(workdir, args.seed):
         print(f"Made the sample repository {workdir / 'sample-repo'} ({time.perf_counter() - start:.1f} s)")
     env = serve_env(workdir, args.port)
-    services = Services(env, args.port)
+    standalone = Standalone(env, args.port, isolate)
     # SIGINT too: a process started in the background by a script inherits SIGINT ignored
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        print(f"AIRFLOW_HOME={services.home}; starting the Airflow services (~15 s)...", flush=True)
-        services.migrate()
-        services.start()
-        services.wait_healthy(args.timeout)
-        password = services.password()
+        where = "in a private network namespace" if isolate else "sharing this machine's network"
+        print(f"AIRFLOW_HOME={standalone.home}; starting airflow standalone {where} (~20 s)...", flush=True)
+        if isolate is None:
+            print("dc2 serve: --share-network: its log servers listen on every interface (8793, 8794)",
+                  file=sys.stderr, flush=True)
+        standalone.start()
+        standalone.wait_healthy(args.timeout)
+        password = standalone.password()
+        assert standalone.proc is not None
         print(
             f"\nAirflow is up after {time.perf_counter() - start:.0f} s: http://127.0.0.1:{args.port}\n"
             f"  user:     {USER}\n"
             f"  password: {password}\n"
-            f"  (kept in {services.home / PASSWORDS_FILE})\n"
+            f"  (kept in {standalone.home / PASSWORDS_FILE})\n"
             f"DAGs from {env['AIRFLOW__CORE__DAGS_FOLDER']}; the demo run is dc2_demo (installs into "
             f"{workdir / 'central'}).\n"
-            f"Service logs: {services.logs}/<service>.log; task logs: {services.home / 'logs'}",
+            f"airflow standalone's log: {standalone.log}; task logs: {standalone.home / 'logs'}\n"
+            f"  process group {standalone.proc.pid}",
             flush=True,
         )
-        for name, p in services.procs.items():
-            print(f"  {name:<13} pid {p.pid}", flush=True)
-        print("Ctrl-C stops every service.", flush=True)
-        while not (dead := services.exited()):
+        print("Ctrl-C stops every process.", flush=True)
+        while not standalone.exited():
             time.sleep(1)
-        name = dead[0]
         print(
-            f"dc2 serve: airflow {name} exited {services.procs[name].returncode}; stopping the others. "
-            f"Its log: {services.logs / f'{name}.log'}\n{_tail(services.logs / f'{name}.log')}",
+            f"dc2 serve: airflow standalone exited {standalone.proc.returncode}. Its log: {standalone.log}\n"
+            f"{_tail(standalone.log)}",
             file=sys.stderr,
         )
         return 1
@@ -311,13 +335,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"dc2 serve: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nStopping the Airflow services...", flush=True)
+        print("\nStopping Airflow...", flush=True)
         return 0
     finally:
         # a second Ctrl-C must not cut the stop short: stop() ends with SIGKILL anyway
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        services.stop()
+        standalone.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        print("Stopped every service this command started.", flush=True)
+        print("Stopped every process this command started.", flush=True)

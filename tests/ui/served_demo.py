@@ -40,11 +40,11 @@ class Served:
     url: str
     user: str
     password: str
-    pids: dict[str, int]
+    group: int
     output: Path
     process: subprocess.Popen[bytes] = field(repr=False)
     returncode: int | None = None
-    leftover: dict[str, list[int]] = field(default_factory=dict)
+    leftover: list[int] = field(default_factory=list)
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
@@ -53,11 +53,11 @@ class Served:
 _URL = re.compile(r"Airflow is up after \d+ s: (http://127\.0\.0\.1:\d+)")
 _USER = re.compile(r"^\s+user:\s+(\S+)$", re.M)
 _PASSWORD = re.compile(r"^\s+password:\s+(\S+)$", re.M)
-_PID = re.compile(r"^\s+(api-server|scheduler|dag-processor|triggerer)\s+pid (\d+)$", re.M)
+_GROUP = re.compile(r"^\s+process group (\d+)$", re.M)
 
 
 def group_members(pgid: int) -> list[int]:
-    """Live processes whose process group is `pgid` (each service leads its own group)."""
+    """Live processes whose process group is `pgid` (standalone and every service it starts)."""
     members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -74,7 +74,7 @@ def dc2_serve(workdir: Path, port: int, startup_timeout: float = 240,
               stop_signal: signal.Signals = signal.SIGINT) -> Iterator[Served]:
     """Run `dc2 serve` (the installed command) until it prints the login; stop it on exit with
     `stop_signal` (SIGINT is Ctrl-C; SIGTERM what a service manager sends) and record its exit code.
-    Whatever it left running is killed by the process groups it reported, so a failing test leaves
+    Whatever it left running is killed by the process group it reported, so a failing test leaves
     nothing behind."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     output = workdir.parent / f"{workdir.name}-serve.out"
@@ -94,10 +94,9 @@ def dc2_serve(workdir: Path, port: int, startup_timeout: float = 240,
             if time.monotonic() > deadline:
                 raise AssertionError(f"dc2 serve not up after {startup_timeout:.0f} s:\n{text[-4000:]}")
             url, user, password = _URL.search(text), _USER.search(text), _PASSWORD.search(text)
-            pids = dict(_PID.findall(text))
-            if url and user and password and len(pids) == 4 and "Ctrl-C stops" in text:
-                served = Served(workdir, url[1], user[1], password[1], {k: int(v) for k, v in pids.items()},
-                                output, process)
+            group = _GROUP.search(text)
+            if url and user and password and group and "Ctrl-C stops" in text:
+                served = Served(workdir, url[1], user[1], password[1], int(group[1]), output, process)
             else:
                 time.sleep(0.5)
         yield served
@@ -111,7 +110,6 @@ def dc2_serve(workdir: Path, port: int, startup_timeout: float = 240,
                 process.wait(timeout=10)
         if served is not None:
             served.returncode = process.returncode
-            for name, pgid in served.pids.items():
-                if members := group_members(pgid):
-                    served.leftover[name] = members
-                    os.killpg(pgid, signal.SIGKILL)
+            if members := group_members(served.group):
+                served.leftover = members
+                os.killpg(served.group, signal.SIGKILL)

@@ -1,5 +1,6 @@
 """The Airflow UI as a person uses it (issue #5): a real headless Chromium, driven by Playwright,
-against `dc2 serve` on 127.0.0.1 with its real login.
+against `dc2 serve` (`airflow standalone` in a private network namespace, reached through
+127.0.0.1:PORT only) with its real login.
 
 Log in through the login page (a wrong password is refused first), open dc2_demo, set params in the
 Trigger form (products = forced_source only, visits = one visit), trigger, watch the grid until the
@@ -100,6 +101,18 @@ def api_try_number(served: Served, run_id: str, task_id: str) -> int:
     return int(ti["try_number"])
 
 
+def host_listening_ports() -> set[int]:
+    """TCP ports something listens on in this (the test's) network namespace, IPv4 and IPv6."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if state == "0A":  # LISTEN
+                    ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
 def api_states(served: Served, run_id: str) -> dict[str, tuple[str | None, int]]:
     """Every task's (state, try) by the REST API, for a failure message."""
     bearer = token(served.url, served.user, served.password)
@@ -130,6 +143,10 @@ def test_login_trigger_with_params_success_in_grid_and_job_output_in_log(
         assert [int(v) for v in visits] == [SKIPPED_VISIT, VISIT, 4950002]
         # a real login: without a token the API refuses (not simple_auth_manager_all_admins)
         assert rest(served.url, f"/api/v2/dags/{DAG}")[0] == 401
+        # really `airflow standalone`, and its log servers (all interfaces, 8793/8794) are not on
+        # this machine's network: they listen inside the namespace only
+        assert "Starting Airflow Standalone" in (home / "services" / "standalone.log").read_text()
+        assert not {8793, 8794} & host_listening_ports(), "a log server listens on this machine's network"
 
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
@@ -227,8 +244,8 @@ def test_login_trigger_with_params_success_in_grid_and_job_output_in_log(
     timings["stopped"] = time.monotonic() - start
     text = served.text()
     assert served.returncode == 0, f"dc2 serve exited {served.returncode} ({served.output}):\n{text[-3000:]}"
-    assert served.leftover == {}, f"processes left running after Ctrl-C: {served.leftover}"
-    assert "Stopped every service this command started." in text
+    assert served.leftover == [], f"processes left running after Ctrl-C: {served.leftover}"
+    assert "Stopped every process this command started." in text
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still accepts connections"
     print("timings (s since start): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
