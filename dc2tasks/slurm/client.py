@@ -127,12 +127,15 @@ class _Plans:
                 self._check("sacct", r)
                 self.accounting = True
                 infos = [j for j in c.parse_sacct(r.out) if j.name == name]
-                # Just submitted and not in sacct yet? slurmctld knows it already.
                 r2 = yield c.squeue_by_name(name, self.timeout)
                 self._check("squeue", r2)
-                known = {j.array_job_id for j in infos}
-                infos += [j for j in c.parse_squeue(r2.out) if j.array_job_id not in known]
-                return _summarise(infos)
+                # slurmctld is authoritative for the jobs it still holds; sacct lags it: a job just
+                # submitted may be missing there, or recorded without its comment (seen on 22.05),
+                # or an array without its elements. sacct alone tells of the jobs (and array
+                # elements) slurmctld has forgotten.
+                merged = {j.job_id: j for j in infos}
+                merged.update((j.job_id, j) for j in c.parse_squeue(r2.out) if j.name == name)
+                return _summarise(list(merged.values()))
         r = yield c.squeue_by_name(name, self.timeout)
         self._check("squeue", r)
         return _summarise([j for j in c.parse_squeue(r.out) if j.name == name])

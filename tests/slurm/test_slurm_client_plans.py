@@ -101,6 +101,24 @@ def test_find_by_name_without_accounting_uses_squeue() -> None:
     assert summary == [("7", "RUNNING", "dc2:try=3", 2)]
 
 
+def test_find_by_name_trusts_slurmctld_over_a_lagging_sacct() -> None:
+    """Captured on 22.05: right after sbatch, sacct had the job without its comment. Jobs slurmctld
+    still holds come from squeue; sacct alone gives the ones it has forgotten."""
+    sacct = CommandResult(0, b"189|n|PENDING|0:0|00:00:00||None assigned|\n"
+                             b"150|n|COMPLETED|0:0|00:00:03||vm|dc2:try=1\n"
+                             b"160_0|n|FAILED|3:0|00:00:01||vm|dc2:try=2\n"
+                             b"160_1|n|COMPLETED|0:0|00:00:01||vm|dc2:try=2\n", b"")
+    # array 160: element 0 already purged from slurmctld (sacct keeps its FAILED), element 2 not
+    # in sacct yet
+    squeue = CommandResult(0, b"189|n|PENDING|dc2:try=4\n160_1|n|COMPLETED|dc2:try=2\n"
+                              b"160_2|n|RUNNING|dc2:try=2\n", b"")
+    t = Replay({"sacct": [sacct], "squeue": [squeue]})
+    found = SlurmClient(t).find_by_name("n")
+    assert [(f.job_id, f.state.base, f.comment, f.elements) for f in found] == [
+        ("150", "COMPLETED", "dc2:try=1", 1), ("160", "RUNNING", "dc2:try=2", 3),
+        ("189", "PENDING", "dc2:try=4", 1)]
+
+
 def test_read_log_keeps_whole_lines_and_characters() -> None:
     data = "é line one\nline two ends in é".encode()
     t = Replay({"dd": [CommandResult(0, data[:len(data) - 1], b""), CommandResult(1, b"", b"No such file")]})
