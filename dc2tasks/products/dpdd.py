@@ -58,7 +58,10 @@ def _good(ctx: Context, *flags: np.ndarray) -> np.ndarray:
 
 
 def _fwhm_arcsec(ctx: Context, xx: np.ndarray, yy: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    return ctx.pixel_scale * 2.355 * (xx * yy - xy * xy) ** 0.25
+    # a non-positive-definite moment matrix has no size: NaN, as GCRCatalogs gives, without a
+    # RuntimeWarning in every job log
+    with np.errstate(invalid="ignore"):
+        return ctx.pixel_scale * 2.355 * (xx * yy - xy * xy) ** 0.25
 
 
 Func = Callable[..., np.ndarray]
