@@ -143,18 +143,23 @@ def plan_try(
     base: SlurmJob,
     found: list[FoundJob],
     try_number: int,
-    last_elements: dict[str, JobInfo] | None,
+    elements: dict[str, JobInfo] | None,
     time_scale: float,
     memory_scale: float,
 ) -> Plan:
-    """Decide from the jobs of earlier tries (`found`, by name) and the elements of the newest one.
+    """Decide from the jobs of earlier tries (`found`, by name) and their elements.
 
     - A job still waiting (any try <= this one) is reattached: either it is this try's own (a crash
       after sbatch) or an earlier try died without its on_kill running; a second job would duplicate
       the work.
     - A finished job of THIS try is adopted (its end is reported, nothing is submitted).
     - Otherwise a new job, with time scaled per earlier TIMEOUT and memory per OUT_OF_MEMORY, nodes
-      of a NODE_FAIL excluded, and for an array only the indices the newest job did not complete.
+      of the newest job's NODE_FAILs excluded, and for an array only the indices not yet completed.
+
+    `elements` holds the elements of the earlier tries' jobs as Slurm reports them now. An index is
+    done when the newest job that ran it says COMPLETED; an index with no record in any job is
+    redone, since accounting can lag (seen: a finished array's failed elements missing from sacct
+    for minutes): a redone index costs a little time, a skipped one would lose data.
     """
     mine = [f for f in found if (try_of(f.comment) or 0) <= try_number]
     waiting = [f for f in mine if not f.outcome.final]
@@ -173,16 +178,24 @@ def plan_try(
             why.append(f"time limit x{time_scale**timeouts:g} after {timeouts} TIMEOUT(s)")
         if ooms:
             why.append(f"memory x{memory_scale**ooms:g} after {ooms} OUT_OF_MEMORY(s)")
-    if mine and last_elements:
-        bad_nodes = [j.nodes for j in last_elements.values() if j.outcome is Outcome.RETRY_EXCLUDE_NODES]
+    if mine and elements:
+        newest = mine[-1].job_id
+        bad_nodes = [j.nodes for j in elements.values()
+                     if j.array_job_id == newest and j.outcome is Outcome.RETRY_EXCLUDE_NODES]
         if bad_nodes:
             job = job.excluding(bad_nodes)
             why.append(f"excluding {','.join(bad_nodes)}")
         if base.array_spec is not None:
-            unfinished = sorted(j.array_task_id for j in last_elements.values()
-                                if j.outcome is not Outcome.SUCCESS and j.array_task_id is not None)
-            if unfinished:
-                job = job.with_array_indices(unfinished)
-                why.append(f"only the {len(unfinished)} indices job {mine[-1].job_id} did not complete: "
-                           f"{','.join(map(str, unfinished))}")
+            mine_ids = {f.job_id for f in mine}
+            latest: dict[int, JobInfo] = {}
+            for j in sorted(elements.values(), key=lambda e: int(e.array_job_id)):
+                if j.array_job_id in mine_ids and j.array_task_id is not None:
+                    latest[j.array_task_id] = j
+            done = {i for i, j in latest.items() if j.outcome is Outcome.SUCCESS}
+            todo = [i for i in base.array_spec.indices if i not in done]
+            if done and todo:
+                job = job.with_array_indices(todo)
+                by = ", ".join(f.job_id for f in mine)
+                why.append(f"only the {len(todo)} indices not completed by job(s) {by}: "
+                           f"{','.join(map(str, todo))}")
     return Plan(None, job, "; ".join(why) or "new job")

@@ -60,7 +60,7 @@ class FoundJob:
         return self.state.outcome
 
 
-def _summarise(infos: list[JobInfo]) -> list[FoundJob]:
+def summarise_found(infos: list[JobInfo]) -> list[FoundJob]:
     """One FoundJob per job id: waiting if any element waits, else the first non-COMPLETED state."""
     groups: dict[str, list[JobInfo]] = {}
     for j in infos:
@@ -119,6 +119,10 @@ class _Plans:
         return (yield from self._scontrol(wanted))
 
     def find_by_name(self, name: str) -> Generator[Command, CommandResult, list[FoundJob]]:
+        return summarise_found((yield from self.elements_by_name(name)))
+
+    def elements_by_name(self, name: str) -> Generator[Command, CommandResult, list[JobInfo]]:
+        """Every job and array element of that name, from slurmctld and accounting together."""
         if self.accounting is not False:
             r = yield c.sacct_by_name(name, timeout=self.timeout)
             if c.accounting_disabled(r):
@@ -131,14 +135,14 @@ class _Plans:
                 self._check("squeue", r2)
                 # slurmctld is authoritative for the jobs it still holds; sacct lags it: a job just
                 # submitted may be missing there, or recorded without its comment (seen on 22.05),
-                # or an array without its elements. sacct alone tells of the jobs (and array
+                # or an array without some elements. sacct alone tells of the jobs (and array
                 # elements) slurmctld has forgotten.
                 merged = {j.job_id: j for j in infos}
                 merged.update((j.job_id, j) for j in c.parse_squeue(r2.out) if j.name == name)
-                return _summarise(list(merged.values()))
+                return list(merged.values())
         r = yield c.squeue_by_name(name, self.timeout)
         self._check("squeue", r)
-        return _summarise([j for j in c.parse_squeue(r.out) if j.name == name])
+        return [j for j in c.parse_squeue(r.out) if j.name == name]
 
     def cancel(self, ids: Iterable[str | int]) -> Generator[Command, CommandResult, None]:
         r = yield c.scancel(c.job_ids(ids), self.timeout)
@@ -192,6 +196,9 @@ class SlurmClient:
     def find_by_name(self, name: str) -> list[FoundJob]:
         return self._drive(self._plans.find_by_name(name))  # type: ignore[return-value]
 
+    def elements_by_name(self, name: str) -> list[JobInfo]:
+        return self._drive(self._plans.elements_by_name(name))  # type: ignore[return-value]
+
     def cancel(self, ids: Iterable[str | int]) -> None:
         self._drive(self._plans.cancel(ids))
 
@@ -239,6 +246,9 @@ class AsyncSlurmClient:
 
     async def find_by_name(self, name: str) -> list[FoundJob]:
         return await self._drive(self._plans.find_by_name(name))  # type: ignore[return-value]
+
+    async def elements_by_name(self, name: str) -> list[JobInfo]:
+        return await self._drive(self._plans.elements_by_name(name))  # type: ignore[return-value]
 
     async def cancel(self, ids: Iterable[str | int]) -> None:
         await self._drive(self._plans.cancel(ids))

@@ -124,7 +124,7 @@ def test_array_of_20_with_3_failures_reports_them_and_the_retry_runs_only_those(
     assert f"Slurm job {jobs[0]} fail: COMPLETED 17, FAILED 3" in out
     assert "failed indices (3): 3,8,19" in out
     assert f"{jobs[0]}_8: FAILED (exit code 5)" in out and "element 8 fails" in out
-    assert f"only the 3 indices job {jobs[0]} did not complete: 3,8,19" in out
+    assert f"only the 3 indices not completed by job(s) {jobs[0]}: 3,8,19" in out
 
 
 def test_a_crash_between_sbatch_and_recording_does_not_submit_twice(

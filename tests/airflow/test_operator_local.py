@@ -82,8 +82,30 @@ def test_plan_reattaches_adopts_and_scales() -> None:
     nf = plan_try(SlurmJob(script="true", name="n"), [_found("8", "NODE_FAIL", 1)], 2,
                   {"8": _el("8", "NODE_FAIL", "nid0042")}, 2, 2)
     assert nf.job.exclude == ("nid0042",)
-    fresh = plan_try(base, [_found("9", "COMPLETED", 1)], 2, {"9_0": _el("9_0", "COMPLETED")}, 2, 2)
+    done = {f"9_{i}": _el(f"9_{i}", "COMPLETED") for i in range(10)}
+    fresh = plan_try(base, [_found("9", "COMPLETED", 1)], 2, done, 2, 2)
     assert fresh.job == base and fresh.reason == "new job"  # a cleared success re-runs everything
+
+
+def test_array_retry_redoes_every_index_not_seen_completed() -> None:
+    """Accounting lags: a finished array's failed elements were seen missing from sacct (3 and 8
+    here, 19 FAILED). Missing indices are redone; an index is done when the newest job that ran it
+    says COMPLETED, across every earlier try's job."""
+    base = SlurmJob(script="true", name="n", array="0-19%8")
+    lagging = {f"5_{i}": _el(f"5_{i}", "FAILED" if i == 19 else "COMPLETED")
+               for i in range(20) if i not in (3, 8)}
+    p = plan_try(base, [_found("5", "FAILED", 1)], 2, lagging, 2, 2)
+    assert p.job.array_spec.indices == (3, 8, 19)  # type: ignore[union-attr]
+    assert p.reason == "only the 3 indices not completed by job(s) 5: 3,8,19"
+    # try 3 after job 25 (try 2) redid 3, 8, 19 and 19 failed again; 5_3 and 5_8 FAILED in job 5
+    both = {**lagging, "5_3": _el("5_3", "FAILED"), "5_8": _el("5_8", "FAILED"),
+            "25_3": _el("25_3", "COMPLETED"), "25_8": _el("25_8", "COMPLETED"),
+            "25_19": _el("25_19", "FAILED")}
+    p3 = plan_try(base, [_found("5", "FAILED", 1), _found("25", "FAILED", 2)], 3, both, 2, 2)
+    assert p3.job.array_spec.indices == (19,)  # type: ignore[union-attr]
+    # nothing completed at all: the whole array again
+    failed = {f"5_{i}": _el(f"5_{i}", "FAILED") for i in range(20)}
+    assert plan_try(base, [_found("5", "FAILED", 1)], 2, failed, 2, 2).job == base
 
 
 def test_report_maps_outcomes_to_typed_exceptions() -> None:

@@ -27,6 +27,7 @@ from dc2tasks.airflow.poller import get_poller
 from dc2tasks.airflow.triggers.slurm import SlurmJobTrigger
 from dc2tasks.airflow.watch import WatchSpec, watch
 from dc2tasks.slurm import SlurmClient, SlurmJob, SubmitError, element_ids, expand_log_path
+from dc2tasks.slurm.client import summarise_found
 from dc2tasks.slurm.transports import TransportError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:+@=-]")
@@ -179,9 +180,12 @@ class SlurmJobOperator(BaseOperator):
     # -- helpers --------------------------------------------------------------------------------------
 
     def _plan(self, client: SlurmClient, name: str, try_number: int) -> Plan:
-        found = client.find_by_name(name)
-        last = client.status([found[-1].job_id]) if found else None
-        return plan_try(self.job, found, try_number, last, self.time_scale, self.memory_scale)
+        # the jobs and their elements from the same two commands (sacct and squeue by name): a
+        # status query of the array ids alone got a lagging sacct's partial view after a fast array
+        infos = client.elements_by_name(name)
+        elements = {j.job_id: j for j in infos}
+        return plan_try(self.job, summarise_found(infos), try_number, elements, self.time_scale,
+                        self.memory_scale)
 
     def _after_submit(self, job_id: str) -> None:
         """Called between sbatch and recording the job id (a seam for crash tests)."""
