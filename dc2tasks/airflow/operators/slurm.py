@@ -26,7 +26,7 @@ from dc2tasks.airflow.outcome import JobReport, Plan, comment_for, plan_try, try
 from dc2tasks.airflow.poller import get_poller
 from dc2tasks.airflow.triggers.slurm import SlurmJobTrigger
 from dc2tasks.airflow.watch import WatchSpec, watch
-from dc2tasks.slurm import SlurmClient, SlurmJob, SubmitError, element_ids, expand_log_path
+from dc2tasks.slurm import JobInfo, SlurmClient, SlurmJob, SubmitError, element_ids, expand_log_path
 from dc2tasks.slurm.client import summarise_found
 from dc2tasks.slurm.transports import TransportError
 
@@ -114,6 +114,7 @@ class SlurmJobOperator(BaseOperator):
         self.max_failed_tails = max_failed_tails
         self._hook: SlurmHook | None = None
         self._job_id: str | None = None
+        self._seen_elements: dict[str, JobInfo] = {}
 
     # -- the try --------------------------------------------------------------------------------------
 
@@ -137,7 +138,7 @@ class SlurmJobOperator(BaseOperator):
                       output=output_pattern(plan.job, self.log_dir))
         if plan.reattach is not None:
             job_id = plan.reattach.job_id
-            elements = self._elements_in_slurm(client, job_id, job)
+            elements = self._elements_in_slurm(job_id, job)
         else:
             job_id = self._submit(client, job, try_number)
             elements = element_ids(job_id, job)
@@ -183,7 +184,7 @@ class SlurmJobOperator(BaseOperator):
         # the jobs and their elements from the same two commands (sacct and squeue by name): a
         # status query of the array ids alone got a lagging sacct's partial view after a fast array
         infos = client.elements_by_name(name)
-        elements = {j.job_id: j for j in infos}
+        elements = self._seen_elements = {j.job_id: j for j in infos}
         return plan_try(self.job, summarise_found(infos), try_number, elements, self.time_scale,
                         self.memory_scale)
 
@@ -202,10 +203,13 @@ class SlurmJobOperator(BaseOperator):
                 return again[-1].job_id
             raise
 
-    def _elements_in_slurm(self, client: SlurmClient, job_id: str, job: SlurmJob) -> list[str]:
+    def _elements_in_slurm(self, job_id: str, job: SlurmJob) -> list[str]:
+        """The elements of a job to reattach to, as the plan saw them (slurmctld and sacct by name:
+        sacct alone may lack some, which the trigger would then never watch)."""
         if job.array_spec is None:
             return [job_id]
-        return sorted(client.status([job_id]), key=lambda i: int(i.split("_")[1])) or element_ids(job_id, job)
+        seen = [e for e, j in self._seen_elements.items() if j.array_job_id == job_id and "_" in e]
+        return sorted(seen, key=lambda i: int(i.split("_")[1])) or element_ids(job_id, job)
 
     def _spec(self, job_id: str, job: SlurmJob, elements: list[str]) -> WatchSpec:
         assert job.output is not None
