@@ -96,47 +96,55 @@ async def forward(listener: socket.socket, port: int, stop: asyncio.Event) -> No
         await stop.wait()
 
 
-def _reap_all(command: subprocess.Popen[bytes], deadline: float) -> int | None:
-    """Wait for every descendant (orphans come to us: we are their subreaper); COMMAND's status."""
-    status = None
+def _reap_all(command: subprocess.Popen[bytes], deadline: float) -> None:
+    """Wait for every descendant (orphans come to us: we are their subreaper), until `deadline`;
+    COMMAND's status lands in `command.returncode`."""
     while True:
         try:
             pid, raw = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return status if status is not None else command.returncode
+            return
         if pid == command.pid:
-            status = os.waitstatus_to_exitcode(raw)
-            command.returncode = status
-        if pid == 0:
+            command.returncode = os.waitstatus_to_exitcode(raw)
+        elif pid == 0:
             if time.monotonic() > deadline:
-                return status
+                return
             time.sleep(0.1)
 
 
 def _signal_descendants(sig: signal.Signals) -> None:
     """`sig` to every process under us, wherever its group or session (orphans are ours too)."""
-    for pid in _children_tree(os.getpid()):
+    for pid in descendants(os.getpid()):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
 
 
-def _children_tree(root: int) -> list[int]:
-    """Every live descendant of `root` (from /proc), children first."""
-    parents: dict[int, list[int]] = {}
-    for stat in os.listdir("/proc"):
-        if not stat.isdigit():
+def live_processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) of every process that is not a zombie (from /proc)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{stat}/stat") as fh:
+            with open(f"/proc/{entry}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        parents.setdefault(int(fields[1]), []).append(int(stat))
-    found, todo = [], list(parents.get(root, []))
+        if fields[0] != "Z":
+            table[int(entry)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def descendants(root: int) -> list[int]:
+    """Every live descendant of `root`."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in live_processes().items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], list(children.get(root, []))
     while todo:
         pid = todo.pop()
         found.append(pid)
-        todo.extend(parents.get(pid, []))
+        todo.extend(children.get(pid, []))
     return found
 
 
@@ -176,13 +184,12 @@ async def _serve(listener: socket.socket, port: int, command: subprocess.Popen[b
     if command.poll() is not None:
         print(f"netns: {command.args[0]} exited {command.returncode}; stopping what it left", file=sys.stderr)
     _signal_descendants(signal.SIGTERM)
-    status = await asyncio.to_thread(_reap_all, command, time.monotonic() + STOP_GRACE_S)
-    if _children_tree(os.getpid()):
+    await asyncio.to_thread(_reap_all, command, time.monotonic() + STOP_GRACE_S)
+    if descendants(os.getpid()):
         print(f"netns: processes left after {STOP_GRACE_S:.0f} s; killing them", file=sys.stderr)
         _signal_descendants(signal.SIGKILL)
-        late = await asyncio.to_thread(_reap_all, command, time.monotonic() + 10)
-        status = status if status is not None else late
-    return status
+        await asyncio.to_thread(_reap_all, command, time.monotonic() + 10)
+    return command.returncode
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from dc2tasks.netns import isolation_prefix
+from dc2tasks.netns import descendants, isolation_prefix, live_processes
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PREFIXES = {
@@ -41,23 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
 
 
 def usable(prefix: list[str]) -> None:
@@ -115,8 +97,7 @@ def test_only_the_forwarded_port_is_reachable_and_a_stop_leaves_nothing(way: str
         out = helper.communicate(timeout=60)[0].decode(errors="replace")
     # the command was killed by the SIGTERM the helper passed on, and nothing it started is left
     assert helper.returncode == 128 + signal.SIGTERM, out
-    left = [pid for pid in inside if Path(f"/proc/{pid}").exists()
-            and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    left = sorted(set(inside) & set(live_processes()))
     assert left == [], f"left running: {left}\n{out}"
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -11,7 +11,14 @@ Typical use::
     client.status([job_id])
 """
 
-from dc2tasks.slurm.client import AsyncSlurmClient, FoundJob, SlurmClient, SlurmCommandError, element_ids
+from dc2tasks.slurm.client import (
+    AsyncSlurmClient,
+    FoundJob,
+    SlurmClient,
+    SlurmCommandError,
+    element_ids,
+    summarise_found,
+)
 from dc2tasks.slurm.commands import JobInfo, SubmitError
 from dc2tasks.slurm.job import ArraySpec, SlurmJob, command_body, expand_log_path
 from dc2tasks.slurm.states import STATE_TABLE, Outcome, SlurmState, UnknownSlurmState
@@ -32,4 +39,5 @@ __all__ = [
     "command_body",
     "element_ids",
     "expand_log_path",
+    "summarise_found",
 ]

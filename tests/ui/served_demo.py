@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dc2tasks.netns import live_processes
+
 # from ../shared/notes/airflow-local.md: what Debian's chromium needs headless, as root, offline
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -58,15 +60,7 @@ _GROUP = re.compile(r"^\s+process group (\d+)$", re.M)
 
 def group_members(pgid: int) -> list[int]:
     """Live processes whose process group is `pgid` (standalone and every service it starts)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
+    return [pid for pid, (_, group) in live_processes().items() if group == pgid]
 
 
 @contextmanager

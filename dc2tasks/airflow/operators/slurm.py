@@ -26,8 +26,15 @@ from dc2tasks.airflow.outcome import JobReport, Plan, comment_for, plan_try, try
 from dc2tasks.airflow.poller import get_poller
 from dc2tasks.airflow.triggers.slurm import SlurmJobTrigger
 from dc2tasks.airflow.watch import WatchSpec, watch
-from dc2tasks.slurm import JobInfo, SlurmClient, SlurmJob, SubmitError, element_ids, expand_log_path
-from dc2tasks.slurm.client import summarise_found
+from dc2tasks.slurm import (
+    JobInfo,
+    SlurmClient,
+    SlurmJob,
+    SubmitError,
+    element_ids,
+    expand_log_path,
+    summarise_found,
+)
 from dc2tasks.slurm.transports import TransportError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:+@=-]")
@@ -114,7 +121,6 @@ class SlurmJobOperator(BaseOperator):
         self.max_failed_tails = max_failed_tails
         self._hook: SlurmHook | None = None
         self._job_id: str | None = None
-        self._seen_elements: dict[str, JobInfo] = {}
 
     # -- the try --------------------------------------------------------------------------------------
 
@@ -125,20 +131,20 @@ class SlurmJobOperator(BaseOperator):
         self._hook = hook = SlurmHook(self.slurm_conn_id)
         hook.preflight(self.cert_warn_hours)
         client = hook.client()
-        plan = self._plan(client, name, try_number)
+        plan, seen = self._plan(client, name, try_number)
         if plan.reattach is not None and (try_of(plan.reattach.comment) or 0) < try_number:
             # An earlier try's job still waiting: a crash left it, or the user's clear has just
             # cancelled it and Slurm's accounting has not caught up. Let it settle, then look again.
             self.log.info("job %s of an earlier try looks alive; checking again in %.0f s",
                           plan.reattach.job_id, REATTACH_SETTLE_S)
             time.sleep(REATTACH_SETTLE_S)
-            plan = self._plan(client, name, try_number)
+            plan, seen = self._plan(client, name, try_number)
         self.log.info("Slurm job name %s, try %d: %s", name, try_number, plan.reason)
         job = replace(plan.job, name=name, comment=comment_for(try_number),
                       output=output_pattern(plan.job, self.log_dir))
         if plan.reattach is not None:
             job_id = plan.reattach.job_id
-            elements = self._elements_in_slurm(job_id, job)
+            elements = _elements_seen(seen, job_id, job)
         else:
             job_id = self._submit(client, job, try_number)
             elements = element_ids(job_id, job)
@@ -180,13 +186,15 @@ class SlurmJobOperator(BaseOperator):
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    def _plan(self, client: SlurmClient, name: str, try_number: int) -> Plan:
-        # the jobs and their elements from the same two commands (sacct and squeue by name): a
-        # status query of the array ids alone got a lagging sacct's partial view after a fast array
+    def _plan(self, client: SlurmClient, name: str, try_number: int) -> tuple[Plan, dict[str, JobInfo]]:
+        """The plan and the elements it was made from (by id). Both come from the same two commands
+        (sacct and squeue by name): a status query of the array ids alone got a lagging sacct's
+        partial view after a fast array."""
         infos = client.elements_by_name(name)
-        elements = self._seen_elements = {j.job_id: j for j in infos}
-        return plan_try(self.job, summarise_found(infos), try_number, elements, self.time_scale,
+        seen = {j.job_id: j for j in infos}
+        plan = plan_try(self.job, summarise_found(infos), try_number, seen, self.time_scale,
                         self.memory_scale)
+        return plan, seen
 
     def _after_submit(self, job_id: str) -> None:
         """Called between sbatch and recording the job id (a seam for crash tests)."""
@@ -202,14 +210,6 @@ class SlurmJobOperator(BaseOperator):
                                  again[-1].job_id)
                 return again[-1].job_id
             raise
-
-    def _elements_in_slurm(self, job_id: str, job: SlurmJob) -> list[str]:
-        """The elements of a job to reattach to, as the plan saw them (slurmctld and sacct by name:
-        sacct alone may lack some, which the trigger would then never watch)."""
-        if job.array_spec is None:
-            return [job_id]
-        seen = [e for e, j in self._seen_elements.items() if j.array_job_id == job_id and "_" in e]
-        return sorted(seen, key=lambda i: int(i.split("_")[1])) or element_ids(job_id, job)
 
     def _spec(self, job_id: str, job: SlurmJob, elements: list[str]) -> WatchSpec:
         assert job.output is not None
@@ -227,3 +227,12 @@ class SlurmJobOperator(BaseOperator):
     async def _watch_here(self, spec: WatchSpec) -> dict[str, Any]:
         assert self._hook is not None
         return await watch(get_poller(self._hook.backend), spec, self.log)
+
+
+def _elements_seen(seen: dict[str, JobInfo], job_id: str, job: SlurmJob) -> list[str]:
+    """The elements of a job to reattach to, as the plan saw them (slurmctld and sacct by name:
+    sacct alone may lack some, which the trigger would then never watch)."""
+    if job.array_spec is None:
+        return [job_id]
+    ids = [e for e, j in seen.items() if j.array_job_id == job_id and j.array_task_id is not None]
+    return sorted(ids, key=lambda i: int(i.split("_")[1])) or element_ids(job_id, job)
