@@ -80,12 +80,13 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
-async def forward(listener: socket.socket, port: int, stop: asyncio.Event) -> None:
-    """Each connection accepted on `listener` is joined to a new one to 127.0.0.1:`port` here."""
+async def forward(listener: socket.socket, port: int, stop: asyncio.Event, host: str = "127.0.0.1") -> None:
+    """Each connection accepted on `listener` is joined to a new one to `host`:`port` (the
+    namespace's own loopback here; the compose file's SSH gateway dials the login node with it)."""
 
     async def joined(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
-            inner_r, inner_w = await asyncio.open_connection("127.0.0.1", port)
+            inner_r, inner_w = await asyncio.open_connection(host, port)
         except OSError:  # not listening yet: the client sees the connection closed, as with no server
             client_w.close()
             return

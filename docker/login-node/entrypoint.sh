@@ -32,9 +32,18 @@ if [ ! -d /var/lib/mysql/mysql ]; then
 fi
 runuser -u mysql -- mariadbd --datadir=/var/lib/mysql --bind-address=127.0.0.1 &
 wait_for mariadb mariadb -e "select 1"
-mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
-CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'dc2-local-only';
-GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+# slurmdbd's database password: new at every start, in a 0600 file of SlurmUser's, given to MariaDB
+# on standard input (a command line is readable by every process in the container)
+dc2-slurmdbd-conf /etc/slurm/slurmdbd.conf.template /etc/slurm/slurmdbd.conf slurm
+storage_pass="$(sed -n 's/^StoragePass=//p' /etc/slurm/slurmdbd.conf)"
+mariadb <<SQL
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+CREATE USER IF NOT EXISTS 'slurm'@'localhost';
+ALTER USER 'slurm'@'localhost' IDENTIFIED BY '$storage_pass';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
+FLUSH PRIVILEGES;
+SQL
+unset storage_pass
 
 slurmdbd
 wait_for slurmdbd sacctmgr -n list cluster

@@ -1,22 +1,39 @@
 """docker-compose.yaml and docker/: Docker cannot run here, so check the structure with PyYAML and
-validate the file with the real Compose v2 binary (`config -q`), which exits non-zero on a bad file."""
+validate the file with the real Compose v2 binary (`config -q`), which exits non-zero on a bad file.
+The secrets are required (the binary refuses the file without them) and the merged configuration it
+prints is what the structure checks read where interpolation or merge keys matter."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 from dc2tasks.runs import load_run_config
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yaml"
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
-LONG_RUNNING = ("postgres", *AIRFLOW_SERVICES, "login-node")
+LONG_RUNNING = ("postgres", *AIRFLOW_SERVICES, "login-node", "login-ssh")
+SECRET_VARS = ("DC2_FERNET_KEY", "DC2_API_SECRET_KEY", "DC2_JWT_SECRET", "DC2_POSTGRES_PASSWORD",
+               "DC2_ADMIN_PASSWORD")
+# the values the file shipped with before its secrets were required: none may come back
+OLD_SECRETS = ("dc2-local-compose-only", "dc2-local-only", "POSTGRES_PASSWORD: airflow",
+               "airflow:airflow@", '{"admin": "')
+
+
+def generated_secrets() -> dict[str, str]:
+    """What README's .env command makes: a Fernet key and random hex strings."""
+    values = {name: secrets.token_hex(32) for name in SECRET_VARS}
+    values["DC2_FERNET_KEY"] = Fernet.generate_key().decode()
+    return values
 
 
 @pytest.fixture(scope="module")
@@ -38,30 +55,151 @@ def compose_bin() -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def compose_config(binary: str, path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [binary, "-f", str(path), "config", "-q"], capture_output=True, text=True, timeout=60, cwd=path.parent
-    )
+def compose_config(binary: str, path: Path, values: dict[str, str] | None = None,
+                   *args: str) -> subprocess.CompletedProcess[str]:
+    """`config` with exactly `values` as the variables: none of this shell's DC2_*, and an empty
+    --env-file, so a developer's .env cannot make a missing secret look set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DC2_")}
+    env.update(values or {})
+    empty = path.parent / ".env-for-test-empty"
+    empty.write_text("")
+    try:
+        return subprocess.run(
+            [binary, "-f", str(path), "--env-file", str(empty), "config", *(args or ("-q",))],
+            capture_output=True, text=True, timeout=60, cwd=path.parent, env=env,
+        )
+    finally:
+        empty.unlink()
 
 
-def test_the_real_compose_binary_accepts_the_file(compose_bin):
-    proc = compose_config(compose_bin, COMPOSE)
+@pytest.fixture(scope="module")
+def values() -> dict[str, str]:
+    return generated_secrets()
+
+
+@pytest.fixture(scope="module")
+def merged(compose_bin, values) -> dict:
+    """The configuration the real binary resolves (interpolated, merge keys applied)."""
+    proc = compose_config(compose_bin, COMPOSE, values, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_the_real_compose_binary_accepts_the_file_with_the_secrets_set(compose_bin, values):
+    proc = compose_config(compose_bin, COMPOSE, values)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
 
 
-def test_the_real_compose_binary_rejects_a_broken_copy(compose_bin, tmp_path):
+def test_the_real_compose_binary_refuses_the_file_without_secrets(compose_bin):
+    proc = compose_config(compose_bin, COMPOSE, {})
+    assert proc.returncode != 0
+    assert re.search(r"required variable DC2_\w+ is missing a value: .*make \.env as README\.md "
+                     r"\(Docker\) says", proc.stderr), proc.stderr
+
+
+@pytest.mark.parametrize("missing", SECRET_VARS)
+def test_each_secret_is_required_and_named(compose_bin, values, missing):
+    """Every other one set: still refused, naming the one that is missing (or empty)."""
+    for value in (None, ""):
+        given = {k: v for k, v in values.items() if k != missing}
+        if value is not None:
+            given[missing] = value
+        proc = compose_config(compose_bin, COMPOSE, given)
+        assert proc.returncode != 0, missing
+        assert f"required variable {missing} is missing a value" in proc.stderr, proc.stderr
+
+
+def test_no_default_secret(merged, values):
+    """Every secret comes from its variable, none has a default, and no old value is left in the
+    compose file or anything under docker/."""
+    text = COMPOSE.read_text()
+    for name in SECRET_VARS:
+        uses = re.findall(r"\$\{" + name + r"(\W{1,2})", text)
+        assert uses and set(uses) == {":?"}, (name, uses)
+    assert not re.search(r"\$\{\w*(KEY|SECRET|PASS)\w*:?-", text)  # no `${...:-default}` secret
+    tracked = subprocess.run(["git", "ls-files", "docker-compose.yaml", "docker"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert "docker/login-node/entrypoint.sh" in tracked
+    for rel in tracked:
+        content = (REPO / rel).read_text()
+        for old in OLD_SECRETS:
+            assert old not in content, (rel, old)
+        assert not re.search(r"^StoragePass=", content, re.M), rel  # generated at start, not shipped
+        assert not re.search(r"IDENTIFIED BY '[^$]", content), rel
+    env = merged["x-airflow-common"]["environment"]
+    assert env["AIRFLOW__CORE__FERNET_KEY"] == values["DC2_FERNET_KEY"]
+    assert env["AIRFLOW__API__SECRET_KEY"] == values["DC2_API_SECRET_KEY"]
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == values["DC2_JWT_SECRET"]
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == \
+        f"postgresql+psycopg2://airflow:{values['DC2_POSTGRES_PASSWORD']}@postgres/airflow"
+    postgres = merged["services"]["postgres"]["environment"]
+    assert postgres["POSTGRES_PASSWORD"] == values["DC2_POSTGRES_PASSWORD"]
+
+
+def test_the_admin_password_reaches_airflow_init_only_and_never_a_command(merged, values):
+    """By environment to the one service that writes the passwords file, never in a command,
+    entrypoint or healthcheck string of any service (those show in `ps` and `docker inspect`)."""
+    password = values["DC2_ADMIN_PASSWORD"]
+    holders = [name for name, svc in merged["services"].items()
+               if password in json.dumps(svc.get("environment", {}))]
+    assert holders == ["airflow-init"]
+    assert merged["services"]["airflow-init"]["environment"]["DC2_ADMIN_PASSWORD"] == password
+    for name, svc in merged["services"].items():
+        for key in ("command", "entrypoint", "healthcheck"):
+            shown = json.dumps(svc.get(key))
+            for secret in values.values():
+                assert secret not in shown, (name, key)
+    assert merged["services"]["airflow-init"]["entrypoint"] == ["python", "/opt/dc2/airflow-init.py"]
+    assert merged["services"]["airflow-init"].get("command") is None
+
+
+def test_networks_isolate_the_login_node(merged):
+    """Only login-ssh (a port-22 forwarder) shares a network with the login node; only the scheduler
+    and the triggerer (which submit and poll jobs) reach login-ssh; the api-server reaches neither."""
+    networks = {name: set(svc["networks"]) for name, svc in merged["services"].items()}
+    assert networks == {
+        "postgres": {"backend"},
+        "airflow-init": {"backend"},
+        "airflow-apiserver": {"backend", "frontend"},
+        "airflow-scheduler": {"backend", "ssh"},
+        "airflow-dag-processor": {"backend"},
+        "airflow-triggerer": {"backend", "ssh"},
+        "login-ssh": {"ssh", "login"},
+        "login-node": {"login"},
+    }
+    internal = {name: bool(net.get("internal")) for name, net in merged["networks"].items()}
+    assert internal == {"backend": True, "ssh": True, "login": True, "frontend": False}
+    login_ssh = merged["services"]["login-ssh"]
+    assert login_ssh["networks"]["ssh"]["aliases"] == ["login-node"]  # the SSH connections' host
+    assert merged["services"]["login-node"]["networks"]["login"]["aliases"] == ["login-node-sshd"]
+    assert login_ssh["entrypoint"] == ["/opt/dc2/venv/bin/python", "/usr/local/bin/dc2-ssh-gateway",
+                                       "--listen", "0.0.0.0:22", "--to", "login-node-sshd:22"]
+    assert login_ssh["user"] == "65534:65534" and login_ssh["cap_drop"] == ["ALL"]
+    assert login_ssh["read_only"] is True
+
+
+def test_only_the_api_server_publishes_a_port_and_on_loopback(merged):
+    published = {name: svc["ports"] for name, svc in merged["services"].items() if svc.get("ports")}
+    assert list(published) == ["airflow-apiserver"]
+    assert [(p["host_ip"], p["published"], p["target"]) for p in published["airflow-apiserver"]] == [
+        ("127.0.0.1", "8080", 8080)
+    ]
+
+
+def test_the_real_compose_binary_rejects_a_broken_copy(compose_bin, values, tmp_path):
     """The validator validates: the same file with an unknown depends_on condition fails."""
     text = COMPOSE.read_text().replace("condition: service_completed_successfully", "condition: service_done")
     broken = tmp_path / "docker-compose.yaml"
     broken.write_text(text)
-    proc = compose_config(compose_bin, broken)
+    proc = compose_config(compose_bin, broken, values)
     assert proc.returncode != 0
     assert "airflow-init.condition value must be one of" in proc.stderr
 
 
 def test_services(compose):
-    assert set(compose["services"]) == {"postgres", "airflow-init", *AIRFLOW_SERVICES, "login-node"}
+    assert set(compose["services"]) == {"postgres", "airflow-init", *AIRFLOW_SERVICES, "login-node",
+                                        "login-ssh"}
     commands = {s: compose["services"][s]["command"] for s in AIRFLOW_SERVICES}
     assert commands == {
         "airflow-apiserver": "api-server",
@@ -69,7 +207,6 @@ def test_services(compose):
         "airflow-dag-processor": "dag-processor",
         "airflow-triggerer": "triggerer",
     }
-    assert "airflow db migrate" in compose["services"]["airflow-init"]["command"][1]
     assert compose["services"]["airflow-apiserver"]["ports"] == ["127.0.0.1:8080:8080"]  # loopback only
 
 
@@ -81,6 +218,7 @@ def test_every_long_running_service_is_healthchecked(compose):
     assert "--job-type DagProcessorJob" in tests["airflow-dag-processor"][1]
     assert "--job-type TriggererJob" in tests["airflow-triggerer"][1]
     assert "sinfo" in tests["login-node"][1] and "sshd" in tests["login-node"][1]
+    assert "create_connection(('127.0.0.1', 22)" in tests["login-ssh"][3]
     env = compose["services"]["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"  # else :8974/health is never served
     for name in LONG_RUNNING:
@@ -96,6 +234,8 @@ def test_start_order(compose):
         assert depends["airflow-init"] == {"condition": "service_completed_successfully"}, name
     for name in ("airflow-scheduler", "airflow-triggerer"):  # they submit and poll jobs on the login node
         assert services[name]["depends_on"]["login-node"] == {"condition": "service_healthy"}
+        assert services[name]["depends_on"]["login-ssh"] == {"condition": "service_healthy"}
+    assert services["login-ssh"]["depends_on"] == {"login-node": {"condition": "service_healthy"}}
 
 
 def test_volumes_and_mounts(compose):
@@ -110,6 +250,8 @@ def test_volumes_and_mounts(compose):
         assert "./plugins:/opt/airflow/plugins" in mounts, name
         assert "./docker/runs:/opt/airflow/dags/runs:ro" in mounts, name
         assert "ssh-shared:/ssh-shared:ro" in mounts, name
+        # the passwords file: only the service that writes it and the one that reads it
+        assert ("airflow-auth:/opt/airflow/auth" in mounts) == (name in ("airflow-init", "airflow-apiserver"))
     login = compose["services"]["login-node"]["volumes"]
     assert {"dc2-scratch:/scratch", "dc2-central:/central", "ssh-shared:/ssh-shared"} <= set(login)
 
