@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -321,3 +322,37 @@ def test_the_compose_run_file_is_valid_and_uses_those_connections(compose):
     assert config.connections.collaboration == "login_desc"
     assert (config.central.dir, config.central.group) == ("/central", "lsst")
     assert config.repository == "/scratch/sample-repo"
+
+
+def readme_env_command() -> str:
+    """The README's Docker section's command that makes .env (its shell block, less `docker ...`)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Docker\n"):readme.index("## Benchmarks\n")]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block is not None
+    lines = [line for line in block[1].splitlines() if not line.startswith("docker ")]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_readme_command_makes_a_private_env_that_compose_accepts(compose_bin, tmp_path):
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])  # the command uses .venv/bin/python
+    script = readme_env_command()
+    run = subprocess.run(["bash", "-euc", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    env_file = tmp_path / ".env"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert sorted(values) == sorted(SECRET_VARS) and all(len(v) >= 32 for v in values.values())
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DC2_")}
+    proc = subprocess.run([compose_bin, "-f", str(COMPOSE), "--env-file", str(env_file), "config", "-q"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO, env=clean)
+    assert proc.returncode == 0, proc.stderr
+    before = env_file.read_text()
+    again = subprocess.run(["bash", "-euc", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert again.returncode != 0 and "cannot overwrite existing file" in again.stderr
+    assert env_file.read_text() == before  # an existing .env (its Fernet key) is never replaced
+
+
+def test_env_is_git_ignored():
+    r = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO, check=False)
+    assert r.returncode == 0
