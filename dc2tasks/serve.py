@@ -7,6 +7,11 @@ forwarded to the api-server inside. The simple auth manager has exactly one user
 Airflow generates. Everything runs in one process group, stopped and reaped by the namespace's
 first process on Ctrl-C or SIGTERM. The demo run (dags/runs/demo.yaml) reads the same sample
 repository `dc2 demo` makes, under the same work directory.
+
+Other local users must not log in as that user nor read what Airflow keeps: everything runs under
+umask 077, AIRFLOW_HOME is 0700 (tightened, with what is inside, when an earlier run left it wider;
+refused when it is not ours), and the password is ours: written 0600 before standalone starts (so
+the simple auth manager neither generates nor prints one) and filtered out of standalone's log.
 """
 
 from __future__ import annotations
@@ -14,16 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from dc2tasks.demo import airflow_env, make_demo_sample
 from dc2tasks.netns import isolation_prefix
@@ -32,6 +41,10 @@ USER = "admin"
 ROLE = "admin"
 HEALTHY = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
+PRIVATE_UMASK = 0o077
+REDACTED = "<password redacted by dc2 serve>"
+# what the simple auth manager prints when it generates a password (it must not: ours is there)
+_GENERATED = re.compile(rb"(Password for user '[^']*': )\S+")
 
 DESCRIPTION = """\
 Start the Airflow web UI with this repository's DAGs (dags/) on http://127.0.0.1:PORT, for the
@@ -42,8 +55,11 @@ WORKDIR/sample-repo with visits.txt, and WORKDIR/central for the installs), sets
 AIRFLOW_HOME=WORKDIR/airflow (SQLite, LocalExecutor) and runs `airflow standalone` (api-server,
 scheduler, dag-processor, triggerer) in a private network namespace, so that nothing it starts
 listens on this machine's network; only 127.0.0.1:PORT is forwarded to its api-server. It prints
-the address, the user name and its password (generated once by Airflow's simple auth manager and
-kept in WORKDIR/airflow/simple_auth_manager_passwords.json.generated) and where the logs are.
+the address, the user name and its password (generated on the first start and kept in
+WORKDIR/airflow/simple_auth_manager_passwords.json.generated) and where the logs are.
+
+Other local users can read none of it: it runs under umask 077 and WORKDIR/airflow (the database,
+the logs, the password) is 0700; the password is never written to a log.
 
 A network namespace needs root, or unprivileged user namespaces (`unshare --user --net`). Where
 neither is available, --share-network runs standalone directly: the UI still listens on 127.0.0.1
@@ -53,10 +69,6 @@ In the UI: open dc2_demo, Trigger, pick the products (the form explains each par
 run in the grid; each Slurm step's log shows its job's output (the local job backend runs the jobs
 on this machine). Ctrl-C (or SIGTERM) stops every process this command started.
 """
-
-
-class ServeError(RuntimeError):
-    """A service that did not start or become healthy; the message says which and where its log is."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -109,24 +121,97 @@ def prepare_demo(workdir: Path, seed: int) -> bool:
     return made
 
 
+class ServeError(RuntimeError):
+    """A service that did not start or become healthy, or a work directory that is not private;
+    the message says which and where."""
+
+
+def write_private(path: Path, text: str) -> None:
+    """`text` into `path`: 0600 from the moment it exists (O_EXCL on a temporary name, no link
+    followed), then renamed over whatever was there."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_private(path: Path) -> str | None:
+    """The text of `path` if it is a regular file of ours that no one else can read; else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd) as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            return None
+        return fh.read()
+
+
+def private_home(home: Path) -> list[Path]:
+    """Make AIRFLOW_HOME 0700 (never wider for a moment: made under umask 077), or make an existing
+    one and everything in it private; the paths it tightened. A home that is a symlink or another
+    account's is refused: what it holds may already be someone else's."""
+    old = os.umask(PRIVATE_UMASK)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    finally:
+        os.umask(old)
+    st = home.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise ServeError(f"{home} (AIRFLOW_HOME) is not a directory (a symlink?); remove it or choose "
+                         "another --workdir")
+    if st.st_uid != os.geteuid():
+        raise ServeError(f"{home} (AIRFLOW_HOME) belongs to uid {st.st_uid}, not to this account "
+                         f"(uid {os.geteuid()}); choose another --workdir")
+    tightened = []
+    for path in [home, *home.rglob("*")]:
+        st = path.lstat()
+        if not stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077, follow_symlinks=False)
+            tightened.append(path)
+    return tightened
+
+
 def _jwt_secret(home: Path) -> str:
     """One secret shared by every service (tasks' execution tokens and UI logins are signed with it),
     kept in AIRFLOW_HOME so a browser's login survives a restart of `dc2 serve`."""
     path = home / "jwt_secret"
-    if not path.is_file():
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(32))
-        tmp.replace(path)
-    return path.read_text().strip()
+    text = read_private(path)
+    if not text or not text.strip():
+        write_private(path, secrets.token_urlsafe(32))
+        text = read_private(path) or ""
+    return text.strip()
+
+
+def user_password(home: Path, replace: bool = False) -> str:
+    """The UI user's password: kept 0600 in the simple auth manager's passwords file, made here
+    before Airflow starts so that Airflow never generates one (it would print it to its log). A new
+    one when `replace` (others could read the old one), or when the file is not a regular file of
+    ours that only we can read."""
+    path = home / PASSWORDS_FILE
+    text = None if replace else read_private(path)
+    try:
+        password = json.loads(text)[USER] if text else None
+    except (ValueError, KeyError, TypeError):
+        password = None
+    if isinstance(password, str) and password:
+        return password
+    password = secrets.token_urlsafe(16)
+    write_private(path, json.dumps({USER: password}) + "\n")
+    return password
 
 
 def serve_env(workdir: Path, port: int) -> dict[str, str]:
     """The demo's Airflow environment (dc2tasks.demo.airflow_env) plus what running services needs."""
     env = airflow_env(workdir)
     home = Path(env["AIRFLOW_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
     env.update(
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
         AIRFLOW__CORE__PARALLELISM="4",
@@ -134,6 +219,7 @@ def serve_env(workdir: Path, port: int) -> dict[str, str]:
         "SimpleAuthManager",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:{ROLE}",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(home / PASSWORDS_FILE),
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
         AIRFLOW__API__HOST="127.0.0.1",
         AIRFLOW__API__PORT=str(port),
@@ -141,26 +227,27 @@ def serve_env(workdir: Path, port: int) -> dict[str, str]:
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="30",
         AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
     )
-    env.pop("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", None)
     return env
 
 
 class Standalone:
     """`airflow standalone` in its own session (and network namespace unless `isolate` is None);
-    its output in AIRFLOW_HOME/services/standalone.log."""
+    its output, less the password, in AIRFLOW_HOME/services/standalone.log."""
 
-    def __init__(self, env: dict[str, str], port: int, isolate: list[str] | None) -> None:
+    def __init__(self, env: dict[str, str], port: int, isolate: list[str] | None, password: str) -> None:
         self.env = env
         self.port = port
         self.isolate = isolate
+        self.password = password
         self.home = Path(env["AIRFLOW_HOME"])
         self.logs = self.home / "services"
         self.log = self.logs / "standalone.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.copier: threading.Thread | None = None
         self.airflow = str(Path(sys.executable).with_name("airflow"))
 
     def start(self) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(mode=0o700, exist_ok=True)
         # standalone starts each service as `airflow ...` from PATH: this environment's first
         env = dict(self.env, PATH=os.pathsep.join([str(Path(self.airflow).parent), self.env.get("PATH", "")]))
         argv = [self.airflow, "standalone"]
@@ -175,14 +262,17 @@ class Standalone:
             argv = [*self.isolate, sys.executable, "-m", "dc2tasks.netns",
                     "--listen-fd", str(listener.fileno()), "--port", str(self.port), "--", *argv]
         try:
-            with open(self.log, "ab") as out:
-                self.proc = subprocess.Popen(
-                    argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    pass_fds=pass_fds, start_new_session=True,
-                )
+            self.proc = subprocess.Popen(
+                argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                pass_fds=pass_fds, start_new_session=True, umask=PRIVATE_UMASK,
+            )
         finally:
             if listener is not None:
                 listener.close()  # the namespace's forwarder holds it now
+        assert self.proc.stdout is not None
+        self.copier = threading.Thread(target=copy_redacted, args=(self.proc.stdout, self.log, self.password),
+                                       name="standalone-log", daemon=True)
+        self.copier.start()
 
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
@@ -209,17 +299,6 @@ class Standalone:
             f"Airflow was not healthy after {timeout:.0f} s (last: {last}); its log: {self.log}"
         )
 
-    def password(self, timeout: float = 30) -> str:
-        """The user's password, which standalone generates into AIRFLOW_HOME on its first start."""
-        path = self.home / PASSWORDS_FILE
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                return str(json.loads(path.read_text())[USER])
-            except (OSError, ValueError, KeyError):
-                time.sleep(0.5)
-        raise ServeError(f"no password for {USER!r} in {path} after {timeout:.0f} s")
-
     def stop(self, timeout: float = 60) -> None:
         """SIGTERM to the group (every service shuts down in parallel; in a namespace, its first
         process also waits for and reaps them), then SIGKILL whatever is left in the group."""
@@ -236,6 +315,21 @@ class Standalone:
         _signal_group(self.proc.pid, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.wait(timeout=10)
+        if self.copier is not None:
+            self.copier.join(timeout=10)  # every writer is gone: the copier reads to the end
+
+
+def copy_redacted(source: IO[bytes], log: Path, password: str) -> None:
+    """Standalone's output, line by line, into `log` (0600, appended), with the password, and any
+    password the simple auth manager says it generated, replaced by a marker."""
+    secret = password.encode()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)  # one an earlier version left wider
+    with os.fdopen(fd, "ab") as out, source:
+        for line in iter(source.readline, b""):
+            line = _GENERATED.sub(rb"\1" + REDACTED.encode(), line.replace(secret, REDACTED.encode()))
+            out.write(line)
+            out.flush()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -297,8 +391,21 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if prepare_demo(workdir, args.seed):
         print(f"Made the sample repository {workdir / 'sample-repo'} ({time.perf_counter() - start:.1f} s)")
+    home = Path(airflow_env(workdir)["AIRFLOW_HOME"])
+    try:
+        tightened = private_home(home)
+    except ServeError as exc:
+        print(f"dc2 serve: {exc}", file=sys.stderr)
+        return 1
+    if tightened:
+        print(f"dc2 serve: {home} and {len(tightened) - 1} paths in it were readable by others: now only "
+              "by this account", file=sys.stderr)
+    exposed = home / PASSWORDS_FILE in tightened
+    password = user_password(home, replace=exposed)
+    if exposed:
+        print("dc2 serve: the earlier password was readable by others: made a new one", file=sys.stderr)
     env = serve_env(workdir, args.port)
-    standalone = Standalone(env, args.port, isolate)
+    standalone = Standalone(env, args.port, isolate, password)
     # SIGINT too: a process started in the background by a script inherits SIGINT ignored
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -309,13 +416,12 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)
         standalone.start()
         standalone.wait_healthy(args.timeout)
-        password = standalone.password()
         assert standalone.proc is not None
         print(
             f"\nAirflow is up after {time.perf_counter() - start:.0f} s: http://127.0.0.1:{args.port}\n"
             f"  user:     {USER}\n"
             f"  password: {password}\n"
-            f"  (kept in {standalone.home / PASSWORDS_FILE})\n"
+            f"  (kept in {standalone.home / PASSWORDS_FILE}, readable by this account only)\n"
             f"DAGs from {env['AIRFLOW__CORE__DAGS_FOLDER']}; the demo run is dc2_demo (installs into "
             f"{workdir / 'central'}).\n"
             f"airflow standalone's log: {standalone.log}; task logs: {standalone.home / 'logs'}\n"
