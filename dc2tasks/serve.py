@@ -4,7 +4,7 @@
 servers that listen on every interface (8793, 8794), with no setting to change that. So it runs in
 a private network namespace (dc2tasks.netns): its only way in is 127.0.0.1:PORT on the host,
 forwarded to the api-server inside. The simple auth manager has exactly one user, whose password
-Airflow generates. Everything runs in one process group, stopped and reaped by the namespace's
+`dc2 serve` generates. Everything runs in one process group, stopped and reaped by the namespace's
 first process on Ctrl-C or SIGTERM. The demo run (dags/runs/demo.yaml) reads the same sample
 repository `dc2 demo` makes, under the same work directory.
 
@@ -41,6 +41,7 @@ USER = "admin"
 ROLE = "admin"
 HEALTHY = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
+JWT_SECRET_FILE = "jwt_secret"
 PRIVATE_UMASK = 0o077
 REDACTED = "<password redacted by dc2 serve>"
 # what the simple auth manager prints when it generates a password (it must not: ours is there)
@@ -170,19 +171,42 @@ def private_home(home: Path) -> list[Path]:
     if st.st_uid != os.geteuid():
         raise ServeError(f"{home} (AIRFLOW_HOME) belongs to uid {st.st_uid}, not to this account "
                          f"(uid {os.geteuid()}); choose another --workdir")
-    tightened = []
-    for path in [home, *home.rglob("*")]:
+    tightened: list[Path] = []
+    _tighten(home, tightened)
+    for top, dirs, files in os.walk(home):  # symlinks are listed, never followed
+        for name in [*dirs, *files]:
+            _tighten(Path(top) / name, tightened)
+    return tightened
+
+
+def _tighten(path: Path, tightened: list[Path]) -> None:
+    try:
         st = path.lstat()
         if not stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
             os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077, follow_symlinks=False)
             tightened.append(path)
-    return tightened
+    except OSError as exc:
+        raise ServeError(f"cannot make {path} private (in AIRFLOW_HOME): {exc.strerror}") from exc
+
+
+def private_home_and_password(home: Path) -> tuple[str, list[str]]:
+    """`private_home`, then the UI user's password; and what was fixed, to tell the user. A password
+    or JWT secret that others could read is replaced (a JWT secret lets its holder forge logins)."""
+    tightened = private_home(home)
+    notes = []
+    if tightened:
+        notes.append(f"{len(tightened)} paths under {home} were readable by others: now only by this account")
+    for name in (PASSWORDS_FILE, JWT_SECRET_FILE):
+        if home / name in tightened:
+            (home / name).unlink()
+            notes.append(f"{home / name} was readable by others: replaced with a new one")
+    return user_password(home), notes
 
 
 def _jwt_secret(home: Path) -> str:
     """One secret shared by every service (tasks' execution tokens and UI logins are signed with it),
     kept in AIRFLOW_HOME so a browser's login survives a restart of `dc2 serve`."""
-    path = home / "jwt_secret"
+    path = home / JWT_SECRET_FILE
     text = read_private(path)
     if not text or not text.strip():
         write_private(path, secrets.token_urlsafe(32))
@@ -190,13 +214,12 @@ def _jwt_secret(home: Path) -> str:
     return text.strip()
 
 
-def user_password(home: Path, replace: bool = False) -> str:
+def user_password(home: Path) -> str:
     """The UI user's password: kept 0600 in the simple auth manager's passwords file, made here
     before Airflow starts so that Airflow never generates one (it would print it to its log). A new
-    one when `replace` (others could read the old one), or when the file is not a regular file of
-    ours that only we can read."""
+    one when the file is not a regular file of ours that only we can read."""
     path = home / PASSWORDS_FILE
-    text = None if replace else read_private(path)
+    text = read_private(path)
     try:
         password = json.loads(text)[USER] if text else None
     except (ValueError, KeyError, TypeError):
@@ -391,19 +414,13 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if prepare_demo(workdir, args.seed):
         print(f"Made the sample repository {workdir / 'sample-repo'} ({time.perf_counter() - start:.1f} s)")
-    home = Path(airflow_env(workdir)["AIRFLOW_HOME"])
     try:
-        tightened = private_home(home)
+        password, notes = private_home_and_password(Path(airflow_env(workdir)["AIRFLOW_HOME"]))
     except ServeError as exc:
         print(f"dc2 serve: {exc}", file=sys.stderr)
         return 1
-    if tightened:
-        print(f"dc2 serve: {home} and {len(tightened) - 1} paths in it were readable by others: now only "
-              "by this account", file=sys.stderr)
-    exposed = home / PASSWORDS_FILE in tightened
-    password = user_password(home, replace=exposed)
-    if exposed:
-        print("dc2 serve: the earlier password was readable by others: made a new one", file=sys.stderr)
+    for note in notes:
+        print(f"dc2 serve: {note}", file=sys.stderr)
     env = serve_env(workdir, args.port)
     standalone = Standalone(env, args.port, isolate, password)
     # SIGINT too: a process started in the background by a script inherits SIGINT ignored

@@ -21,7 +21,15 @@ from pathlib import Path
 import pytest
 from served_demo import Served, dc2_serve, free_port
 
-from dc2tasks.serve import PASSWORDS_FILE, REDACTED, ServeError, copy_redacted, private_home, user_password
+from dc2tasks.serve import (
+    PASSWORDS_FILE,
+    REDACTED,
+    ServeError,
+    copy_redacted,
+    private_home,
+    private_home_and_password,
+    user_password,
+)
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NOBODY = 65534
@@ -151,13 +159,30 @@ def test_a_wider_home_is_tightened_and_an_exposed_password_replaced(tmp_path: Pa
     assert stat.S_IMODE((home / "airflow.db").stat().st_mode) == 0o600
     assert stat.S_IMODE(Path("/etc/passwd").stat().st_mode) == 0o644  # no link followed
     assert private_home(home) == []  # private now: nothing to do
-    new = user_password(home, replace=True)
-    assert new != "old" and len(new) >= 16
+    new = user_password(home)
+    assert new == "old"  # private now, and not known to have been exposed: kept
+    os.chmod(home / PASSWORDS_FILE, 0o640)
+    new = user_password(home)
+    assert new != "old" and len(new) >= 16  # one others could read is never used
     assert json.loads((home / PASSWORDS_FILE).read_text()) == {"admin": new}
     assert stat.S_IMODE((home / PASSWORDS_FILE).stat().st_mode) == 0o600
     assert user_password(home) == new  # kept across starts
-    os.chmod(home / PASSWORDS_FILE, 0o640)
-    assert user_password(home) != new  # one others could read is never used
+
+
+def test_an_exposed_password_and_jwt_secret_are_replaced(tmp_path: Path) -> None:
+    home = tmp_path / "airflow"
+    home.mkdir(mode=0o700)
+    for name, text in ((PASSWORDS_FILE, json.dumps({"admin": "seen"})), ("jwt_secret", "seen-secret")):
+        (home / name).write_text(text)
+        os.chmod(home / name, 0o644)
+    password, notes = private_home_and_password(home)
+    assert password != "seen"
+    assert json.loads((home / PASSWORDS_FILE).read_text()) == {"admin": password}
+    assert not (home / "jwt_secret").exists()  # serve_env makes a new one
+    assert notes == [f"2 paths under {home} were readable by others: now only by this account",
+                     f"{home / PASSWORDS_FILE} was readable by others: replaced with a new one",
+                     f"{home / 'jwt_secret'} was readable by others: replaced with a new one"]
+    assert private_home_and_password(home) == (password, [])
 
 
 def test_a_new_home_is_0700_from_the_start(tmp_path: Path) -> None:
