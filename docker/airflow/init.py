@@ -17,6 +17,30 @@ import sys
 from pathlib import Path
 
 PASSWORD_VAR = "DC2_ADMIN_PASSWORD"
+MIN_PASSWORD = 12
+MIN_SECRET = 32
+# the Airflow settings docker-compose.yaml fills from .env, by the variable a person sets
+SECRETS = {
+    "AIRFLOW__API_AUTH__JWT_SECRET": "DC2_JWT_SECRET",
+    "AIRFLOW__API__SECRET_KEY": "DC2_API_SECRET_KEY",
+}
+
+
+def weak_secrets(env: dict[str, str], password: str) -> list[str]:
+    """Why each secret is too weak to start with (Compose only checks that they are set)."""
+    from cryptography.fernet import Fernet
+
+    problems = []
+    for setting, var in SECRETS.items():
+        if len(env.get(setting, "")) < MIN_SECRET:
+            problems.append(f"{var} is shorter than {MIN_SECRET} characters (openssl rand -hex 32)")
+    try:
+        Fernet(env.get("AIRFLOW__CORE__FERNET_KEY", ""))
+    except ValueError:
+        problems.append("DC2_FERNET_KEY is not a Fernet key (32 url-safe base64-encoded bytes)")
+    if len(password.strip()) < MIN_PASSWORD:
+        problems.append(f"{PASSWORD_VAR} is shorter than {MIN_PASSWORD} characters")
+    return problems
 
 
 def users(spec: str) -> list[str]:
@@ -42,8 +66,9 @@ def write_private(path: Path, text: str) -> None:
 def main() -> int:
     os.umask(0o077)
     password = os.environ.pop(PASSWORD_VAR, "")  # popped: the airflow commands below never see it
-    if not password.strip():
-        print(f"airflow-init: {PASSWORD_VAR} is empty; set it in .env (see README, Docker)", file=sys.stderr)
+    if problems := weak_secrets(dict(os.environ), password):
+        for problem in problems:
+            print(f"airflow-init: {problem}; make .env as README.md (Docker) says", file=sys.stderr)
         return 2
     names = users(os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", ""))
     if len(names) != 1:

@@ -250,9 +250,12 @@ def test_volumes_and_mounts(compose):
         assert "./dags:/opt/airflow/dags" in mounts, name
         assert "./plugins:/opt/airflow/plugins" in mounts, name
         assert "./docker/runs:/opt/airflow/dags/runs:ro" in mounts, name
-        assert "ssh-shared:/ssh-shared:ro" in mounts, name
+        assert "airflow-logs:/opt/airflow/logs" in mounts, name
         # the passwords file: only the service that writes it and the one that reads it
         assert ("airflow-auth:/opt/airflow/auth" in mounts) == (name in ("airflow-init", "airflow-apiserver"))
+        # the SSH client keys: only the services that submit and poll jobs
+        assert ("ssh-shared:/ssh-shared:ro" in mounts) == (name in ("airflow-scheduler", "airflow-triggerer"))
+        assert len(mounts) == (4 if name == "airflow-dag-processor" else 5), (name, mounts)
     login = compose["services"]["login-node"]["volumes"]
     assert {"dc2-scratch:/scratch", "dc2-central:/central", "ssh-shared:/ssh-shared"} <= set(login)
 

@@ -72,8 +72,16 @@ def test_slurmdbd_conf_is_written_0600_with_a_fresh_password(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slurmdbd.conf"]  # no temporary left
 
 
-def init_env(home: Path, password: str | None, users: str = "admin:admin") -> dict[str, str]:
+def init_env(home: Path, password: str | None, users: str = "admin:admin", **settings: str) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DC2_"))}
+    env.update(
+        AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
+        AIRFLOW__API__SECRET_KEY=secrets.token_hex(32),
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
+    )
+    env.update(settings)
     env.update(
         PATH=os.pathsep.join([str(VENV_BIN), env.get("PATH", "")]),
         AIRFLOW_HOME=str(home),
@@ -106,15 +114,20 @@ def test_airflow_init_writes_the_passwords_file_0600_and_never_prints_the_passwo
             assert password.encode() not in entry.read_bytes(), entry
 
 
-@pytest.mark.parametrize(("password", "users", "message"), [
-    (None, "admin:admin", "DC2_ADMIN_PASSWORD is empty"),
-    ("  ", "admin:admin", "DC2_ADMIN_PASSWORD is empty"),
-    ("x" * 20, "admin:admin,bob:viewer", "must name exactly one user (it names ['admin', 'bob'])"),
+@pytest.mark.parametrize(("password", "users", "settings", "message"), [
+    (None, "admin:admin", {}, "DC2_ADMIN_PASSWORD is shorter than 12 characters"),
+    ("  ", "admin:admin", {}, "DC2_ADMIN_PASSWORD is shorter than 12 characters"),
+    ("x" * 20, "admin:admin,bob:viewer", {}, "must name exactly one user (it names ['admin', 'bob'])"),
+    ("x" * 20, "admin:admin", {"AIRFLOW__API_AUTH__JWT_SECRET": "x"},
+     "DC2_JWT_SECRET is shorter than 32 characters (openssl rand -hex 32)"),
+    ("x" * 20, "admin:admin", {"AIRFLOW__API__SECRET_KEY": "y" * 31},
+     "DC2_API_SECRET_KEY is shorter than 32 characters"),
+    ("x" * 20, "admin:admin", {"AIRFLOW__CORE__FERNET_KEY": "z" * 44}, "DC2_FERNET_KEY is not a Fernet key"),
 ])
-def test_airflow_init_refuses_before_migrating(tmp_path, password, users, message):
+def test_airflow_init_refuses_before_migrating(tmp_path, password, users, settings, message):
     home = tmp_path / "airflow"
     (home / "auth").mkdir(parents=True)
-    r = subprocess.run([sys.executable, str(INIT)], env=init_env(home, password, users),
+    r = subprocess.run([sys.executable, str(INIT)], env=init_env(home, password, users, **settings),
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 2
     assert message in r.stderr
