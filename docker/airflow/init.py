@@ -6,6 +6,8 @@ without ever being part of a command line or a shell string (`bash -c` text is v
 in `docker inspect` and in the compose file). The file is made 0600 under a temporary name and
 renamed into place, so it is never readable by anyone but the Airflow uid, not even for a moment.
 It is rewritten at every `docker compose up`: changing the variable changes the password.
+Compose only checks that each secret is set; this refuses weak ones before anything starts (every
+Airflow service waits for airflow-init to succeed).
 """
 
 from __future__ import annotations
