@@ -248,6 +248,10 @@ def test_login_trigger_with_params_success_in_grid_and_job_output_in_log(
     assert "Stopped every process this command started." in text
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still accepts connections"
+    # after a login and a whole run (task logs included), the password is in its own file only
+    holders = [str(p.relative_to(served.workdir)) for p in served.workdir.rglob("*")
+               if p.is_file() and not p.is_symlink() and served.password.encode() in p.read_bytes()]
+    assert holders == ["airflow/simple_auth_manager_passwords.json.generated"]
     print("timings (s since start): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
           + f"; forced_source tries: {tries}")
 
