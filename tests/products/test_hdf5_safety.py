@@ -330,3 +330,26 @@ def test_what_pytables_unpickles_from_accepted_files_is_plain_data():
                         value = getattr(node._v_attrs, name, None)
                         assert isinstance(value, plain) or name == "FILTERS", (f, node, name, type(value))
     assert accepted > 10 and refused > 0
+
+
+@pytest.mark.parametrize("step", ["trim", "dpdd", "schema"])
+def test_the_object_steps_scan_their_input_before_pytables_reads_it(tmp_path, step):
+    from dc2tasks.products import gcr, hdf5
+    from dc2tasks.products.object_dpdd import dpdd_tract
+    from dc2tasks.products.object_trim import trim_file
+
+    source = tmp_path / "object_tract_4850.hdf5"
+    with tables.open_file(str(source), "w") as h5:
+        hdf5.write_frame(h5, "coadd_4850_00", [(["id"], np.arange(3).reshape(3, 1))], 3)
+    marker = tmp_path / "PWNED"
+    with h5py.File(source, "a") as h5:
+        h5["coadd_4850_00"].attrs["pandas_type"] = np.bytes_(marker_payload(marker))
+    run = {
+        "trim": lambda: trim_file(source, tmp_path / "out"),
+        "dpdd": lambda: dpdd_tract(source, tmp_path / "out"),
+        "schema": lambda: gcr.hdf5_schema([source]),
+    }[step]
+    (tmp_path / "out").mkdir()
+    with pytest.raises(UnsafeHDF5Error, match="node /coadd_4850_00, attribute 'pandas_type'"):
+        run()
+    assert not marker.exists() and not any((tmp_path / "out").iterdir())
