@@ -372,6 +372,8 @@ def scan_tree(root: str | os.PathLike) -> list[ScanReport]:
 
 
 def summary(reports: list[ScanReport]) -> str:
+    if not reports:
+        return "HDF5 scan: no HDF5 file"
     nodes = sum(r.nodes for r in reports)
     attributes = sum(r.attributes for r in reports)
     pickles = sum(r.pickles for r in reports)
