@@ -43,10 +43,11 @@ root (each object once, however many hard links lead to it):
    outright rather than parsed: pandas writes them as pickled numpy arrays, which always import
    numpy's reconstructor and so could never pass rule 2. A dataset of reference type is refused: a
    reference reaches objects no link leads to, which this walk does not scan.
-6. An external link is refused, as is a user-defined link. A soft link (a path in the same file) must
-   resolve, through at most MAX_SOFT_HOPS soft links and no external link, to an object of the file:
-   every object reachable by hard links is scanned, so it leads to scanned data; a dangling one is
-   refused as broken.
+6. An external link is refused, as is a user-defined link, a dataset whose data is stored in external
+   raw files and a virtual dataset (both make a reader open other files). A soft link (a path in the
+   same file) must resolve, through at most MAX_SOFT_HOPS soft links and no external link, to an
+   object of the file: every object reachable by hard links is scanned, so it leads to scanned data;
+   a dangling one is refused as broken.
 
 Our own writers pass: PyTables stores an index's `name = None` as the pickle b"N.", and pandas'
 "table" format stores its metadata (`non_index_axes`, `info`, `values_cols`, ...) as protocol-0
@@ -292,6 +293,11 @@ class _Scan:
             raise self.refuse(
                 path, None, "a dataset of HDF5 references (it reaches objects no link leads to)"
             )
+        plist = dset.id.get_create_plist()
+        if plist.get_external_count():
+            raise self.refuse(path, None, "data stored in external raw files (a reader would open them)")
+        if plist.get_layout() == h5py.h5d.VIRTUAL:
+            raise self.refuse(path, None, "a virtual dataset (its data comes from other files)")
 
     def resolve(self, path: str, gpath: str, target: str) -> None:
         """Follow a soft link by hand, one path component at a time, never through an external link."""

@@ -256,6 +256,21 @@ def test_links(tmp_path):
 
 
 
+def test_datasets_with_data_in_other_files_are_refused(tmp_path):
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(bytes(80))
+    path = tmp_path / "ext.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("e", shape=(10,), dtype="f8", external=[(str(raw), 0, 80)])
+    assert refusal(path).node == "/e" and "external raw files" in str(refusal(path))
+    path = tmp_path / "virtual.h5"
+    with h5py.File(path, "w") as h5:
+        layout = h5py.VirtualLayout(shape=(3,), dtype="i8")
+        layout[:] = h5py.VirtualSource(str(tmp_path / "other.h5"), "data", shape=(3,))
+        h5.create_virtual_dataset("v", layout)
+    assert refusal(path).node == "/v" and "virtual dataset" in str(refusal(path))
+
+
 def test_a_soft_link_must_resolve_inside_the_file(tmp_path):
     path = tmp_path / "soft.h5"
     with h5py.File(path, "w") as h5:
