@@ -6,6 +6,8 @@ SQLite database runs the `dc2_demo` DAG (dags/dc2_demo.py, dags/runs/demo.yaml) 
 backend, every product is made, installed into a local central directory, and loaded back by the
 collaboration's own reader from there, with values checked against the generator's truth.
 `--no-airflow` runs the same product steps in this process instead (no install), in seconds.
+Before anything is loaded, every HDF5 file the catalogs serve is scanned for pickles as `dc2 install`
+scans them (dc2tasks.products.hdf5_safety), and the demo says so: our own files must pass.
 """
 
 from __future__ import annotations
@@ -192,7 +194,20 @@ def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2, airflow: bool
     return summarise(sample, configs)
 
 
+def scan_hdf5(configs: dict[str, Path]) -> None:
+    """Every HDF5 file the catalogs serve, scanned for pickles as the install check does, before
+    GCRCatalogs (pandas, PyTables) opens them: the proof that our writers' files pass."""
+    from dc2tasks.products import hdf5_safety
+
+    dirs = sorted({Path(yaml.safe_load(p.read_text())["base_dir"]) for p in configs.values()})
+    reports = [r for d in dirs for r in hdf5_safety.scan_tree(d)]
+    print(f"  {hdf5_safety.summary(reports)}")
+    for r in reports:
+        print(f"    {r.path}: {r.nodes} nodes, {r.attributes} attributes, {r.pickles} plain-data pickles")
+
+
 def summarise(sample, configs: dict[str, Path]) -> int:
+    scan_hdf5(configs)
     counts = {}
     for _, catalog, column in INSTALLED:
         counts[catalog] = len(load_with_gcr(configs[catalog], [column])[column])

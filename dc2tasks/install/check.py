@@ -4,6 +4,11 @@ Why load for real: a config whose pattern matches nothing, a schema yaml that do
 files, or a file the reader cannot open would otherwise be found by the first user after the
 switch. The configs are the producer's (`catalog_configs/*.yaml` in the product); `base_dir` is
 pointed at the staging directory, the reader lists the files, and one chunk of one quantity is read.
+
+Before GCRCatalogs (pandas, PyTables) opens anything, every HDF5 file of the staged copy is scanned
+with h5py (dc2tasks.products.hdf5_safety): PyTables unpickles some attribute values, so a producer's
+file could otherwise run code as the installing account, and then as every reader. The staged copy
+is the one to scan: only the installing account can change it between the scan and the load.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import yaml
 
 from dc2tasks.install.manifest import CATALOG_CONFIGS
+from dc2tasks.products import hdf5_safety
 from dc2tasks.products.errors import InputError
 
 Check = Callable[[Path], list[str]]
@@ -51,15 +57,21 @@ def load_with_gcr(config: dict[str, Any], base_dir: Path) -> Any:
         return GCRCatalogs.load_catalog_from_config_dict({**config, "base_dir": str(base_dir)})
 
 
+def hdf5_scan(staged_dir: Path) -> list[str]:
+    """Scan every HDF5 file of `staged_dir`, whatever its name (the configs' file patterns are the
+    producer's); raises hdf5_safety.UnsafeHDF5Error, an InputError, naming file, node and attribute."""
+    return [hdf5_safety.summary(hdf5_safety.scan_tree(staged_dir))]
+
+
 def gcr_check(staged_dir: Path) -> list[str]:
-    """Load every catalog config of the product against `staged_dir` and read one chunk of it."""
+    """Scan the HDF5 files, then load every catalog config against `staged_dir` and read one chunk."""
     configs = catalog_config_files(staged_dir)
     if not configs:
         raise InputError(
             f"{staged_dir}: no GCRCatalogs config in {CATALOG_CONFIGS}/ "
             "(put the product's catalog configs there before writing the manifest)"
         )
-    checked = []
+    checked = hdf5_scan(staged_dir)
     for path in configs:
         config = read_catalog_config(path)
         try:

@@ -65,7 +65,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="check write and chgrp permission; change nothing")
     p.add_argument("--force", action="store_true", help="install a new version even if identical to current")
-    p.add_argument("--no-check", action="store_true", help="skip loading the catalog configs (not advised)")
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip loading the catalog configs (not advised; HDF5 files are still scanned)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON (for the DAG)")
     p.set_defaults(func=run, dc2_install_command="install")
 
@@ -117,7 +121,7 @@ def _read_jobs(path: Path | None) -> list[Any]:
 
 
 def _install(args: argparse.Namespace) -> int:
-    from dc2tasks.install.check import gcr_check
+    from dc2tasks.install.check import gcr_check, hdf5_scan
     from dc2tasks.install.install import install_product
 
     result = install_product(
@@ -127,7 +131,7 @@ def _install(args: argparse.Namespace) -> int:
         args.group,
         args.manifest,
         catalog_base_dir=args.catalog_base_dir,
-        check=None if args.no_check else gcr_check,
+        check=hdf5_scan if args.no_check else gcr_check,  # readers open these files: always scanned
         jobs=_read_jobs(args.jobs),
         force=args.force,
         dry_run=args.dry_run,

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
-from dc2tasks.products import hdf5
+from dc2tasks.products import hdf5, hdf5_safety
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
 
@@ -109,6 +109,7 @@ def matching_files(base_dir: Path, pattern: str) -> list[Path]:
 def hdf5_schema(files: list[Path]) -> dict[str, dict[str, object]]:
     schema: dict[str, dict[str, object]] = {}
     for f in files:
+        hdf5_safety.scan_file(f)  # before PyTables reads its attributes
         schema.update(hdf5.group_schema(f))
     return _with_defaults(schema)
 

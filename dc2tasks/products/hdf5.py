@@ -3,6 +3,9 @@
 A fixed-format group stores each dtype block as one (columns x rows) array, so one column is one
 contiguous row of that array. Reading the 135 columns GCRCatalogs needs out of ~2,400 therefore
 needs only those rows, not the whole group that `pd.read_hdf` would load.
+
+Reading goes through PyTables, which unpickles some attribute values: a file made by another step or
+account is scanned with dc2tasks.products.hdf5_safety first (trim, dpdd and the schema writer do).
 """
 
 from __future__ import annotations

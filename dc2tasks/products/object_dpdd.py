@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dc2tasks import __version__
-from dc2tasks.products import dpdd, hdf5
+from dc2tasks.products import dpdd, hdf5, hdf5_safety
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.object_trim import context_for
@@ -56,6 +56,7 @@ def dpdd_tract(
     source: str | os.PathLike, output_dir: str | os.PathLike, pixel_scale: float = 0.2
 ) -> DpddResult:
     source = Path(source)
+    hdf5_safety.scan_file(source)  # before PyTables reads it: another step's (or account's) file
     keys = hdf5.group_keys(source)
     if not keys:
         raise InputError(f"{source}: no object groups (coadd_<tract>_<xy>) in the file")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dc2tasks.products import dpdd, hdf5
+from dc2tasks.products import dpdd, hdf5, hdf5_safety
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.repo import sort_bands
@@ -47,6 +47,7 @@ def trimmed_name(source: Path) -> str:
 
 def trim_file(source: str | os.PathLike, output_dir: str | os.PathLike) -> TrimResult:
     source = Path(source)
+    hdf5_safety.scan_file(source)  # before PyTables reads it: another step's (or account's) file
     keys = hdf5.group_keys(source)
     if not keys:
         raise InputError(f"{source}: no object groups (coadd_<tract>_<xy>) in the file")
