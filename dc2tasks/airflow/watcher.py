@@ -1,15 +1,23 @@
-"""The rerun watcher: a scheduled DAG that triggers a run's DAG once for each new rerun of its repository.
+"""The rerun watcher: a scheduled DAG that triggers a run's DAG once for each complete new rerun.
 
-Per run file with `watch_reruns: true`, two tasks:
+Per run file with `watch_reruns: true`, three tasks:
 
-    find__<run> ──> trigger__<run>  (TriggerDagRunOperator, one mapped instance per new rerun)
+    find__<run> ──> trigger__<run>  (TriggerDagRunOperator, one mapped instance per rerun handed out)
+                └─> changed__<run>  (fails while a rerun handed out before has changed since)
 
-`find__<run>` lists `<repository>/rerun/*` (locally for the `local` backend, over the producer's SSH
-connection for `slurm`) and claims the new reruns in the rerun memory (a JSON file, `$DC2_RERUN_STATE`
-or `$AIRFLOW_HOME/dc2-rerun-state.json`) before anything is triggered: a rerun is handed out once,
-ever, even if two watcher runs overlap. Each mapped trigger starts `dc2_<run>` with conf
-`{"rerun": <rerun>}` under the run id `rerun__<rerun>`; a run id that exists already is a skip, so a
-failed trigger can be cleared and retried without duplicates.
+`find__<run>` gathers the facts of `<repository>/rerun/*` without following links (in this process
+for the `local` backend; for `slurm` by running `dc2 reruns REPO --facts ...` over the producer's SSH
+connection, whose JSON is parsed strictly), applies the run file's `reruns` rule (complete by a
+marker or a quiet period, owned by an allowed account, not a symlink, the run's products present
+for every tract and visit: dc2tasks.runs.reruns) and claims the ready new reruns in the rerun
+memory (a JSON file, `$DC2_RERUN_STATE` or `$AIRFLOW_HOME/dc2-rerun-state.json`) with a fingerprint
+of their content, before anything is triggered: a rerun is handed out once, ever, even if two
+watcher runs overlap. A rerun that is not ready is logged with the reason on every pass and not
+remembered. Each mapped trigger starts `dc2_<run>` with conf `{"rerun": <rerun>}` under the run id
+`rerun__<rerun>`; a run id that exists already is a skip, so a failed trigger can be cleared and
+retried without duplicates. A rerun handed out before whose content differs from its fingerprint is
+logged and fails `changed__<run>` naming it, on every pass until it is accepted (`dc2 reruns
+--accept`); it is never triggered again by the watcher.
 
 Not triggered (never claimed, so never remembered): the run's own configured rerun (the run file
 processes it; the watcher is for the reruns that come after) and every rerun it is built on, read from
@@ -35,13 +43,24 @@ from typing import Any
 import yaml
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from dc2tasks.airflow.hooks import SlurmHook
+from dc2tasks.airflow.operators.step import dc2_argv
 from dc2tasks.airflow.run_dag import dag_id_for
+from dc2tasks.products.errors import InputError
 from dc2tasks.products.repo import _TolerantLoader  # reads the butler's tagged repositoryCfg.yaml
 from dc2tasks.runs.config import RunConfig
 from dc2tasks.runs.loader import load_run_dir
-from dc2tasks.runs.reruns import REPOSITORY_CFG, CommandRunner, JsonRerunStore, new_reruns
+from dc2tasks.runs.reruns import (
+    REPOSITORY_CFG,
+    CommandRunner,
+    JsonRerunStore,
+    WatchReport,
+    facts_request,
+    list_facts,
+    watch_reruns,
+)
 from dc2tasks.slurm.commands import Command
 
 log = logging.getLogger(__name__)
@@ -118,37 +137,67 @@ def rerun_and_parents(repository: str, rerun: str | None, runner: CommandRunner 
     return found
 
 
-def claim_new_reruns(
+def watch_run(
     config: RunConfig, store: Any, runner: CommandRunner | None = None, info: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """The new reruns of a run's repository, claimed in `store`, as TriggerDagRunOperator kwargs."""
+) -> WatchReport:
+    """One pass over a run's repository: claim the ready reruns in `store`, report the changed ones."""
+    rule = config.reruns
+    if rule is None:  # the run file model requires it with watch_reruns
+        raise InputError(f"run {config.name}: no `reruns` rule in its run file")
     ignore = rerun_and_parents(config.repository, config.rerun, runner)
-    claimed = new_reruns(config.name, config.repository, store, runner, info=info, ignore=ignore)
+    request = facts_request(config, rule, skip=ignore)
+    argv = tuple(dc2_argv(config)) if runner is not None else ("dc2",)
+    listing = list_facts(config.repository, request, runner, argv)
+    report = watch_reruns(config.name, listing, rule, store, ignore=ignore, info=info)
     log.info(
-        "run %s: repository %s, not watched: %s; new reruns: %s",
+        "run %s: repository %s (listed as %s), not watched: %s; new ready reruns: %s",
         config.name,
         config.repository,
+        listing.account,
         ", ".join(ignore) or "-",
-        ", ".join(claimed) or "none",
+        ", ".join(report.triggered) or "none",
     )
-    return [{"trigger_run_id": rerun_run_id(r), "conf": {"rerun": r}} for r in claimed]
+    return report
+
+
+def trigger_kwargs(reruns: list[str]) -> list[dict[str, Any]]:
+    """TriggerDagRunOperator kwargs, one per rerun handed out."""
+    return [{"trigger_run_id": rerun_run_id(r), "conf": {"rerun": r}} for r in reruns]
 
 
 def _find_task(config: RunConfig) -> Any:
-    @task(task_id=f"find__{config.name}", retries=2, retry_delay=timedelta(minutes=1))
-    def find() -> list[dict[str, Any]]:
+    @task(task_id=f"find__{config.name}", retries=2, retry_delay=timedelta(minutes=1), multiple_outputs=True)
+    def find() -> dict[str, Any]:
         context = get_current_context()
         info = {"dag_id": dag_id_for(config), "watcher_run_id": context["run_id"]}
         store = JsonRerunStore(state_path())
         if config.backend == "local" or config.connections.producer is None:
-            return claim_new_reruns(config, store, None, info)
-        hook = SlurmHook(config.connections.producer)
-        try:
-            return claim_new_reruns(config, store, hook.client().transport, info)
-        finally:
-            hook.close()
+            report = watch_run(config, store, None, info)
+        else:
+            hook = SlurmHook(config.connections.producer)
+            try:
+                report = watch_run(config, store, hook.client().transport, info)
+            finally:
+                hook.close()
+        return {"triggers": trigger_kwargs(report.triggered), "changed": report.changed}
 
     return find()
+
+
+def _changed_task(config: RunConfig, changed: Any) -> Any:
+    @task(task_id=f"changed__{config.name}")
+    def check(changed: dict[str, str]) -> None:
+        """Fails while a rerun handed out before differs from what was handed out (the find task
+        has triggered the ready ones by then: this failure holds back nothing else)."""
+        if changed:
+            lines = "; ".join(f"{name}: {why}" for name, why in sorted(changed.items()))
+            raise AirflowFailException(
+                f"run {config.name}: reruns changed after they were processed (not triggered again): "
+                f"{lines}. Reprocess by hand if needed, then `dc2 reruns --state {state_path()} "
+                f"--run {config.name} --accept RERUN`."
+            )
+
+    return check(changed)
 
 
 def build_watcher_dag(runs_dir: str | os.PathLike[str]) -> DAG:
@@ -173,6 +222,7 @@ def build_watcher_dag(runs_dir: str | os.PathLike[str]) -> DAG:
     with dag:
         for config in watched:
             found = _find_task(config)
+            _changed_task(config, found["changed"])
             TriggerDagRunOperator.partial(
                 task_id=f"trigger__{config.name}",
                 trigger_dag_id=dag_id_for(config),
@@ -181,5 +231,5 @@ def build_watcher_dag(runs_dir: str | os.PathLike[str]) -> DAG:
                 openlineage_inject_parent_info=False,  # conf is exactly {"rerun": ...}
                 retries=2,
                 retry_delay=timedelta(minutes=1),
-            ).expand_kwargs(found)
+            ).expand_kwargs(found["triggers"])
     return dag
