@@ -71,6 +71,7 @@ DEFAULT_SCHEDULE = "@hourly"
 STATE_ENV = "DC2_RERUN_STATE"
 STATE_FILE = "dc2-rerun-state.json"
 RUN_ID_PREFIX = "rerun__"
+CHANGED_KEY = "changed"
 
 
 def rerun_run_id(rerun: str) -> str:
@@ -166,8 +167,8 @@ def trigger_kwargs(reruns: list[str]) -> list[dict[str, Any]]:
 
 
 def _find_task(config: RunConfig) -> Any:
-    @task(task_id=f"find__{config.name}", retries=2, retry_delay=timedelta(minutes=1), multiple_outputs=True)
-    def find() -> dict[str, Any]:
+    @task(task_id=f"find__{config.name}", retries=2, retry_delay=timedelta(minutes=1))
+    def find() -> list[dict[str, Any]]:
         context = get_current_context()
         info = {"dag_id": dag_id_for(config), "watcher_run_id": context["run_id"]}
         store = JsonRerunStore(state_path())
@@ -179,25 +180,33 @@ def _find_task(config: RunConfig) -> Any:
                 report = watch_run(config, store, hook.client().transport, info)
             finally:
                 hook.close()
-        return {"triggers": trigger_kwargs(report.triggered), "changed": report.changed}
+        context["ti"].xcom_push(key=CHANGED_KEY, value=report.changed)
+        return trigger_kwargs(report.triggered)
 
     return find()
 
 
-def _changed_task(config: RunConfig, changed: Any) -> Any:
-    @task(task_id=f"changed__{config.name}")
-    def check(changed: dict[str, str]) -> None:
-        """Fails while a rerun handed out before differs from what was handed out (the find task
-        has triggered the ready ones by then: this failure holds back nothing else)."""
-        if changed:
-            lines = "; ".join(f"{name}: {why}" for name, why in sorted(changed.items()))
-            raise AirflowFailException(
-                f"run {config.name}: reruns changed after they were processed (not triggered again): "
-                f"{lines}. Reprocess by hand if needed, then `dc2 reruns --state {state_path()} "
-                f"--run {config.name} --accept RERUN`."
-            )
+def changed_failure(config: RunConfig, changed: dict[str, str]) -> None:
+    """Raise naming every rerun that changed after it was handed out (nothing when none did)."""
+    if changed:
+        lines = "; ".join(f"{name}: {why}" for name, why in sorted(changed.items()))
+        raise AirflowFailException(
+            f"run {config.name}: reruns changed after they were processed (not triggered again): "
+            f"{lines}. Reprocess by hand if needed, then `dc2 reruns --state {state_path()} "
+            f"--run {config.name} --accept RERUN`."
+        )
 
-    return check(changed)
+
+def _changed_task(config: RunConfig) -> Any:
+    @task(task_id=f"changed__{config.name}")
+    def check() -> None:
+        """Fails while a rerun handed out before differs from what was handed out. It runs beside
+        the triggers, after find__<run> has claimed the ready ones: this failure holds nothing back."""
+        ti = get_current_context()["ti"]
+        changed = ti.xcom_pull(task_ids=f"find__{config.name}", key=CHANGED_KEY)
+        changed_failure(config, changed or {})
+
+    return check()
 
 
 def build_watcher_dag(runs_dir: str | os.PathLike[str]) -> DAG:
@@ -222,7 +231,7 @@ def build_watcher_dag(runs_dir: str | os.PathLike[str]) -> DAG:
     with dag:
         for config in watched:
             found = _find_task(config)
-            _changed_task(config, found["changed"])
+            found >> _changed_task(config)
             TriggerDagRunOperator.partial(
                 task_id=f"trigger__{config.name}",
                 trigger_dag_id=dag_id_for(config),
@@ -231,5 +240,5 @@ def build_watcher_dag(runs_dir: str | os.PathLike[str]) -> DAG:
                 openlineage_inject_parent_info=False,  # conf is exactly {"rerun": ...}
                 retries=2,
                 retry_delay=timedelta(minutes=1),
-            ).expand_kwargs(found["triggers"])
+            ).expand_kwargs(found)
     return dag

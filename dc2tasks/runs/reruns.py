@@ -85,7 +85,7 @@ def list_facts(repository: str, request: FactsRequest, runner: CommandRunner | N
 
 
 def _hours(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds")
 
 
 def allowed(rule: RerunRule, listing: Listing) -> tuple[str, ...]:
