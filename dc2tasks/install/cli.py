@@ -53,8 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", type=Path, metavar="SOURCE", help="the product directory (with manifest.json)")
     p.add_argument("--central", type=Path, required=True, help="the central directory (must exist)")
-    p.add_argument("--product", type=names.PRODUCT.arg_type, required=True,
-                   help="product name: CENTRAL/PRODUCT (a-z, 0-9, _)")
+    # checked (names.PRODUCT, fullmatch) by ProductLayout before anything is read or written
+    p.add_argument("--product", required=True, help="product name: CENTRAL/PRODUCT (a-z, 0-9, _)")
     p.add_argument("--group", help="group of the installed files (default: this account's primary group)")
     p.add_argument("--manifest", type=Path, help="the producer's manifest (default SOURCE/manifest.json)")
     p.add_argument(

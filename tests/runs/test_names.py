@@ -75,12 +75,12 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
         (["gcr-config", "--product", "object", "--run", "demo", "--name", "../x", "--base-dir", "b",
           "-o", "o"],
          "argument --name: '../x' is not a plain file name"),
-        (["install", "SRC", "--central", "C", "--product=-object"],
-         "argument --product: '-object' is not a product name"),
-        (["install", "SRC", "--central", "C", "--product", "object\n"],
-         r"argument --product: 'object\n' is not a product name"),
-        (["install", "SRC", "--central", "C", "--product", ".."],
-         "argument --product: '..' is not a product name"),
+        (["install", "{tmp}", "--central", "{tmp}", "--product=-object"],
+         "dc2 install: error: product '-object': lower-case letters"),
+        (["install", "{tmp}", "--central", "{tmp}", "--product", "object\n"],
+         r"dc2 install: error: product 'object\n': lower-case letters"),
+        (["install", "{tmp}", "--central", "{tmp}", "--product", ".."],
+         "dc2 install: error: product '..': lower-case letters"),
         (["manifest", "DIR", "--run", "a/b"], "argument --run: 'a/b' is not a run name"),
         (["reruns", "--state", "s", "--run", "demo", "--accept", "w1\n"],
          r"argument --accept: 'w1\n' is not a rerun name"),
@@ -89,7 +89,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
         (["reruns", "REPO", "--facts", "--owner=-x"], "argument --owner: '-x' is not a Unix account"),
     ],
 )  # fmt: skip
-def test_the_cli_refuses_bad_names_with_the_option_named(capsys, argv, message):
-    rc, err = run_cli(capsys, *argv)
+def test_the_cli_refuses_bad_names_with_the_option_named(capsys, tmp_path, argv, message):
+    rc, err = run_cli(capsys, *(a.format(tmp=tmp_path) for a in argv))
     assert rc == 2
     assert message in err
