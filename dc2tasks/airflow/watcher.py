@@ -34,13 +34,10 @@ from __future__ import annotations
 
 import logging
 import os
-import posixpath
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -49,11 +46,9 @@ from dc2tasks.airflow.hooks import SlurmHook
 from dc2tasks.airflow.operators.step import dc2_argv
 from dc2tasks.airflow.run_dag import dag_id_for
 from dc2tasks.products.errors import InputError
-from dc2tasks.products.repo import _TolerantLoader  # reads the butler's tagged repositoryCfg.yaml
 from dc2tasks.runs.config import RunConfig
 from dc2tasks.runs.loader import load_run_dir
 from dc2tasks.runs.reruns import (
-    REPOSITORY_CFG,
     CommandRunner,
     JsonRerunStore,
     WatchReport,
@@ -61,7 +56,6 @@ from dc2tasks.runs.reruns import (
     list_facts,
     watch_reruns,
 )
-from dc2tasks.slurm.commands import Command
 
 log = logging.getLogger(__name__)
 
@@ -86,58 +80,6 @@ def state_path() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME", str(Path.home() / "airflow"))) / STATE_FILE
 
 
-def _reader(runner: CommandRunner | None) -> Callable[[str], str | None]:
-    """Read a small text file where the reruns are listed: here, or through the runner (`cat`)."""
-    if runner is None:
-
-        def read_local(path: str) -> str | None:
-            try:
-                return Path(path).read_text(encoding="utf-8")
-            except OSError:
-                return None
-
-        return read_local
-
-    def read_remote(path: str) -> str | None:
-        result = runner.run(Command(("cat", "--", path)))
-        return result.out if result.returncode == 0 else None
-
-    return read_remote
-
-
-def rerun_and_parents(repository: str, rerun: str | None, runner: CommandRunner | None = None) -> list[str]:
-    """`rerun` and every rerun of `repository` it is built on (its `_parents`, transitively)."""
-    if rerun is None:
-        return []
-    read = _reader(runner)
-    rerun_root = posixpath.join(repository.rstrip("/"), "rerun")
-    found: list[str] = []
-    todo = [rerun]
-    while todo:
-        name = todo.pop()
-        if name in found:
-            continue
-        found.append(name)
-        cfg_path = posixpath.join(rerun_root, name, REPOSITORY_CFG)
-        text = read(cfg_path)
-        if text is None:
-            continue
-        try:
-            cfg = yaml.load(text, Loader=_TolerantLoader)
-        except yaml.YAMLError as exc:
-            log.warning("%s: cannot read its parents (%s)", cfg_path, exc)
-            continue
-        parents = cfg.get("_parents") if isinstance(cfg, dict) else None
-        for parent in parents or []:
-            root = parent.get("_root") if isinstance(parent, dict) else parent
-            if not root:
-                continue
-            path = posixpath.normpath(posixpath.join(rerun_root, name, str(root)))
-            if posixpath.dirname(path) == rerun_root:
-                todo.append(posixpath.basename(path))
-    return found
-
-
 def watch_run(
     config: RunConfig, store: Any, runner: CommandRunner | None = None, info: dict[str, Any] | None = None
 ) -> WatchReport:
@@ -145,17 +87,15 @@ def watch_run(
     rule = config.reruns
     if rule is None:  # the run file model requires it with watch_reruns
         raise InputError(f"run {config.name}: no `reruns` rule in its run file")
-    ignore = rerun_and_parents(config.repository, config.rerun, runner)
-    request = facts_request(config, rule, skip=ignore)
     argv = tuple(dc2_argv(config)) if runner is not None else ("dc2",)
-    listing = list_facts(config.repository, request, runner, argv)
-    report = watch_reruns(config.name, listing, rule, store, ignore=ignore, info=info)
+    listing = list_facts(config.repository, facts_request(config, rule), runner, argv)
+    report = watch_reruns(config.name, listing, rule, store, info=info)
     log.info(
         "run %s: repository %s (listed as %s), not watched: %s; new ready reruns: %s",
         config.name,
         config.repository,
         listing.account,
-        ", ".join(ignore) or "-",
+        ", ".join(listing.ignored) or "-",
         ", ".join(report.triggered) or "none",
     )
     return report

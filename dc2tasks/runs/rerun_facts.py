@@ -23,6 +23,7 @@ import argparse
 import functools
 import hashlib
 import os
+import posixpath
 import pwd
 import stat
 import time
@@ -31,11 +32,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dc2tasks import names
 from dc2tasks.products.errors import InputError
-from dc2tasks.products.repo import TEMPLATES, _template_matchers
+from dc2tasks.products.repo import TEMPLATES, _template_matchers, _TolerantLoader
 from dc2tasks.products.visit_lists import select_visits
 
 FORMAT = "dc2tasks-rerun-facts/1"
@@ -81,6 +83,8 @@ class Entry(_Fact):
     kind: Literal["dir", "link", "other"]
     owner: str
     cfg: bool
+    parents: list[str]
+    """Reruns of the same repository its repositoryCfg.yaml names as `_parents`."""
     marker: Literal["file", "absent", "link", "other"] | None
     walk: Walk | None
     not_walked: str
@@ -94,6 +98,8 @@ class Listing(_Fact):
     rerun_dir: Literal["dir", "missing", "link", "other"]
     reruns: list[Entry]
     bad_names: list[str]
+    ignored: list[str]
+    """The run's own rerun and every rerun it is built on: listed, never walked nor handed out."""
 
     def entry(self, name: str) -> Entry | None:
         return next((e for e in self.reruns if e.name == name), None)
@@ -107,7 +113,7 @@ class FactsRequest:
     quiet_hours: int | None = None
     owners: tuple[str, ...] = ()
     max_entries: int = 1_000_000
-    skip: tuple[str, ...] = ()
+    own_rerun: str | None = None
     products: tuple[str, ...] = ()
     tracts: tuple[int, ...] = ()
     visits: tuple[int, ...] = ()
@@ -120,7 +126,9 @@ class FactsRequest:
             out += ["--marker", self.marker]
         if self.quiet_hours is not None:
             out += ["--quiet-hours", str(self.quiet_hours)]
-        for flag, values in (("--owner", self.owners), ("--skip", self.skip), ("--product", self.products),
+        if self.own_rerun is not None:
+            out += ["--own-rerun", self.own_rerun]
+        for flag, values in (("--owner", self.owners), ("--product", self.products),
                              ("--tract", self.tracts), ("--visit", self.visits)):
             for value in values:
                 out += [flag, str(value)]
@@ -136,8 +144,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--owner", type=names.ACCOUNT.arg_type, action="append", default=[],
                    help="walk only reruns of this account (repeat; default: this account)")
     p.add_argument("--max-entries", type=int, default=1_000_000, help="stop a rerun's walk after this many")
-    p.add_argument("--skip", type=names.RERUN.arg_type, action="append", default=[],
-                   help="a rerun listed but never walked (repeat)")
+    p.add_argument("--own-rerun", type=names.RERUN.arg_type,
+                   help="the run's own rerun: it and the reruns it is built on are listed, never walked")
     p.add_argument("--product", choices=sorted(PRESENCE), action="append", default=[],
                    help="require this product's inputs for every tract/visit (repeat)")
     p.add_argument("--tract", type=_number, action="append", default=[], help="an expected tract (repeat)")
@@ -148,7 +156,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def request_from_args(args: argparse.Namespace) -> FactsRequest:
     return FactsRequest(
         marker=args.marker, quiet_hours=args.quiet_hours, owners=tuple(args.owner),
-        max_entries=args.max_entries, skip=tuple(args.skip), products=tuple(args.product),
+        max_entries=args.max_entries, own_rerun=args.own_rerun, products=tuple(args.product),
         tracts=tuple(args.tract), visits=tuple(args.visit), visit_file=args.visit_file,
     )
 
@@ -186,17 +194,18 @@ def gather(repository: str | os.PathLike[str], request: FactsRequest) -> Listing
         raise InputError(f"{repo}: repository not found (not a directory)")
     account, now_ns = this_account(), time.time_ns()
 
-    def listing(kind: str, reruns: list[Entry], bad: list[str]) -> Listing:
+    def listing(kind: str, reruns: list[Entry], bad: list[str], ignored: list[str]) -> Listing:
         return Listing(format=FORMAT, repository=repo, account=account, now_ns=now_ns,
-                       rerun_dir=kind, reruns=reruns, bad_names=bad)  # type: ignore[arg-type]
+                       rerun_dir=kind, reruns=reruns, bad_names=bad, ignored=ignored)  # type: ignore[arg-type]
 
     path = os.path.join(repo, "rerun")
+    own = [request.own_rerun] if request.own_rerun else []
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return listing("missing", [], [])
+        return listing("missing", [], [], own)
     if not stat.S_ISDIR(st.st_mode):
-        return listing("link" if stat.S_ISLNK(st.st_mode) else "other", [], [])
+        return listing("link" if stat.S_ISLNK(st.st_mode) else "other", [], [], own)
     try:
         fd = _open_dir(path, st, None)
     except (OSError, _Stop) as exc:
@@ -205,17 +214,33 @@ def gather(repository: str | os.PathLike[str], request: FactsRequest) -> Listing
         owners = request.owners or (account,)
         cutoff = now_ns - request.quiet_hours * 3_600_000_000_000 if request.quiet_hours else None
         expected = _Expected.of(request)
-        entries, bad = [], []
+        found: list[tuple[Entry, os.stat_result]] = []
+        bad = []
         for name in sorted(os.listdir(fd)):
             if not names.RERUN.fullmatch(name):
                 bad.append(name)
                 continue
-            entry = _entry(fd, name, request, owners, cutoff, expected)
+            entry = _entry(fd, os.path.abspath(path), name, request, owners)
             if entry is not None:
-                entries.append(entry)
-        return listing("dir", entries, bad)
+                found.append(entry)
+        ignored = ancestry([e for e, _ in found], request.own_rerun)
+        entries = [_walked(fd, e, st, ignored, request, cutoff, expected) for e, st in found]
+        return listing("dir", entries, bad, ignored)
     finally:
         os.close(fd)
+
+
+def ancestry(entries: Sequence[Entry], rerun: str | None) -> list[str]:
+    """`rerun` and every listed rerun it is built on (their `_parents`, transitively)."""
+    by_name = {e.name: e for e in entries}
+    found: list[str] = []
+    todo = [rerun] if rerun else []
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.append(name)
+            todo += by_name[name].parents if name in by_name else []
+    return found
 
 
 def _open_dir(name: str, st: os.stat_result, dir_fd: int | None) -> int:
@@ -235,36 +260,91 @@ def _lkind(dir_fd: int, name: str) -> Literal["file", "absent", "link", "other"]
     return "file" if stat.S_ISREG(mode) else "link" if stat.S_ISLNK(mode) else "other"
 
 
-def _entry(fd: int, name: str, request: FactsRequest, owners: Sequence[str], cutoff: int | None,
-           expected: _Expected) -> Entry | None:
+def _entry(fd: int, rerun_root: str, name: str, request: FactsRequest, owners: Sequence[str]
+           ) -> tuple[Entry, os.stat_result] | None:
+    """What one lstat and the rerun's own directory say (nothing walked yet)."""
     try:
         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
     except FileNotFoundError:
         return None  # removed while listed
     owner = account_of(st.st_uid)
+    base = {"name": name, "owner": owner, "cfg": False, "parents": [], "marker": None, "walk": None}
     if not stat.S_ISDIR(st.st_mode):
-        kind: Literal["link", "other"] = "link" if stat.S_ISLNK(st.st_mode) else "other"
-        return Entry(name=name, kind=kind, owner=owner, cfg=False, marker=None, walk=None,
-                     not_walked="a symlink, never followed" if kind == "link" else "not a directory")
+        link = stat.S_ISLNK(st.st_mode)
+        return Entry(**base, kind="link" if link else "other",  # type: ignore[arg-type]
+                     not_walked="a symlink, never followed" if link else "not a directory"), st
     try:
         sub = _open_dir(name, st, fd)
     except (OSError, _Stop) as exc:
-        return Entry(name=name, kind="dir", owner=owner, cfg=False, marker=None, walk=None,
-                     not_walked=f"cannot be opened: {exc}")
+        return Entry(**base, kind="dir", not_walked=f"cannot be opened: {exc}"), st  # type: ignore[arg-type]
     try:
-        cfg = _lkind(sub, REPOSITORY_CFG) == "file"
+        text = _read_small(sub, REPOSITORY_CFG)
+        parents = [] if text is None else cfg_parents(text, rerun_root, name)
         marker = _lkind(sub, request.marker) if request.marker else None
-        reason = (
-            "the run's own rerun or one it is built on" if name in request.skip
-            else f"owned by {owner}" if owner not in owners
-            else f"no {REPOSITORY_CFG}" if not cfg
-            else f"no completion marker {request.marker}" if marker not in (None, "file")
-            else ""
-        )
-        walk = None if reason else _walk(sub, st, request.max_entries, cutoff, expected)
     finally:
         os.close(sub)
-    return Entry(name=name, kind="dir", owner=owner, cfg=cfg, marker=marker, walk=walk, not_walked=reason)
+    reason = (
+        f"owned by {owner}" if owner not in owners
+        else f"no {REPOSITORY_CFG}" if text is None
+        else f"no completion marker {request.marker}" if marker not in (None, "file")
+        else ""
+    )
+    return Entry(**{**base, "cfg": text is not None, "parents": parents, "marker": marker},  # type: ignore[arg-type]
+                 kind="dir", not_walked=reason), st
+
+
+def _walked(fd: int, entry: Entry, st: os.stat_result, ignored: Sequence[str], request: FactsRequest,
+            cutoff: int | None, expected: _Expected) -> Entry:
+    """`entry` with its walk, when it could be handed out or compared."""
+    if entry.kind != "dir" or entry.not_walked:
+        return entry
+    if entry.name in ignored:
+        return entry.model_copy(update={"not_walked": "the run's own rerun or one it is built on"})
+    try:
+        sub = _open_dir(entry.name, st, fd)
+    except (OSError, _Stop) as exc:
+        return entry.model_copy(update={"not_walked": f"cannot be opened: {exc}"})
+    try:
+        return entry.model_copy(update={"walk": _walk(sub, st, request.max_entries, cutoff, expected)})
+    finally:
+        os.close(sub)
+
+
+MAX_CFG_BYTES = 1 << 20
+
+
+def _read_small(dir_fd: int, name: str) -> str | None:
+    """A regular file's text, opened without following a link; None if it is not one."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, MAX_CFG_BYTES).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+def cfg_parents(text: str, rerun_root: str, name: str) -> list[str]:
+    """The reruns of the same repository a rerun's repositoryCfg.yaml names as parents: each
+    `_parents` entry (a path, or the butler's nested RepositoryCfg with `_root`), relative to the
+    rerun or absolute, that spells `<rerun_root>/<other>`. A parent reached through another
+    symlinked path is not recognised (and so would be handed out)."""
+    try:
+        cfg = yaml.load(text, Loader=_TolerantLoader)
+    except yaml.YAMLError:
+        return []
+    found = []
+    for parent in (cfg.get("_parents") if isinstance(cfg, dict) else None) or []:
+        root = parent.get("_root") if isinstance(parent, dict) else parent
+        if not root:
+            continue
+        head, other = posixpath.split(posixpath.normpath(posixpath.join(rerun_root, name, str(root))))
+        if head == rerun_root and names.RERUN.fullmatch(other):
+            found.append(other)
+    return found
 
 
 class _Stop(Exception):

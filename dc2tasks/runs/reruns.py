@@ -54,11 +54,11 @@ class CommandRunner(Protocol):
     def run(self, cmd: Command) -> CommandResult: ...
 
 
-def facts_request(config: RunConfig, rule: RerunRule, skip: Iterable[str] = ()) -> FactsRequest:
-    """What the listing must look at for this run: its rule, its products, tracts and visits."""
+def facts_request(config: RunConfig, rule: RerunRule) -> FactsRequest:
+    """What the listing must look at for this run: its rule, its own rerun, products, tracts, visits."""
     return FactsRequest(
         marker=rule.marker, quiet_hours=rule.quiet_hours, owners=tuple(rule.owners),
-        max_entries=rule.max_entries, skip=tuple(skip), products=tuple(config.products),
+        max_entries=rule.max_entries, own_rerun=config.rerun, products=tuple(config.products),
         tracts=tuple(config.tracts), visits=tuple(config.visits) if isinstance(config.visits, list) else (),
         visit_file=config.visit_file,
     )
@@ -290,19 +290,19 @@ class WatchReport:
 
 
 def watch_reruns(run: str, listing: Listing, rule: RerunRule, store: _Memory,
-                 ignore: Iterable[str] = (), info: Mapping[str, Any] | None = None) -> WatchReport:
+                 info: Mapping[str, Any] | None = None) -> WatchReport:
     """Claim the ready reruns not handed out before; report the handed-out ones that changed.
 
     Claim-then-trigger: a rerun is recorded before the caller triggers it, so a crash between the
     two loses that trigger rather than repeating it (the run id `rerun__<rerun>` makes a retry safe).
-    `ignore`: reruns never handed out (the run's own rerun and the reruns it is built on).
+    Never handed out: `listing.ignored` (the run's own rerun and the reruns it is built on).
     """
     where = f"{listing.repository}/rerun"
     if listing.rerun_dir in ("link", "other"):
         raise InputError(f"{where} is {'a symlink' if listing.rerun_dir == 'link' else 'not a directory'}: "
                          "the watcher never follows one; make it a directory")
     report = WatchReport()
-    skip = set(ignore)
+    skip = set(listing.ignored)
     for name in listing.bad_names:
         report.waiting[repr(name)] = "its name is not a rerun name"
     processed = store.processed(run)

@@ -20,10 +20,11 @@ import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowFailException
 
-from dc2tasks.airflow.watcher import build_watcher_dag, changed_failure, rerun_and_parents, watch_run
+from dc2tasks.airflow.watcher import build_watcher_dag, changed_failure, watch_run
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.runs.loader import load_run_config
-from dc2tasks.runs.reruns import JsonRerunStore, MemoryRerunStore
+from dc2tasks.runs.rerun_facts import FactsRequest
+from dc2tasks.runs.reruns import JsonRerunStore, MemoryRerunStore, list_facts
 from dc2tasks.sample.layout import repository_cfg
 from dc2tasks.slurm.transports import SubprocessTransport
 
@@ -207,6 +208,8 @@ def test_slurm_backend_lists_through_the_producer_connection(
 
 
 def test_parents_are_read_locally_and_through_a_runner(tmp_path: Path) -> None:
+    """The run's own rerun and its ancestors, from the listing's no-follow reads of each
+    repositoryCfg.yaml, here and through `dc2 reruns --facts` run by a command runner."""
     repo = make_repository(tmp_path / "repo")
     # the butler's own form: a parent as a nested RepositoryCfg with an absolute _root
     (repo / "rerun" / "deep").mkdir()
@@ -215,11 +218,20 @@ def test_parents_are_read_locally_and_through_a_runner(tmp_path: Path) -> None:
         f"- !RepositoryCfg_v1\n  _root: {repo}/rerun/multiband\n  _parents: []\n"
     )
     add_rerun(repo, "sibling", ["../coadd"])
+    # a repositoryCfg.yaml that is a symlink is not read: its parents are not followed either
+    (repo / "rerun" / "linked-cfg").mkdir()
+    deep_cfg = repo / "rerun" / "deep" / "repositoryCfg.yaml"
+    (repo / "rerun" / "linked-cfg" / "repositoryCfg.yaml").symlink_to(deep_cfg)
+
+    def ignored(own: str | None, runner: Any) -> list[str]:
+        return list_facts(str(repo), FactsRequest(own_rerun=own), runner, (DC2,)).ignored
+
     for runner in (None, SubprocessTransport()):
-        assert rerun_and_parents(str(repo), "deep", runner) == ["deep", "multiband", "coadd"]
-        assert rerun_and_parents(str(repo), "sibling", runner) == ["sibling", "coadd"]
-        assert rerun_and_parents(str(repo), "not-there-yet", runner) == ["not-there-yet"]
-        assert rerun_and_parents(str(repo), None, runner) == []
+        assert ignored("deep", runner) == ["deep", "multiband", "coadd"]
+        assert ignored("sibling", runner) == ["sibling", "coadd"]
+        assert ignored("not-there-yet", runner) == ["not-there-yet"]
+        assert ignored("linked-cfg", runner) == ["linked-cfg"]
+        assert ignored(None, runner) == []
 
 
 def test_claim_ignores_own_rerun_and_parents_and_hands_out_once(tmp_path: Path) -> None:

@@ -297,7 +297,7 @@ def test_the_remote_listing_carries_the_same_facts(repo, tmp_path):
     write_rerun(repo, "skipped", marker=True)
     (repo / "rerun" / "linked").symlink_to(repo / "rerun" / "done")
     (tmp_path / "visits.txt").write_text("1000\n1001\n")
-    req = request(MARKER, skip=("skipped",), visits=(), visit_file=str(tmp_path / "visits.txt"))
+    req = request(MARKER, own_rerun="skipped", visits=(), visit_file=str(tmp_path / "visits.txt"))
     runner = SubprocessTransport()
     remote = list_facts(str(repo), req, runner, (DC2,))
     assert _facts_without_time(remote) == _facts_without_time(gather(repo, req))

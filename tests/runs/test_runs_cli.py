@@ -60,7 +60,7 @@ def test_reruns_lists_and_prints_facts(tmp_path, capsys):
     assert dc2("reruns", str(repo)) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split("\t")[:2] for ln in lines[1:]] == [["a", "dir"], ["b", "dir"], ["c", "link"]]
-    assert dc2("reruns", str(repo), "--facts", "--marker", "DONE", "--skip", "b") == 0
+    assert dc2("reruns", str(repo), "--facts", "--marker", "DONE", "--own-rerun", "b") == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["format"] == "dc2tasks-rerun-facts/1"
     assert [(e["name"], e["marker"], e["walk"] is not None) for e in facts["reruns"]] == [
