@@ -25,7 +25,7 @@ the `_parents` of the reruns' `repositoryCfg.yaml` (e.g. `coadd`, holding coadds
 A parent given by a path that does not spell `<repository>/rerun/<name>` (through another symlink)
 is not recognised and would be triggered.
 
-Why one pair of tasks per run, fixed when the file is parsed: a run whose repository cannot be listed
+Why separate tasks per run, fixed when the file is parsed: a run whose repository cannot be listed
 (SSH down, a path typo) fails its own task, visible in the grid, while the other runs go on. Invalid
 run files are logged and left out; their own DAG files show the import error.
 """
