@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from dc2tasks import __version__
+from dc2tasks import __version__, names
 from dc2tasks.cli_help import HelpFormatter, nonneg_int
 from dc2tasks.products.errors import InputError
 
@@ -47,7 +47,8 @@ def _bands(text: str) -> list[str]:
 
 def _repo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("repo", type=Path, help="Gen2 repository root (the directory with _mapper)")
-    p.add_argument("--rerun", help="rerun under REPO/rerun/ to read (its parents are searched too)")
+    p.add_argument("--rerun", type=names.RERUN.arg_type,
+                   help="rerun under REPO/rerun/ to read (its parents are searched too)")
 
 
 def _cmd_merge_tract(args: argparse.Namespace) -> int:
@@ -217,13 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     p.add_argument("--product", choices=sorted(PRODUCTS), required=True, help="which product")
-    p.add_argument("--run", required=True, help="data run name, e.g. run1.2i (used in the catalog name)")
+    p.add_argument("--run", type=names.RUN.arg_type, required=True,
+                   help="data run name, e.g. run1.2i (used in the catalog name)")
     p.add_argument("--base-dir", type=Path, required=True, help="directory holding the product's files")
     p.add_argument(
         "--config-base-dir", help="base_dir to write in the config (default: --base-dir, absolute)"
     )
     p.add_argument(
-        "--name", help="catalog name (default: dc2_object_<run>[_all_columns|_dpdd], dc2_<product>_<run>)"
+        "--name", type=names.FILE_PART.arg_type,
+        help="catalog name (default: dc2_object_<run>[_all_columns|_dpdd], dc2_<product>_<run>)",
     )
     p.add_argument(
         "--pixel-scale", type=float, default=DEFAULT_PIXEL_SCALE, help="coadd arcsec per pixel"
@@ -240,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workdir", type=Path, required=True, help="where object/, dpdd_object/, gcr-catalogs/ go"
     )
-    p.add_argument("--run", default="sample", help="data run name for file and catalog names")
+    p.add_argument("--run", type=names.RUN.arg_type, default="sample",
+                   help="data run name for file and catalog names")
     p.add_argument("--tract", type=nonneg_int, nargs="+", help="tracts (default: every tract found)")
     p.add_argument("--bands", type=_bands, help="bands (default: every band found per tract)")
     p.add_argument("--pixel-scale", type=float, help="arcsec/px (default: from a coadd's WCS)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dc2tasks import names
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Descriptions keep their line breaks (they hold examples and layouts); options show defaults."""
@@ -11,10 +13,4 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 def nonneg_int(text: str) -> int:
     """A tract, visit, index or count: a non-negative integer, refused by argparse with the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {text!r}")
-    return value
+    return int(names.NUMBER.arg_type(text))

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dc2tasks import names
 from dc2tasks.cli_help import HelpFormatter
 from dc2tasks.products.errors import InputError
 
@@ -52,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", type=Path, metavar="SOURCE", help="the product directory (with manifest.json)")
     p.add_argument("--central", type=Path, required=True, help="the central directory (must exist)")
+    # checked (names.PRODUCT, fullmatch) by ProductLayout before anything is read or written
     p.add_argument("--product", required=True, help="product name: CENTRAL/PRODUCT (a-z, 0-9, _)")
     p.add_argument("--group", help="group of the installed files (default: this account's primary group)")
     p.add_argument("--manifest", type=Path, help="the producer's manifest (default SOURCE/manifest.json)")
@@ -92,7 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--group", help="chgrp -R the files to this group (spec: lsst) so the installer reads them"
     )
     m.add_argument("--run-config", type=Path, help="the run file: its name, hash and inputs go to provenance")
-    m.add_argument("--run", help="run name, when the run file is not on this machine")
+    m.add_argument("--run", type=names.RUN.arg_type, help="run name, when the run file is elsewhere")
     m.add_argument("--run-config-hash", help="the run file's hash (dc2 run-config show), with --run")
     m.add_argument(
         "--input",

@@ -22,13 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dc2tasks import names
 from dc2tasks.install.manifest import MANIFEST_NAME, Manifest, read_manifest
 from dc2tasks.products.errors import InputError
 
 VERSIONS = "versions"
 CURRENT = "current"
 STAGING_PREFIX = ".staging-"
-PRODUCT_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+PRODUCT_RE = names.PRODUCT.regex
 
 
 class InstallError(InputError):

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dc2tasks import names
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
 
@@ -32,7 +33,7 @@ RESERVED = frozenset({MANIFEST_NAME, PROVENANCE_NAME})
 FORMAT = "dc2tasks-manifest/1"
 CHUNK = 4 * 1024 * 1024
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
-_NAME_PART_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,+=@-]{0,254}")
+_NAME_PART_RE = names.FILE_PART.regex
 
 
 @dataclass(frozen=True)

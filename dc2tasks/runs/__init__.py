@@ -3,7 +3,7 @@
 No Airflow import: the DAG factory calls these, and so do `dc2 run-config` and `dc2 reruns`.
 """
 
-from dc2tasks.runs.config import PRODUCTS, STEPS, RunConfig, read_visit_file
+from dc2tasks.runs.config import PRODUCTS, STEPS, RerunRule, RunConfig, read_visit_file
 from dc2tasks.runs.loader import RunConfigError, config_hash, load_run_config, load_run_dir, parse_run_config
 from dc2tasks.runs.params import (
     ParamsError,
@@ -12,26 +12,31 @@ from dc2tasks.runs.params import (
     params_schema,
     validate_params,
 )
-from dc2tasks.runs.reruns import JsonRerunStore, MemoryRerunStore, RerunListing, list_reruns, new_reruns
+from dc2tasks.runs.rerun_facts import FactsRequest, Listing, gather
+from dc2tasks.runs.reruns import JsonRerunStore, MemoryRerunStore, WatchReport, list_facts, watch_reruns
 
 __all__ = [
     "PRODUCTS",
     "STEPS",
+    "FactsRequest",
     "JsonRerunStore",
+    "Listing",
     "MemoryRerunStore",
     "ParamsError",
-    "RerunListing",
+    "RerunRule",
     "RunConfig",
     "RunConfigError",
     "TriggerParams",
+    "WatchReport",
     "config_hash",
-    "list_reruns",
+    "gather",
+    "list_facts",
     "load_run_config",
     "load_run_dir",
-    "new_reruns",
     "params_json_schema",
     "params_schema",
     "parse_run_config",
     "read_visit_file",
     "validate_params",
+    "watch_reruns",
 ]

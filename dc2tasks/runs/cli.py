@@ -25,9 +25,14 @@ Every problem is reported as FILE: FIELD: MESSAGE; exit code 2 if any file is in
 """
 
 RERUNS_DESCRIPTION = """\
-List the reruns of a Gen2 repository (REPO/rerun/* with a repositoryCfg.yaml). With --state and
---run, print only the reruns not handed out before for that run, and remember them in the state
-file (a JSON file replaced atomically), so each is printed once.
+What the rerun watcher sees in a Gen2 repository's rerun/ directory, read without following links.
+
+  dc2 reruns REPO                        each entry: owner, kind, whether it has a repositoryCfg.yaml
+  dc2 reruns REPO --facts [--marker F ...] the watcher's JSON listing (it runs this on the login node):
+                                         per rerun its owner, link-ness, marker, newest change, entry
+                                         count, listing digest, owners inside, missing products
+  dc2 reruns --state S --run R --accept X  after reprocessing a rerun the watcher reported as changed:
+                                         its next ready listing becomes what was processed
 """
 
 
@@ -55,10 +60,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=RERUNS_DESCRIPTION,
         formatter_class=_Formatter,
     )
-    r.add_argument("repository", type=Path, metavar="REPO", help="Gen2 repository root")
-    r.add_argument("--state", type=Path, help="JSON file remembering the reruns already handed out")
-    r.add_argument("--run", help="run name the state is kept for (needed with --state)")
-    r.add_argument("--ignore", nargs="+", default=[], metavar="RERUN", help="reruns never to hand out")
+    from dc2tasks import names
+    from dc2tasks.runs.rerun_facts import add_arguments
+
+    r.add_argument("repository", type=Path, nargs="?", metavar="REPO", help="Gen2 repository root")
+    r.add_argument("--facts", action="store_true", help="print the watcher's JSON listing")
+    add_arguments(r)
+    r.add_argument("--state", type=Path, help="the watcher's state ($AIRFLOW_HOME/dc2-rerun-state.json)")
+    r.add_argument("--run", type=names.RUN.arg_type, help="run name the state is kept for (with --state)")
+    r.add_argument("--accept", type=names.RERUN.arg_type, metavar="RERUN",
+                   help="take RERUN's next ready content as processed (with --state and --run)")
     r.set_defaults(func=run, dc2_runs_command="reruns")
 
 
@@ -101,19 +112,27 @@ def _show(path: Path, with_params: bool) -> int:
 
 
 def _reruns(args: argparse.Namespace) -> int:
-    from dc2tasks.runs.reruns import JsonRerunStore, list_reruns, new_reruns
+    from dc2tasks.runs.rerun_facts import gather, request_from_args
+    from dc2tasks.runs.reruns import JsonRerunStore
 
-    if args.state is None:
-        listing = list_reruns(args.repository)
-        for name in listing.reruns:
-            print(name)
-        for name in listing.skipped:
-            print(f"skipped (name not allowed): {name!r}", file=sys.stderr)
+    if args.accept is not None:
+        if args.state is None or not args.run:
+            raise InputError("--accept needs --state and --run")
+        if not JsonRerunStore(args.state).accept(args.run, args.accept):
+            raise InputError(f"{args.state}: run {args.run} has no processed rerun {args.accept}")
+        print(f"run {args.run}: rerun {args.accept} accepted; its next ready listing is the new baseline")
         return 0
-    if not args.run:
-        raise InputError("--state needs --run (the state remembers reruns per run)")
-    for name in new_reruns(args.run, args.repository, JsonRerunStore(args.state), ignore=args.ignore):
-        print(name)
+    if args.repository is None:
+        raise InputError("REPO is needed (except with --accept)")
+    listing = gather(args.repository, request_from_args(args))
+    if args.facts:
+        print(listing.model_dump_json())
+        return 0
+    print(f"{args.repository}/rerun: {listing.rerun_dir} (listed as {listing.account})")
+    for e in listing.reruns:
+        print(f"{e.name}\t{e.kind}\t{e.owner}\t{'repositoryCfg.yaml' if e.cfg else '-'}")
+    for name in listing.bad_names:
+        print(f"skipped (name not allowed): {name!r}", file=sys.stderr)
     return 0
 
 

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from dc2tasks import names
 from dc2tasks.products.visit_lists import read_visit_file as read_visit_file  # re-exported
 from dc2tasks.products.visit_lists import select_visits
 from dc2tasks.slurm import validate as slurm_validate
@@ -69,9 +70,6 @@ STEPS: tuple[str, ...] = (
 """The job steps that get their own Slurm time and memory limits."""
 
 MAX_TRACT = 99_999  # above any tract id of an LSST rings sky map
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-RERUN_RE = re.compile(r"[A-Za-z0-9_.+-]{1,200}")
-GROUP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 CONN_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,250}")
 DC2_COMMAND_RE = re.compile(r"(?:shifter )?(?:/[A-Za-z0-9_.+/-]{1,1000}|[A-Za-z0-9_.+-]{1,100})")
 """How a cluster job starts `dc2`: a word on PATH, an absolute path, either after `shifter `. It is
@@ -124,15 +122,19 @@ def _path(value: str, info: ValidationInfo) -> str:
 
 
 def _name(value: str) -> str:
-    if not NAME_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a run name (letters, digits, '_', '.', '-'; at most 64)")
-    return value
+    return names.RUN.check(value)
+
+
+def _rerun(value: str) -> str:
+    return names.RERUN.check(value)
 
 
 def _group(value: str) -> str:
-    if not GROUP_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a Unix group name")
-    return value
+    return names.ACCOUNT.check(value)
+
+
+def _file_name(value: str) -> str:
+    return names.FILE_PART.check(value)
 
 
 def _conn_id(value: str) -> str:
@@ -294,6 +296,42 @@ class Connections(_Strict):
     )
 
 
+class RerunRule(_Strict):
+    """When the rerun watcher may hand a rerun of the repository to this run, and whose it must be.
+
+    A Gen2 rerun exists (with its repositoryCfg.yaml) from the moment the pipelines start writing
+    it, so existence says nothing about completeness: `ready` names the rule. Either way the rerun
+    must be a directory (not a symlink) owned by one of `owners`, every entry in it too, and must
+    hold the run's products for every tract (and visit) of the run file.
+    """
+
+    ready: Literal["marker", "quiet"] = Field(
+        description="marker: the pipelines write `marker` when done; quiet: nothing changed for quiet_hours"
+    )
+    marker: Annotated[str, AfterValidator(_file_name)] | None = Field(
+        None, description="completion file directly in the rerun directory (a regular file, not a link)"
+    )
+    quiet_hours: int | None = Field(
+        None, ge=1, le=24 * 60, description="hours without any change under the rerun before it is complete"
+    )
+    owners: list[Annotated[str, AfterValidator(_group)]] = Field(
+        default_factory=list,
+        description="accounts a rerun may belong to; empty: the account that lists it (the producer login)",
+    )
+    max_entries: int = Field(
+        1_000_000, ge=1, le=1_000_000_000, description="a rerun with more entries is not examined (a bound)"
+    )
+
+    @model_validator(mode="after")
+    def _rule_complete(self) -> RerunRule:
+        if self.ready == "marker" and (self.marker is None or self.quiet_hours is not None):
+            raise ValueError("ready: marker needs `marker` (the completion file name) and no quiet_hours")
+        if self.ready == "quiet" and (self.quiet_hours is None or self.marker is not None):
+            raise ValueError("ready: quiet needs `quiet_hours` and no marker")
+        _no_duplicates(self.owners)  # type: ignore[arg-type]
+        return self
+
+
 class RunConfig(_Strict):
     """One data run: what to read, what to make, where it goes, and how jobs run."""
 
@@ -301,8 +339,9 @@ class RunConfig(_Strict):
     description: str = ""
     backend: Literal["local", "slurm"]
     repository: PathStr
-    rerun: str | None = None
+    rerun: Annotated[str, AfterValidator(_rerun)] | None = None
     watch_reruns: bool = False
+    reruns: RerunRule | None = None
     tracts: Annotated[list[Tract], Field(min_length=1)]
     visits: list[Visit] | PathStr | None = None
     bands: Annotated[list[Band], Field(min_length=1)] = list(BANDS)  # type: ignore[assignment]
@@ -313,13 +352,6 @@ class RunConfig(_Strict):
     central: Central
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     connections: Connections = Field(default_factory=Connections)
-
-    @field_validator("rerun")
-    @classmethod
-    def _rerun(cls, v: str | None) -> str | None:
-        if v is not None and (v in (".", "..") or not RERUN_RE.fullmatch(v)):
-            raise ValueError(f"{v!r} is not a rerun name (one directory under <repository>/rerun)")
-        return v
 
     @field_validator("tracts", "bands", "products")
     @classmethod
@@ -354,6 +386,11 @@ class RunConfig(_Strict):
         for product, needed in PRODUCT_NEEDS.items():
             if product in self.products and needed not in self.products:
                 raise ValueError(f"products: {product} is made from {needed}; add {needed} to products")
+        if self.watch_reruns and self.reruns is None:
+            raise ValueError(
+                "reruns: required with watch_reruns: true (when is a rerun complete? "
+                "{ready: marker, marker: FILE} or {ready: quiet, quiet_hours: N})"
+            )
         visit_products = sorted(VISIT_PRODUCTS.intersection(self.products))
         if visit_products and self.visits is None:
             raise ValueError(f"visits: required, products {', '.join(visit_products)} are per visit")

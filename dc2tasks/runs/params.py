@@ -17,8 +17,9 @@ from typing import Any
 
 import jsonschema
 
+from dc2tasks import names
 from dc2tasks.products.errors import InputError
-from dc2tasks.runs.config import RERUN_RE, RunConfig
+from dc2tasks.runs.config import RunConfig
 
 MAX_VISIT = 2**31 - 1
 
@@ -76,8 +77,7 @@ def params_schema(config: RunConfig) -> dict[str, dict[str, Any]]:
             "title": "Rerun",
             "description": f"Rerun of {config.repository} to read. Empty: the run's own "
             f"({config.rerun or 'none: the repository itself'}). The rerun watcher sets it.",
-            "pattern": f"^{RERUN_RE.pattern}$",
-            "not": {"enum": [".", ".."]},
+            "pattern": names.RERUN.json_schema_pattern,
             "default": config.rerun,
         },
         "dry_run": {
@@ -111,7 +111,7 @@ _HINTS = {
     "products": "a product is one of the run's: {products}",
     "tracts": "a tract is an integer, one of the run's: {tracts}",
     "visits": "a visit is a non-negative integer",
-    "rerun": "a rerun is one directory name (letters, digits, '_', '.', '+', '-')",
+    "rerun": f"a rerun is {names.RERUN.hint}",
     "dry_run": "true or false",
     "force": "true or false",
 }
@@ -150,6 +150,10 @@ def validate_params(params: Mapping[str, Any] | None, config: RunConfig) -> Trig
     for key in ("tracts", "visits"):
         if any(isinstance(v, bool) or not isinstance(v, int) for v in value[key]):
             raise ParamsError(f"{key}: {value[key]!r} is refused; integers only")
+    # the schema's pattern is searched, not full-matched, by whatever validated it before (the UI,
+    # the REST API): the value that becomes a path is checked here with fullmatch as well
+    if value["rerun"] is not None and not names.RERUN.fullmatch(value["rerun"]):
+        raise ParamsError(f"rerun: {value['rerun']!r} is refused; {_HINTS['rerun']}")
     return TriggerParams(
         products=tuple(p for p in config.products if p in value["products"]),
         tracts=tuple(sorted(value["tracts"])),

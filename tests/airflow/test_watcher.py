@@ -1,34 +1,55 @@
 """The rerun watcher DAG (dags/dc2_rerun_watcher.py) with the real `dag.test()`: it triggers the watched
-run's DAG once per new rerun, with the rerun in the conf and the run id `rerun__<rerun>`, never for a
-rerun it has triggered before, and never for the run's own rerun or the reruns it is built on."""
+run's DAG once per new complete rerun, with the rerun in the conf and the run id `rerun__<rerun>`,
+never for a rerun it has triggered before, never for one still being written, symlinked or owned by
+another account, never for the run's own rerun or the reruns it is built on; and a triggered rerun
+that changes fails the watcher's `changed__<run>` task, naming it."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import logging
+import os
+import pwd
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from airflow.sdk.exceptions import AirflowFailException
 
-from dc2tasks.airflow.watcher import build_watcher_dag, claim_new_reruns, rerun_and_parents
+from dc2tasks.airflow.watcher import build_watcher_dag, changed_failure, watch_run
+from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.runs.loader import load_run_config
-from dc2tasks.runs.reruns import MemoryRerunStore
+from dc2tasks.runs.rerun_facts import FactsRequest
+from dc2tasks.runs.reruns import JsonRerunStore, MemoryRerunStore, list_facts
 from dc2tasks.sample.layout import repository_cfg
 from dc2tasks.slurm.transports import SubprocessTransport
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 MAPPER = "lsst.obs.lsst.imsim.ImsimMapper"
+MARKER = "DC2_RERUN_COMPLETE"  # demo.yaml's reruns.marker
+DC2 = str(Path(sys.executable).with_name("dc2"))
 
 
-def add_rerun(repo: Path, name: str, parents: list[Any]) -> None:
-    """A rerun as the Gen2 butler leaves it: a directory with a repositoryCfg.yaml naming its parents."""
-    (repo / "rerun" / name).mkdir(parents=True)
-    (repo / "rerun" / name / "repositoryCfg.yaml").write_text(repository_cfg(MAPPER, parents))
+def add_rerun(repo: Path, name: str, parents: list[Any], complete: bool = True) -> Path:
+    """A rerun as the Gen2 butler leaves it: a directory with a repositoryCfg.yaml naming its parents,
+    tract 4850's ref and forced photometry (what the run's object product needs), and, once the
+    pipelines are done, the completion marker."""
+    rerun = repo / "rerun" / name
+    rerun.mkdir(parents=True)
+    (rerun / "repositoryCfg.yaml").write_text(repository_cfg(MAPPER, parents))
+    layout = Gen2Repo(rerun, [rerun], "obs_lsst")
+    for dataset in ("deepCoadd_ref", "deepCoadd_forced_src"):
+        path = rerun / layout.relpath(dataset, tract=4850, patch="1,1", filter="r")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("catalog")
+    if complete:
+        (rerun / MARKER).write_text("")
+    return rerun
 
 
 def make_repository(root: Path) -> Path:
@@ -87,6 +108,19 @@ def triggered(dag_id: str) -> dict[str, Any]:
         return {r.run_id: r.conf for r in runs}
 
 
+def xcom_value(dr: Any, task_id: str, key: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(select(XComModel).where(
+            XComModel.dag_id == dr.dag_id, XComModel.run_id == dr.run_id, XComModel.task_id == task_id,
+            XComModel.key == key)).one()
+        value = row.value
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def watcher_states(dr: Any) -> dict[str, str]:
     from airflow.utils.session import create_session
 
@@ -110,7 +144,7 @@ def test_each_new_rerun_is_triggered_once(tmp_path: Path, airflow_db: str, state
     watcher = load_dag(
         install_dags(Path(airflow_db) / "dags", {"watched": run_file(tmp_path, "watched", repo)})
     )
-    assert {t.task_id for t in watcher.tasks} == {"find__watched", "trigger__watched"}
+    assert {t.task_id for t in watcher.tasks} == {"find__watched", "trigger__watched", "changed__watched"}
 
     dr = watcher.test()
     assert str(dr.state) == "success", watcher_states(dr)
@@ -129,7 +163,8 @@ def test_each_new_rerun_is_triggered_once(tmp_path: Path, airflow_db: str, state
     dr = watcher.test()
     states = watcher_states(dr)
     assert str(dr.state) == "success", states
-    assert states == {"find__watched[-1]": "success", "trigger__watched[0]": "success"}
+    assert states == {"find__watched[-1]": "success", "trigger__watched[0]": "success",
+                      "changed__watched[-1]": "success"}
     assert triggered("dc2_watched") == {
         "rerun__a": {"rerun": "a"},
         "rerun__b": {"rerun": "b"},
@@ -140,20 +175,22 @@ def test_each_new_rerun_is_triggered_once(tmp_path: Path, airflow_db: str, state
 def test_slurm_backend_lists_through_the_producer_connection(
     tmp_path: Path, airflow_db: str, state_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """backend slurm: the listing goes through SlurmHook(producer).client().transport (here the
-    `dc2_local` connection type: the same commands as over SSH, run as local subprocesses)."""
+    """backend slurm: the listing is `dc2 reruns REPO --facts` through SlurmHook(producer).client()
+    .transport (here the `dc2_local` connection type: the same argv as over SSH, run as local
+    subprocesses), parsed strictly; the not-yet-complete rerun is not triggered."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_DC2_WATCH_PRODUCER",
         json.dumps({"conn_type": "dc2_local", "extra": {"state_dir": str(tmp_path / "slurm-state")}}),
     )
     repo = make_repository(tmp_path / "repo")
     add_rerun(repo, "v2", ["../coadd"])
+    add_rerun(repo, "v3", ["../coadd"], complete=False)
     data = run_file(
         tmp_path,
         "watched_remote",
         repo,
         backend="slurm",
-        slurm={"account": "m1727"},
+        slurm={"account": "m1727", "dc2_command": DC2},
         connections={"producer": "dc2_watch_producer", "collaboration": "dc2_watch_producer"},
     )
     data["central"]["group"] = "lsst"
@@ -161,7 +198,8 @@ def test_slurm_backend_lists_through_the_producer_connection(
     watcher = load_dag(
         install_dags(Path(airflow_db) / "dags", {"watched_remote": data, "not_watched": quiet})
     )
-    assert {t.task_id for t in watcher.tasks} == {"find__watched_remote", "trigger__watched_remote"}
+    assert {t.task_id for t in watcher.tasks} == {
+        "find__watched_remote", "trigger__watched_remote", "changed__watched_remote"}
     dr = watcher.test()
     assert str(dr.state) == "success", watcher_states(dr)
     assert triggered("dc2_watched_remote") == {"rerun__v2": {"rerun": "v2"}}
@@ -170,6 +208,8 @@ def test_slurm_backend_lists_through_the_producer_connection(
 
 
 def test_parents_are_read_locally_and_through_a_runner(tmp_path: Path) -> None:
+    """The run's own rerun and its ancestors, from the listing's no-follow reads of each
+    repositoryCfg.yaml, here and through `dc2 reruns --facts` run by a command runner."""
     repo = make_repository(tmp_path / "repo")
     # the butler's own form: a parent as a nested RepositoryCfg with an absolute _root
     (repo / "rerun" / "deep").mkdir()
@@ -178,11 +218,20 @@ def test_parents_are_read_locally_and_through_a_runner(tmp_path: Path) -> None:
         f"- !RepositoryCfg_v1\n  _root: {repo}/rerun/multiband\n  _parents: []\n"
     )
     add_rerun(repo, "sibling", ["../coadd"])
+    # a repositoryCfg.yaml that is a symlink is not read: its parents are not followed either
+    (repo / "rerun" / "linked-cfg").mkdir()
+    deep_cfg = repo / "rerun" / "deep" / "repositoryCfg.yaml"
+    (repo / "rerun" / "linked-cfg" / "repositoryCfg.yaml").symlink_to(deep_cfg)
+
+    def ignored(own: str | None, runner: Any) -> list[str]:
+        return list_facts(str(repo), FactsRequest(own_rerun=own), runner, (DC2,)).ignored
+
     for runner in (None, SubprocessTransport()):
-        assert rerun_and_parents(str(repo), "deep", runner) == ["deep", "multiband", "coadd"]
-        assert rerun_and_parents(str(repo), "sibling", runner) == ["sibling", "coadd"]
-        assert rerun_and_parents(str(repo), "not-there-yet", runner) == ["not-there-yet"]
-        assert rerun_and_parents(str(repo), None, runner) == []
+        assert ignored("deep", runner) == ["deep", "multiband", "coadd"]
+        assert ignored("sibling", runner) == ["sibling", "coadd"]
+        assert ignored("not-there-yet", runner) == ["not-there-yet"]
+        assert ignored("linked-cfg", runner) == ["linked-cfg"]
+        assert ignored(None, runner) == []
 
 
 def test_claim_ignores_own_rerun_and_parents_and_hands_out_once(tmp_path: Path) -> None:
@@ -192,8 +241,11 @@ def test_claim_ignores_own_rerun_and_parents_and_hands_out_once(tmp_path: Path) 
     path.write_text(yaml.safe_dump(run_file(tmp_path, "claims", repo)))
     config = load_run_config(path)
     store = MemoryRerunStore()
-    assert claim_new_reruns(config, store) == [{"trigger_run_id": "rerun__x", "conf": {"rerun": "x"}}]
-    assert claim_new_reruns(config, store) == []
+    report = watch_run(config, store)
+    assert report.triggered == ["x"]
+    # coadd and multiband are complete too, but they are the run's own rerun and its parent
+    assert report.waiting == {}
+    assert watch_run(config, store).triggered == []
     assert store.seen("claims") == {"x"}
 
 
@@ -212,7 +264,72 @@ def test_watcher_dag_settings_and_bad_run_files(
     assert dag.dag_id == "dc2_rerun_watcher"
     assert dag.timetable.expression == "*/10 * * * *"
     assert (dag.max_active_runs, dag.catchup) == (1, False)
-    assert {t.task_id for t in dag.tasks} == {"find__good", "trigger__good"}
+    assert {t.task_id for t in dag.tasks} == {"find__good", "trigger__good", "changed__good"}
     assert f"{runs / 'bad.yaml'}: tracts:" in caplog.text
     monkeypatch.delenv("DC2_RERUN_WATCH_SCHEDULE")
     assert build_watcher_dag(runs).timetable.expression == "0 * * * *"
+
+
+def test_only_complete_own_real_reruns_are_triggered_and_a_changed_one_fails_the_watcher(
+    tmp_path: Path, airflow_db: str, state_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rerun being written is triggered once its marker is there; a symlinked rerun and one owned
+    by another account never are (the reason is logged on every pass); a triggered rerun that
+    changes fails `changed__<run>` naming it, while a new complete rerun is still triggered."""
+    repo = make_repository(tmp_path / "repo")
+    writing = add_rerun(repo, "writing", ["../coadd"], complete=False)
+    elsewhere = add_rerun(tmp_path / "elsewhere", "real", ["../coadd"])
+    (repo / "rerun" / "linked").symlink_to(elsewhere)
+    foreign = os.geteuid() == 0
+    if foreign:
+        theirs = add_rerun(repo, "theirs", ["../coadd"])
+        nobody = pwd.getpwnam("nobody").pw_uid
+        for root, dirs, files in os.walk(theirs):
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), nobody, -1)
+        os.lchown(theirs, nobody, -1)
+    elif os.environ.get("CI") == "true":
+        pytest.fail("CI runs as root, which this test needs to chown a rerun to nobody")
+    watcher = load_dag(
+        install_dags(Path(airflow_db) / "dags", {"guarded": run_file(tmp_path, "guarded", repo)})
+    )
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    with caplog.at_level(logging.INFO, logger="dc2tasks.runs.reruns"):
+        dr = watcher.test()
+    assert str(dr.state) == "success", watcher_states(dr)
+    assert triggered("dc2_guarded") == {}
+    where = f"{repo}/rerun"
+    assert f"rerun {where}/writing not handed out: completion marker {MARKER}: absent" in caplog.text
+    assert f"rerun {where}/linked not handed out: a symlink (never followed)" in caplog.text
+    if foreign:
+        assert f"rerun {where}/theirs not handed out: owned by nobody, not by {me}" in caplog.text
+    assert json.loads(state_file.read_text())["runs"].get("guarded", {}) == {}
+
+    (writing / MARKER).write_text("")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dc2tasks.runs.reruns"):
+        dr = watcher.test()
+    assert str(dr.state) == "success", watcher_states(dr)
+    assert triggered("dc2_guarded") == {"rerun__writing": {"rerun": "writing"}}
+    assert f"rerun {where}/linked not handed out" in caplog.text  # logged again on every pass
+
+    # the triggered rerun changes; a new one is complete: the new one is triggered, the task that
+    # reports changes fails naming the changed one, which is not triggered again
+    (writing / "late.fits").write_text("more")
+    add_rerun(repo, "next", ["../coadd"])
+    dr = watcher.test()
+    states = watcher_states(dr)
+    assert str(dr.state) == "failed", states
+    assert states["changed__guarded[-1]"] == "failed"
+    assert states["find__guarded[-1]"] == "success" and states["trigger__guarded[0]"] == "success"
+    assert triggered("dc2_guarded") == {
+        "rerun__writing": {"rerun": "writing"}, "rerun__next": {"rerun": "next"}}
+    config = load_run_config(Path(airflow_db) / "dags" / "runs" / "guarded.yaml")
+    changed = JsonRerunStore(state_file)  # what find__guarded handed to changed__guarded
+    assert set(changed.processed("guarded")) == {"writing", "next"}
+    with pytest.raises(AirflowFailException) as failure:
+        changed_failure(config, {"writing": "1 -> 2 entries"})
+    assert str(failure.value).startswith("run guarded: reruns changed after they were processed "
+                                         "(not triggered again): writing: 1 -> 2 entries.")
+    xcom = xcom_value(dr, "find__guarded", "changed")
+    assert list(xcom) == ["writing"] and xcom["writing"].startswith("11 -> 12 entries; ")

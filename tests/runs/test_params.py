@@ -70,7 +70,11 @@ HOSTILE = [
     ({"products": []}, "products: choose at least one"),
     ({"visits": [-1]}, "visits[0]: -1 is refused; a visit is a non-negative integer"),
     ({"visits": ["1 && curl evil"]}, "visits[0]: '1 && curl evil' is refused"),
-    ({"rerun": "../../home"}, "rerun: '../../home' is refused; a rerun is one directory name"),
+    ({"rerun": "../../home"}, "rerun: '../../home' is refused; a rerun is one directory under"),
+    ({"rerun": "coadd-v5\n"}, "rerun: 'coadd-v5\\n' is refused; a rerun is one directory under"),
+    ({"rerun": "-rf"}, "rerun: '-rf' is refused"),
+    ({"rerun": "a/b"}, "rerun: 'a/b' is refused"),
+    ({"rerun": "."}, "rerun: '.' is refused"),
     ({"rerun": ".."}, "rerun: '..' is refused"),
     ({"rerun": "x; rm -rf /"}, "rerun: 'x; rm -rf /' is refused"),
     ({"dry_run": "false"}, "dry_run: 'false' is refused; true or false"),
@@ -112,3 +116,38 @@ def test_the_conf_schema_refuses_unknown_keys(run12p):
     schema = params_json_schema(run12p)
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == set(params_schema(run12p))
+
+
+def test_the_rerun_pattern_is_fullmatched_by_jsonschema_too():
+    """jsonschema searches a `pattern`: `^...$` would accept a trailing newline (Python's `$`); the
+    shipped pattern ends with `(?![\\s\\S])`, "end of string" in Python and ECMAScript alike."""
+    import jsonschema
+
+    from dc2tasks import names
+
+    good = {"type": "string", "pattern": names.RERUN.json_schema_pattern}
+    naive = {"type": "string", "pattern": f"^{names.RERUN.body}$"}
+    jsonschema.validate("w_2019_10+fix", good)
+    jsonschema.validate("w_2019_10\n", naive)  # the pitfall this guards against
+    for value in ("w_2019_10\n", "-rf", "..", "a/b", "", "x\ny"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(value, good)
+
+
+def test_the_rerun_is_fullmatched_where_the_params_are_consumed(run12p, monkeypatch):
+    """Whatever schema validated the conf before (the UI, the REST API), validate_params checks the
+    rerun that becomes a path with fullmatch: shown with the schema's pattern weakened to `^...$`."""
+    from dc2tasks import names
+    from dc2tasks.runs import params
+
+    real = params.params_schema
+
+    def weakened(config):
+        schema = real(config)
+        schema["rerun"]["pattern"] = f"^{names.RERUN.body}$"
+        return schema
+
+    monkeypatch.setattr(params, "params_schema", weakened)
+    with pytest.raises(ParamsError, match=r"^rerun: 'coadd-v5\\n' is refused; a rerun is one directory"):
+        validate_params({"rerun": "coadd-v5\n"}, run12p)
+    assert validate_params({"rerun": "coadd-v5"}, run12p).rerun == "coadd-v5"

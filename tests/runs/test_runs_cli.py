@@ -50,19 +50,32 @@ def test_show_prints_the_hash_and_the_params(capsys):
     assert shown["params"]["properties"]["tracts"]["items"]["enum"][0] == 5066
 
 
-def test_reruns_once_with_state(tmp_path, capsys):
+def test_reruns_lists_and_prints_facts(tmp_path, capsys):
     repo = tmp_path / "repo"
     for name in ("a", "b"):
         (repo / "rerun" / name).mkdir(parents=True)
         (repo / "rerun" / name / "repositoryCfg.yaml").write_text("_parents: []\n")
+    (repo / "rerun" / "c").symlink_to(repo / "rerun" / "a")
+    (repo / "rerun" / "a" / "DONE").write_text("")
     assert dc2("reruns", str(repo)) == 0
-    assert capsys.readouterr().out == "a\nb\n"
-    state = str(tmp_path / "state.json")
-    assert dc2("reruns", str(repo), "--state", state, "--run", "demo", "--ignore", "a") == 0
-    assert capsys.readouterr().out == "b\n"
-    assert dc2("reruns", str(repo), "--state", state, "--run", "demo") == 0
-    assert capsys.readouterr().out == "a\n"
-    assert dc2("reruns", str(repo), "--state", state, "--run", "demo") == 0
-    assert capsys.readouterr().out == ""
-    assert dc2("reruns", str(repo), "--state", state) == 2
-    assert "--state needs --run" in capsys.readouterr().err
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split("\t")[:2] for ln in lines[1:]] == [["a", "dir"], ["b", "dir"], ["c", "link"]]
+    assert dc2("reruns", str(repo), "--facts", "--marker", "DONE", "--own-rerun", "b") == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["format"] == "dc2tasks-rerun-facts/1"
+    assert [(e["name"], e["marker"], e["walk"] is not None) for e in facts["reruns"]] == [
+        ("a", "file", True), ("b", "absent", False), ("c", None, False)]
+
+
+def test_accept_needs_state_and_run(tmp_path, capsys):
+    from dc2tasks.runs import JsonRerunStore
+
+    state = tmp_path / "state.json"
+    JsonRerunStore(state).claim("demo", ["w1"], fingerprints={"w1": {"digest": "x"}})
+    assert dc2("reruns", "--state", str(state), "--run", "demo", "--accept", "w1") == 0
+    assert "rerun w1 accepted" in capsys.readouterr().out
+    assert "fingerprint" not in JsonRerunStore(state).processed("demo")["w1"]
+    assert dc2("reruns", "--state", str(state), "--run", "demo", "--accept", "w2") == 2
+    assert "run demo has no processed rerun w2" in capsys.readouterr().err
+    assert dc2("reruns", "--accept", "w1") == 2
+    assert "--accept needs --state and --run" in capsys.readouterr().err
