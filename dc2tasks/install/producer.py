@@ -18,7 +18,7 @@ from typing import Any
 
 from dc2tasks.install.check import read_catalog_config
 from dc2tasks.install.manifest import CATALOG_CONFIGS, PROVENANCE_NAME, Manifest, write_manifest
-from dc2tasks.install.provenance import job_record
+from dc2tasks.install.provenance import PRODUCER_KEYS, job_record
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
 
@@ -46,12 +46,8 @@ def write_producer_record(
     inputs: Mapping[str, Any] | None = None,
     jobs: Iterable[Mapping[str, Any] | object] = (),
 ) -> Path:
-    record = {
-        "run": run,
-        "run_config_hash": run_config_hash,
-        "inputs": dict(inputs or {}),
-        "jobs": [job_record(j) for j in jobs],
-    }
+    values = (run, run_config_hash, dict(inputs or {}), [job_record(j) for j in jobs])
+    record = dict(zip(PRODUCER_KEYS, values, strict=True))
     target = Path(product_dir) / PROVENANCE_NAME
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")

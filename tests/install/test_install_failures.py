@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from dc2tasks.install import InstallError, ProductLayout, copy_and_hash, install_product
+from dc2tasks.install.policy import ModePolicy
 from dc2tasks.products.errors import InputError
 
 CI = os.environ.get("CI") == "true"
@@ -87,11 +88,11 @@ def test_chgrp_failure(source, central, v1_installed, tree):
     before = tree(central)
     calls = []
 
-    def chown(path, uid, gid, follow_symlinks=True):
-        calls.append(Path(path).name)
+    def chown(fd, uid, gid):
+        calls.append(fd)
         if len(calls) == 3:
             raise PermissionError(errno.EPERM, "Operation not permitted")
-        os.chown(path, uid, gid, follow_symlinks=follow_symlinks)
+        os.fchown(fd, uid, gid)
 
     with pytest.raises(
         InstallError, match=r"chgrp 100 .*: Operation not permitted; nothing installed changed"
@@ -105,12 +106,11 @@ def test_disk_full_midway(source, central, v1_installed, tree):
     before = tree(central)
     copied = []
 
-    def copy_until_full(src: Path, dst: Path) -> tuple[int, str]:
+    def copy_until_full(src: int, dst: int) -> tuple[int, str]:
         if len(copied) == 1:
-            with open(src, "rb") as fin, open(dst, "xb") as fout:
-                fout.write(fin.read(1000))  # a partial file, as a real full disk leaves
+            os.write(dst, os.read(src, 1000))  # a partial file, as a real full disk leaves
             raise OSError(errno.ENOSPC, "No space left on device")
-        copied.append(src.name)
+        copied.append(src)
         return copy_and_hash(src, dst)
 
     with pytest.raises(
@@ -178,9 +178,14 @@ def test_hostile_manifest_names_are_refused(source, central, tree):
 
 def test_a_second_install_at_the_same_time_is_refused(source, central, v1_installed, tree):
     before = tree(central)
-    with ProductLayout(central.resolve(), "object").lock():
-        with pytest.raises(InstallError, match="another install of object is running"):
-            install_product(source, central, "object", None)
+    layout = ProductLayout(central.resolve(), "object")
+    with layout.open(ModePolicy(os.getgid())) as held, held.lock():
+        with pytest.raises(InstallError) as info:
+            install_product(source, central, "object", None, lock_timeout=0.5)
+    assert str(info.value) == (
+        f"{layout.lock_path}: another install of object is running (held by pid {os.getpid()}, "
+        "root (uid 0)); gave up after 0.5 s"
+    )
     assert_unchanged(central, before, tree)
 
 
@@ -209,7 +214,8 @@ def test_a_really_full_disk(source, tmp_path, tree, rewrite_manifest):
     central = tmp_path / "small-disk"
     central.mkdir()
     subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size + 300_000}", "tmpfs", str(central)], check=True
+        ["mount", "-t", "tmpfs", "-o", f"size={size + 300_000},mode=0755", "tmpfs", str(central)],
+        check=True,
     )
     try:
         install_product(source, central, "object", None)
