@@ -103,10 +103,10 @@ def make_private_dir(parent_fd: int, name: str, path: object) -> int:
     except FileExistsError:
         raise InstallError(f"{path}: already exists; a staging directory is never reused") from None
     fd = open_dir(name, path, parent_fd)
-    st = os.fstat(fd)
-    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
+    if os.fstat(fd).st_uid != os.geteuid():
         os.close(fd)
         raise InstallError(f"{path}: not the private directory this install just made")
+    os.fchmod(fd, 0o700)  # exactly: not a setgid bit inherited from a group-managed parent
     return fd
 
 
@@ -135,8 +135,7 @@ def remove_tree_at(parent_fd: int, name: str, made: os.stat_result, path: Path) 
             return
         if not same_file(st, made):
             raise InstallError(
-                f"{path}: is now {kind(st)}, not the directory this install made; not followed, "
-                "left as it is (someone else can write in the product's directory: investigate)"
+                f"{path}: is now {kind(st)}, not the directory this install made; left as it is"
             )
         with opened(open_dir(name, path, parent_fd)) as fd:
             if not same_file(os.fstat(fd), made):

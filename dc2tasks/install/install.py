@@ -192,10 +192,10 @@ def _copy_one(
     path = source / entry.name
     with opened(open_source(source_fd, source, entry.name)) as src:
         st = os.fstat(src)
-        if not stat.S_ISREG(st.st_mode) or not same_file(st, checked) or st.st_size != entry.size:
+        if not stat.S_ISREG(st.st_mode) or not _unchanged(st, checked) or st.st_size != entry.size:
             raise InstallError(
                 f"{path}: changed between the check and the copy (now {kind(st)} of {st.st_size} bytes, "
-                "another inode); nothing staged from it"
+                "not the file checked); nothing staged from it"
             )
         parent, leaf = _staged_parent(staging_fd, entry.name, staging)
         with opened(parent), opened(os.open(leaf, NEW_FILE_FLAGS, 0o600, dir_fd=parent)) as dst:
@@ -204,6 +204,11 @@ def _copy_one(
         raise InstallError(f"{path}: copied {size} bytes, the manifest says {entry.size}")
     if sha != entry.sha256:
         raise InstallError(f"{path}: sha256 {sha} differs from the manifest's {entry.sha256}")
+
+
+def _unchanged(st: os.stat_result, checked: os.stat_result) -> bool:
+    """The same file as checked and not rewritten since (ctime: a new inode may reuse the number)."""
+    return same_file(st, checked) and (st.st_size, st.st_ctime_ns) == (checked.st_size, checked.st_ctime_ns)
 
 
 def _write_json_at(dir_fd: int, name: str, data: object) -> None:

@@ -111,6 +111,8 @@ class ProductTree:
             self.exists = create or _lexists(layout.product, central)
             if self.exists:
                 self.root_fd = self._container("root", central, layout.product, layout.root, create)
+                for name in (VERSIONS, CONFIGS):  # checked before anything (the lock) is made
+                    self.subdir(name)
         except BaseException:
             self.close()
             raise
