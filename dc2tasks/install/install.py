@@ -26,6 +26,7 @@ import logging
 import os
 import stat
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -243,7 +244,7 @@ def write_installed_configs(
         configs_fd = tree.subdir(CONFIGS, create=True)
         assert configs_fd is not None
         if _read_config_at(configs_fd, src.name) != config:
-            tmp = f".{src.name}.{os.getpid()}.tmp"
+            tmp = f".{src.name}.{uuid.uuid4().hex[:8]}.tmp"
             with opened(os.open(tmp, NEW_FILE_FLAGS, 0o600, dir_fd=configs_fd)) as fd:
                 os.write(fd, (CONFIG_HEADER + yaml.safe_dump(config, sort_keys=False)).encode())
                 os.fchown(fd, -1, policy.gid)
@@ -418,7 +419,10 @@ class _Stage:
             os.close(fd)
 
     def _still_ours(self, made: os.stat_result) -> None:
-        st = lstat_at(self.name, self.tree.root_fd)
+        try:
+            st = lstat_at(self.name, self.tree.root_fd)
+        except FileNotFoundError:
+            raise InstallError(f"{self.path}: gone (renamed or removed by someone else)") from None
         if not same_file(st, made):
             raise InstallError(
                 f"{self.path}: is now {kind(st)}, not the directory this install made; not followed "
@@ -427,7 +431,10 @@ class _Stage:
 
     def _clean_up(self, fd: int, made: os.stat_result, moved: bool, error: InstallError) -> None:
         """Empty our staged directory through its descriptor, then remove its name if it still
-        holds it; a name that holds something else now is left alone and reported."""
+        holds it; a name that holds something else now is left alone and reported. A version the
+        switch already made current is installed: it is kept."""
+        if moved and self._is_current():
+            return
         try:
             empty_dir(fd, self.path)
             versions = self.tree.subdir(VERSIONS)
@@ -439,6 +446,12 @@ class _Stage:
             text = str(exc) if isinstance(exc, InstallError) else f"{self.path}: {exc.strerror or exc}"
             if text not in str(error):
                 error.args = (f"{error}; cleaning up: {text}",)
+
+    def _is_current(self) -> bool:
+        try:
+            return self.tree.current_version() == self.version
+        except InstallError:
+            return False
 
 
 def _as_install_error(exc: Exception, layout: ProductLayout) -> InstallError:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dc2tasks.install.errors import InstallError
-from dc2tasks.install.fdops import DIR_FLAGS, lstat_at, make_dir_at, open_dir
+from dc2tasks.install.fdops import lstat_at, make_dir_at, open_dir
 from dc2tasks.install.manifest import MANIFEST_NAME, Manifest, read_manifest
 from dc2tasks.install.policy import LOCK_MODE, ModePolicy, describe, user_name
 
@@ -271,12 +271,3 @@ def lock_holder(st: os.stat_result) -> str:
                 return f"pid {pid}"
             return f"pid {pid}, {user_name(uid)}"
     return "unknown"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable before telling anyone it happened."""
-    fd = os.open(path, DIR_FLAGS)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
