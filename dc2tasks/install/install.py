@@ -53,7 +53,7 @@ from dc2tasks.install.fdops import (
     same_file,
     set_group_and_mode_at,
 )
-from dc2tasks.install.layout import CONFIGS, VERSIONS, ProductLayout, ProductTree
+from dc2tasks.install.layout import CONFIGS, CURRENT, LOCK_NAME, VERSIONS, ProductLayout, ProductTree
 from dc2tasks.install.manifest import (
     CHUNK,
     MANIFEST_NAME,
@@ -257,12 +257,12 @@ def write_installed_configs(
 
 def group_containers(tree: ProductTree, gid: int) -> None:
     """chgrp the directories the install makes around the versions (the product's directory,
-    `versions`, `catalog_configs`) and `current`, where this account owns them: `chgrp -R` of the
-    old procedure covered those too. Modes are left alone."""
+    `versions`, `catalog_configs`), `current` and the lock, where this account owns them: `chgrp -R`
+    of the old procedure covered those too. Modes are left alone (the lock stays 0600)."""
     st = os.fstat(tree.root_fd)
     if st.st_uid == os.geteuid() and st.st_gid != gid:
         os.fchown(tree.root_fd, -1, gid)
-    for name in (VERSIONS, CONFIGS, "current"):
+    for name in (VERSIONS, CONFIGS, CURRENT, LOCK_NAME):
         tree.chgrp_entry(name, gid)
 
 
