@@ -401,6 +401,7 @@ class _Stage:
             checks = check(self.path) if check is not None else ["catalog check skipped"]
             policy = self.policy
             set_group_and_mode_at(fd, self.path, policy.gid, policy.file_mode, policy.dir_mode(), chown)
+            os.fchmod(fd, policy.dir_mode() | stat.S_IWUSR)  # rename(2) to another parent needs it
             os.fsync(fd)
             versions = self.tree.subdir(VERSIONS, create=True)
             self._still_ours(made)
@@ -408,6 +409,8 @@ class _Stage:
             moved = True  # the version's name was new (chosen under the lock): nothing was replaced
             if not same_file(lstat_at(self.version, versions), made):
                 raise InstallError(f"{self.target}: is not the directory this install staged")
+            os.fchmod(fd, policy.dir_mode())
+            os.fsync(fd)
             os.fsync(versions)
             self.tree.switch_current(self.version)
             return checks

@@ -115,10 +115,13 @@ class ModePolicy:
                 else "is group-writable without sticky bit, setgid and the expected group"
             )
         if problem:
-            raise InstallError(
-                f"{path}: {problem} ({describe(st)}); expected {self.expected()}. Fix its owner and mode, "
-                "or (a tree shared by a group of installing accounts) set central.group_managed"
+            hint = (
+                " (or, for a tree several installing accounts share through the group, "
+                "central.group_managed with chmod g+s,+t)"
+                if "group" in problem and not self.group_managed
+                else ""
             )
+            raise InstallError(f"{path}: {problem} ({describe(st)}); expected {self.expected()}{hint}")
 
     def _group_write_ok(self, st: os.stat_result) -> bool:
         return (

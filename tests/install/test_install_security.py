@@ -394,3 +394,36 @@ def test_install_command_passes_the_central_policy(tmp_path):
         parse_run_config({**data, "central": {"dir": "/c", "group_managed": True}}, tmp_path / "pol.yaml")
     with pytest.raises(InputError, match=r"central\.mode"):
         parse_run_config({**data, "central": {"dir": "/c", "mode": "public"}}, tmp_path / "pol.yaml")
+
+
+def test_an_unprivileged_account_installs_with_the_policy_modes(made, as_nobody):
+    """As root every permission check passes; as an ordinary account a read-only staged directory
+    could not be renamed into versions/ (rename(2) to another parent writes its `..`)."""
+    base = Path(tempfile.mkdtemp(prefix="dc2-nobody-install-"))  # outside pytest's 0700 tmp directories
+    try:
+        os.chmod(base, 0o755)
+        shutil.copytree(made.object_dir, base / "object")
+        (base / "central").mkdir(mode=0o755)
+        for path in [base / "object", *(base / "object").rglob("*"), base / "central"]:
+            os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+
+        def install() -> str:
+            os.umask(0o002)
+            result = install_product(
+                base / "object", base / "central", "object", None, check=None, mode="group"
+            )
+            return result.version
+
+        version = as_nobody(install)
+        got = modes(base / "central" / "object")
+        assert got["."] == got["versions"] == got["catalog_configs"] == "d0750"
+        assert got[f"versions/{version}"] == got[f"versions/{version}/catalog_configs"] == "d0550"
+        assert (
+            got[f"versions/{version}/object_tract_4850.hdf5"]
+            == got["catalog_configs/dc2_object_itest.yaml"]
+            == "f0440"
+        )
+        assert got[".install.lock"] == "f0600"
+        assert {p.lstat().st_uid for p in (base / "central").rglob("*")} == {NOBODY}
+    finally:
+        shutil.rmtree(base)
