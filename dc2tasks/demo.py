@@ -178,7 +178,7 @@ def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2, airflow: bool
         f"made in {time.perf_counter() - start:.1f} s"
     )
     if airflow:
-        (workdir / "central").mkdir(parents=True, exist_ok=True)
+        (workdir / "central").mkdir(mode=0o755, parents=True, exist_ok=True)  # dc2 install refuses g+w
         rc = run_airflow(workdir)
         if rc != 0:
             print("Demo FAILED: the Airflow run did not succeed (see the log above).")

@@ -118,7 +118,7 @@ def prepare_demo(workdir: Path, seed: int) -> bool:
         made = True
     else:
         made = False
-    (workdir / "central").mkdir(parents=True, exist_ok=True)
+    (workdir / "central").mkdir(mode=0o755, parents=True, exist_ok=True)  # dc2 install refuses g+w
     return made
 
 

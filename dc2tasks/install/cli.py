@@ -14,6 +14,7 @@ from typing import Any
 
 from dc2tasks import names
 from dc2tasks.cli_help import HelpFormatter
+from dc2tasks.install.policy import CENTRAL_MODES, DEFAULT_MODE
 from dc2tasks.products.errors import InputError
 
 INSTALL_DESCRIPTION = """\
@@ -23,7 +24,8 @@ cp -pr`). Run it on the machine that holds the central directory, as the account
   1. copy every file listed in SOURCE/manifest.json into CENTRAL/PRODUCT/.staging-* (same disk)
   2. verify the file count, each size and sha256 against the manifest
   3. load every GCRCatalogs config in SOURCE/catalog_configs/ against the staged files
-  4. chgrp -R GROUP, chmod -R g+rX,o-w (files read-only)
+  4. chgrp -R GROUP, chmod by --mode: files 0440 (group) or 0444 (world), directories 0550 / 0555
+     (2550 / 2555 with --group-managed)
   5. rename to CENTRAL/PRODUCT/versions/VERSION and switch CENTRAL/PRODUCT/current to it atomically
   6. write CENTRAL/PRODUCT/catalog_configs/*.yaml with base_dir = CENTRAL/PRODUCT/current
 
@@ -31,6 +33,11 @@ Any failure before step 5 (checksum, missing file, config that does not load, ch
 full) removes the staging directory: what was installed stays as it was. The previous version is
 kept; an install of content identical to the current version does nothing. provenance.json (inputs,
 run config hash, job records, checksums, who/when/where) is installed with each version.
+
+Nothing it did not make is trusted: it runs under umask 077, refuses a central or product directory,
+versions/ or catalog_configs/ that is a symlink, owned by another account or writable by others
+(by the group only with --group-managed, sticky bit, setgid and GROUP), never follows a link in
+the product tree or among the sources, and locks with a 0600 file only this account can open.
 """
 
 MANIFEST_DESCRIPTION = """\
@@ -64,6 +71,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--jobs", type=Path, help="JSON list of job records (sacct fields) for provenance.json; - reads stdin"
+    )
+    p.add_argument(
+        "--mode",
+        choices=CENTRAL_MODES,
+        default=DEFAULT_MODE,
+        help="who reads installed files: group (0440/0550) or world (0444/0555, as the seed's area)",
+    )
+    p.add_argument(
+        "--group-managed",
+        action="store_true",
+        help="the central tree is shared by GROUP: accept group-writable directories with sticky+setgid",
+    )
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another install of the product to finish (default: do not wait)",
     )
     p.add_argument("--dry-run", action="store_true", help="check write and chgrp permission; change nothing")
     p.add_argument("--force", action="store_true", help="install a new version even if identical to current")
@@ -137,6 +162,9 @@ def _install(args: argparse.Namespace) -> int:
         jobs=_read_jobs(args.jobs),
         force=args.force,
         dry_run=args.dry_run,
+        mode=args.mode,
+        group_managed=args.group_managed,
+        lock_timeout=args.lock_timeout,
     )
     if args.json:
         out = {k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()}

@@ -3,8 +3,10 @@
 Run before any job is submitted, so a permission problem shows up in minutes, not after a day of
 processing. A temporary file is made in the product's directory (or the central directory, before
 the first install), chgrp'd to the group, and removed; the directory's times are put back, so
-nothing visible changes. If the producer's files already exist they are checked against the
-manifest by name and size (not checksums: a dry run must stay cheap).
+nothing visible changes. The central and product directories are checked as the install checks
+them (owner, mode, no symlink), so a directory the install would refuse is found here too. If the
+producer's files already exist they are checked against the manifest by name and size (not
+checksums: a dry run must stay cheap).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from dc2tasks.install.errors import InstallError
 from dc2tasks.install.install import Chown, InstallResult
-from dc2tasks.install.layout import InstallError, ProductLayout
+from dc2tasks.install.layout import ProductLayout
 from dc2tasks.install.manifest import MANIFEST_NAME, Manifest, read_manifest
+from dc2tasks.install.policy import ModePolicy
 
 
 def _probe_write_and_chgrp(directory: Path, gid: int, chown: Chown) -> list[str]:
@@ -26,14 +30,14 @@ def _probe_write_and_chgrp(directory: Path, gid: int, chown: Chown) -> list[str]
     except OSError as exc:
         raise InstallError(f"{directory}: this account cannot write here: {exc.strerror or exc}") from None
     try:
-        os.close(fd)
         try:
-            chown(name, -1, gid, follow_symlinks=False)
+            chown(fd, -1, gid)
         except OSError as exc:
             raise InstallError(
                 f"{directory}: this account cannot chgrp to gid {gid}: {exc.strerror or exc}"
             ) from None
     finally:
+        os.close(fd)
         os.unlink(name)
         with contextlib.suppress(OSError):  # only the owner may set times; then they just moved
             os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns))
@@ -43,13 +47,15 @@ def _probe_write_and_chgrp(directory: Path, gid: int, chown: Chown) -> list[str]
 def dry_run_install(
     layout: ProductLayout,
     source: Path,
-    gid: int,
+    policy: ModePolicy,
     manifest: Manifest | str | os.PathLike[str] | None,
     chown: Chown,
 ) -> InstallResult:
-    where = layout.root if layout.root.is_dir() else layout.central
-    checks = _probe_write_and_chgrp(where, gid, chown)
-    current = layout.current_version() if layout.root.is_dir() else None
+    with layout.open(policy, create=False) as tree:
+        where = layout.root if tree.exists else layout.central
+        checks = _probe_write_and_chgrp(where, policy.gid, chown)
+        current = tree.current_version() if tree.exists else None
+        installed = tree.current_manifest() if current else None
     if not isinstance(manifest, Manifest):
         path = Path(manifest) if manifest is not None else source / MANIFEST_NAME
         if not path.is_file():
@@ -71,7 +77,6 @@ def dry_run_install(
             )
         )
     checks.append(f"{source}: {len(manifest.files)} files present with the manifest's sizes")
-    installed = layout.current_manifest() if current else None
     same = installed is not None and installed.content_sha256 == manifest.content_sha256
     checks.append(
         "identical to the current version: the install would do nothing"

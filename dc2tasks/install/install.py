@@ -7,6 +7,10 @@ producer's manifest, a missing file, a catalog config that does not load, a chgr
 not do, a full disk) removes the staging directory and leaves every installed byte as it was. An
 installed version is never modified: a new one goes beside it and `current` is switched.
 
+Nothing the install did not make is trusted (see policy.py and fdops.py): it runs under umask 077
+and gives every mode explicitly, uses only container directories nobody else can change, works
+through no-follow descriptors, and copies a source file only through the descriptor it checked.
+
 Runs on the machine that holds the central directory, as the account that owns it (`dc2 install`,
 locally or over SSH). `copy_file` and `chown` are seams so tests can make a disk fill up or a chgrp
 fail where the real system would not.
@@ -16,12 +20,13 @@ from __future__ import annotations
 
 import errno
 import grp
+import hashlib
 import json
 import logging
 import os
-import shutil
 import stat
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,24 +36,43 @@ from typing import Any, Literal
 import yaml
 
 from dc2tasks.install.check import Check, catalog_config_files, gcr_check, read_catalog_config
-from dc2tasks.install.layout import InstallError, ProductLayout, fsync_dir
+from dc2tasks.install.errors import InstallError
+from dc2tasks.install.fdops import (
+    FILE_FLAGS,
+    NEW_FILE_FLAGS,
+    FdChown,
+    empty_dir,
+    kind,
+    lstat_at,
+    make_dir_at,
+    make_private_dir,
+    open_dir,
+    open_parent,
+    opened,
+    remove_tree_at,
+    same_file,
+    set_group_and_mode_at,
+)
+from dc2tasks.install.layout import CONFIGS, CURRENT, LOCK_NAME, VERSIONS, ProductLayout, ProductTree
 from dc2tasks.install.manifest import (
     CHUNK,
     MANIFEST_NAME,
     PROVENANCE_NAME,
+    FileEntry,
     Manifest,
     product_files,
     read_manifest,
 )
-from dc2tasks.install.provenance import build_provenance
-from dc2tasks.products.atomic import atomic_path
+from dc2tasks.install.policy import DEFAULT_MODE, STAGING_UMASK, CentralMode, ModePolicy
+from dc2tasks.install.provenance import build_provenance, read_producer_record
 from dc2tasks.products.errors import InputError
 
 log = logging.getLogger(__name__)
 
 CONFIG_HEADER = "# Installed by dc2 install; base_dir is the product's current version\n"
-CopyFile = Callable[[Path, Path], tuple[int, str]]
-Chown = Callable[..., None]
+CopyFile = Callable[[int, int], tuple[int, str]]
+"""Copy from an open source descriptor to an open staged file: (bytes, sha256)."""
+Chown = FdChown
 
 
 @dataclass
@@ -75,21 +99,19 @@ class InstallResult:
         return "\n".join(lines)
 
 
-def copy_and_hash(src: Path, dst: Path) -> tuple[int, str]:
-    """Copy one file, hashing the bytes as they pass; flushed to disk before returning."""
-    import hashlib
-
+def copy_and_hash(src_fd: int, dst_fd: int) -> tuple[int, str]:
+    """Copy one open file to another, hashing the bytes as they pass; flushed to disk."""
     h = hashlib.sha256()
     n = 0
-    with open(src, "rb") as fin, open(dst, "xb") as fout:
+    with open(src_fd, "rb", closefd=False) as fin, open(dst_fd, "wb", closefd=False) as fout:
         while chunk := fin.read(CHUNK):
             fout.write(chunk)
             h.update(chunk)
             n += len(chunk)
         fout.flush()
-        os.fsync(fout.fileno())
-    st = os.stat(src)
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))  # as cp -p: the producer's mtime
+    os.fsync(dst_fd)
+    st = os.fstat(src_fd)
+    os.utime(dst_fd, ns=(st.st_atime_ns, st.st_mtime_ns))  # as cp -p: the producer's mtime
     return n, h.hexdigest()
 
 
@@ -104,96 +126,144 @@ def resolve_group(group: str | int | None) -> int:
         raise InstallError(f"group {group!r} does not exist on this machine") from None
 
 
-def _installed_mode(mode: int, is_dir: bool) -> int:
-    """chmod g+rX,o-w; files also lose every write bit (an installed version is never edited)."""
-    mode = stat.S_IMODE(mode) | stat.S_IRUSR | stat.S_IRGRP
-    if is_dir:
-        return (mode | stat.S_IRWXU | stat.S_IXGRP) & ~(stat.S_IWGRP | stat.S_IWOTH)
-    if mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
-        mode |= stat.S_IXGRP
-    return mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
-
-
-def set_group_and_mode(root: Path, gid: int, chown: Chown = os.chown) -> None:
-    """chgrp -R and chmod -R g+rX,o-w; the first failure stops (and names the path)."""
-    paths = [root, *sorted(root.rglob("*"))]
-    for path in paths:
+def open_source(source_fd: int, source: Path, name: str) -> int:
+    """A producer's file opened no-follow (every part of its name); the caller fstat's it."""
+    parent, leaf = open_parent(source_fd, name, source)
+    with opened(parent):
         try:
-            chown(path, -1, gid, follow_symlinks=False)
+            return os.open(leaf, FILE_FLAGS, dir_fd=parent)
         except OSError as exc:
-            raise InstallError(f"chgrp {gid} {path}: {exc.strerror or exc}") from None
-    for path in paths:
-        st = path.lstat()
-        os.chmod(path, _installed_mode(st.st_mode, stat.S_ISDIR(st.st_mode)))
+            if exc.errno == errno.ELOOP:
+                raise InstallError(
+                    f"{source / name}: is a symlink; not followed "
+                    "(only the producer's regular files are installed)"
+                ) from None
+            raise
 
 
-def group_containers(layout: ProductLayout, gid: int) -> None:
-    """chgrp the directories the install makes around the versions (the product's directory,
-    `versions`, `catalog_configs`) and its `current` link and lock file, where this account owns
-    them: `chgrp -R` of the old procedure covered those too. Modes are left alone."""
-    for path in (layout.root, layout.versions, layout.configs, layout.current, layout.root / ".install.lock"):
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            continue
-        if st.st_uid == os.getuid() and st.st_gid != gid:
-            os.chown(path, -1, gid, follow_symlinks=False)
-
-
-def _copy_verified(source_dir: Path, staging: Path, manifest: Manifest, copy_file: CopyFile) -> None:
-    problems = []
+def check_sources(source_fd: int, source: Path, manifest: Manifest) -> dict[str, os.stat_result]:
+    """Every manifest file present, readable, a regular file of the manifest's size, and no file
+    the manifest does not list. Returns what was checked, for the copy to compare against."""
+    problems, checked = [], {}
     for entry in manifest.files:
-        path = source_dir / entry.name
+        path = source / entry.name
         try:
-            size = path.stat().st_size
+            with opened(open_source(source_fd, source, entry.name)) as fd:
+                st = os.fstat(fd)
         except FileNotFoundError:
             problems.append(f"{path}: missing (listed in the manifest)")
             continue
         except PermissionError:
-            size = -1
-        if size < 0 or not os.access(path, os.R_OK):
             problems.append(f"{path}: this account cannot read it (the producer: dc2 manifest --group GROUP)")
-        elif size != entry.size:
-            problems.append(f"{path}: {size} bytes, the manifest says {entry.size}")
-    extra = sorted(set(product_files(source_dir)) - {e.name for e in manifest.files})
-    problems += [f"{source_dir / name}: not in the manifest (rewrite it: dc2 manifest DIR)" for name in extra]
+            continue
+        except InstallError as exc:
+            problems.append(str(exc))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            problems.append(f"{path}: {kind(st)}, not a regular file")
+        elif st.st_size != entry.size:
+            problems.append(f"{path}: {st.st_size} bytes, the manifest says {entry.size}")
+        else:
+            checked[entry.name] = st
+    extra = sorted(set(product_files(source)) - {e.name for e in manifest.files})
+    problems += [f"{source / name}: not in the manifest (rewrite it: dc2 manifest DIR)" for name in extra]
     if problems:
         raise InstallError("; ".join(problems))
-    for entry in manifest.files:
-        dst = staging / entry.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        size, sha = copy_file(source_dir / entry.name, dst)
-        if size != entry.size:
+    return checked
+
+
+def _staged_parent(staging_fd: int, name: str, staging: Path) -> tuple[int, str]:
+    """The staging subdirectory that will hold `name` (made 0700 as needed), open."""
+    *dirs, leaf = name.split("/")
+    fd, where = os.dup(staging_fd), staging
+    for part in dirs:
+        where = where / part
+        try:
+            sub, _ = make_dir_at(fd, part, 0o700, where)
+        finally:
+            os.close(fd)
+        fd = sub
+    return fd, leaf
+
+
+def _copy_one(
+    source_fd: int, source: Path, staging_fd: int, staging: Path, entry: FileEntry,
+    checked: os.stat_result, copy_file: CopyFile,
+) -> None:  # fmt: skip
+    path = source / entry.name
+    with opened(open_source(source_fd, source, entry.name)) as src:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode) or not _unchanged(st, checked) or st.st_size != entry.size:
             raise InstallError(
-                f"{source_dir / entry.name}: copied {size} bytes, the manifest says {entry.size}"
+                f"{path}: changed between the check and the copy (now {kind(st)} of {st.st_size} bytes, "
+                "not the file checked); nothing staged from it"
             )
-        if sha != entry.sha256:
-            raise InstallError(
-                f"{source_dir / entry.name}: sha256 {sha} differs from the manifest's {entry.sha256}"
-            )
+        parent, leaf = _staged_parent(staging_fd, entry.name, staging)
+        with opened(parent), opened(os.open(leaf, NEW_FILE_FLAGS, 0o600, dir_fd=parent)) as dst:
+            size, sha = copy_file(src, dst)
+    if size != entry.size:
+        raise InstallError(f"{path}: copied {size} bytes, the manifest says {entry.size}")
+    if sha != entry.sha256:
+        raise InstallError(f"{path}: sha256 {sha} differs from the manifest's {entry.sha256}")
 
 
-def _write_json(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+def _unchanged(st: os.stat_result, checked: os.stat_result) -> bool:
+    """The same file as checked and not rewritten since (ctime: a new inode may reuse the number)."""
+    return same_file(st, checked) and (st.st_size, st.st_ctime_ns) == (checked.st_size, checked.st_ctime_ns)
 
 
-def write_installed_configs(layout: ProductLayout, version_dir: Path, base_dir: str, gid: int) -> list[Path]:
+def _write_json_at(dir_fd: int, name: str, data: object) -> None:
+    with opened(os.open(name, NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)) as fd:
+        os.write(fd, (json.dumps(data, indent=1) + "\n").encode())
+        os.fsync(fd)
+
+
+def _read_config_at(dir_fd: int, name: str) -> object:
+    try:
+        fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return None  # a link or something odd: replaced below, never read through
+    with opened(fd):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with open(fd, "rb", closefd=False) as fh:
+            return yaml.safe_load(fh.read().decode("utf-8"))
+
+
+def write_installed_configs(
+    tree: ProductTree, version_dir: Path, base_dir: str, policy: ModePolicy
+) -> list[Path]:
     """Configs for users: the producer's, with `base_dir` pointing at `current` (rewritten only when
     the content differs, so a repeated install changes nothing)."""
     written = []
     for src in catalog_config_files(version_dir):
         config = read_catalog_config(src)
         config["base_dir"] = base_dir
-        target = layout.configs / src.name
-        current = yaml.safe_load(target.read_text(encoding="utf-8")) if target.is_file() else None
-        if current != config:
-            layout.configs.mkdir(exist_ok=True)
-            with atomic_path(target) as tmp:
-                tmp.write_text(CONFIG_HEADER + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-                os.chown(tmp, -1, gid)
-                os.chmod(tmp, _installed_mode(0o644, is_dir=False))
-        written.append(target)
+        configs_fd = tree.subdir(CONFIGS, create=True)
+        assert configs_fd is not None
+        if _read_config_at(configs_fd, src.name) != config:
+            tmp = f".{src.name}.{uuid.uuid4().hex[:8]}.tmp"
+            with opened(os.open(tmp, NEW_FILE_FLAGS, 0o600, dir_fd=configs_fd)) as fd:
+                os.write(fd, (CONFIG_HEADER + yaml.safe_dump(config, sort_keys=False)).encode())
+                os.fchown(fd, -1, policy.gid)
+                os.fchmod(fd, policy.file_mode(0o644))
+                os.fsync(fd)
+            os.replace(tmp, src.name, src_dir_fd=configs_fd, dst_dir_fd=configs_fd)
+        written.append(tree.layout.configs / src.name)
     return written
+
+
+def group_containers(tree: ProductTree, gid: int) -> None:
+    """chgrp the directories the install makes around the versions (the product's directory,
+    `versions`, `catalog_configs`), `current` and the lock, where this account owns them: `chgrp -R`
+    of the old procedure covered those too. Modes are left alone (the lock stays 0600)."""
+    st = os.fstat(tree.root_fd)
+    if st.st_uid == os.geteuid() and st.st_gid != gid:
+        os.fchown(tree.root_fd, -1, gid)
+    for name in (VERSIONS, CONFIGS, CURRENT, LOCK_NAME):
+        tree.chgrp_entry(name, gid)
 
 
 def install_product(
@@ -209,58 +279,83 @@ def install_product(
     jobs: Iterable[Mapping[str, Any] | object] = (),
     force: bool = False,
     dry_run: bool = False,
+    mode: CentralMode = DEFAULT_MODE,
+    group_managed: bool = False,
+    lock_timeout: float = 0.0,
     copy_file: CopyFile = copy_and_hash,
-    chown: Chown = os.chown,
+    chown: Chown = os.fchown,
 ) -> InstallResult:
     """Install `source_dir` (a product directory with its manifest) as `<central_dir>/<product>`.
 
     `manifest`: the producer's (default `<source_dir>/manifest.json`). `catalog_base_dir`: the
     `base_dir` installed configs get (default the absolute `<central>/<product>/current`; a run's
     `central.catalog_base_dir(product)` gives the `^/` site-relative form). `producer_record`: the
-    producer's part of the provenance (default `<source_dir>/provenance.json` if present). A repeat
-    of an install whose content is already current does nothing unless `force`.
+    producer's part of the provenance (default `<source_dir>/provenance.json` if present). `mode`
+    and `group_managed`: the run file's `central.mode` / `central.group_managed` (policy.py).
+    `lock_timeout`: seconds to wait for another install of the product. A repeat of an install
+    whose content is already current does nothing unless `force`.
     """
+    umask = os.umask(STAGING_UMASK)  # nothing made here gets a mode we did not give it explicitly
+    try:
+        return _install(
+            Path(source_dir), Path(central_dir), product, resolve_group(group), manifest,
+            catalog_base_dir=catalog_base_dir, check=check, producer_record=producer_record,
+            jobs=jobs, force=force, dry_run=dry_run, mode=mode, group_managed=group_managed,
+            lock_timeout=lock_timeout, copy_file=copy_file, chown=chown,
+        )  # fmt: skip
+    finally:
+        os.umask(umask)
+
+
+def _install(
+    source: Path, central: Path, product: str, gid: int, manifest: Manifest | str | os.PathLike[str] | None,
+    *, catalog_base_dir: str | None, check: Check | None, producer_record: Mapping[str, Any] | None,
+    jobs: Iterable[Mapping[str, Any] | object], force: bool, dry_run: bool, mode: CentralMode,
+    group_managed: bool, lock_timeout: float, copy_file: CopyFile, chown: Chown,
+) -> InstallResult:  # fmt: skip
     start = time.perf_counter()
-    source = Path(source_dir).resolve()
-    central = Path(central_dir)
+    source = source.resolve()
     if not central.is_dir():
         raise InstallError(f"{central}: the central directory does not exist (it is created by its owner)")
-    central = central.resolve()
-    layout = ProductLayout(central, product)
-    gid = resolve_group(group)
+    layout = ProductLayout(central.resolve(), product)
+    policy = ModePolicy(gid, mode, group_managed)
     if dry_run:
         from dc2tasks.install.dry_run import dry_run_install
 
-        return dry_run_install(layout, source, gid, manifest, chown)
-    if not isinstance(manifest, Manifest):
-        manifest = read_manifest(manifest if manifest is not None else source / MANIFEST_NAME)
-    if producer_record is None and (source / PROVENANCE_NAME).is_file():
-        producer_record = _read_producer_record(source / PROVENANCE_NAME)
-    base_dir = catalog_base_dir or str(layout.current)
-    with layout.lock():
-        previous = layout.current_version()
-        installed = layout.current_manifest()
-        if installed is not None and installed.content_sha256 == manifest.content_sha256 and not force:
-            configs = write_installed_configs(layout, layout.version_dir(previous or ""), base_dir, gid)
-            group_containers(layout, gid)
-            return InstallResult(
-                "unchanged", product, layout.root, version=previous, previous=previous,
-                files=len(manifest.files), bytes=manifest.total_bytes,
-                seconds=time.perf_counter() - start, catalog_configs=configs,
-            )  # fmt: skip
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        version = layout.new_version_name(manifest, now)
-        checks = _stage_and_switch(
-            layout, source, manifest, version, gid, now, check, producer_record, jobs, copy_file, chown
-        )
-        try:
-            configs = write_installed_configs(layout, layout.version_dir(version), base_dir, gid)
-        except (OSError, InputError) as exc:
-            raise InstallError(
-                f"{layout.product}: version {version} is installed and current, but its catalog configs "
-                f"could not be written ({exc}); run the install again to write them"
-            ) from None
-        group_containers(layout, gid)
+        return dry_run_install(layout, source, policy, manifest, chown)
+    with opened(open_dir(source, source)) as source_fd:
+        if not isinstance(manifest, Manifest):
+            manifest = (
+                read_manifest(manifest)
+                if manifest is not None
+                else read_manifest(MANIFEST_NAME, source_fd, source / MANIFEST_NAME)
+            )
+        if producer_record is None:
+            producer_record = read_producer_record(source_fd, source / PROVENANCE_NAME)
+        base_dir = catalog_base_dir or str(layout.current)
+        with layout.open(policy) as tree, tree.lock(lock_timeout):
+            previous = tree.current_version()
+            installed = tree.current_manifest()
+            if installed is not None and installed.content_sha256 == manifest.content_sha256 and not force:
+                configs = write_installed_configs(tree, layout.version_dir(previous or ""), base_dir, policy)
+                group_containers(tree, gid)
+                return InstallResult(
+                    "unchanged", product, layout.root, version=previous, previous=previous,
+                    files=len(manifest.files), bytes=manifest.total_bytes,
+                    seconds=time.perf_counter() - start, catalog_configs=configs,
+                )  # fmt: skip
+            now = datetime.now(UTC).isoformat(timespec="seconds")
+            version = layout.new_version_name(manifest, now, tree.versions_taken())
+            stage = _Stage(tree, source, source_fd, manifest, version, policy)
+            checks = stage.run(now, check, producer_record, jobs, copy_file, chown)
+            try:
+                configs = write_installed_configs(tree, layout.version_dir(version), base_dir, policy)
+            except (OSError, InputError) as exc:
+                raise InstallError(
+                    f"{layout.product}: version {version} is installed and current, but its catalog configs "
+                    f"could not be written ({exc}); run the install again to write them"
+                ) from None
+            group_containers(tree, gid)
     log.info("%s: installed version %s (previous %s)", product, version, previous)
     return InstallResult(
         "installed", product, layout.root, version=version, previous=previous,
@@ -269,78 +364,108 @@ def install_product(
     )  # fmt: skip
 
 
-def _stage_and_switch(
-    layout: ProductLayout,
-    source: Path,
-    manifest: Manifest,
-    version: str,
-    gid: int,
-    now: str,
-    check: Check | None,
-    producer_record: Mapping[str, Any] | None,
-    jobs: Iterable[Mapping[str, Any] | object],
-    copy_file: CopyFile,
-    chown: Chown,
-) -> list[str]:
-    staging = layout.staging_dir(version)
-    target = layout.version_dir(version)
-    moved = False
-    try:
-        staging.mkdir()
-        _copy_verified(source, staging, manifest, copy_file)
-        _write_json(staging / MANIFEST_NAME, manifest.to_json())
-        record = build_provenance(
-            manifest,
-            product=layout.product,
-            version=version,
-            installed_at=now,
-            central_dir=str(layout.central),
-            producer_record=producer_record,
-            jobs=jobs,
-        )
-        _write_json(staging / PROVENANCE_NAME, record)
-        checks = check(staging) if check is not None else ["catalog check skipped"]
-        set_group_and_mode(staging, gid, chown)
-        layout.versions.mkdir(exist_ok=True)
-        fsync_dir(staging)
-        os.rename(staging, target)  # target's name is new: rename never replaces an installed version
-        moved = True
-        fsync_dir(layout.versions)
-        layout.switch_current(version)
-        return checks
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
+class _Stage:
+    """One staging directory: made private and new, filled through descriptors, renamed into
+    `versions/` only while its name still holds the directory we made, removed on any failure."""
+
+    def __init__(
+        self, tree: ProductTree, source: Path, source_fd: int, manifest: Manifest, version: str,
+        policy: ModePolicy,
+    ) -> None:  # fmt: skip
+        self.tree, self.source, self.source_fd = tree, source, source_fd
+        self.manifest, self.version, self.policy = manifest, version, policy
+        self.name = tree.layout.staging_name(version)
+        self.path = tree.layout.root / self.name
+        self.target = tree.layout.version_dir(version)
+
+    def run(
+        self, now: str, check: Check | None, producer_record: Mapping[str, Any] | None,
+        jobs: Iterable[Mapping[str, Any] | object], copy_file: CopyFile, chown: Chown,
+    ) -> list[str]:  # fmt: skip
+        try:
+            checked = check_sources(self.source_fd, self.source, self.manifest)  # before anything is staged
+            fd = make_private_dir(self.tree.root_fd, self.name, self.path)
+        except (OSError, InputError) as exc:
+            raise _as_install_error(exc, self.tree.layout) from None
+        made, moved = os.fstat(fd), False
+        try:
+            for entry in self.manifest.files:
+                _copy_one(self.source_fd, self.source, fd, self.path, entry, checked[entry.name], copy_file)
+            _write_json_at(fd, MANIFEST_NAME, self.manifest.to_json())
+            record = build_provenance(
+                self.manifest, product=self.tree.layout.product, version=self.version, installed_at=now,
+                central_dir=str(self.tree.layout.central), producer_record=producer_record, jobs=jobs,
+            )  # fmt: skip
+            _write_json_at(fd, PROVENANCE_NAME, record)
+            self._still_ours(made)
+            checks = check(self.path) if check is not None else ["catalog check skipped"]
+            policy = self.policy
+            set_group_and_mode_at(fd, self.path, policy.gid, policy.file_mode, policy.dir_mode(), chown)
+            os.fchmod(fd, policy.dir_mode() | stat.S_IWUSR)  # rename(2) to another parent needs it
+            os.fsync(fd)
+            versions = self.tree.subdir(VERSIONS, create=True)
+            self._still_ours(made)
+            os.rename(self.name, self.version, src_dir_fd=self.tree.root_fd, dst_dir_fd=versions)
+            moved = True  # the version's name was new (chosen under the lock): nothing was replaced
+            if not same_file(lstat_at(self.version, versions), made):
+                raise InstallError(f"{self.target}: is not the directory this install staged")
+            os.fchmod(fd, policy.dir_mode())
+            os.fsync(fd)
+            os.fsync(versions)
+            self.tree.switch_current(self.version)
+            return checks
+        except Exception as exc:
+            error = _as_install_error(exc, self.tree.layout)
+            self._clean_up(fd, made, moved, error)
+            raise error from (exc if not isinstance(exc, (OSError, InputError)) else None)
+        finally:
+            os.close(fd)
+
+    def _still_ours(self, made: os.stat_result) -> None:
+        try:
+            st = lstat_at(self.name, self.tree.root_fd)
+        except FileNotFoundError:
+            raise InstallError(f"{self.path}: gone (renamed or removed by someone else)") from None
+        if not same_file(st, made):
             raise InstallError(
+                f"{self.path}: is now {kind(st)}, not the directory this install made; not followed "
+                "(someone else can write in the product's directory: investigate)"
+            )
+
+    def _clean_up(self, fd: int, made: os.stat_result, moved: bool, error: InstallError) -> None:
+        """Empty our staged directory through its descriptor, then remove its name if it still
+        holds it; a name that holds something else now is left alone and reported. A version the
+        switch already made current is installed: it is kept."""
+        if moved and self._is_current():
+            return
+        try:
+            empty_dir(fd, self.path)
+            versions = self.tree.subdir(VERSIONS)
+            if moved and versions is not None:
+                remove_tree_at(versions, self.version, made, self.target)
+            else:
+                remove_tree_at(self.tree.root_fd, self.name, made, self.path)
+        except (OSError, InstallError) as exc:
+            text = str(exc) if isinstance(exc, InstallError) else f"{self.path}: {exc.strerror or exc}"
+            if text not in str(error):
+                error.args = (f"{error}; cleaning up: {text}",)
+
+    def _is_current(self) -> bool:
+        try:
+            return self.tree.current_version() == self.version
+        except InstallError:
+            return False
+
+
+def _as_install_error(exc: Exception, layout: ProductLayout) -> InstallError:
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return InstallError(
                 f"{layout.root}: no space left on the device while staging {layout.product}; "
                 "nothing installed changed"
-            ) from None
-        raise InstallError(f"{layout.product}: {exc}; nothing installed changed") from None
-    except InputError as exc:
-        raise InstallError(f"{exc}; nothing installed changed") from None
-    except Exception as exc:  # a custom check's own error: still stop cleanly, and say so
-        raise InstallError(
-            f"{layout.product}: {type(exc).__name__}: {exc}; nothing installed changed"
-        ) from exc
-    finally:
-        if os.path.lexists(staging):
-            _remove_tree(staging)
-        if moved and layout.current_version() != version:
-            _remove_tree(target)  # never made current: not an installed version
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove a staging tree even after its files were made read-only."""
-    for p in [path, *path.rglob("*")]:
-        if p.is_dir() and not p.is_symlink():
-            os.chmod(p, stat.S_IRWXU)
-    shutil.rmtree(path, ignore_errors=False)
-
-
-def _read_producer_record(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InstallError(f"{path}: cannot read the producer's provenance record: {exc}") from None
-    if not isinstance(data, dict):
-        raise InstallError(f"{path}: the producer's provenance record is not a JSON object")
-    return data
+            )
+        return InstallError(f"{layout.product}: {exc}; nothing installed changed")
+    if isinstance(exc, InputError):
+        return InstallError(f"{exc}; nothing installed changed")
+    # a custom check's own error: still stop cleanly, and say so
+    return InstallError(f"{layout.product}: {type(exc).__name__}: {exc}; nothing installed changed")

@@ -11,12 +11,14 @@ are `manifest.json` and `provenance.json` at the top (written by us).
 
 from __future__ import annotations
 
+import errno
 import getpass
 import hashlib
 import json
 import os
 import re
 import socket
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,11 +185,34 @@ def manifest_from_json(data: object, where: str) -> Manifest:
     return manifest
 
 
-def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+def read_regular_json(path: str | os.PathLike[str], where: object = None, dir_fd: int | None = None) -> Any:
+    """JSON from a regular file opened without following a symlink: a link would feed us (and,
+    for provenance, publish) whatever file it points to. FileNotFoundError is left to the caller."""
+    where = path if where is None else where
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
     except FileNotFoundError:
-        raise InputError(f"{path}: no manifest (write one with `dc2 manifest DIR`)") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the manifest: {exc}") from None
-    return manifest_from_json(data, str(path))
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{where}: is a symlink; not followed (a regular file is expected)") from None
+        raise InputError(f"{where}: cannot open it: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"{where}: not a regular file")
+        text = fh.read()
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{where}: not valid JSON: {exc}") from None
+
+
+def read_manifest(path: str | os.PathLike[str], dir_fd: int | None = None, where: object = None) -> Manifest:
+    where = path if where is None else where
+    try:
+        data = read_regular_json(path, where, dir_fd)
+    except FileNotFoundError:
+        raise InputError(f"{where}: no manifest (write one with `dc2 manifest DIR`)") from None
+    except InputError as exc:
+        raise InputError(f"cannot read the manifest: {exc}") from None
+    return manifest_from_json(data, str(where))

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from dc2tasks.install.check import read_catalog_config
+from dc2tasks.install.fdops import opened
 from dc2tasks.install.manifest import CATALOG_CONFIGS, PROVENANCE_NAME, Manifest, write_manifest
-from dc2tasks.install.provenance import job_record
+from dc2tasks.install.provenance import PRODUCER_KEYS, job_record
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
 
@@ -46,12 +47,8 @@ def write_producer_record(
     inputs: Mapping[str, Any] | None = None,
     jobs: Iterable[Mapping[str, Any] | object] = (),
 ) -> Path:
-    record = {
-        "run": run,
-        "run_config_hash": run_config_hash,
-        "inputs": dict(inputs or {}),
-        "jobs": [job_record(j) for j in jobs],
-    }
+    values = (run, run_config_hash, dict(inputs or {}), [job_record(j) for j in jobs])
+    record = dict(zip(PRODUCER_KEYS, values, strict=True))
     target = Path(product_dir) / PROVENANCE_NAME
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
@@ -67,13 +64,15 @@ def share_with_group(product_dir: str | os.PathLike[str], group: str | None) -> 
     for path in [root, *root.rglob("*")]:
         if path.is_symlink():
             continue
-        try:
-            if gid is not None:
-                os.chown(path, -1, gid)
-            mode = stat.S_IMODE(path.stat().st_mode) | stat.S_IRGRP
-            if path.is_dir() or mode & stat.S_IXUSR:
-                mode |= stat.S_IXGRP
-            os.chmod(path, mode)
+        try:  # through a no-follow descriptor: a name swapped for a link never redirects the chmod
+            with opened(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)) as fd:
+                st = os.fstat(fd)
+                if gid is not None:
+                    os.fchown(fd, -1, gid)
+                mode = stat.S_IMODE(st.st_mode) | stat.S_IRGRP
+                if stat.S_ISDIR(st.st_mode) or mode & stat.S_IXUSR:
+                    mode |= stat.S_IXGRP
+                os.fchmod(fd, mode)
         except OSError as exc:
             raise InputError(f"{path}: cannot open it to group {group}: {exc.strerror or exc}") from None
 

@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import logging
 import os
 import re
 import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dc2tasks.install.manifest import Manifest
+from dc2tasks.install.errors import InstallError
+from dc2tasks.install.manifest import PROVENANCE_NAME, Manifest, read_regular_json
 from dc2tasks.products.errors import InputError
 
+log = logging.getLogger(__name__)
+
 FORMAT = "dc2tasks-provenance/1"
+PRODUCER_KEYS = ("run", "run_config_hash", "inputs", "jobs")
+"""What the producer's `provenance.json` may say; anything else is dropped (it would be published
+as the collaboration account's statement, readable by every reader of the catalog)."""
 _SACCT_KEYS = {
     "jobid": "job_id",
     "jobidraw": "job_id",
@@ -100,7 +107,7 @@ def build_provenance(
     """The record installed with a version: the producer's part plus what the install verified."""
     from dc2tasks import __version__
 
-    producer = dict(producer_record or {})
+    producer = producer_fields(producer_record or {}, "the producer's record")
     all_jobs = [job_record(j) for j in producer.pop("jobs", [])] + [job_record(j) for j in jobs]
     record: dict[str, Any] = {
         "format": FORMAT,
@@ -123,6 +130,30 @@ def build_provenance(
         "produced_by": {k: v for k, v in (manifest.created_by or {}).items() if k != "dc2tasks"},
         "installed_by": {**who_where(), "central_dir": central_dir},
     }
-    if producer:
-        record["extra"] = producer  # anything else the producer recorded is kept, not dropped
     return record
+
+
+def producer_fields(record: Mapping[str, Any], where: object) -> dict[str, Any]:
+    """The producer's record with only PRODUCER_KEYS; each dropped key is logged."""
+    for key in sorted(set(map(str, record)) - set(PRODUCER_KEYS)):
+        log.warning("%s: unknown key %r dropped (known: %s)", where, key, ", ".join(PRODUCER_KEYS))
+    out = {k: record[k] for k in PRODUCER_KEYS if k in record}
+    if not isinstance(out.get("inputs", {}), Mapping):
+        raise InputError(f"{where}: 'inputs' must be a mapping, not {type(out['inputs']).__name__}")
+    if not isinstance(out.get("jobs", []), list):
+        raise InputError(f"{where}: 'jobs' must be a list, not {type(out['jobs']).__name__}")
+    return out
+
+
+def read_producer_record(source_fd: int, path: object) -> dict[str, Any] | None:
+    """`provenance.json` of the source directory (open `source_fd`), opened no-follow and only if
+    it is a regular file; None if there is none."""
+    try:
+        data = read_regular_json(PROVENANCE_NAME, path, source_fd)
+    except FileNotFoundError:
+        return None
+    except InputError as exc:
+        raise InstallError(f"cannot read the producer's provenance record: {exc}") from None
+    if not isinstance(data, dict):
+        raise InstallError(f"{path}: the producer's provenance record is not a JSON object")
+    return producer_fields(data, path)

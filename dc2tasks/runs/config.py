@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from dc2tasks import names
+from dc2tasks.install.policy import DEFAULT_MODE, CentralMode
 from dc2tasks.products.visit_lists import read_visit_file as read_visit_file  # re-exported
 from dc2tasks.products.visit_lists import select_visits
 from dc2tasks.slurm import validate as slurm_validate
@@ -268,6 +269,22 @@ class Central(_Strict):
         None, description="group the installed files get; None: the installing account's primary group"
     )
     gcr_base_dir: GcrBaseDir = Field(default_factory=GcrBaseDir)
+    mode: CentralMode = Field(
+        DEFAULT_MODE,
+        description="who reads installed files: `group` (0440, directories 0550) or `world` "
+        "(0444 / 0555, as the seed's central area)",
+    )
+    group_managed: bool = Field(
+        False,
+        description="the central tree is shared by `group`: group-writable directories are accepted "
+        "only with sticky bit and setgid (otherwise a directory must be writable by its owner only)",
+    )
+
+    @model_validator(mode="after")
+    def _managed_needs_group(self) -> Central:
+        if self.group_managed and self.group is None:
+            raise ValueError("group_managed needs central.group (the group that manages the tree)")
+        return self
 
     @model_validator(mode="after")
     def _under_site_root(self) -> Central:

@@ -335,6 +335,9 @@ def install_command(
     ]
     if config.central.group:
         argv += ["--group", config.central.group]
+    argv += ["--mode", config.central.mode]
+    if config.central.group_managed:
+        argv.append("--group-managed")
     if plan.dry_run:
         argv.append("--dry-run")
     if plan.force:

@@ -58,7 +58,8 @@ wait_for "an idle node" bash -c 'sinfo -h -o %T | grep -qx idle'
 mkdir -p /scratch /central
 chown dc2prod:lsst /scratch
 chown desc:lsst /central
-chmod 2775 /scratch /central
+chmod 2775 /scratch
+chmod 2755 /central  # only desc writes here: dc2 install refuses a directory others could change
 
 ssh-keygen -A >/dev/null
 mkdir -p /ssh-shared /etc/ssh/authorized_keys

@@ -227,7 +227,7 @@ def make_run(run_base: Path, cluster_dc2: str, cluster_user: pwd.struct_passwd,
         central.mkdir()
         for path in (run_dir, central):
             os.chown(path, cluster_user.pw_uid, central_group.gr_gid)
-        central.chmod(0o775)
+        central.chmod(0o3775)  # shared by the group: dc2 install needs sticky+setgid (group_managed)
         run = {
             "name": name,
             "description": "the demo's products from a sample repository, through sshd + Slurm",
@@ -240,7 +240,7 @@ def make_run(run_base: Path, cluster_dc2: str, cluster_user: pwd.struct_passwd,
             "products": ["object", "trim_object", "dpdd_object", "merged_dpdd_object", "source",
                          "forced_source", "dia_source", "dia_object"],
             "working_dir": str(run_dir / "work"),
-            "central": {"dir": str(central), "group": central_group.gr_name},
+            "central": {"dir": str(central), "group": central_group.gr_name, "group_managed": True},
             "slurm": {
                 "account": ACCOUNT,
                 "dc2_command": cluster_dc2,
@@ -338,6 +338,9 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
             where = f"{path}: {stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid}"
             assert (st.st_uid, st.st_gid) == (cluster_user.pw_uid, central_group.gr_gid), where
             if stat.S_ISLNK(st.st_mode):
+                continue
+            if path.name == ".install.lock":  # only the installing account may open (and flock) it
+                assert stat.S_IMODE(st.st_mode) == 0o600, where
                 continue
             assert st.st_mode & stat.S_IRGRP and not st.st_mode & stat.S_IWOTH, where
             assert not stat.S_ISDIR(st.st_mode) or st.st_mode & stat.S_IXGRP, where

@@ -102,3 +102,34 @@ def test_manifest_with_inputs_and_jobs_from_stdin(made, tmp_path, monkeypatch, c
 def test_manifest_of_an_empty_directory_exits_2(tmp_path, capsys):
     assert dc2("manifest", str(tmp_path)) == 2
     assert capsys.readouterr().err == f"dc2 manifest: error: {tmp_path}: no files to put in a manifest\n"
+
+
+def test_install_mode_group_managed_and_lock_timeout_options(made, tmp_path, capsys):
+    """The options the DAG passes from the run file's `central` section reach the install."""
+    import grp
+    import os
+    import stat
+
+    from dc2tasks.install import ProductLayout
+    from dc2tasks.install.policy import ModePolicy
+
+    users = grp.getgrnam("users").gr_gid
+    src = tmp_path / "object"
+    shutil.copytree(made.object_dir, src)
+    central = tmp_path / "central"
+    central.mkdir()
+    os.chown(central, -1, users)
+    os.chmod(central, 0o3775)
+    argv = ["install", str(src), "--central", str(central), "--product", "object", "--group", "users"]
+    assert dc2(*argv, "--mode", "group", "--no-check") == 2
+    assert f"{central}: is writable by its group" in capsys.readouterr().err
+    assert dc2(*argv, "--mode", "group", "--group-managed", "--no-check", "--json") == 0
+    version = central / "object" / "versions" / json.loads(capsys.readouterr().out)["version"]
+    assert stat.S_IMODE(version.stat().st_mode) == 0o2550
+    assert stat.S_IMODE((version / "schema.yaml").stat().st_mode) == 0o440
+    policy = ModePolicy(users, "group", group_managed=True)
+    with ProductLayout(central, "object").open(policy) as tree, tree.lock():
+        assert dc2(*argv, "--group-managed", "--force", "--lock-timeout", "0.3") == 2
+    err = capsys.readouterr().err
+    assert "another install of object is running (held by pid " in err
+    assert err.endswith("gave up after 0.3 s\n")

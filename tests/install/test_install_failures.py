@@ -12,9 +12,7 @@ import errno
 import io
 import json
 import os
-import select
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -23,10 +21,10 @@ import pytest
 import yaml
 
 from dc2tasks.install import InstallError, ProductLayout, copy_and_hash, install_product
+from dc2tasks.install.policy import ModePolicy
 from dc2tasks.products.errors import InputError
 
 CI = os.environ.get("CI") == "true"
-NOBODY = 65534
 
 
 @pytest.fixture
@@ -87,11 +85,11 @@ def test_chgrp_failure(source, central, v1_installed, tree):
     before = tree(central)
     calls = []
 
-    def chown(path, uid, gid, follow_symlinks=True):
-        calls.append(Path(path).name)
+    def chown(fd, uid, gid):
+        calls.append(fd)
         if len(calls) == 3:
             raise PermissionError(errno.EPERM, "Operation not permitted")
-        os.chown(path, uid, gid, follow_symlinks=follow_symlinks)
+        os.fchown(fd, uid, gid)
 
     with pytest.raises(
         InstallError, match=r"chgrp 100 .*: Operation not permitted; nothing installed changed"
@@ -105,12 +103,11 @@ def test_disk_full_midway(source, central, v1_installed, tree):
     before = tree(central)
     copied = []
 
-    def copy_until_full(src: Path, dst: Path) -> tuple[int, str]:
+    def copy_until_full(src: int, dst: int) -> tuple[int, str]:
         if len(copied) == 1:
-            with open(src, "rb") as fin, open(dst, "xb") as fout:
-                fout.write(fin.read(1000))  # a partial file, as a real full disk leaves
+            os.write(dst, os.read(src, 1000))  # a partial file, as a real full disk leaves
             raise OSError(errno.ENOSPC, "No space left on device")
-        copied.append(src.name)
+        copied.append(src)
         return copy_and_hash(src, dst)
 
     with pytest.raises(
@@ -178,9 +175,14 @@ def test_hostile_manifest_names_are_refused(source, central, tree):
 
 def test_a_second_install_at_the_same_time_is_refused(source, central, v1_installed, tree):
     before = tree(central)
-    with ProductLayout(central.resolve(), "object").lock():
-        with pytest.raises(InstallError, match="another install of object is running"):
-            install_product(source, central, "object", None)
+    layout = ProductLayout(central.resolve(), "object")
+    with layout.open(ModePolicy(os.getgid())) as held, held.lock():
+        with pytest.raises(InstallError) as info:
+            install_product(source, central, "object", None, lock_timeout=0.5)
+    assert str(info.value) == (
+        f"{layout.lock_path}: another install of object is running (held by pid {os.getpid()}, "
+        "root (uid 0)); gave up after 0.5 s"
+    )
     assert_unchanged(central, before, tree)
 
 
@@ -209,7 +211,8 @@ def test_a_really_full_disk(source, tmp_path, tree, rewrite_manifest):
     central = tmp_path / "small-disk"
     central.mkdir()
     subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size + 300_000}", "tmpfs", str(central)], check=True
+        ["mount", "-t", "tmpfs", "-o", f"size={size + 300_000},mode=0755", "tmpfs", str(central)],
+        check=True,
     )
     try:
         install_product(source, central, "object", None)
@@ -225,45 +228,25 @@ def test_a_really_full_disk(source, tmp_path, tree, rewrite_manifest):
         subprocess.run(["umount", str(central)], check=True)
 
 
-def _as_nobody(args: argparse.Namespace) -> tuple[int, str]:
-    """Run the parsed `dc2 install` in a forked child that became `nobody` (no file of the tree is
-    read after the fork, so this works wherever the checkout and .venv live)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop root for good, run, report (exit code, stderr) through the pipe
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            err = io.StringIO()
-            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                code = args.func(args)
-            os.write(write, json.dumps([code, err.getvalue()]).encode())
-        except BaseException as exc:
-            os.write(write, json.dumps([-1, repr(exc)]).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as fh:
-        # a child that hangs (a lock held by another thread at the fork) fails the test, not the run
-        if not select.select([fh], [], [], 120)[0]:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked `dc2 install` child said nothing in 120 s; killed it")
-        data = fh.read()
-    os.waitpid(pid, 0)
-    code, err = json.loads(data)
+NOBODY = 65534
+
+
+def _as_nobody(args: argparse.Namespace, as_nobody) -> tuple[int, str]:
+    """Run the parsed `dc2 install` as `nobody`: (exit code, stderr)."""
+
+    def run() -> list:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = args.func(args)
+        return [code, err.getvalue()]
+
+    code, err = as_nobody(run)
     return code, err
 
 
-def test_chgrp_refused_by_the_system_for_an_unprivileged_account(made):
+def test_chgrp_refused_by_the_system_for_an_unprivileged_account(made, as_nobody):
     """As `nobody`, a chgrp to a group it is not in fails for real (EPERM) and the install stops;
     so does a source file it cannot read."""
-    if os.geteuid() != 0:
-        if CI:
-            pytest.fail("CI runs as root, which this test needs to become nobody")
-        pytest.skip("needs root (to become nobody); test_chgrp_failure covers the logic")
     from dc2tasks.install import cli
 
     base = Path(tempfile.mkdtemp(prefix="dc2-nobody-"))  # outside pytest's 0700 tmp directories
@@ -282,11 +265,11 @@ def test_chgrp_refused_by_the_system_for_an_unprivileged_account(made):
         secret = base / "object" / "trim_schema.yaml"
         os.chown(secret, 0, 0)
         os.chmod(secret, 0o600)  # a file the producer forgot to open to the group
-        code, err = _as_nobody(args)
+        code, err = _as_nobody(args, as_nobody)
         assert code == 2, err
         assert f"{secret}: this account cannot read it (the producer: dc2 manifest --group" in err
         os.chown(secret, NOBODY, NOBODY)
-        code, err = _as_nobody(args)
+        code, err = _as_nobody(args, as_nobody)
         assert code == 2, err
         assert err.startswith("dc2 install: error: chgrp 0 ")
         assert "Operation not permitted; nothing installed changed" in err
