@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import stat
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +12,12 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from dagrun import run_dag
 
-from dc2tasks.airflow.hooks import backend_from_connection, check_certificate
+from dc2tasks.airflow.hooks import (
+    backend_from_connection,
+    check_certificate,
+    configured_token,
+    local_job_token,
+)
 from dc2tasks.airflow.operators.slurm import job_name_for, output_pattern
 from dc2tasks.airflow.outcome import JobReport, SlurmJobCancelled, SlurmJobFailed, plan_try
 from dc2tasks.slurm import FoundJob, Owner, SlurmJob, SlurmState
@@ -197,3 +204,45 @@ def test_certificate_preflight_warns_then_fails(tmp_path: Path) -> None:
         check_certificate(b, warn_hours=24, now=now + timedelta(hours=3))
 
 
+
+
+def test_an_ssh_connection_without_a_job_token_is_refused_naming_both_places(
+    db: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """No token, no lookup and no sbatch: the failure says where to set one (before any SSH)."""
+    conn = {"conn_type": "ssh", "host": "127.0.0.1", "port": 9, "login": "dc2test",
+            "extra": {"key_file": "/nonexistent/key", "host_key": "ssh-ed25519 AAAA"}}
+    monkeypatch.setenv("AIRFLOW_CONN_DC2_NO_TOKEN", json.dumps(conn))
+    r = run_dag("local_no_token", dict(script="true\n", name="x"), slurm_conn_id="dc2_no_token")
+    assert (r.state, r.job_id) == ("failed", None)
+    out = capfd.readouterr().out
+    assert ("no job token for Slurm connection 'dc2_no_token': set its extra 'job_token', or the "
+            "Airflow Variable 'dc2_job_token'") in out
+
+
+def test_the_job_token_comes_from_the_connection_else_the_variable(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert configured_token("c1", {"job_token": " from-the-connection-extra "}) == "from-the-connection-extra"
+    monkeypatch.setenv("AIRFLOW_VAR_DC2_JOB_TOKEN", "from-the-airflow-variable")
+    assert configured_token("c1", {}) == "from-the-airflow-variable"
+    assert configured_token(None, {"job_token": "not-without-a-connection"}) == "from-the-airflow-variable"
+    with pytest.raises(AirflowFailException, match=r"connection 'c1' extra 'job_token': .* at least 16"):
+        configured_token("c1", {"job_token": "short"})
+    monkeypatch.delenv("AIRFLOW_VAR_DC2_JOB_TOKEN")
+    assert configured_token("c1", {}) is None
+
+
+def test_the_local_backend_makes_its_token_once_and_keeps_it_private(tmp_path: Path) -> None:
+    path = tmp_path / "home" / "dc2-job-token"
+    token = local_job_token(path)
+    assert len(token) == 64 and local_job_token(path) == token
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o640)
+    with pytest.raises(AirflowFailException, match=r"dc2-job-token: must be a regular file .* mode 0600"):
+        local_job_token(path)
+    path.chmod(0o600)
+    path.rename(tmp_path / "elsewhere")
+    path.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(AirflowFailException, match="cannot open it"):
+        local_job_token(path)

@@ -126,7 +126,8 @@ def test_cancel_shows_cancelled_in_sacct(
     uid = int(remote(ssh_transport, "id", "-u"))
     deadline = time.monotonic() + 30
     while True:  # straight from sacct, not through the client's fallback
-        rows = {j.job_id: j for j in c.parse_sacct(remote(ssh_transport, *c.sacct([jid]).argv))}
+        sacct = c.sacct([jid], ssh_transport.user).argv
+        rows = {j.job_id: j for j in c.parse_sacct(remote(ssh_transport, *sacct))}
         if jid in rows and rows[jid].state.base == "CANCELLED":
             break
         assert time.monotonic() < deadline, f"sacct never showed CANCELLED: {rows}"
@@ -218,7 +219,7 @@ def test_status_of_many_jobs_is_one_command(cluster_client: SlurmClient, ssh_tra
     wait_final(cluster_client, ids, timeout=90)
     deadline = time.monotonic() + 30
     while True:  # until slurmdbd has caught up (real records, not "allocation" placeholders)
-        rows = c.parse_sacct(remote(ssh_transport, *c.sacct(ids).argv))
+        rows = c.parse_sacct(remote(ssh_transport, *c.sacct(ids, ssh_transport.user).argv))
         if {j.job_id for j in rows if j.name.startswith("dc2-many-")} == set(ids):
             break
         assert time.monotonic() < deadline, "sacct never caught up"
