@@ -73,6 +73,8 @@ class SlurmJobOperator(BaseOperator):
 
     :param job: the job; its name and comment are replaced (deterministic name, try in comment).
     :param slurm_conn_id: an `ssh` connection to a login node, or a `dc2_local` one; None = local.
+        An ssh connection needs a job token (its extra `job_token`, or the Airflow Variable
+        `dc2_job_token`: see `dc2tasks.airflow.hooks`); without one the task fails before any lookup.
     :param log_dir: directory on the cluster for the job's stdout when `job.output` is not set
         (must exist; Slurm does not create it). Neither given: Slurm's default in the workdir.
     :param deferrable: wait in the triggerer (default) or poll on the worker.
