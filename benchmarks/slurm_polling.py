@@ -156,7 +156,7 @@ def per_task_connections(cfg: SSHConfig, ids: list[str], polls: int) -> Figures:
 
     def one_task(job_id: str) -> tuple[int, int]:
         with SSHTransport(cfg) as transport:
-            result = transport.run(c.sacct([job_id]))
+            result = transport.run(c.sacct([job_id], cfg.username))
             if result.returncode != 0 or job_id not in result.stdout.decode():
                 raise RuntimeError(f"sacct of {job_id}: {result.stderr.decode()[-500:]}")
             return transport.counter.count, transport.connects

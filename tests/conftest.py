@@ -94,6 +94,30 @@ def loopback_cluster_without_accounting() -> Iterator[dict[str, str]]:
         yield env
 
 
+@pytest.fixture(scope="session")
+def sbatch_as_other(loopback_cluster: dict[str, str]) -> Iterator[Callable[..., str]]:
+    """Submit a job as the cluster's second account (`dc2other`, no SSH login), as any other user of
+    a shared cluster can: `submit(name, comment, script)` returns its job id. Cancelled at the end."""
+    env = loopback_cluster
+    slurm_env = {**os.environ, "SLURM_CONF": env["DC2_SLURM_CONF"]}
+    ns = ["nsenter", "-t", env["DC2_SLURM_NETNS_PID"], "-n", "--"]
+    submitted: list[str] = []
+
+    def submit(name: str, comment: str, script: str) -> str:
+        r = subprocess.run(
+            [*ns, "runuser", "-u", env["DC2_SLURM_OTHER_USER"], "--", "sbatch", "--parsable",
+             f"--job-name={name}", f"--comment={comment}", "--output=/dev/null", "--chdir=/tmp",
+             "--time=15", f"--wrap={script}"],
+            capture_output=True, text=True, env=slurm_env, timeout=60, check=False)
+        assert r.returncode == 0, f"sbatch as {env['DC2_SLURM_OTHER_USER']}: {r.stderr}"
+        submitted.append(r.stdout.strip().split(";")[0])
+        return submitted[-1]
+
+    yield submit
+    if submitted:
+        subprocess.run([*ns, "scancel", *submitted], env=slurm_env, capture_output=True, check=False)
+
+
 def _ssh_config(env: dict[str, str], **overrides: object) -> SSHConfig:
     base: dict[str, object] = dict(
         host=env["DC2_SLURM_SSH_HOST"],

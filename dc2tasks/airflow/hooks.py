@@ -11,25 +11,40 @@ Connection forms:
   checking off (`no_host_key_check`) is refused.
 - `conn_type` `dc2_local` (or no connection at all): the local Slurm emulator, state in extra
   `state_dir` (default `$DC2_LOCAL_SLURM_DIR`, else `$AIRFLOW_HOME/dc2-local-slurm`).
+
+The job token (`dc2tasks.slurm.owner`: the secret that signs each job's comment, so a retry only
+ever reattaches to or adopts jobs this deployment submitted) comes from the connection's extra
+`job_token`, else the Airflow Variable `dc2_job_token`; never from DAG code or a run file, which
+every DAG author and reader sees. Without either, an ssh connection is refused when a task looks
+up or submits a job (the error names both places). The local emulator instead makes one on first
+use, `$AIRFLOW_HOME/dc2-job-token` (mode 0600): `make demo` and `dag.test()` need no set-up, and
+the local backend runs the same signed-comment code as a cluster.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, Variable
 from airflow.sdk.exceptions import AirflowFailException
 
-from dc2tasks.slurm import AsyncSlurmClient, SlurmClient
+from dc2tasks.slurm import AsyncSlurmClient, Owner, SlurmClient
 from dc2tasks.slurm.commands import DEFAULT_TIMEOUT
+from dc2tasks.slurm.owner import MIN_TOKEN_CHARS
 from dc2tasks.slurm.transports import LocalTransport
+from dc2tasks.slurm.transports.base import account_name
 from dc2tasks.slurm.transports.ssh import SSHConfig, SSHTransport, certificate_valid_before
 
 LOCAL_CONN_TYPE = "dc2_local"
+TOKEN_EXTRA = "job_token"
+TOKEN_VARIABLE = "dc2_job_token"
+LOCAL_TOKEN_FILE = "dc2-job-token"
 
 
 @dataclass(frozen=True)
@@ -43,15 +58,52 @@ class SlurmBackend:
 
     @property
     def remote_user(self) -> str:
-        return self.ssh.username if self.ssh else os.environ.get("USER", "")
+        """The account jobs are submitted as, and the only one whose jobs are acted on."""
+        return self.ssh.username if self.ssh else account_name(os.geteuid())
+
+
+def airflow_home() -> Path:
+    return Path(os.environ.get("AIRFLOW_HOME", str(Path.home() / "airflow")))
 
 
 def default_local_dir() -> str:
     explicit = os.environ.get("DC2_LOCAL_SLURM_DIR")
     if explicit:
         return explicit
-    home = os.environ.get("AIRFLOW_HOME", str(Path.home() / "airflow"))
-    return str(Path(home) / "dc2-local-slurm")
+    return str(airflow_home() / "dc2-local-slurm")
+
+
+def local_job_token(path: Path | None = None) -> str:
+    """The local backend's job token: made once (0600, created whole or not at all, so two tasks
+    starting together agree on it), then read back. Refused when another account could read or
+    replace it."""
+    path = path or airflow_home() / LOCAL_TOKEN_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)  # never replaces a token another process made first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise AirflowFailException(f"job token file {path}: cannot open it ({e.strerror})") from None
+    with os.fdopen(fd) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise AirflowFailException(
+                f"job token file {path}: must be a regular file owned by this account with mode 0600 "
+                f"(it is {stat.filemode(st.st_mode)}, uid {st.st_uid}); remove it to make a new one")
+        token = f.read().strip()
+    if len(token) < MIN_TOKEN_CHARS:
+        raise AirflowFailException(f"job token file {path}: too short; remove it to make a new one")
+    return token
 
 
 def _float(conn_id: str, extra: dict[str, Any], key: str, default: float) -> float:
@@ -122,8 +174,30 @@ def check_certificate(backend: SlurmBackend, warn_hours: float, now: datetime | 
     return None
 
 
+def configured_token(conn_id: str | None, extra: dict[str, Any]) -> str | None:
+    """The job token of a connection's extra, else of the Airflow Variable; None if neither."""
+    token = extra.get(TOKEN_EXTRA) if conn_id else None
+    where = f"connection {conn_id!r} extra {TOKEN_EXTRA!r}"
+    if not token:
+        token = Variable.get(TOKEN_VARIABLE, default=None)
+        where = f"Airflow Variable {TOKEN_VARIABLE!r}"
+    if not token:
+        return None
+    if not isinstance(token, str) or len(token.strip()) < MIN_TOKEN_CHARS:
+        raise AirflowFailException(f"{where}: the job token must be a secret string of at least "
+                                   f"{MIN_TOKEN_CHARS} characters")
+    return token.strip()
+
+
+def missing_token_message(conn_id: str | None) -> str:
+    return (f"no job token for Slurm connection {conn_id!r}: set its extra {TOKEN_EXTRA!r}, or the "
+            f"Airflow Variable {TOKEN_VARIABLE!r}, to a random secret (e.g. the output of "
+            "`python -c 'import secrets; print(secrets.token_hex(32))'`). It signs each job's comment "
+            "so that a retry never reattaches to, or adopts, a job this deployment did not submit.")
+
+
 class SlurmHook(BaseHook):
-    """Blocking access for the worker: `client()` and `preflight()`."""
+    """Blocking access for the worker: `owner()`, `client()` and `preflight()`."""
 
     conn_name_attr = "slurm_conn_id"
     hook_name = "dc2 Slurm"
@@ -133,18 +207,36 @@ class SlurmHook(BaseHook):
         self.slurm_conn_id = slurm_conn_id
         self._transport: LocalTransport | SSHTransport | None = None
         self._backend: SlurmBackend | None = None
+        self._extra: dict[str, Any] = {}
 
     @property
     def backend(self) -> SlurmBackend:
         if self._backend is None:
-            self._backend = (backend_from_connection(self.get_connection(self.slurm_conn_id))
-                             if self.slurm_conn_id else local_backend())
+            if self.slurm_conn_id:
+                conn = self.get_connection(self.slurm_conn_id)
+                self._extra = dict(conn.extra_dejson or {})
+                self._backend = backend_from_connection(conn)
+            else:
+                self._backend = local_backend()
         return self._backend
 
-    def client(self) -> SlurmClient:
+    def owner(self) -> Owner:
+        """Whose jobs this deployment acts on: the backend's account, and the job token."""
+        backend = self.backend
+        token = configured_token(self.slurm_conn_id, self._extra)
+        if token is None and backend.kind == "local":
+            token = local_job_token()
+        if token is None:
+            raise AirflowFailException(missing_token_message(self.slurm_conn_id))
+        return Owner(backend.remote_user, token)
+
+    def client(self, owner: Owner | None = None) -> SlurmClient:
+        """A client for `owner` (lookups by name need one with the token); by default one that
+        checks the account only, enough for status by id, cancel and plain commands."""
         if self._transport is None:
             self._transport = make_transport(self.backend)
-        return SlurmClient(self._transport, command_timeout=self.backend.command_timeout)
+        return SlurmClient(self._transport, command_timeout=self.backend.command_timeout,
+                           owner=owner or Owner(self.backend.remote_user))
 
     def preflight(self, warn_hours: float) -> None:
         warning = check_certificate(self.backend, warn_hours)

@@ -2,24 +2,24 @@
 
 Why Slurm is the record a retry reads: Airflow clears a task's XComs when a new try starts, and a
 try that crashed between `sbatch` and saving anything left nothing behind. The job name is
-deterministic per task instance and each job carries its try in `--comment`, so `find_by_name`
-tells the next try everything: a job still waiting (reattach, never submit twice), a TIMEOUT or
-OUT_OF_MEMORY (scale the limit), a NODE_FAIL (exclude the node), failed array indices (resubmit
-only those).
+deterministic per task instance and each job carries its try in `--comment` (signed with the
+deployment's job token: `dc2tasks.slurm.owner`), so `find_by_name` tells the next try everything:
+a job still waiting (reattach, never submit twice), a TIMEOUT or OUT_OF_MEMORY (scale the limit),
+a NODE_FAIL (exclude the node), failed array indices (resubmit only those). Only jobs of our
+account whose comment carries our signature for this name count; any other job of the same name
+is ignored, whatever its comment says.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from dc2tasks.slurm import FoundJob, JobInfo, Outcome, SlurmJob, SlurmState
+from dc2tasks.slurm import FoundJob, JobInfo, Outcome, Owner, SlurmJob, SlurmState, comment_try
 
-TRY_RE = re.compile(r"dc2:try=(\d+)")
 _SEVERITY = [Outcome.FAIL_NO_RETRY, Outcome.FAIL, Outcome.RETRY_EXCLUDE_NODES, Outcome.RETRY_MORE_MEMORY,
              Outcome.RETRY_MORE_TIME]
 
@@ -53,15 +53,6 @@ EXCEPTIONS: dict[Outcome, type[Exception]] = {
     Outcome.RETRY_MORE_MEMORY: SlurmJobOutOfMemory, Outcome.RETRY_EXCLUDE_NODES: SlurmNodeFailed,
     Outcome.FAIL_NO_RETRY: SlurmJobCancelled,
 }
-
-
-def try_of(comment: str) -> int | None:
-    m = TRY_RE.search(comment or "")
-    return int(m[1]) if m else None
-
-
-def comment_for(try_number: int) -> str:
-    return f"dc2:try={try_number}"
 
 
 def worst(outcomes: list[Outcome]) -> Outcome:
@@ -146,8 +137,13 @@ def plan_try(
     elements: dict[str, JobInfo] | None,
     time_scale: float,
     memory_scale: float,
+    owner: Owner,
 ) -> Plan:
     """Decide from the jobs of earlier tries (`found`, by name) and their elements.
+
+    Only `owner`'s jobs count: its account, and a comment its token signed for this name (a job of
+    another user, or one without the signature, is logged and ignored: never reattached, adopted
+    or counted as done).
 
     - A job still waiting (any try <= this one) is reattached: either it is this try's own (a crash
       after sbatch) or an earlier try died without its on_kill running; a second job would duplicate
@@ -161,12 +157,14 @@ def plan_try(
     redone, since accounting can lag (seen: a finished array's failed elements missing from sacct
     for minutes): a redone index costs a little time, a skipped one would lose data.
     """
-    mine = [f for f in found if (try_of(f.comment) or 0) <= try_number]
+    ours = owner.keep(found, "plan")
+    tries = {f.job_id: owner.verified_try(f.name, f.comment) for f in ours}
+    mine = [f for f in ours if (t := tries[f.job_id]) is not None and t <= try_number]
     waiting = [f for f in mine if not f.outcome.final]
     if waiting:
-        return Plan(waiting[-1], base, f"job {waiting[-1].job_id} of try {try_of(waiting[-1].comment)} "
+        return Plan(waiting[-1], base, f"job {waiting[-1].job_id} of try {comment_try(waiting[-1].comment)} "
                                        "is still in Slurm: reattaching")
-    same = [f for f in mine if try_of(f.comment) == try_number]
+    same = [f for f in mine if tries[f.job_id] == try_number]
     if same:
         return Plan(same[-1], base, f"job {same[-1].job_id} of this try already ended: adopting it")
     job, why = base, []

@@ -39,7 +39,7 @@ from dc2tasks.runs.steps import (
     plan_run,
     rendered_catalog_configs,
 )
-from dc2tasks.slurm.commands import Command, CommandResult
+from dc2tasks.slurm.commands import Command, CommandResult, make_log_dir
 from dc2tasks.slurm.transports import SubprocessTransport
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def build_dag(config: RunConfig, run_file: str | os.PathLike[str]) -> DAG:
             if not made.dry_run:  # a dry run leaves the working directory as it is, too
                 transport = _transport(config, config.connections.producer)
                 logs = f"{made.work_dir}/logs"
-                _check(transport.run(Command(("mkdir", "-p", "--", logs))), f"mkdir {logs}")
+                _check(transport.run(make_log_dir(logs)), f"making the log directory {logs}")
             log.info("plan: %s", json.dumps(made.to_dict(), indent=1))
             return made.to_dict()
 

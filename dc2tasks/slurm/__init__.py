@@ -21,6 +21,7 @@ from dc2tasks.slurm.client import (
 )
 from dc2tasks.slurm.commands import JobInfo, SubmitError
 from dc2tasks.slurm.job import ArraySpec, SlurmJob, command_body, expand_log_path
+from dc2tasks.slurm.owner import Owner, comment_try
 from dc2tasks.slurm.states import STATE_TABLE, Outcome, SlurmState, UnknownSlurmState
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "FoundJob",
     "JobInfo",
     "Outcome",
+    "Owner",
     "SlurmClient",
     "SlurmCommandError",
     "SlurmJob",
@@ -37,6 +39,7 @@ __all__ = [
     "SubmitError",
     "UnknownSlurmState",
     "command_body",
+    "comment_try",
     "element_ids",
     "expand_log_path",
     "summarise_found",

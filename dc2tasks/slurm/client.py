@@ -16,10 +16,16 @@ missing from its output (seen on Slurm 22.05). Likewise a job that ends quickly 
 as a placeholder record named "allocation", written before its real record. Asked-for elements
 that sacct omits or only has a placeholder for are looked up with scontrol, so a poll never
 mistakes "not in sacct yet" for "done".
+
+Every record the client returns is the account's own: lookups by name ask Slurm for that user's
+jobs only (`--user`), and each record's user (and, when the client has a job token, its comment) is
+checked again by `Owner.keep` (scontrol has no user filter; a Slurm that ignored the option must
+not matter). Anything else is logged and dropped.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
@@ -28,16 +34,23 @@ from typing import Protocol
 from dc2tasks.slurm import commands as c
 from dc2tasks.slurm.commands import Command, CommandResult, JobInfo
 from dc2tasks.slurm.job import SlurmJob
+from dc2tasks.slurm.owner import Owner
 from dc2tasks.slurm.states import Outcome, SlurmState
 
 Plan = Generator[Command, CommandResult, "object"]
+log = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
+    user: str
+    """The account the commands run as (the SSH login, or this process's user)."""
+
     def run(self, cmd: Command) -> CommandResult: ...
 
 
 class AsyncTransport(Protocol):
+    user: str
+
     async def arun(self, cmd: Command) -> CommandResult: ...
 
 
@@ -54,6 +67,7 @@ class FoundJob:
     state: SlurmState
     comment: str
     elements: int
+    user: str = ""
 
     @property
     def outcome(self) -> Outcome:
@@ -70,7 +84,7 @@ def summarise_found(infos: list[JobInfo]) -> list[FoundJob]:
         waiting = [e for e in els if not e.outcome.final]
         bad = [e for e in els if e.outcome is not Outcome.SUCCESS]
         rep = (waiting or bad or els)[0]
-        found.append(FoundJob(jid, rep.name, rep.state, rep.comment, len(els)))
+        found.append(FoundJob(jid, rep.name, rep.state, rep.comment, len(els), rep.user))
     return sorted(found, key=lambda f: int(f.job_id))
 
 
@@ -83,9 +97,11 @@ def element_ids(job_id: str, job: SlurmJob) -> list[str]:
 class _Plans:
     """The operations, as generators of commands. Holds the accounting on/off memory."""
 
-    def __init__(self, command_timeout: float = c.DEFAULT_TIMEOUT) -> None:
+    def __init__(self, owner: Owner, command_timeout: float = c.DEFAULT_TIMEOUT) -> None:
         self.accounting: bool | None = None
         self.timeout = command_timeout
+        self.owner = owner
+        self.user = owner.user
 
     def _check(self, what: str, r: CommandResult) -> None:
         if r.returncode != 0:
@@ -98,12 +114,17 @@ class _Plans:
     def _scontrol(self, ids: list[str]) -> Generator[Command, CommandResult, dict[str, JobInfo]]:
         r = yield c.scontrol_show_jobs(self.timeout)
         self._check("scontrol show job", r)
-        return c.select(c.parse_scontrol(r.out), ids)
+        return self._mine(c.select(c.parse_scontrol(r.out), ids), "scontrol")
+
+    def _mine(self, found: dict[str, JobInfo], what: str) -> dict[str, JobInfo]:
+        """Status by id: the ids are ours, so only the account is checked (not the comment)."""
+        kept = Owner(self.user).keep(list(found.values()), what)
+        return {j.job_id: j for j in kept}
 
     def status(self, ids: Iterable[str | int]) -> Generator[Command, CommandResult, dict[str, JobInfo]]:
         wanted = c.job_ids(ids)
         if self.accounting is not False:
-            r = yield c.sacct(wanted, self.timeout)
+            r = yield c.sacct(wanted, self.user, self.timeout)
             if c.accounting_disabled(r):
                 self.accounting = False
             else:
@@ -111,6 +132,7 @@ class _Plans:
                 self.accounting = True
                 found = {k: j for k, j in c.select(c.parse_sacct(r.out), wanted).items()
                          if j.name != c.DBD_PLACEHOLDER_NAME}
+                found = self._mine(found, "sacct")
                 seen = {j.array_job_id for j in found.values()} | set(found)
                 missing = [i for i in wanted if i not in seen]
                 if missing:
@@ -122,16 +144,21 @@ class _Plans:
         return summarise_found((yield from self.elements_by_name(name)))
 
     def elements_by_name(self, name: str) -> Generator[Command, CommandResult, list[JobInfo]]:
-        """Every job and array element of that name, from slurmctld and accounting together."""
+        """Every job and array element of that name that is ours (`Owner`), from slurmctld and
+        accounting together."""
+        infos = yield from self._elements_by_name(name)
+        return self.owner.keep(infos, f"jobs named {name}")
+
+    def _elements_by_name(self, name: str) -> Generator[Command, CommandResult, list[JobInfo]]:
         if self.accounting is not False:
-            r = yield c.sacct_by_name(name, timeout=self.timeout)
+            r = yield c.sacct_by_name(name, self.user, timeout=self.timeout)
             if c.accounting_disabled(r):
                 self.accounting = False
             else:
                 self._check("sacct", r)
                 self.accounting = True
                 infos = [j for j in c.parse_sacct(r.out) if j.name == name]
-                r2 = yield c.squeue_by_name(name, self.timeout)
+                r2 = yield c.squeue_by_name(name, self.user, self.timeout)
                 self._check("squeue", r2)
                 # slurmctld is authoritative for the jobs it still holds; sacct lags it: a job just
                 # submitted may be missing there, or recorded without its comment (seen on 22.05),
@@ -140,7 +167,7 @@ class _Plans:
                 merged = {j.job_id: j for j in infos}
                 merged.update((j.job_id, j) for j in c.parse_squeue(r2.out) if j.name == name)
                 return list(merged.values())
-        r = yield c.squeue_by_name(name, self.timeout)
+        r = yield c.squeue_by_name(name, self.user, self.timeout)
         self._check("squeue", r)
         return [j for j in c.parse_squeue(r.out) if j.name == name]
 
@@ -152,6 +179,8 @@ class _Plans:
         self, path: str, offset: int, limit: int
     ) -> Generator[Command, CommandResult, tuple[str, int]]:
         r = yield c.read_bytes(path, offset, limit, self.timeout)
+        if c.symlink_refused(r):
+            log.warning("job log %s is a symbolic link: not read", path)
         if r.returncode != 0:
             return "", offset  # not there yet (the job has not started): nothing new
         data = r.stdout
@@ -166,16 +195,27 @@ class _Plans:
         return data.decode("utf-8", "replace"), offset + len(data)
 
     def tail_log(self, path: str, nbytes: int) -> Generator[Command, CommandResult, str]:
-        r = yield c.tail_bytes(path, nbytes, self.timeout)
-        return r.out if r.returncode == 0 else ""
+        """The last `nbytes` of a log, read no-follow like `read_log` (the size comes from lstat;
+        if the path is swapped for a link in between, the read refuses it)."""
+        r = yield c.file_size(path, self.timeout)
+        size = int(r.out.strip()) if r.returncode == 0 and r.out.strip().isdigit() else None
+        if size is None:
+            return ""
+        r = yield c.read_bytes(path, max(0, size - int(nbytes)), int(nbytes), self.timeout)
+        if c.symlink_refused(r):
+            return f"(job log {path} is a symbolic link: not read)\n"
+        return r.stdout.decode("utf-8", "replace") if r.returncode == 0 else ""
 
 
 class SlurmClient:
-    """Blocking client. `transport` is a LocalTransport, SubprocessTransport or SSHTransport."""
+    """Blocking client. `transport` is a LocalTransport, SubprocessTransport or SSHTransport.
 
-    def __init__(self, transport: Transport, command_timeout: float = c.DEFAULT_TIMEOUT) -> None:
+    `owner`: whose jobs it acts on; default: the transport's account, no job token."""
+
+    def __init__(self, transport: Transport, command_timeout: float = c.DEFAULT_TIMEOUT,
+                 owner: Owner | None = None) -> None:
         self.transport = transport
-        self._plans = _Plans(command_timeout)
+        self._plans = _Plans(owner or Owner(transport.user), command_timeout)
 
     def _drive(self, plan: Generator[Command, CommandResult, object]) -> object:
         try:
@@ -226,9 +266,10 @@ class SlurmClient:
 class AsyncSlurmClient:
     """The same operations for an event loop (the Airflow triggerer)."""
 
-    def __init__(self, transport: AsyncTransport, command_timeout: float = c.DEFAULT_TIMEOUT) -> None:
+    def __init__(self, transport: AsyncTransport, command_timeout: float = c.DEFAULT_TIMEOUT,
+                 owner: Owner | None = None) -> None:
         self.transport = transport
-        self._plans = _Plans(command_timeout)
+        self._plans = _Plans(owner or Owner(transport.user), command_timeout)
 
     async def _drive(self, plan: Generator[Command, CommandResult, object]) -> object:
         try:

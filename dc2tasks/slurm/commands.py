@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from dc2tasks.slurm import validate as v
 from dc2tasks.slurm.states import Outcome, SlurmState, parse_exit_code
 
-SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "Elapsed", "MaxRSS", "NodeList", "Comment")
+SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "Elapsed", "MaxRSS", "NodeList", "User", "Comment")
+"""Comment last: another user's comment may hold a `|`, which then stays inside the comment."""
+SQUEUE_FORMAT = "%i|%j|%T|%u|%k"
 ACCOUNTING_DISABLED = ("accounting is disabled", "accounting storage is disabled")
 DEFAULT_TIMEOUT = 60.0
 DBD_PLACEHOLDER_NAME = "allocation"
 """slurmdbd's name for a job whose step records arrived before the job's own record."""
 LOG_CHUNK = 1 << 20
+LOG_DIR_MODE = "0750"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class JobInfo:
     nodes: str = ""
     comment: str = ""
     reason: str = ""
+    user: str = ""
+    """The account the job belongs to (squeue %u, sacct User, scontrol UserId)."""
 
     @property
     def outcome(self) -> Outcome:
@@ -93,19 +98,28 @@ def sbatch(script: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
     return Command(("sbatch", "--parsable"), stdin=script.encode(), timeout=timeout)
 
 
-def sacct(ids: Iterable[str], timeout: float = DEFAULT_TIMEOUT) -> Command:
+def _user(user: str) -> str:
+    return f"--user={v.check('user', user, v.USER_RE, 'user name')}"
+
+
+def sacct(ids: Iterable[str], user: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
     fmt = ",".join(SACCT_FIELDS)
     return Command(
-        ("sacct", "--noheader", "--parsable2", f"--format={fmt}", f"--jobs={','.join(job_ids(ids))}"),
+        ("sacct", "--noheader", "--parsable2", f"--format={fmt}", _user(user),
+         f"--jobs={','.join(job_ids(ids))}"),
         timeout=timeout,
     )
 
 
-def sacct_by_name(name: str, since: str = "now-7days", timeout: float = DEFAULT_TIMEOUT) -> Command:
+def sacct_by_name(
+    name: str, user: str, since: str = "now-7days", timeout: float = DEFAULT_TIMEOUT
+) -> Command:
+    """The jobs of `user` named `name`: never another account's job of the same name."""
     v.check("name", name, v.NAME_RE, "job name")
     fmt = ",".join(SACCT_FIELDS)
     return Command(
-        ("sacct", "--noheader", "--parsable2", f"--format={fmt}", f"--name={name}", f"--starttime={since}"),
+        ("sacct", "--noheader", "--parsable2", f"--format={fmt}", _user(user), f"--name={name}",
+         f"--starttime={since}"),
         timeout=timeout,
     )
 
@@ -115,10 +129,11 @@ def scontrol_show_jobs(timeout: float = DEFAULT_TIMEOUT) -> Command:
     return Command(("scontrol", "--oneliner", "show", "job"), timeout=timeout)
 
 
-def squeue_by_name(name: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
+def squeue_by_name(name: str, user: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
     v.check("name", name, v.NAME_RE, "job name")
     return Command(
-        ("squeue", "--noheader", "--array", "--states=all", f"--name={name}", "--format=%i|%j|%T|%k"),
+        ("squeue", "--noheader", "--array", "--states=all", _user(user), f"--name={name}",
+         f"--format={SQUEUE_FORMAT}"),
         timeout=timeout,
     )
 
@@ -127,23 +142,41 @@ def scancel(ids: Iterable[str], timeout: float = DEFAULT_TIMEOUT) -> Command:
     return Command(("scancel", *job_ids(ids)), timeout=timeout)
 
 
-def read_bytes(path: str, offset: int, limit: int = LOG_CHUNK, timeout: float = DEFAULT_TIMEOUT) -> Command:
-    """Bytes [offset, offset+limit) of a file, with GNU dd (one argv, no pipe, no shell needed)."""
-    if "\0" in path or not path:
+def _file_path(path: str) -> str:
+    if not isinstance(path, str) or "\0" in path or not path:
         raise ValueError(f"path: {path!r} is not a file path")
+    return path
+
+
+def read_bytes(path: str, offset: int, limit: int = LOG_CHUNK, timeout: float = DEFAULT_TIMEOUT) -> Command:
+    """Bytes [offset, offset+limit) of a file, with GNU dd (one argv, no pipe, no shell needed).
+
+    `nofollow`: a log path that is a symbolic link is not opened (ELOOP), so whoever can write in
+    the log directory cannot make the service read, and show in a task log, another file."""
+    _file_path(path)
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError(f"offset: expected an integer >= 0, got {offset!r}")
     return Command(
         ("dd", f"if={path}", "bs=65536", f"skip={offset}", f"count={limit}",
-         "iflag=skip_bytes,count_bytes", "status=none"),
+         "iflag=nofollow,skip_bytes,count_bytes", "status=none"),
         timeout=timeout,
     )
 
 
-def tail_bytes(path: str, nbytes: int, timeout: float = DEFAULT_TIMEOUT) -> Command:
-    if "\0" in path or not path:
-        raise ValueError(f"path: {path!r} is not a file path")
-    return Command(("tail", "-c", str(int(nbytes)), "--", path), timeout=timeout)
+def file_size(path: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
+    """The size of `path` itself (lstat: a symbolic link is reported, not followed)."""
+    return Command(("stat", "--format=%s", "--", _file_path(path)), timeout=timeout)
+
+
+def make_log_dir(path: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
+    """Create a job log directory (and its parents), mode 0750 even when it already exists:
+    logs say what the jobs read and where; other users of the cluster have no business there."""
+    return Command(("install", "-d", "-m", LOG_DIR_MODE, "--", _file_path(path)), timeout=timeout)
+
+
+def symlink_refused(result: CommandResult) -> bool:
+    """dd iflag=nofollow (and O_NOFOLLOW) fail with ELOOP on a symbolic link."""
+    return result.returncode != 0 and "Too many levels of symbolic links" in result.err
 
 
 def accounting_disabled(result: CommandResult) -> bool:
@@ -204,10 +237,10 @@ def parse_sacct(text: str) -> list[JobInfo]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        f = line.split("|")
+        f = line.split("|", len(SACCT_FIELDS) - 1)
         if len(f) != len(SACCT_FIELDS):
             raise ValueError(f"sacct: expected {len(SACCT_FIELDS)} fields, got {line!r}")
-        jid, name, state, code, elapsed, maxrss, nodes, comment = f
+        jid, name, state, code, elapsed, maxrss, nodes, user, comment = f
         if "." in jid:
             size = parse_size(maxrss)
             base = jid.split(".")[0]
@@ -221,7 +254,7 @@ def parse_sacct(text: str) -> list[JobInfo]:
             jobs[one] = JobInfo(
                 job_id=one, name=name, state=SlurmState.parse(state), exit_code=ec, signal=sig,
                 elapsed_s=parse_elapsed(elapsed), max_rss_bytes=parse_size(maxrss),
-                nodes="" if nodes in ("None assigned", "(null)") else nodes, comment=comment,
+                nodes="" if nodes in ("None assigned", "(null)") else nodes, comment=comment, user=user,
             )
     for jid, size in rss.items():
         if jid in jobs:
@@ -254,19 +287,23 @@ def parse_scontrol(text: str) -> list[JobInfo]:
                 nodes="" if kv.get("NodeList", "(null)") == "(null)" else kv["NodeList"],
                 comment="" if kv.get("Comment", "(null)") == "(null)" else kv["Comment"],
                 reason="" if kv.get("Reason", "None") == "None" else kv["Reason"],
+                user=kv.get("UserId", "").split("(")[0],
             ))
     return list(out.values())
 
 
 def parse_squeue(text: str) -> list[JobInfo]:
-    """Parse `squeue --format=%i|%j|%T|%k` (no exit codes: squeue does not report them)."""
+    """Parse `squeue --format=%i|%j|%T|%u|%k` (no exit codes: squeue does not report them)."""
     out: list[JobInfo] = []
     for line in text.splitlines():
         if not line.strip():
             continue
-        jid, name, state, comment = line.split("|", 3)
+        f = line.split("|", 4)
+        if len(f) != 5:
+            raise ValueError(f"squeue: expected 5 fields ({SQUEUE_FORMAT}), got {line!r}")
+        jid, name, state, user, comment = f
         for one in expand_array_ids(jid.strip()):
-            out.append(JobInfo(job_id=one, name=name, state=SlurmState.parse(state),
+            out.append(JobInfo(job_id=one, name=name, state=SlurmState.parse(state), user=user.strip(),
                                comment="" if comment == "(null)" else comment))
     return out
 

@@ -27,6 +27,8 @@ DEPENDENCY_RE = re.compile(
     r"(after|afterany|afterok|afternotok|aftercorr|afterburstbuffer)(:[0-9]+(_[0-9]+)?(\+[0-9]+)?)+"
     r"|singleton"
 )
+USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+"""Account names as Slurm reports them (`squeue %u`, sacct `User`); never a leading `-`."""
 JOB_ID_RE = re.compile(r"[0-9]{1,12}(_[0-9]{1,7})?")
 
 _TIME_RE = re.compile(

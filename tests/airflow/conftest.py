@@ -34,6 +34,15 @@ if "airflow" not in sys.modules:  # must precede the first `import airflow` of t
     os.environ.setdefault("DC2_TRIGGER_MIN_WAIT_S", "0")
 
 SLURM_CONN_ID = "dc2_test_slurm"
+TEST_JOB_TOKEN = "loopback-test-deployment-job-token"
+"""The job token of the tests' SSH connections (extra `job_token`), as a deployment sets it."""
+
+
+def signed(name: str, try_number: int) -> str:
+    """The comment the operator gives try `try_number` of job `name` under the tests' token."""
+    from dc2tasks.slurm.owner import job_comment
+
+    return job_comment(name, try_number, TEST_JOB_TOKEN)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,12 +68,14 @@ def pinned_host_key(env: dict[str, str]) -> str:
 
 
 def ssh_connection_json(env: dict[str, str], **extra: object) -> str:
-    """The cluster as an Airflow SSH connection (the form a deployment would use)."""
+    """The cluster as an Airflow SSH connection (the form a deployment would use); an extra given
+    as None is left out (e.g. `job_token=None`)."""
+    extras = {"key_file": env["DC2_SLURM_SSH_KEY"], "host_key": pinned_host_key(env),
+              "conn_timeout": 10, "cmd_timeout": 30, "job_token": TEST_JOB_TOKEN, **extra}
     return json.dumps({
         "conn_type": "ssh", "host": env["DC2_SLURM_SSH_HOST"], "port": int(env["DC2_SLURM_SSH_PORT"]),
         "login": env["DC2_SLURM_SSH_USER"],
-        "extra": {"key_file": env["DC2_SLURM_SSH_KEY"], "host_key": pinned_host_key(env),
-                  "conn_timeout": 10, "cmd_timeout": 30, **extra},
+        "extra": {k: v for k, v in extras.items() if v is not None},
     })
 
 

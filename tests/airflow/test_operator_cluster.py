@@ -10,9 +10,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from cluster_ops import restart_sshd, wait_sacct
+from conftest import signed
 from dagrun import run_dag
 
 from dc2tasks.airflow.operators.slurm import job_name_for
@@ -46,7 +48,54 @@ def test_job_runs_and_its_stdout_is_in_the_task_log(
     rows = wait_sacct(
         remote, name_of("cl_hello", r.run_id), lambda rows: any(x["State"] == "COMPLETED" for x in rows)
     )
-    assert [(x["JobID"], x["State"], x["Comment"]) for x in rows] == [(r.job_id, "COMPLETED", "dc2:try=1")]
+    assert [(x["JobID"], x["State"], x["Comment"]) for x in rows] == [
+        (r.job_id, "COMPLETED", signed(name_of("cl_hello", r.run_id), 1))]
+
+
+@pytest.mark.parametrize("theirs", ["waiting", "finished"])
+def test_another_users_job_under_the_tasks_name_is_never_reattached_nor_adopted(
+    theirs: str, slurm_conn: str, remote: Remote, loopback_cluster: dict[str, str],
+    sbatch_as_other: Callable[..., str], capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Names are predictable and comments public: another cluster user submits, before the task
+    runs, a job with the task's exact name and the very comment its try 1 will carry (tag
+    included). Waiting, it would have been reattached; finished, adopted as the task's result.
+    The operator submits its own job instead, and the task's result is that job's."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.types import DagRunType
+    from dagrun import load_dag, task_instances, write_dag, xcom_value
+
+    dag_id = f"cl_foreign_{theirs}"
+    dag = load_dag(write_dag(dag_id, dict(script="echo 'made by our own job'\n", name="x"),
+                             slurm_conn_id=slurm_conn, poll_interval=1))
+    when = datetime.now(UTC)
+    run_id = DagRun.generate_run_id(run_type=DagRunType.MANUAL, logical_date=when, run_after=when)
+    name = name_of(dag_id, run_id)
+    other, me = loopback_cluster["DC2_SLURM_OTHER_USER"], loopback_cluster["DC2_SLURM_SSH_USER"]
+    foreign = sbatch_as_other(name, signed(name, 1),
+                              "sleep 600" if theirs == "waiting" else "echo 'made by someone else'")
+    state = "RUNNING" if theirs == "waiting" else "COMPLETED"
+    deadline = time.monotonic() + 60
+    while remote("squeue", "--noheader", "--states=all", f"--jobs={foreign}", "--format=%T").strip() != state:
+        assert time.monotonic() < deadline, f"job {foreign} of {other} never {state}"
+        time.sleep(0.5)
+
+    dr = dag.test(run_after=when, logical_date=when)
+    assert dr.run_id == run_id
+    (ti,) = task_instances(dr).values()
+    ours = str(xcom_value(dr, "slurm", "slurm_job_id"))
+    assert (str(ti.state), ti.try_number, xcom_value(dr, "slurm")) == ("success", 1, ours)
+    assert ours != foreign
+    out = capfd.readouterr().out
+    assert "made by our own job" in out and "made by someone else" not in out
+    assert f"Slurm job name {name}, try 1: new job" in out
+    out = remote("sacct", "--noheader", "--parsable2", "--allusers", "--starttime=now-1hours",
+                 f"--name={name}", "--format=JobID,User,State,Comment")
+    rows = {r[0]: tuple(r[1:]) for r in (line.split("|") for line in out.splitlines()) if "." not in r[0]}
+    assert rows[ours] == (me, "COMPLETED", signed(name, 1))
+    assert rows.get(foreign, (other,))[0] == other  # sacct may lag on the still-running one
+    everyone = remote("squeue", "--noheader", "--states=all", f"--name={name}", "--format=%i|%u")
+    assert sorted(everyone.split()) == sorted([f"{ours}|{me}", f"{foreign}|{other}"])
 
 
 def test_exit_3_fails_with_the_exit_code_and_the_log_tail(
@@ -81,8 +130,8 @@ def test_out_of_memory_then_the_retry_has_scaled_memory(
         return
     assert (r.state, r.try_number) == ("success", 2)
     assert [(x["State"], x["ReqMem"], x["Comment"]) for x in rows] == [
-        ("OUT_OF_MEMORY", "64M", "dc2:try=1"),
-        ("COMPLETED", "1G", "dc2:try=2"),
+        ("OUT_OF_MEMORY", "64M", signed(name_of("cl_oom", r.run_id), 1)),
+        ("COMPLETED", "1G", signed(name_of("cl_oom", r.run_id), 2)),
     ]
     assert "held 200000000 bytes" in out
     assert "SlurmJobOutOfMemory" in out and "memory x16 after 1 OUT_OF_MEMORY(s)" in out
@@ -147,7 +196,8 @@ def test_a_crash_between_sbatch_and_recording_does_not_submit_twice(
     rows = wait_sacct(
         remote, name_of("cl_crash", r.run_id), lambda rows: any(x["State"] == "COMPLETED" for x in rows)
     )
-    assert [(x["JobID"], x["State"], x["Comment"]) for x in rows] == [(r.job_id, "COMPLETED", "dc2:try=1")]
+    assert [(x["JobID"], x["State"], x["Comment"]) for x in rows] == [
+        (r.job_id, "COMPLETED", signed(name_of("cl_crash", r.run_id), 1))]
     captured = capfd.readouterr()
     out = captured.out + captured.err
     assert "simulated crash right after sbatch" in out
@@ -205,8 +255,8 @@ def test_timeout_then_the_retry_has_a_scaled_time_limit(
     assert (r.state, r.try_number) == ("success", 2)
     rows = wait_sacct(remote, name_of("cl_timeout", r.run_id), lambda rows: len(rows) == 2)
     assert [(x["State"], x["TimelimitRaw"], x["Comment"]) for x in rows] == [
-        ("TIMEOUT", "1", "dc2:try=1"),
-        ("COMPLETED", "2", "dc2:try=2"),
+        ("TIMEOUT", "1", signed(name_of("cl_timeout", r.run_id), 1)),
+        ("COMPLETED", "2", signed(name_of("cl_timeout", r.run_id), 2)),
     ]
     out = capfd.readouterr().out
     assert "SlurmJobTimedOut" in out and "time limit x2 after 1 TIMEOUT(s)" in out

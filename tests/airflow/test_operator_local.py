@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import stat
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,11 +12,18 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from dagrun import run_dag
 
-from dc2tasks.airflow.hooks import backend_from_connection, check_certificate
+from dc2tasks.airflow.hooks import (
+    backend_from_connection,
+    check_certificate,
+    configured_token,
+    local_job_token,
+)
 from dc2tasks.airflow.operators.slurm import job_name_for, output_pattern
 from dc2tasks.airflow.outcome import JobReport, SlurmJobCancelled, SlurmJobFailed, plan_try
-from dc2tasks.slurm import FoundJob, SlurmJob, SlurmState
+from dc2tasks.slurm import FoundJob, Owner, SlurmJob, SlurmState
 from dc2tasks.slurm.commands import JobInfo
+
+OWNER = Owner("dc2test", "a-test-deployment-token")
 
 
 @pytest.fixture
@@ -60,8 +69,9 @@ def test_output_pattern_for_arrays_rejects_percent_j() -> None:
         output_pattern(SlurmJob(script="true", name="n", array="0-3", output="x.%j"), None)
 
 
-def _found(jid: str, state: str, try_number: int) -> FoundJob:
-    return FoundJob(jid, "n", SlurmState.parse(state), f"dc2:try={try_number}", 1)
+def _found(jid: str, state: str, try_number: int, user: str = "dc2test", signed: bool = True) -> FoundJob:
+    comment = OWNER.comment("n", try_number) if signed else f"dc2:try={try_number}"
+    return FoundJob(jid, "n", SlurmState.parse(state), comment, 1, user)
 
 
 def _el(jid: str, state: str, nodes: str = "n1") -> JobInfo:
@@ -70,21 +80,55 @@ def _el(jid: str, state: str, nodes: str = "n1") -> JobInfo:
 
 def test_plan_reattaches_adopts_and_scales() -> None:
     base = SlurmJob(script="true", name="n", time_limit="10", memory="1G", array="0-9%2")
-    assert plan_try(base, [_found("5", "RUNNING", 1)], 2, None, 2, 2).reattach.job_id == "5"  # type: ignore[union-attr]
-    assert plan_try(base, [_found("5", "FAILED", 2)], 2, None, 2, 2).reattach.job_id == "5"  # type: ignore[union-attr]
+    assert plan_try(base, [_found("5", "RUNNING", 1)], 2, None, 2, 2, OWNER).reattach.job_id == "5"  # type: ignore[union-attr]
+    assert plan_try(base, [_found("5", "FAILED", 2)], 2, None, 2, 2, OWNER).reattach.job_id == "5"  # type: ignore[union-attr]
     history = [_found("5", "TIMEOUT", 1), _found("6", "OUT_OF_MEMORY", 2), _found("7", "TIMEOUT", 3)]
     last = {f"7_{i}": _el(f"7_{i}", "TIMEOUT" if i in (2, 4) else "COMPLETED") for i in range(10)}
-    p = plan_try(base, history, 4, last, 3, 2)
+    p = plan_try(base, history, 4, last, 3, 2, OWNER)
     assert p.reattach is None
     assert (p.job.time_limit, p.job.memory, p.job.array_spec.indices) == (  # type: ignore[union-attr]
         timedelta(minutes=90), 2048, (2, 4))
     assert p.job.array_spec.throttle == 2  # type: ignore[union-attr]
     nf = plan_try(SlurmJob(script="true", name="n"), [_found("8", "NODE_FAIL", 1)], 2,
-                  {"8": _el("8", "NODE_FAIL", "nid0042")}, 2, 2)
+                  {"8": _el("8", "NODE_FAIL", "nid0042")}, 2, 2, OWNER)
     assert nf.job.exclude == ("nid0042",)
     done = {f"9_{i}": _el(f"9_{i}", "COMPLETED") for i in range(10)}
-    fresh = plan_try(base, [_found("9", "COMPLETED", 1)], 2, done, 2, 2)
+    fresh = plan_try(base, [_found("9", "COMPLETED", 1)], 2, done, 2, 2, OWNER)
     assert fresh.job == base and fresh.reason == "new job"  # a cleared success re-runs everything
+
+
+def test_plan_ignores_jobs_of_other_users_and_unsigned_jobs(caplog: pytest.LogCaptureFixture) -> None:
+    """Names are predictable: another user's job under the task's name and a `dc2:try=N` comment
+    (or one copied whole from a job of ours, tag included) is never reattached to nor adopted, and
+    neither is a job of our account that this deployment's token did not sign."""
+    base = SlurmJob(script="true", name="n", array="0-3")
+    copied = _found("777", "RUNNING", 1, user="eve")  # the tag of our try 1, copied
+    plain = _found("778", "PENDING", 1, user="eve", signed=False)
+    finished = _found("779", "COMPLETED", 2, user="eve")
+    caplog.set_level("WARNING")
+    for try_number, planted in ((1, [copied, plain]), (2, [finished])):
+        p = plan_try(base, planted, try_number, None, 2, 2, OWNER)
+        assert (p.reattach, p.job, p.reason) == (None, base, "new job")
+    for jid in ("777", "778", "779"):
+        assert f"ignoring Slurm job {jid} (name n): of user 'eve', not 'dc2test'" in caplog.text
+    # a foreign job's elements never count as done: the whole array runs
+    done = {f"779_{i}": _el(f"779_{i}", "COMPLETED") for i in range(4)}
+    assert plan_try(base, [_found("5", "FAILED", 1), finished], 3, done, 2, 2, OWNER).job == base
+    # ours, unsigned (a person using the account by hand, another deployment): not adopted either
+    caplog.clear()
+    unsigned = _found("780", "RUNNING", 1, signed=False)
+    other_token = FoundJob("781", "n", SlurmState.parse("COMPLETED"),
+                           Owner("dc2test", "another-deployment-token").comment("n", 1), 1, "dc2test")
+    p = plan_try(base, [unsigned, other_token], 1, None, 2, 2, OWNER)
+    assert (p.reattach, p.job) == (None, base)
+    assert "ignoring Slurm job 780 (name n): its comment 'dc2:try=1' does not carry" in caplog.text
+    assert "ignoring Slurm job 781 (name n)" in caplog.text
+    # a signed comment is bound to its name: ours for "n" does not vouch for a job named "m"
+    renamed = FoundJob("782", "m", SlurmState.parse("RUNNING"), OWNER.comment("n", 1), 1, "dc2test")
+    assert plan_try(base, [renamed], 1, None, 2, 2, OWNER).reattach is None
+    # ours, signed: reattached / adopted as before
+    assert plan_try(base, [copied, _found("9", "RUNNING", 1)], 1, None, 2, 2, OWNER).reattach.job_id == "9"  # type: ignore[union-attr]
+    assert plan_try(base, [finished, _found("9", "FAILED", 2)], 2, None, 2, 2, OWNER).reattach.job_id == "9"  # type: ignore[union-attr]
 
 
 def test_array_retry_redoes_every_index_not_seen_completed() -> None:
@@ -94,18 +138,18 @@ def test_array_retry_redoes_every_index_not_seen_completed() -> None:
     base = SlurmJob(script="true", name="n", array="0-19%8")
     lagging = {f"5_{i}": _el(f"5_{i}", "FAILED" if i == 19 else "COMPLETED")
                for i in range(20) if i not in (3, 8)}
-    p = plan_try(base, [_found("5", "FAILED", 1)], 2, lagging, 2, 2)
+    p = plan_try(base, [_found("5", "FAILED", 1)], 2, lagging, 2, 2, OWNER)
     assert p.job.array_spec.indices == (3, 8, 19)  # type: ignore[union-attr]
     assert p.reason == "only the 3 indices not completed by job(s) 5: 3,8,19"
     # try 3 after job 25 (try 2) redid 3, 8, 19 and 19 failed again; 5_3 and 5_8 FAILED in job 5
     both = {**lagging, "5_3": _el("5_3", "FAILED"), "5_8": _el("5_8", "FAILED"),
             "25_3": _el("25_3", "COMPLETED"), "25_8": _el("25_8", "COMPLETED"),
             "25_19": _el("25_19", "FAILED")}
-    p3 = plan_try(base, [_found("5", "FAILED", 1), _found("25", "FAILED", 2)], 3, both, 2, 2)
+    p3 = plan_try(base, [_found("5", "FAILED", 1), _found("25", "FAILED", 2)], 3, both, 2, 2, OWNER)
     assert p3.job.array_spec.indices == (19,)  # type: ignore[union-attr]
     # nothing completed at all: the whole array again
     failed = {f"5_{i}": _el(f"5_{i}", "FAILED") for i in range(20)}
-    assert plan_try(base, [_found("5", "FAILED", 1)], 2, failed, 2, 2).job == base
+    assert plan_try(base, [_found("5", "FAILED", 1)], 2, failed, 2, 2, OWNER).job == base
 
 
 def test_report_maps_outcomes_to_typed_exceptions() -> None:
@@ -160,3 +204,45 @@ def test_certificate_preflight_warns_then_fails(tmp_path: Path) -> None:
         check_certificate(b, warn_hours=24, now=now + timedelta(hours=3))
 
 
+
+
+def test_an_ssh_connection_without_a_job_token_is_refused_naming_both_places(
+    db: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """No token, no lookup and no sbatch: the failure says where to set one (before any SSH)."""
+    conn = {"conn_type": "ssh", "host": "127.0.0.1", "port": 9, "login": "dc2test",
+            "extra": {"key_file": "/nonexistent/key", "host_key": "ssh-ed25519 AAAA"}}
+    monkeypatch.setenv("AIRFLOW_CONN_DC2_NO_TOKEN", json.dumps(conn))
+    r = run_dag("local_no_token", dict(script="true\n", name="x"), slurm_conn_id="dc2_no_token")
+    assert (r.state, r.job_id) == ("failed", None)
+    out = capfd.readouterr().out
+    assert ("no job token for Slurm connection 'dc2_no_token': set its extra 'job_token', or the "
+            "Airflow Variable 'dc2_job_token'") in out
+
+
+def test_the_job_token_comes_from_the_connection_else_the_variable(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert configured_token("c1", {"job_token": " from-the-connection-extra "}) == "from-the-connection-extra"
+    monkeypatch.setenv("AIRFLOW_VAR_DC2_JOB_TOKEN", "from-the-airflow-variable")
+    assert configured_token("c1", {}) == "from-the-airflow-variable"
+    assert configured_token(None, {"job_token": "not-without-a-connection"}) == "from-the-airflow-variable"
+    with pytest.raises(AirflowFailException, match=r"connection 'c1' extra 'job_token': .* at least 16"):
+        configured_token("c1", {"job_token": "short"})
+    monkeypatch.delenv("AIRFLOW_VAR_DC2_JOB_TOKEN")
+    assert configured_token("c1", {}) is None
+
+
+def test_the_local_backend_makes_its_token_once_and_keeps_it_private(tmp_path: Path) -> None:
+    path = tmp_path / "home" / "dc2-job-token"
+    token = local_job_token(path)
+    assert len(token) == 64 and local_job_token(path) == token
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o640)
+    with pytest.raises(AirflowFailException, match=r"dc2-job-token: must be a regular file .* mode 0600"):
+        local_job_token(path)
+    path.chmod(0o600)
+    path.rename(tmp_path / "elsewhere")
+    path.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(AirflowFailException, match="cannot open it"):
+        local_job_token(path)

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 from cluster_ops import sacct_rows, wait_sacct
+from conftest import signed
 from dagrun import load_dag, task_instances, xcom_value
 
 from dc2tasks.runs.loader import RunConfigError, parse_run_config
@@ -317,8 +318,12 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
         name = job_name_for(dag.dag_id, task_id, dr.run_id, -1)
         rows = wait_sacct(remote, name, lambda rows, want=want: sorted(r["JobID"] for r in rows) == want
                           and all(r["State"] == "COMPLETED" for r in rows))
-        assert {(r["JobName"], r["ExitCode"], r["Comment"]) for r in rows} == {(name, "0:0", "dc2:try=1")}
+        assert {(r["JobName"], r["ExitCode"], r["Comment"]) for r in rows} == {(name, "0:0", signed(name, 1))}
         run_elements.update(want)
+    # the job logs' directory, made by plan over SSH: the cluster user's, closed to other users
+    logs = (Path(xcom_value(dr, "plan")["work_dir"]) / "logs").lstat()
+    assert (stat.S_ISDIR(logs.st_mode), stat.S_IMODE(logs.st_mode), logs.st_uid) == (
+        True, 0o750, cluster_user.pw_uid)
 
     # installed over SSH as the cluster user, chgrp'd and chmod'ed, a version behind `current`
     central = _central_of(dag)

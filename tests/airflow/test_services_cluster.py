@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cluster_ops import wait_sacct
-from conftest import SLURM_CONN_ID, ssh_connection_json
+from conftest import SLURM_CONN_ID, signed, ssh_connection_json
 from services import AirflowServices, airflow_services
 
 from dc2tasks.airflow.operators.slurm import job_name_for
@@ -101,7 +101,8 @@ def test_clear_and_mark_failed_cancel_only_that_trys_job_and_a_triggerer_restart
     s.set_state("svc_cancel", run, "slurm", "failed")
     wait_sacct(remote, name, lambda rows: all(r["State"].startswith("CANCELLED") for r in rows)
                and len(rows) == 2)
-    assert states(remote, name, comments=True) == {job1: "CANCELLED dc2:try=1", job2: "CANCELLED dc2:try=2"}
+    assert states(remote, name, comments=True) == {job1: f"CANCELLED {signed(name, 1)}",
+                                                   job2: f"CANCELLED {signed(name, 2)}"}
     try1_log = s.task_log("svc_cancel", run, "slurm", 1)  # the trigger's on_kill logs into the task log
     assert f"cancelling Slurm job {job1} (try 1)" in try1_log
 

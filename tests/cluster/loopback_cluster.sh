@@ -24,6 +24,9 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LAST_FILE=/tmp/dc2-loopback-cluster.last
 TEST_USER="${DC2_LOOPBACK_USER:-dc2test}"
+# Another account of the same cluster (no SSH login; the tests submit as it with runuser), to show
+# that its jobs are never taken for ours however they are named or commented.
+OTHER_USER="${DC2_LOOPBACK_OTHER_USER:-dc2other}"
 CLUSTER_NAME=test
 # DC2_LOOPBACK_ACCOUNTING=0: no MariaDB/slurmdbd (sacct then says accounting is disabled), to test
 # the client's squeue/scontrol fallback. DC2_LOOPBACK_CGROUP=0: no cgroups (use it for a second
@@ -194,7 +197,15 @@ make_user() {
         useradd --no-create-home --home-dir "$DIR/home/$TEST_USER" --shell /bin/sh "$TEST_USER"
     fi
     # '*' (not '!'): sshd without PAM refuses accounts whose password field says "locked".
-    usermod --home "$DIR/home/$TEST_USER" --password '*' "$TEST_USER"
+    if ! usermod --home "$DIR/home/$TEST_USER" --password '*' "$TEST_USER" 2>"$DIR/usermod.err"; then
+        # Another loopback cluster's sessions run as the user (usermod refuses then): its entry
+        # will do if it can log in (the home in passwd only matters for the login's first chdir).
+        [ "$(getent shadow "$TEST_USER" | cut -d: -f2)" = '*' ] || die "usermod: $(cat "$DIR/usermod.err")"
+        log "$TEST_USER is in use by another cluster; keeping its passwd entry"
+    fi
+    # (two clusters may start at once: the loser of a useradd race finds the user made)
+    id "$OTHER_USER" >/dev/null 2>&1 || useradd --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin "$OTHER_USER" || id "$OTHER_USER" >/dev/null
     mkdir -p "$DIR/home/$TEST_USER"
     chown "$TEST_USER:" "$DIR/home/$TEST_USER"
     chmod 755 "$DIR/home/$TEST_USER"
@@ -260,6 +271,7 @@ start_slurm() {
         ns sacctmgr -i add cluster "$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
         ns sacctmgr -i add account dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
         ns sacctmgr -i add user "$TEST_USER" account=dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
+        ns sacctmgr -i add user "$OTHER_USER" account=dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
     fi
     spawn slurmctld slurmctld -D -f "$DIR/etc/slurm.conf"
     wait_for slurmctld 120 ns scontrol ping
@@ -318,6 +330,7 @@ DC2_LOOPBACK_DIR=$DIR
 DC2_SLURM_SSH_HOST=127.0.0.1
 DC2_SLURM_SSH_PORT=$(cat "$DIR/ssh_port")
 DC2_SLURM_SSH_USER=$TEST_USER
+DC2_SLURM_OTHER_USER=$OTHER_USER
 DC2_SLURM_SSH_KEY=$DIR/client/id_ed25519
 DC2_SLURM_SSH_KNOWN_HOSTS=$DIR/client/known_hosts
 DC2_SLURM_WORKDIR=$DIR/home/$TEST_USER
@@ -372,6 +385,7 @@ cmd_stop() {
     [ -s "$DIR/pids/netns.pid" ] && holder="$(cat "$DIR/pids/netns.pid")"
     if [ -n "$holder" ] && [ -s "$DIR/pids/slurmctld.pid" ]; then
         ns scancel --user="$TEST_USER" >/dev/null 2>&1 || true
+        ns scancel --user="$OTHER_USER" >/dev/null 2>&1 || true
     fi
     for name in forwarder sshd slurmd slurmctld slurmdbd mariadb munged; do
         local t=$SECONDS

@@ -11,22 +11,27 @@ import asyncio
 
 import pytest
 
-from dc2tasks.slurm import AsyncSlurmClient, SlurmClient, SlurmCommandError, SlurmJob, SubmitError
+from dc2tasks.slurm import AsyncSlurmClient, Owner, SlurmClient, SlurmCommandError, SlurmJob, SubmitError
 from dc2tasks.slurm.commands import Command, CommandResult
 
 NO_ACCOUNTING = CommandResult(
     1, b"", b"sacct: error: Slurm accounting storage is disabled\n"
 )
 SCONTROL = CommandResult(0, (
-    b"JobId=5 JobName=a JobState=RUNNING Reason=None ExitCode=0:0 RunTime=00:00:07 NodeList=vm\n"
-    b"JobId=6 ArrayJobId=6 ArrayTaskId=1 JobName=b JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0 "
-    b"RunTime=00:00:01 NodeList=vm\n"
-    b"JobId=9 JobName=other JobState=RUNNING Reason=None ExitCode=0:0 RunTime=00:00:07 NodeList=vm\n"
+    b"JobId=5 JobName=a UserId=dc2test(1001) JobState=RUNNING Reason=None ExitCode=0:0 RunTime=00:00:07 "
+    b"NodeList=vm\n"
+    b"JobId=6 ArrayJobId=6 ArrayTaskId=1 JobName=b UserId=dc2test(1001) JobState=FAILED "
+    b"Reason=NonZeroExitCode ExitCode=3:0 RunTime=00:00:01 NodeList=vm\n"
+    b"JobId=9 JobName=other UserId=dc2test(1001) JobState=RUNNING Reason=None ExitCode=0:0 "
+    b"RunTime=00:00:07 NodeList=vm\n"
 ), b"")
+USER = "dc2test"
 
 
 class Replay:
     """Answers by command name from a script of responses; records what was asked."""
+
+    user = USER
 
     def __init__(self, responses: dict[str, list[CommandResult]]) -> None:
         self.responses = responses
@@ -51,15 +56,15 @@ def test_falls_back_to_scontrol_and_remembers() -> None:
 
 
 def test_status_is_one_command_for_many_jobs() -> None:
-    lines = "".join(f"{i}|j{i}|RUNNING|0:0|00:00:01||vm|\n" for i in range(100, 200))
+    lines = "".join(f"{i}|j{i}|RUNNING|0:0|00:00:01||vm|dc2test|\n" for i in range(100, 200))
     t = Replay({"sacct": [CommandResult(0, lines.encode(), b"")]})
     got = SlurmClient(t).status([str(i) for i in range(100, 200)])
     assert len(got) == 100 and len(t.sent) == 1
-    assert t.sent[0].argv[-1] == "--jobs=" + ",".join(str(i) for i in range(100, 200))
+    assert t.sent[0].argv[-2:] == ("--user=dc2test", "--jobs=" + ",".join(str(i) for i in range(100, 200)))
 
 
 def test_ids_missing_from_sacct_are_asked_of_scontrol() -> None:
-    sacct = CommandResult(0, b"6_0|b|COMPLETED|0:0|00:00:01||vm|\n", b"")
+    sacct = CommandResult(0, b"6_0|b|COMPLETED|0:0|00:00:01||vm|dc2test|\n", b"")
     t = Replay({"sacct": [sacct], "scontrol": [SCONTROL]})
     got = SlurmClient(t).status(["6_0", "6_1"])
     assert {k: v.state.base for k, v in got.items()} == {"6_0": "COMPLETED", "6_1": "FAILED"}
@@ -94,7 +99,7 @@ def test_hostile_ids_never_reach_a_command() -> None:
 
 
 def test_find_by_name_without_accounting_uses_squeue() -> None:
-    squeue = CommandResult(0, b"7_0|n|RUNNING|dc2:try=3\n7_1|n|PENDING|dc2:try=3\n", b"")
+    squeue = CommandResult(0, b"7_0|n|RUNNING|dc2test|dc2:try=3\n7_1|n|PENDING|dc2test|dc2:try=3\n", b"")
     t = Replay({"sacct": [NO_ACCOUNTING], "squeue": [squeue]})
     found = SlurmClient(t).find_by_name("n")
     summary = [(f.job_id, f.state.base, f.comment, f.elements) for f in found]
@@ -104,14 +109,14 @@ def test_find_by_name_without_accounting_uses_squeue() -> None:
 def test_find_by_name_trusts_slurmctld_over_a_lagging_sacct() -> None:
     """Captured on 22.05: right after sbatch, sacct had the job without its comment. Jobs slurmctld
     still holds come from squeue; sacct alone gives the ones it has forgotten."""
-    sacct = CommandResult(0, b"189|n|PENDING|0:0|00:00:00||None assigned|\n"
-                             b"150|n|COMPLETED|0:0|00:00:03||vm|dc2:try=1\n"
-                             b"160_0|n|FAILED|3:0|00:00:01||vm|dc2:try=2\n"
-                             b"160_1|n|COMPLETED|0:0|00:00:01||vm|dc2:try=2\n", b"")
+    sacct = CommandResult(0, b"189|n|PENDING|0:0|00:00:00||None assigned|dc2test|\n"
+                             b"150|n|COMPLETED|0:0|00:00:03||vm|dc2test|dc2:try=1\n"
+                             b"160_0|n|FAILED|3:0|00:00:01||vm|dc2test|dc2:try=2\n"
+                             b"160_1|n|COMPLETED|0:0|00:00:01||vm|dc2test|dc2:try=2\n", b"")
     # array 160: element 0 already purged from slurmctld (sacct keeps its FAILED), element 2 not
     # in sacct yet
-    squeue = CommandResult(0, b"189|n|PENDING|dc2:try=4\n160_1|n|COMPLETED|dc2:try=2\n"
-                              b"160_2|n|RUNNING|dc2:try=2\n", b"")
+    squeue = CommandResult(0, b"189|n|PENDING|dc2test|dc2:try=4\n160_1|n|COMPLETED|dc2test|dc2:try=2\n"
+                              b"160_2|n|RUNNING|dc2test|dc2:try=2\n", b"")
     t = Replay({"sacct": [sacct], "squeue": [squeue]})
     found = SlurmClient(t).find_by_name("n")
     assert [(f.job_id, f.state.base, f.comment, f.elements) for f in found] == [
@@ -136,9 +141,94 @@ def test_async_client_drives_the_same_plans() -> None:
 
 def test_dbd_placeholder_record_is_not_trusted() -> None:
     """Captured: a quick job first shows in sacct as `allocation` before its real record."""
-    sacct = CommandResult(0, b"5|allocation|PENDING|0:0|00:00:00||vm|\n"
-                             b"5.batch|batch|COMPLETED|0:0|00:00:00|3324K|vm|\n", b"")
+    sacct = CommandResult(0, b"5|allocation|PENDING|0:0|00:00:00||vm|dc2test|\n"
+                             b"5.batch|batch|COMPLETED|0:0|00:00:00|3324K|vm||\n", b"")
     t = Replay({"sacct": [sacct], "scontrol": [SCONTROL]})
     got = SlurmClient(t).status(["5"])
     assert got["5"].name == "a" and got["5"].state.base == "RUNNING"
     assert [cmd.argv[0] for cmd in t.sent] == ["sacct", "scontrol"]
+
+
+TOKEN = "a-test-deployment-token"
+OURS = Owner(USER, TOKEN)
+SIGNED_1 = OURS.comment("n", 1).encode()
+
+
+def test_lookups_by_name_ask_for_our_user_only() -> None:
+    t = Replay({"sacct": [CommandResult(0, b"", b"")], "squeue": [CommandResult(0, b"", b"")]})
+    assert SlurmClient(t, owner=OURS).find_by_name("n") == []
+    assert [cmd.argv[0] for cmd in t.sent] == ["sacct", "squeue"]
+    assert all("--user=dc2test" in cmd.argv and "--name=n" in cmd.argv for cmd in t.sent)
+    with pytest.raises(ValueError, match="user: '-a' is not a valid user name"):
+        Owner("-a")
+
+
+def test_foreign_jobs_under_our_name_are_ignored_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Another user pre-submits jobs with the task's name and `dc2:try=1`, with and without a tag
+    copied from one of our jobs (comments are public). Slurm should have filtered them (--user);
+    if a line gets through anyway, the client drops it, saying which job, name and user."""
+    sacct = CommandResult(0, b"777|n|COMPLETED|0:0|00:00:03||vm|eve|" + SIGNED_1 + b"\n"
+                             b"777.batch|batch|COMPLETED|0:0|00:00:03|3324K|vm||\n"
+                             b"150|n|COMPLETED|0:0|00:00:03||vm|dc2test|" + SIGNED_1 + b"\n", b"")
+    squeue = CommandResult(0, b"778|n|RUNNING|eve|dc2:try=1\n779_0|n|PENDING|eve|" + SIGNED_1 + b"\n"
+                              b"779_1|n|PENDING|eve|" + SIGNED_1 + b"\n", b"")
+    t = Replay({"sacct": [sacct], "squeue": [squeue]})
+    caplog.set_level("WARNING", logger="dc2tasks.slurm.owner")
+    found = SlurmClient(t, owner=OURS).find_by_name("n")
+    assert [(f.job_id, f.user, f.state.base) for f in found] == [("150", "dc2test", "COMPLETED")]
+    ignored = [r.getMessage() for r in caplog.records]
+    assert ignored == [f"jobs named n: ignoring Slurm job {j} (name n): of user 'eve', not 'dc2test'"
+                       for j in ("777", "778", "779")]  # an array once, not per element
+
+
+def test_our_jobs_without_the_token_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    """A job of our account that this deployment did not sign (a person using the account by hand,
+    a deployment with another token, a job from before tokens) is not ours to adopt."""
+    other = Owner(USER, "another-deployment-token").comment("n", 1).encode()
+    sacct = CommandResult(0, b"150|n|COMPLETED|0:0|00:00:03||vm|dc2test|dc2:try=1\n"
+                             b"151|n|COMPLETED|0:0|00:00:03||vm|dc2test|" + other + b"\n"
+                             b"152|n|FAILED|1:0|00:00:03||vm|dc2test|" + SIGNED_1 + b"\n", b"")
+    squeue = CommandResult(0, b"153|n|RUNNING|dc2test|(null)\n", b"")
+    t = Replay({"sacct": [sacct, sacct], "squeue": [squeue, squeue]})
+    caplog.set_level("WARNING", logger="dc2tasks.slurm.owner")
+    found = SlurmClient(t, owner=OURS).find_by_name("n")
+    assert [(f.job_id, f.comment) for f in found] == [("152", SIGNED_1.decode())]
+    assert "ignoring Slurm job 150 (name n): its comment 'dc2:try=1' does not carry" in caplog.text
+    assert "ignoring Slurm job 151 (name n)" in caplog.text and "ignoring Slurm job 153" in caplog.text
+    # a client without a token (the CLI, status) checks the account only
+    assert [f.job_id for f in SlurmClient(t).find_by_name("n")] == ["150", "151", "152", "153"]
+
+
+def test_status_drops_records_of_another_user(caplog: pytest.LogCaptureFixture) -> None:
+    sacct = CommandResult(0, b"5|a|RUNNING|0:0|00:00:01||vm|eve|\n", b"")
+    scontrol = CommandResult(0, b"JobId=5 JobName=a UserId=eve(1002) JobState=RUNNING Reason=None "
+                                b"ExitCode=0:0 RunTime=00:00:07 NodeList=vm\n", b"")
+    t = Replay({"sacct": [sacct], "scontrol": [scontrol]})
+    caplog.set_level("WARNING", logger="dc2tasks.slurm.owner")
+    assert SlurmClient(t).status(["5"]) == {}
+    assert "sacct: ignoring Slurm job 5 (name a): of user 'eve'" in caplog.text
+    assert "scontrol: ignoring Slurm job 5 (name a): of user 'eve'" in caplog.text
+
+
+def test_a_signed_comment_is_bound_to_its_name_and_try() -> None:
+    assert OURS.verified_try("n", SIGNED_1.decode()) == 1
+    assert OURS.verified_try("m", SIGNED_1.decode()) is None  # copied onto another name
+    assert OURS.verified_try("n", SIGNED_1.decode().replace("try=1", "try=2")) is None
+    assert Owner(USER, "another-deployment-token").verified_try("n", SIGNED_1.decode()) is None
+    assert OURS.verified_try("n", "dc2:try=1") is None
+    assert TOKEN not in SIGNED_1.decode() and TOKEN not in repr(OURS)
+
+
+def test_logs_are_read_without_following_links(caplog: pytest.LogCaptureFixture) -> None:
+    """GNU dd's message for iflag=nofollow on a symbolic link (coreutils 9.1)."""
+    eloop = CommandResult(1, b"", b"dd: failed to open '/logs/x.out': Too many levels of symbolic links\n")
+    t = Replay({"dd": [eloop, eloop], "stat": [CommandResult(0, b"36\n", b"")]})
+    c = SlurmClient(t)
+    caplog.set_level("WARNING", logger="dc2tasks.slurm.client")
+    assert c.read_log("/logs/x.out", 0) == ("", 0)
+    assert "job log /logs/x.out is a symbolic link: not read" in caplog.text
+    assert c.tail_log("/logs/x.out", 10) == "(job log /logs/x.out is a symbolic link: not read)\n"
+    assert [cmd.argv for cmd in t.sent][1:] == [("stat", "--format=%s", "--", "/logs/x.out"), (
+        "dd", "if=/logs/x.out", "bs=65536", "skip=26", "count=10", "iflag=nofollow,skip_bytes,count_bytes",
+        "status=none")]
+    assert "iflag=nofollow,skip_bytes,count_bytes" in t.sent[0].argv

@@ -126,7 +126,8 @@ def test_cancel_shows_cancelled_in_sacct(
     uid = int(remote(ssh_transport, "id", "-u"))
     deadline = time.monotonic() + 30
     while True:  # straight from sacct, not through the client's fallback
-        rows = {j.job_id: j for j in c.parse_sacct(remote(ssh_transport, *c.sacct([jid]).argv))}
+        sacct = c.sacct([jid], ssh_transport.user).argv
+        rows = {j.job_id: j for j in c.parse_sacct(remote(ssh_transport, *sacct))}
         if jid in rows and rows[jid].state.base == "CANCELLED":
             break
         assert time.monotonic() < deadline, f"sacct never showed CANCELLED: {rows}"
@@ -145,6 +146,38 @@ def test_find_by_name(cluster_client: SlurmClient) -> None:
     found = cluster_client.find_by_name(name)  # finished: from sacct
     assert [(f.job_id, f.comment, f.state.base) for f in found] == [(jid, "dc2:try=4", "COMPLETED")]
     assert cluster_client.find_by_name("dc2-no-such-job") == []
+
+
+def test_lookups_by_name_see_only_our_accounts_jobs(
+    cluster_client: SlurmClient, ssh_transport: SSHTransport, sbatch_as_other: Callable[..., str],
+    loopback_cluster: dict[str, str],
+) -> None:
+    """Another user's job under our name: squeue shows it to anyone, the client never returns it."""
+    name = f"dc2-shared-name-{os.getpid()}"
+    theirs = sbatch_as_other(name, "dc2:try=1", "sleep 120")
+    ours = cluster_client.submit(SlurmJob(script="sleep 3\n", name=name, comment="dc2:try=1"))
+    everyone = remote(ssh_transport, "squeue", "--noheader", f"--name={name}", "--format=%i|%u")
+    assert sorted(everyone.split()) == sorted([f"{theirs}|{loopback_cluster['DC2_SLURM_OTHER_USER']}",
+                                               f"{ours}|{loopback_cluster['DC2_SLURM_SSH_USER']}"])
+    found = cluster_client.find_by_name(name)
+    assert [(f.job_id, f.user) for f in found] == [(ours, loopback_cluster["DC2_SLURM_SSH_USER"])]
+    wait_final(cluster_client, [ours])
+    assert cluster_client.status([theirs]) == {}  # not ours, even asked by id
+    assert [f.job_id for f in cluster_client.find_by_name(name)] == [ours]  # sacct as well
+
+
+def test_a_log_that_is_a_symbolic_link_is_not_read_through(
+    cluster_client: SlurmClient, workdir: str
+) -> None:
+    """dd iflag=nofollow on the login node: the link's target never reaches the reader."""
+    secret = Path(workdir, f"notes.{os.getpid()}.txt")
+    secret.write_text("the producer's private notes\n")
+    secret.chmod(0o644)
+    link = Path(workdir, f"slurm-linked.{os.getpid()}.out")
+    link.symlink_to(secret)
+    assert cluster_client.read_log(str(secret)) == ("the producer's private notes\n", 29)
+    assert cluster_client.read_log(str(link)) == ("", 0)
+    assert cluster_client.tail_log(str(link), 100) == f"(job log {link} is a symbolic link: not read)\n"
 
 
 def test_out_of_memory_and_the_scaled_retry(
@@ -186,7 +219,7 @@ def test_status_of_many_jobs_is_one_command(cluster_client: SlurmClient, ssh_tra
     wait_final(cluster_client, ids, timeout=90)
     deadline = time.monotonic() + 30
     while True:  # until slurmdbd has caught up (real records, not "allocation" placeholders)
-        rows = c.parse_sacct(remote(ssh_transport, *c.sacct(ids).argv))
+        rows = c.parse_sacct(remote(ssh_transport, *c.sacct(ids, ssh_transport.user).argv))
         if {j.job_id for j in rows if j.name.startswith("dc2-many-")} == set(ids):
             break
         assert time.monotonic() < deadline, "sacct never caught up"

@@ -175,3 +175,35 @@ def test_local_log_reader_matches_gnu_dd_and_tail(tmp_path: Path) -> None:
         assert python_side.read_log(str(log), offset, limit) == gnu_side.read_log(str(log), offset, limit)
     assert python_side.tail_log(str(log), 50) == gnu_side.tail_log(str(log), 50) != ""
     assert python_side.read_log(str(tmp_path / "nope"), 3) == gnu_side.read_log(str(tmp_path / "nope"), 3)
+
+
+def test_logs_are_never_read_through_a_symbolic_link(tmp_path: Path) -> None:
+    """A log path swapped for a link to another file reads as nothing, with the local reader
+    (O_NOFOLLOW, lstat) as with GNU dd iflag=nofollow and stat."""
+    from dc2tasks.slurm.transports import SubprocessTransport
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the producer's private notes\n")
+    link = tmp_path / "slurm-7.out"
+    link.symlink_to(secret)
+    for client in (SlurmClient(LocalTransport(tmp_path / "state")), SlurmClient(SubprocessTransport())):
+        assert client.read_log(str(link), 0) == ("", 0)
+        assert client.tail_log(str(link), 100) == f"(job log {link} is a symbolic link: not read)\n"
+
+
+def test_the_emulator_records_and_reports_the_submitting_user(local: SlurmClient) -> None:
+    """The local backend runs the same user checks as a cluster: squeue %u, sacct User and scontrol
+    UserId say who submitted, and `--user` filters on it."""
+    from dc2tasks.slurm import commands as c
+    from dc2tasks.slurm.transports.base import account_name
+
+    me = account_name(os.geteuid())
+    assert local.transport.user == me
+    jid = local.submit(SlurmJob(script="true\n", name="whose", comment="dc2:try=1"))
+    assert [(j.job_id, j.user) for j in local.elements_by_name("whose")] == [(jid, me)]
+    assert wait_final(local, [jid])[jid].user == me
+    run = local.transport.run
+    assert run(c.squeue_by_name("whose", me)).out.startswith(f"{jid}|whose|")
+    assert run(c.squeue_by_name("whose", "dc2other")).out == ""
+    assert run(c.sacct_by_name("whose", "dc2other")).out == ""
+    assert f"UserId={me}({os.geteuid()})" in run(c.scontrol_show_jobs()).out

@@ -84,17 +84,17 @@ def test_elapsed_and_size() -> None:
 # Captured from the loopback cluster (Slurm 22.05.8): an array of 5 with index 2 failing, while
 # slurmdbd still had the stale pending-range record of the last element; then a cancelled job.
 SACCT_LAGGING = """\
-1_0|t2|COMPLETED|0:0|00:00:02||vm|dc2:try=1
-1_0.batch|batch|COMPLETED|0:0|00:00:02|3352K|vm|
-1_1|t2|COMPLETED|0:0|00:00:02||vm|dc2:try=1
-1_1.batch|batch|COMPLETED|0:0|00:00:02|3412K|vm|
-1_2|t2|FAILED|1:0|00:00:02||vm|dc2:try=1
-1_2.batch|batch|FAILED|1:0|00:00:02|3312K|vm|
-1_3|t2|COMPLETED|0:0|00:00:02||vm|dc2:try=1
-1_3.batch|batch|COMPLETED|0:0|00:00:02|3384K|vm|
-1_[2-4%2]|t2|PENDING|0:0|00:00:00||None assigned|
-2|t3|CANCELLED by 1001|0:0|00:00:00||None assigned|
-1|hog.sh|OUT_OF_MEMORY|0:125|00:00:01||vm|
+1_0|t2|COMPLETED|0:0|00:00:02||vm|dc2test|dc2:try=1
+1_0.batch|batch|COMPLETED|0:0|00:00:02|3352K|vm||
+1_1|t2|COMPLETED|0:0|00:00:02||vm|dc2test|dc2:try=1
+1_1.batch|batch|COMPLETED|0:0|00:00:02|3412K|vm||
+1_2|t2|FAILED|1:0|00:00:02||vm|dc2test|dc2:try=1
+1_2.batch|batch|FAILED|1:0|00:00:02|3312K|vm||
+1_3|t2|COMPLETED|0:0|00:00:02||vm|dc2test|dc2:try=1
+1_3.batch|batch|COMPLETED|0:0|00:00:02|3384K|vm||
+1_[2-4%2]|t2|PENDING|0:0|00:00:00||None assigned|dc2test|
+2|t3|CANCELLED by 1001|0:0|00:00:00||None assigned|dc2test|
+1|hog.sh|OUT_OF_MEMORY|0:125|00:00:01||vm|dc2test|
 """
 
 
@@ -105,6 +105,7 @@ def test_parse_sacct() -> None:
     assert jobs["1_4"].state.base == "PENDING"
     assert jobs["1_0"].max_rss_bytes == 3352 * 1024  # from the .batch step
     assert jobs["1_0"].comment == "dc2:try=1" and jobs["1_0"].nodes == "vm"
+    assert {j.user for j in jobs.values()} == {"dc2test"}
     assert jobs["2"].state.cancelled_by == 1001 and jobs["2"].nodes == ""
     assert jobs["1"].outcome is Outcome.RETRY_MORE_MEMORY and jobs["1"].signal == 125
     assert (jobs["1_3"].array_job_id, jobs["1_3"].array_task_id) == ("1", 3)
@@ -113,6 +114,14 @@ def test_parse_sacct() -> None:
 def test_parse_sacct_rejects_wrong_field_count() -> None:
     with pytest.raises(ValueError, match="sacct"):
         parse_sacct("1|a|COMPLETED\n")
+
+
+def test_a_comment_with_bars_stays_a_comment() -> None:
+    """Anyone may put `|` in a job comment: it must not shift the fields (the user above all)."""
+    [job] = parse_sacct("9|n|RUNNING|0:0|00:00:01||vm|eve|x|dc2test|dc2:try=1\n")
+    assert (job.user, job.comment) == ("eve", "x|dc2test|dc2:try=1")
+    [job] = parse_squeue("9|n|RUNNING|eve|x|dc2test|dc2:try=1\n")
+    assert (job.user, job.comment) == ("eve", "x|dc2test|dc2:try=1")
 
 
 def test_select() -> None:
@@ -139,9 +148,12 @@ def test_parse_scontrol() -> None:
     assert (jobs["1_3"].elapsed_s, jobs["1_3"].nodes, jobs["1_3"].reason) == (65, "vm", "NonZeroExitCode")
     assert jobs["1_0"].state.base == "PENDING" and jobs["1_0"].comment == "dc2:try=1"
     assert jobs["2"].state.base == "CANCELLED" and jobs["2"].comment == ""
+    assert (jobs["1_0"].user, jobs["2"].user, jobs["1_3"].user) == ("dc2test", "dc2test", "")
 
 
 def test_parse_squeue() -> None:
-    jobs = parse_squeue("1_0|t2|PENDING|dc2:try=1\n3|t3|RUNNING|(null)\n4_[5-6]|t4|PENDING|(null)\n")
-    assert [(j.job_id, j.state.base, j.comment) for j in jobs] == [
-        ("1_0", "PENDING", "dc2:try=1"), ("3", "RUNNING", ""), ("4_5", "PENDING", ""), ("4_6", "PENDING", "")]
+    jobs = parse_squeue("1_0|t2|PENDING|dc2test|dc2:try=1\n3|t3|RUNNING|dc2other|(null)\n"
+                        "4_[5-6]|t4|PENDING|dc2test|(null)\n")
+    assert [(j.job_id, j.state.base, j.user, j.comment) for j in jobs] == [
+        ("1_0", "PENDING", "dc2test", "dc2:try=1"), ("3", "RUNNING", "dc2other", ""),
+        ("4_5", "PENDING", "dc2test", ""), ("4_6", "PENDING", "dc2test", "")]

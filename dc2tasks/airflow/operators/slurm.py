@@ -1,7 +1,8 @@
 """`SlurmJobOperator`: run one `SlurmJob` (or one array job) on Slurm and wait without a worker slot.
 
 Each try: read the certificate's validity (preflight); look the task instance's deterministic job
-name up in Slurm and let `outcome.plan_try` decide (reattach to a waiting job, adopt this try's
+name up in Slurm (only the account's own jobs, signed with the deployment's job token: see
+`dc2tasks.slurm.owner`) and let `outcome.plan_try` decide (reattach to a waiting job, adopt this try's
 finished job, or submit with scaled limits / only the failed array indices); record the job id in
 XCom (`slurm_job_id`, and `slurm_job` with name, try and log paths); defer to `SlurmJobTrigger`
 (or, with `deferrable=False`, run the same watch coroutine on the worker); map the end through
@@ -22,15 +23,17 @@ from airflow.sdk import BaseOperator, Context
 
 from dc2tasks.airflow.hooks import SlurmHook
 from dc2tasks.airflow.links import SlurmJobLink
-from dc2tasks.airflow.outcome import JobReport, Plan, comment_for, plan_try, try_of
+from dc2tasks.airflow.outcome import JobReport, Plan, plan_try
 from dc2tasks.airflow.poller import get_poller
 from dc2tasks.airflow.triggers.slurm import SlurmJobTrigger
 from dc2tasks.airflow.watch import WatchSpec, watch
 from dc2tasks.slurm import (
     JobInfo,
+    Owner,
     SlurmClient,
     SlurmJob,
     SubmitError,
+    comment_try,
     element_ids,
     expand_log_path,
     summarise_found,
@@ -70,6 +73,8 @@ class SlurmJobOperator(BaseOperator):
 
     :param job: the job; its name and comment are replaced (deterministic name, try in comment).
     :param slurm_conn_id: an `ssh` connection to a login node, or a `dc2_local` one; None = local.
+        An ssh connection needs a job token (its extra `job_token`, or the Airflow Variable
+        `dc2_job_token`: see `dc2tasks.airflow.hooks`); without one the task fails before any lookup.
     :param log_dir: directory on the cluster for the job's stdout when `job.output` is not set
         (must exist; Slurm does not create it). Neither given: Slurm's default in the workdir.
     :param deferrable: wait in the triggerer (default) or poll on the worker.
@@ -130,23 +135,24 @@ class SlurmJobOperator(BaseOperator):
         name = job_name_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
         self._hook = hook = SlurmHook(self.slurm_conn_id)
         hook.preflight(self.cert_warn_hours)
-        client = hook.client()
-        plan, seen = self._plan(client, name, try_number)
-        if plan.reattach is not None and (try_of(plan.reattach.comment) or 0) < try_number:
+        owner = hook.owner()
+        client = hook.client(owner)
+        plan, seen = self._plan(client, owner, name, try_number)
+        if plan.reattach is not None and (comment_try(plan.reattach.comment) or 0) < try_number:
             # An earlier try's job still waiting: a crash left it, or the user's clear has just
             # cancelled it and Slurm's accounting has not caught up. Let it settle, then look again.
             self.log.info("job %s of an earlier try looks alive; checking again in %.0f s",
                           plan.reattach.job_id, REATTACH_SETTLE_S)
             time.sleep(REATTACH_SETTLE_S)
-            plan, seen = self._plan(client, name, try_number)
+            plan, seen = self._plan(client, owner, name, try_number)
         self.log.info("Slurm job name %s, try %d: %s", name, try_number, plan.reason)
-        job = replace(plan.job, name=name, comment=comment_for(try_number),
+        job = replace(plan.job, name=name, comment=owner.comment(name, try_number),
                       output=output_pattern(plan.job, self.log_dir))
         if plan.reattach is not None:
             job_id = plan.reattach.job_id
             elements = _elements_seen(seen, job_id, job)
         else:
-            job_id = self._submit(client, job, try_number)
+            job_id = self._submit(client, owner, job, try_number)
             elements = element_ids(job_id, job)
             self.log.info("submitted Slurm job %s:\n%s", job_id, job.render())
         self._after_submit(job_id)
@@ -186,25 +192,27 @@ class SlurmJobOperator(BaseOperator):
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    def _plan(self, client: SlurmClient, name: str, try_number: int) -> tuple[Plan, dict[str, JobInfo]]:
+    def _plan(self, client: SlurmClient, owner: Owner, name: str,
+              try_number: int) -> tuple[Plan, dict[str, JobInfo]]:
         """The plan and the elements it was made from (by id). Both come from the same two commands
         (sacct and squeue by name): a status query of the array ids alone got a lagging sacct's
         partial view after a fast array."""
         infos = client.elements_by_name(name)
         seen = {j.job_id: j for j in infos}
         plan = plan_try(self.job, summarise_found(infos), try_number, seen, self.time_scale,
-                        self.memory_scale)
+                        self.memory_scale, owner)
         return plan, seen
 
     def _after_submit(self, job_id: str) -> None:
         """Called between sbatch and recording the job id (a seam for crash tests)."""
 
-    def _submit(self, client: SlurmClient, job: SlurmJob, try_number: int) -> str:
+    def _submit(self, client: SlurmClient, owner: Owner, job: SlurmJob, try_number: int) -> str:
         try:
             return client.submit(job)
         except (SubmitError, TransportError) as e:
             # The connection may have dropped after sbatch accepted the job: look before failing.
-            again = [f for f in client.find_by_name(job.name) if try_of(f.comment) == try_number]
+            again = [f for f in client.find_by_name(job.name)
+                     if owner.verified_try(f.name, f.comment) == try_number]
             if again:
                 self.log.warning("sbatch reported %s, but job %s of this try exists: using it", e,
                                  again[-1].job_id)

@@ -100,7 +100,9 @@ class RunStepOperator(SlurmJobOperator):
         job = replace(self.job, name=name, output=output_pattern(self.job, self.log_dir))
         script = job.render()
         self.log.info("dry run: the job this step would submit:\n%s", script)
-        transport = SlurmHook(self.slurm_conn_id).client().transport
+        hook = SlurmHook(self.slurm_conn_id)
+        hook.owner()  # the real run would need the job token: say so now if it is missing
+        transport = hook.client().transport
         result = transport.run(Command(("sbatch", "--test-only"), stdin=script.encode()))
         answer = (result.err + result.out).strip()
         if result.returncode != 0:

@@ -6,8 +6,9 @@ them. It is strict: an option or a form it does not implement is an error, not i
 
 Emulated: job ids, array elements (own raw ids for %j, SLURM_ARRAY_TASK_ID, `%` throttle),
 --time (TIMEOUT), --output/--error/--chdir, afterok/afterany/afternotok dependencies, scancel
-(CANCELLED by <uid>), COMPLETED/FAILED with exit codes. Not emulated: memory limits, nodes,
-accounts/qos/partitions/licenses/images (accepted and ignored: there is one machine).
+(CANCELLED by <uid>), COMPLETED/FAILED with exit codes, the submitting user (recorded as the uid
+that ran sbatch; reported by name, and `--user` filters on it, as Slurm does). Not emulated: memory
+limits, nodes, accounts/qos/partitions/licenses/images (accepted and ignored: one machine).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import time
 from pathlib import Path
 
 from dc2tasks.slurm import validate as v
-from dc2tasks.slurm.commands import SACCT_FIELDS
+from dc2tasks.slurm.commands import SACCT_FIELDS, SQUEUE_FORMAT
 from dc2tasks.slurm.job import ArraySpec
 from dc2tasks.slurm.localslurm.store import Element, Meta, Store
+from dc2tasks.slurm.transports.base import account_name
 
 IGNORED_OPTIONS = {"account", "qos", "partition", "constraint", "nodes", "ntasks", "mem", "image",
                    "licenses", "exclude"}
@@ -133,14 +135,15 @@ class Emulator:
     def _elements(self, metas: list[Meta]) -> list[tuple[Meta, int | None, Element]]:
         return [(m, i, self.store.observed(m, i)) for m in metas for i in m.elements()]
 
-    def _metas(self, ids: list[str] | None = None, name: str | None = None) -> list[Meta]:
+    def _metas(self, ids: list[str] | None = None, name: str | None = None,
+               user: str | None = None) -> list[Meta]:
         bases = {i.split("_")[0] for i in ids} if ids is not None else None
         out = []
         for jid in self.store.job_ids():
             if bases is not None and str(jid) not in bases:
                 continue
             meta = self.store.meta(jid)
-            if meta and (name is None or meta.name == name):
+            if meta and (name is None or meta.name == name) and (user is None or _user(meta) == user):
                 out.append(meta)
         return out
 
@@ -157,29 +160,30 @@ class Emulator:
 
     def sacct(self, args: list[str], stdin: bytes) -> str:
         opts = dict(a.split("=", 1) if "=" in a else (a, "") for a in args)
-        if set(opts) - {"--noheader", "--parsable2", "--format", "--jobs", "--name", "--starttime"} or \
-                opts.get("--format") != ",".join(SACCT_FIELDS):
+        if set(opts) - {"--noheader", "--parsable2", "--format", "--jobs", "--name", "--starttime",
+                        "--user"} or opts.get("--format") != ",".join(SACCT_FIELDS):
             raise EmulatorError(f"unsupported arguments {args}")
         ids = opts["--jobs"].split(",") if "--jobs" in opts else None
         rows = []
-        for meta, idx, el in self._elements(self._metas(ids, opts.get("--name"))):
+        for meta, idx, el in self._elements(self._metas(ids, opts.get("--name"), opts.get("--user"))):
             eid = meta.element_id(idx)
             if ids is not None and eid not in ids and str(meta.job_id) not in ids:
                 continue
             rss = f"{el.max_rss_kb}K" if el.max_rss_kb is not None else ""
             rows.append("|".join([eid, meta.name, self._state_text(el), f"{el.exit_code}:{el.signal}",
                                   self._elapsed(el), rss, "localhost" if el.start else "None assigned",
-                                  meta.comment]))
+                                  _user(meta), meta.comment]))
         return "".join(r + "\n" for r in rows)
 
     def squeue(self, args: list[str], stdin: bytes) -> str:
         opts = dict(a.split("=", 1) if "=" in a else (a, "") for a in args)
-        if set(opts) - {"--noheader", "--array", "--states", "--name", "--format"} or \
-                opts.get("--format") != "%i|%j|%T|%k":
+        if set(opts) - {"--noheader", "--array", "--states", "--name", "--format", "--user"} or \
+                opts.get("--format") != SQUEUE_FORMAT:
             raise EmulatorError(f"unsupported arguments {args}")
+        metas = self._metas(name=opts.get("--name"), user=opts.get("--user"))
         return "".join(
-            f"{m.element_id(i)}|{m.name}|{el.state}|{m.comment or '(null)'}\n"
-            for m, i, el in self._elements(self._metas(name=opts.get("--name")))
+            f"{m.element_id(i)}|{m.name}|{el.state}|{_user(m)}|{m.comment or '(null)'}\n"
+            for m, i, el in self._elements(metas)
         )
 
     def scontrol(self, args: list[str], stdin: bytes) -> str:
@@ -192,7 +196,7 @@ class Emulator:
                 f"JobId={m.raw_id(i)}{arr} JobName={m.name} JobState={el.state} "
                 f"Reason={el.reason or 'None'} ExitCode={el.exit_code}:{el.signal} "
                 f"RunTime={self._elapsed(el)} NodeList={'localhost' if el.start else '(null)'} "
-                f"Comment={m.comment or '(null)'}"
+                f"UserId={_user(m)}({m.uid}) Comment={m.comment or '(null)'}"
             )
         return "".join(line + "\n" for line in lines)
 
@@ -215,6 +219,10 @@ class Emulator:
                         el.pgid = None
                     self.store.write_element(meta.job_id, i, el)
         return ""
+
+
+def _user(meta: Meta) -> str:
+    return account_name(meta.uid)
 
 
 def _kill_group(pgid: int) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dc2tasks.slurm.job import expand_log_path
 from dc2tasks.slurm.localslurm.store import FINAL, Element, Meta, Store
+from dc2tasks.slurm.transports.base import account_name
 
 KILL_WAIT_S = 2.0
 TICK_S = 0.05
@@ -79,7 +80,7 @@ class Supervisor:
 
         def path(p: str) -> Path:
             expanded = expand_log_path(p, job_id=raw, array_job_id=str(m.job_id), array_task_id=index,
-                                       name=m.name, user=os.environ.get("USER", ""))
+                                       name=m.name, user=account_name(m.uid))
             return Path(m.workdir, expanded)
 
         out = open(path(m.output), "ab")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pwd
 import threading
 
 
@@ -23,3 +24,11 @@ class CommandCounter:
     def tick(self) -> None:
         with self._lock:
             self.count += 1
+
+
+def account_name(uid: int) -> str:
+    """The user name of `uid` as Slurm reports it (squeue %u), or the number if it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

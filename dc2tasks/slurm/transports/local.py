@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from dc2tasks.slurm.commands import Command, CommandResult
-from dc2tasks.slurm.transports.base import CommandCounter, TransportError, TransportTimeout
+from dc2tasks.slurm.transports.base import CommandCounter, TransportError, TransportTimeout, account_name
 
 SLURM_COMMANDS = frozenset({"sbatch", "sacct", "squeue", "scontrol", "scancel"})
 
@@ -20,6 +20,7 @@ class SubprocessTransport:
         self.cwd = cwd
         self.env = env
         self.counter = CommandCounter()
+        self.user = account_name(os.geteuid())
 
     def run(self, cmd: Command) -> CommandResult:
         self.counter.tick()
@@ -54,26 +55,27 @@ class LocalTransport(SubprocessTransport):
             self.counter.tick()
             code, out, err = self.emulator.run(list(cmd.argv), cmd.stdin or b"")
             return CommandResult(code, out.encode(), err.encode())
-        if cmd.argv and cmd.argv[0] in ("dd", "tail"):
+        if cmd.argv and cmd.argv[0] in ("dd", "stat"):
             self.counter.tick()
             return _read_file(cmd.argv, self.cwd)
         return super().run(cmd)
 
 
 def _read_file(argv: tuple[str, ...], cwd: str | os.PathLike[str] | None) -> CommandResult:
-    """The two log readers of `commands` (GNU dd byte ranges, `tail -c N -- PATH`) done in Python,
-    so the local backend also works where dd lacks GNU flags (macOS)."""
-    if argv[0] == "dd":
-        opts = dict(a.split("=", 1) for a in argv[1:])
-        path, start, count = opts["if"], int(opts["skip"]), int(opts["count"])
-    else:
-        path, count, start = argv[-1], int(argv[2]), -1
+    """The log readers of `commands` (GNU dd byte ranges with nofollow, `stat --format=%s`) done in
+    Python, so the local backend also works where dd and stat lack GNU flags (macOS). Like them,
+    it never follows a symbolic link: the open is O_NOFOLLOW, the size an lstat."""
+    path = argv[-1] if argv[0] == "stat" else dict(a.split("=", 1) for a in argv[1:])["if"]
+    full = Path(cwd or ".", path)
     try:
-        with open(Path(cwd or ".", path), "rb") as f:
-            if start < 0:
-                f.seek(max(0, f.seek(0, os.SEEK_END) - count))
-            else:
-                f.seek(start)
-            return CommandResult(0, f.read(count), b"")
+        if argv[0] == "stat":
+            return CommandResult(0, f"{os.lstat(full).st_size}\n".encode(), b"")
+        opts = dict(a.split("=", 1) for a in argv[1:])
+        if "nofollow" not in opts["iflag"].split(","):
+            raise ValueError(f"dd: the local backend reads logs with iflag=nofollow only: {argv}")
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            f.seek(int(opts["skip"]))
+            return CommandResult(0, f.read(int(opts["count"])), b"")
     except OSError as e:
         return CommandResult(1, b"", f"{argv[0]}: {path}: {e.strerror}\n".encode())

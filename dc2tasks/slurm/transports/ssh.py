@@ -66,6 +66,7 @@ def certificate_valid_before(key_file: str) -> datetime | None:
 class SSHTransport:
     def __init__(self, config: SSHConfig) -> None:
         self.config = config
+        self.user = config.username
         self.counter = CommandCounter()
         self.connects = 0
         self._conn: asyncssh.SSHClientConnection | None = None
