@@ -24,7 +24,7 @@ COMPOSE = REPO / "docker-compose.yaml"
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 LONG_RUNNING = ("postgres", *AIRFLOW_SERVICES, "login-node", "login-ssh")
 SECRET_VARS = ("DC2_FERNET_KEY", "DC2_API_SECRET_KEY", "DC2_JWT_SECRET", "DC2_POSTGRES_PASSWORD",
-               "DC2_ADMIN_PASSWORD")
+               "DC2_ADMIN_PASSWORD", "DC2_JOB_TOKEN")
 # the values the file shipped with before its secrets were required: none may come back
 OLD_SECRETS = ("dc2-local-compose-only", "dc2-local-only", "POSTGRES_PASSWORD: airflow",
                "airflow:airflow@", '{"admin": "')
@@ -153,6 +153,17 @@ def test_the_admin_password_reaches_airflow_init_only_and_never_a_command(merged
                 assert secret not in shown, (name, key)
     assert merged["services"]["airflow-init"]["entrypoint"] == ["python", "/opt/dc2/airflow-init.py"]
     assert merged["services"]["airflow-init"].get("command") is None
+
+
+def test_the_job_token_reaches_only_the_services_that_submit_and_poll(merged, values):
+    """The token that signs Slurm job comments is an Airflow Variable of the scheduler (tasks) and
+    the triggerer (triggers) only, like the SSH keys; the api-server and dag-processor never hold it."""
+    token = values["DC2_JOB_TOKEN"]
+    holders = sorted(name for name, svc in merged["services"].items()
+                     if token in json.dumps(svc.get("environment", {})))
+    assert holders == ["airflow-scheduler", "airflow-triggerer"]
+    for name in holders:
+        assert merged["services"][name]["environment"]["AIRFLOW_VAR_DC2_JOB_TOKEN"] == token
 
 
 def test_networks_isolate_the_login_node(merged):
