@@ -6,24 +6,20 @@ empty central directory.
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import shutil
-import signal
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from nobody import run_as_nobody
 
 from dc2tasks.install import prepare_product
 from dc2tasks.products.object_pipeline import PipelineResult, run_object_pipeline
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.sample import SampleConfig, make_sample_repo
-
-NOBODY = 65534
 
 JOBS = [
     {"JobID": "4242_0", "JobName": "dc2-demo-merge_tract", "State": "COMPLETED", "Elapsed": "00:01:02",
@@ -112,41 +108,11 @@ def rewrite_manifest() -> Callable[[Path], None]:
     return write_manifest
 
 
-def _as_nobody(fn: Callable[[], object]) -> object:
-    """`fn()` in a forked child that became `nobody` (root only), its JSON-able result returned.
-    No file of the tree is read after the fork, so this works wherever the checkout and .venv live;
-    a child that hangs (a lock held by another thread at the fork) fails the test after 120 s."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop root for good, run, report through the pipe
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            os.write(write, json.dumps({"result": fn()}).encode())
-        except BaseException as exc:
-            os.write(write, json.dumps({"error": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as fh:
-        if not select.select([fh], [], [], 120)[0]:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child running as nobody said nothing in 120 s; killed it")
-        data = json.loads(fh.read())
-    os.waitpid(pid, 0)
-    if "error" in data:
-        pytest.fail(f"the child running as nobody raised {data['error']}")
-    return data["result"]
-
-
 @pytest.fixture
 def as_nobody() -> Callable[[Callable[[], object]], object]:
-    """`as_nobody(fn)`: fn() run as `nobody` in a forked child (see `_as_nobody`); needs root."""
+    """`as_nobody(fn)`: fn() run as `nobody` in a forked child (see tests/nobody.py); needs root."""
     if os.geteuid() != 0:
         if os.environ.get("CI") == "true":
             pytest.fail("CI runs as root, which this test needs to become nobody")
         pytest.skip("needs root (to become nobody)")
-    return _as_nobody
+    return run_as_nobody

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from nobody import NOBODY
 
 from dc2tasks.install import InstallError, ProductLayout, copy_and_hash, install_product
 from dc2tasks.install.policy import ModePolicy
@@ -226,9 +227,6 @@ def test_a_really_full_disk(source, tmp_path, tree, rewrite_manifest):
         assert shutil.disk_usage(central).free == free  # the partial staging copy is gone
     finally:
         subprocess.run(["umount", str(central)], check=True)
-
-
-NOBODY = 65534
 
 
 def _as_nobody(args: argparse.Namespace, as_nobody) -> tuple[int, str]:

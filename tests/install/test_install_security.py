@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from nobody import NOBODY
 
 from dc2tasks.install import InstallError, copy_and_hash, install_product
 from dc2tasks.install import install as install_module
@@ -27,7 +28,7 @@ from dc2tasks.install.layout import ProductLayout
 from dc2tasks.install.policy import ModePolicy
 
 USERS_GID = grp.getgrnam("users").gr_gid
-NOBODY = 65534
+
 SECRET = "tok-3f9a1c-never-publish"
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-import select
 import shutil
-import signal
 import stat
 import tempfile
 import urllib.error
@@ -19,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nobody import NOBODY, run_as_nobody
 from served_demo import Served, dc2_serve, free_port
 
 from dc2tasks.serve import (
@@ -32,45 +31,26 @@ from dc2tasks.serve import (
 )
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-NOBODY = 65534
 
 
 def as_nobody(paths: dict[str, Path]) -> dict[str, str]:
     """For each path, what `nobody` gets trying to read it (listdir for a directory, open
-    otherwise): "ok" or the errno's name. A forked child drops root for good and reports through a
-    pipe; one that says nothing in 120 s is killed and fails the test."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            results = {}
-            for name, path in paths.items():
-                try:
-                    if name.endswith("/"):
-                        os.listdir(path)
-                    else:
-                        os.close(os.open(path, os.O_RDONLY))
-                    results[name] = "ok"
-                except OSError as exc:
-                    results[name] = errno.errorcode.get(exc.errno or 0, str(exc))
-            os.write(write, json.dumps(results).encode())
-        except BaseException as exc:
-            os.write(write, json.dumps({"error": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as fh:
-        if not select.select([fh], [], [], 120)[0]:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked `nobody` child said nothing in 120 s; killed it")
-        data = fh.read()
-    os.waitpid(pid, 0)
-    return json.loads(data)
+    otherwise): "ok" or the errno's name."""
+
+    def attempt() -> dict[str, str]:
+        results = {}
+        for name, path in paths.items():
+            try:
+                if name.endswith("/"):
+                    os.listdir(path)
+                else:
+                    os.close(os.open(path, os.O_RDONLY))
+                results[name] = "ok"
+            except OSError as exc:
+                results[name] = errno.errorcode.get(exc.errno or 0, str(exc))
+        return results
+
+    return run_as_nobody(attempt)  # type: ignore[return-value]
 
 
 def needs_root() -> None:
