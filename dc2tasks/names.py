@@ -73,4 +73,9 @@ FILE_PART = NamePattern(
     r"[A-Za-z0-9_][A-Za-z0-9_.,+=@\-]{0,254}",
     "letters, digits and _.,+=@-, not '.' or '-' first, no '/'",
 )
-ACCOUNT = NamePattern("Unix account or group name", r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}", "e.g. desc, lsst")
+ACCOUNT = NamePattern(
+    "Unix account or group name",
+    r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}",
+    "e.g. desc, lsst; not '.' or '-' first",
+)
+"""Run-file owners and groups, and the users Slurm reports (`squeue %u`, sacct `User`)."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from dc2tasks import names
+
 NAME_RE = re.compile(r"[A-Za-z0-9_.:+@=-]{1,200}")
 """Job names: no comma (sacct --name is a list), no `|` (parsable output), no whitespace."""
 WORD_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
@@ -27,7 +29,7 @@ DEPENDENCY_RE = re.compile(
     r"(after|afterany|afterok|afternotok|aftercorr|afterburstbuffer)(:[0-9]+(_[0-9]+)?(\+[0-9]+)?)+"
     r"|singleton"
 )
-USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+USER_RE = names.ACCOUNT.regex
 """Account names as Slurm reports them (`squeue %u`, sacct `User`); never a leading `-`."""
 JOB_ID_RE = re.compile(r"[0-9]{1,12}(_[0-9]{1,7})?")
 
