@@ -2,7 +2,7 @@
 
 Why one module: the run file model, the trigger params, the `dc2` command line, the rerun listing
 and the installer all turn these names into paths; one declaration per name keeps them agreeing.
-No Airflow import, nothing but `re`: products/, runs/ and install/ all import it.
+No Airflow import, only the standard library: products/, slurm/, runs/ and install/ all import it.
 
 Why these shapes: the first character is a letter, a digit or `_` (or only digits), so a name is
 never read as an option (`-x`), never hidden or relative (`.`, `..`, `.x`), and none holds a `/`.
