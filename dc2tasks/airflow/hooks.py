@@ -6,9 +6,11 @@ up with the same frozen settings, which also key the shared poller (one SSH conn
 
 Connection forms:
 - `conn_type` `ssh` (the SSH provider's form): host, port, login, extra `key_file` (its
-  `<key_file>-cert.pub` certificate is used when present), `host_key` (pinned) or `known_hosts`
-  (a file), `conn_timeout` (connect) and `cmd_timeout` (every remote command). Turning host key
-  checking off (`no_host_key_check`) is refused.
+  `<key_file>-cert.pub` certificate is used when present), `host_key` (pinned), `host_ca` (a
+  trusted host CA: NERSC's published `@cert-authority *.nersc.gov ssh-rsa ...` line as is, or just
+  its key; the login node must then present a host certificate signed by it) or `known_hosts`
+  (a file, which may hold `@cert-authority` lines), `conn_timeout` (connect) and `cmd_timeout`
+  (every remote command). Turning host key checking off (`no_host_key_check`) is refused.
 - `conn_type` `dc2_local` (or no connection at all): the local Slurm emulator, state in extra
   `state_dir` (default `$DC2_LOCAL_SLURM_DIR`, else `$AIRFLOW_HOME/dc2-local-slurm`).
 
@@ -125,7 +127,8 @@ def backend_from_connection(conn: Any) -> SlurmBackend:
         raise ValueError(f"connection {conn_id!r}: conn_type {conn.conn_type!r} is not 'ssh' or "
                          f"{LOCAL_CONN_TYPE!r}")
     if str(extra.get("no_host_key_check", "false")).lower() == "true":
-        raise ValueError(f"connection {conn_id!r}: no_host_key_check is refused; pin extra 'host_key'")
+        raise ValueError(f"connection {conn_id!r}: no_host_key_check is refused; set extra 'host_key' "
+                         "or 'host_ca'")
     required = (("host", conn.host), ("login", conn.login), ("extra key_file", extra.get("key_file")))
     for field, value in required:
         if not value:
@@ -134,6 +137,7 @@ def backend_from_connection(conn: Any) -> SlurmBackend:
         config = SSHConfig(
             host=conn.host, port=int(conn.port or 22), username=conn.login, key_file=str(extra["key_file"]),
             host_key=extra.get("host_key"), known_hosts=extra.get("known_hosts"),
+            host_ca=extra.get("host_ca"),
             connect_timeout=_float(conn_id, extra, "conn_timeout", 20.0),
         )
     except ValueError as e:

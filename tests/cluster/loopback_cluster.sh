@@ -171,6 +171,7 @@ EOF
 Port $INNER_SSH_PORT
 ListenAddress 127.0.0.1
 HostKey $DIR/ssh/host_ed25519
+HostCertificate $DIR/ssh/host_ed25519-cert.pub
 PidFile $DIR/ssh/sshd.pid
 AuthorizedKeysFile none
 TrustedUserCAKeys $DIR/ssh/user_ca.pub
@@ -218,7 +219,16 @@ make_keys() {
     ssh-keygen -q -s "$DIR/ssh/user_ca" -I "$TEST_USER" -n "$TEST_USER" -V -5m:+12h \
         "$DIR/client/id_ed25519.pub"
     echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$DIR/ssh/host_ed25519.pub")" >"$DIR/client/known_hosts"
-    chmod 644 "$DIR/client/id_ed25519-cert.pub" "$DIR/client/known_hosts"
+    # The host key is also signed by a host CA, as NERSC does. A client checks the certificate's
+    # principals against the name it dials (127.0.0.1, without the port), and looks the CA up in
+    # known_hosts as `[127.0.0.1]:PORT` (falling back to `127.0.0.1`). A client pinning the plain
+    # key (known_hosts above) still gets the plain key: it offers only that key's algorithms.
+    ssh-keygen -q -t ed25519 -N '' -C dc2-loopback-host-ca -f "$DIR/ssh/host_ca"
+    ssh-keygen -q -s "$DIR/ssh/host_ca" -I dc2-loopback-host -h -n 127.0.0.1,localhost -V -5m:+12h \
+        "$DIR/ssh/host_ed25519.pub"
+    echo "@cert-authority [127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$DIR/ssh/host_ca.pub")" \
+        >"$DIR/client/ca_known_hosts"
+    chmod 644 "$DIR/client/id_ed25519-cert.pub" "$DIR/client/known_hosts" "$DIR/client/ca_known_hosts"
 }
 
 start_netns() {
@@ -333,6 +343,9 @@ DC2_SLURM_SSH_USER=$TEST_USER
 DC2_SLURM_OTHER_USER=$OTHER_USER
 DC2_SLURM_SSH_KEY=$DIR/client/id_ed25519
 DC2_SLURM_SSH_KNOWN_HOSTS=$DIR/client/known_hosts
+DC2_SLURM_SSH_CA_KNOWN_HOSTS=$DIR/client/ca_known_hosts
+DC2_SLURM_SSH_HOST_CA=$(cut -d' ' -f1,2 "$DIR/ssh/host_ca.pub")
+DC2_SLURM_SSH_HOST_CA_KEY=$DIR/ssh/host_ca
 DC2_SLURM_WORKDIR=$DIR/home/$TEST_USER
 DC2_SLURM_CONF=$DIR/etc/slurm.conf
 DC2_SLURM_NETNS_PID=$(cat "$DIR/pids/netns.pid" 2>/dev/null || true)

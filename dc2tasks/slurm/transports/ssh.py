@@ -4,7 +4,10 @@ Why this shape:
 - One connection, owned by a private event-loop thread, serves both blocking callers (`run`) and
   coroutines on any other loop (`arun`): a triggerer polling hundreds of jobs pays one SSH
   handshake, not one per task.
-- Host key checking stays on: a pinned key (`host_key`) or a known_hosts file is required.
+- Host key checking stays on: a pinned key (`host_key`), a trusted host CA (`host_ca`) or a
+  known_hosts file is required. NERSC signs its login nodes' host keys with an SSH CA and publishes
+  one `@cert-authority *.nersc.gov ...` line: with a CA, the server must present a host certificate
+  signed by it whose principals name the host we dial; a plain host key is refused.
 - `<key>-cert.pub` next to the key is used when present (NERSC sshproxy issues such certificates);
   `certificate_valid_before` lets a preflight warn before it expires.
 - Every command has a timeout. A lost connection is re-established once and the command retried,
@@ -39,17 +42,68 @@ class SSHConfig:
     """Path to a known_hosts file that lists the login node's key."""
     host_key: str | None = None
     """The login node's public key, `ssh-ed25519 AAAA...` (pinned; an alternative to known_hosts)."""
+    host_ca: str | None = None
+    """A trusted host CA: `[@cert-authority] [PATTERN] KEYTYPE BASE64 [comment]` (NERSC's published
+    line as is); PATTERN defaults to the host (`[host]:port` off port 22)."""
     connect_timeout: float = 20.0
     keepalive_interval: float = 30.0
 
     def __post_init__(self) -> None:
-        if (self.known_hosts is None) == (self.host_key is None):
-            raise ValueError("ssh: give exactly one of known_hosts or host_key (host keys are checked)")
+        given = [v for v in (self.known_hosts, self.host_key, self.host_ca) if v is not None]
+        if len(given) != 1:
+            raise ValueError("ssh: give exactly one of known_hosts or host_key or host_ca "
+                             "(host keys are checked)")
+        if self.host_ca is not None:
+            if not isinstance(self.host_ca, str):
+                raise ValueError(f"ssh: host_ca must be a string, got {self.host_ca!r}")
+            ca_known_hosts_line(self.host_ca, self.host_pattern)
+
+    @property
+    def host_pattern(self) -> str:
+        """The host as known_hosts names it: `[host]:port` off the default port."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    def known_hosts_data(self) -> str | asyncssh.SSHKnownHosts:
+        """What asyncssh checks the server's host key against."""
+        if self.host_key is not None:
+            return asyncssh.import_known_hosts(f"{self.host_pattern} {self.host_key}\n")
+        if self.host_ca is not None:
+            return asyncssh.import_known_hosts(ca_known_hosts_line(self.host_ca, self.host_pattern))
+        assert self.known_hosts is not None
+        return self.known_hosts
+
+    def trusts_ca(self) -> bool:
+        """Whether a host CA is trusted for this host (then certificates are checked, not keys)."""
+        if self.host_ca is not None:
+            return True
+        if self.host_key is not None:
+            return False
+        assert self.known_hosts is not None
+        port = None if self.port == 22 else self.port
+        return bool(asyncssh.read_known_hosts(self.known_hosts).match(self.host, "", port)[1])
 
     @property
     def cert_file(self) -> Path | None:
         cert = Path(f"{self.key_file}-cert.pub")
         return cert if cert.exists() else None
+
+
+def ca_known_hosts_line(host_ca: str, default_pattern: str) -> str:
+    """The `@cert-authority` known_hosts line for `host_ca`; ValueError naming `host_ca` if bad."""
+    words = host_ca.split()
+    if words[:1] == ["@cert-authority"]:
+        words = words[1:]
+    pattern = default_pattern
+    if len(words) >= 3 and not words[1].startswith("AAAA"):  # every key's base64 starts AAAA
+        pattern, words = words[0], words[1:]
+    if len(words) < 2 or pattern.startswith("@"):
+        raise ValueError(f"ssh: host_ca must be '[@cert-authority] [PATTERN] KEYTYPE BASE64', "
+                         f"got {host_ca!r}")
+    try:
+        asyncssh.import_public_key(f"{words[0]} {words[1]}")
+    except (asyncssh.KeyImportError, ValueError) as e:
+        raise ValueError(f"ssh: host_ca is not an SSH public key ({e}): {host_ca!r}") from None
+    return f"@cert-authority {pattern} {words[0]} {words[1]}\n"
 
 
 def certificate_valid_before(key_file: str) -> datetime | None:
@@ -114,16 +168,22 @@ class SSHTransport:
             c = self.config
             key = asyncssh.read_private_key(c.key_file)
             keys = [(key, asyncssh.read_certificate(str(c.cert_file)))] if c.cert_file else [key]
-            known = c.known_hosts
-            if c.host_key is not None:
-                host = c.host if c.port == 22 else f"[{c.host}]:{c.port}"
-                known = asyncssh.import_known_hosts(f"{host} {c.host_key}\n")
+            # With a CA trusted, asyncssh would offer only certificate algorithms, and a server with a
+            # plain key would fail key exchange with "no matching host key type". Offering the
+            # default list (certificates first) lets a plain key arrive and be refused by name.
+            algs = "default" if c.trusts_ca() else ()
             try:
                 self._conn = await asyncssh.connect(
-                    c.host, port=c.port, username=c.username, client_keys=keys, known_hosts=known,
+                    c.host, port=c.port, username=c.username, client_keys=keys,
+                    known_hosts=c.known_hosts_data(), server_host_key_algs=algs,
                     agent_path=None, config=(), connect_timeout=c.connect_timeout,
                     keepalive_interval=c.keepalive_interval, password=None, kbdint_auth=False,
                 )
+            except asyncssh.HostKeyNotVerifiable as e:
+                trust = "host CA" if c.trusts_ca() else "pinned host key"
+                raise TransportError(
+                    f"ssh {c.username}@{c.host}:{c.port}: the server's host key is not verified by the "
+                    f"trusted {trust} ({e.reason})") from e
             except (OSError, asyncssh.Error) as e:
                 raise TransportError(f"ssh {c.username}@{c.host}:{c.port}: cannot connect: {e}") from e
             self.connects += 1
