@@ -73,7 +73,7 @@ wait_for() {
 port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
 
 pick_port() {
-    local p="${DC2_LOOPBACK_SSH_PORT:-2222}"
+    local p="$1"
     while ! port_free "$p"; do p=$((p + 1)); done
     echo "$p"
 }
@@ -218,17 +218,22 @@ make_keys() {
     ssh-keygen -q -t ed25519 -N '' -C "$TEST_USER@dc2-loopback" -f "$DIR/client/id_ed25519"
     ssh-keygen -q -s "$DIR/ssh/user_ca" -I "$TEST_USER" -n "$TEST_USER" -V -5m:+12h \
         "$DIR/client/id_ed25519.pub"
-    echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$DIR/ssh/host_ed25519.pub")" >"$DIR/client/known_hosts"
-    # The host key is also signed by a host CA, as NERSC does. A client checks the certificate's
-    # principals against the name it dials (127.0.0.1, without the port), and looks the CA up in
-    # known_hosts as `[127.0.0.1]:PORT` (falling back to `127.0.0.1`). A client pinning the plain
-    # key (known_hosts above) still gets the plain key: it offers only that key's algorithms.
+    # The host key is also signed by a host CA, as NERSC does (principals: see write_known_hosts).
     ssh-keygen -q -t ed25519 -N '' -C dc2-loopback-host-ca -f "$DIR/ssh/host_ca"
     ssh-keygen -q -s "$DIR/ssh/host_ca" -I dc2-loopback-host -h -n 127.0.0.1,localhost -V -5m:+12h \
         "$DIR/ssh/host_ed25519.pub"
+    chmod 644 "$DIR/client/id_ed25519-cert.pub"
+}
+
+# Once the forwarder's port is known. A client checks the host certificate's principals against the
+# name it dials (127.0.0.1, without the port), and looks the CA up in known_hosts as
+# `[127.0.0.1]:PORT` (falling back to `127.0.0.1`). A client pinning the plain key (known_hosts)
+# still gets the plain key: it offers only that key's algorithms.
+write_known_hosts() {
+    echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$DIR/ssh/host_ed25519.pub")" >"$DIR/client/known_hosts"
     echo "@cert-authority [127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$DIR/ssh/host_ca.pub")" \
         >"$DIR/client/ca_known_hosts"
-    chmod 644 "$DIR/client/id_ed25519-cert.pub" "$DIR/client/known_hosts" "$DIR/client/ca_known_hosts"
+    chmod 644 "$DIR/client/known_hosts" "$DIR/client/ca_known_hosts"
 }
 
 start_netns() {
@@ -294,10 +299,28 @@ start_sshd() {
     mkdir -p /run/sshd
     spawn sshd /usr/sbin/sshd -D -f "$DIR/etc/sshd_config" -E "$DIR/log/sshd.log"
     wait_for sshd 40 ns sh -c "ss -Hltn 'sport = :$INNER_SSH_PORT' | grep -q ."
-    setsid socat "TCP-LISTEN:$SSH_PORT,bind=127.0.0.1,reuseaddr,fork" "EXEC:$DIR/ssh/ns-connect.sh" \
-        </dev/null >>"$DIR/log/forwarder.out" 2>&1 &
-    echo $! >"$DIR/pids/forwarder.pid"
-    wait_for forwarder 40 sh -c "ss -Hltn 'sport = :$SSH_PORT' | grep -q ."
+    # Clusters starting at once may pick the same free port: only a port OUR socat listens on counts
+    # (else the tests would talk to another cluster's sshd); if its bind failed, try the next port.
+    local tries pid i
+    SSH_PORT="$(pick_port "${DC2_LOOPBACK_SSH_PORT:-2222}")"
+    for ((tries = 0; tries < 20; tries++)); do
+        setsid socat "TCP-LISTEN:$SSH_PORT,bind=127.0.0.1,reuseaddr,fork" "EXEC:$DIR/ssh/ns-connect.sh" \
+            </dev/null >>"$DIR/log/forwarder.out" 2>&1 &
+        pid=$!
+        echo "$pid" >"$DIR/pids/forwarder.pid"
+        for ((i = 0; i < 50; i++)); do
+            alive "$pid" && ! ss -Hltnp "sport = :$SSH_PORT" | grep -q "pid=$pid," || break
+            sleep 0.2
+        done
+        if alive "$pid" && ss -Hltnp "sport = :$SSH_PORT" | grep -q "pid=$pid,"; then
+            echo "$SSH_PORT" >"$DIR/ssh_port"
+            write_known_hosts
+            return 0
+        fi
+        kill "$pid" 2>/dev/null || true
+        SSH_PORT="$(pick_port $((SSH_PORT + 1)))"
+    done
+    die "no free port for the ssh forwarder (log in $DIR/log/forwarder.out)"
 }
 
 on_start_exit() {
@@ -315,8 +338,6 @@ cmd_start() {
     chmod 755 "$DIR"
     echo "$DIR" >"$LAST_FILE"
     mkdir -p "$DIR"/{etc,state,spool,log,pids,munge,ssh,client,home}
-    SSH_PORT="$(pick_port)"
-    echo "$SSH_PORT" >"$DIR/ssh_port"
     # If anything below fails, stop what was started so far.
     trap 'on_start_exit $?' EXIT
     make_user
@@ -372,7 +393,7 @@ stop_pidfile() {
             alive "$pid" || break
             sleep 0.1
         done
-        if alive "$pid"; then
+        if alive "$pid" && ss -Hltnp "sport = :$SSH_PORT" | grep -q "pid=$pid,"; then
             log "pid $pid ignored SIGTERM for 10 s; sending SIGKILL"
             kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
         fi

@@ -156,7 +156,8 @@ def test_plain_host_key_is_refused(form: str, other_sshd: Callable[..., int], tm
         (tmp_path / "kh").write_text(f"@cert-authority 127.0.0.1 {ca}\n")
         trust = {"known_hosts": str(tmp_path / "kh")}
     msg = _refused(ssh_config(port=port, **trust))
-    assert f"127.0.0.1:{port}: the server's host key is not verified by the trusted host CA" in msg
+    assert (f"127.0.0.1:{port}: cannot connect: the server's host key is not verified by the "
+            "trusted host CA") in msg
     assert "Host key is not trusted" in msg
 
 

@@ -182,8 +182,8 @@ class SSHTransport:
             except asyncssh.HostKeyNotVerifiable as e:
                 trust = "host CA" if c.trusts_ca() else "pinned host key"
                 raise TransportError(
-                    f"ssh {c.username}@{c.host}:{c.port}: the server's host key is not verified by the "
-                    f"trusted {trust} ({e.reason})") from e
+                    f"ssh {c.username}@{c.host}:{c.port}: cannot connect: the server's host key is not "
+                    f"verified by the trusted {trust} ({e.reason})") from e
             except (OSError, asyncssh.Error) as e:
                 raise TransportError(f"ssh {c.username}@{c.host}:{c.port}: cannot connect: {e}") from e
             self.connects += 1
