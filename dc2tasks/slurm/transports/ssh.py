@@ -171,8 +171,8 @@ class SSHTransport:
             # With a CA trusted, asyncssh would offer only certificate algorithms, and a server with a
             # plain key would fail key exchange with "no matching host key type". Offering the
             # default list (certificates first) lets a plain key arrive and be refused by name.
-            algs = "default" if c.trusts_ca() else ()
             try:
+                algs = "default" if c.trusts_ca() else ()
                 self._conn = await asyncssh.connect(
                     c.host, port=c.port, username=c.username, client_keys=keys,
                     known_hosts=c.known_hosts_data(), server_host_key_algs=algs,
