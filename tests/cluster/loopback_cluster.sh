@@ -17,7 +17,7 @@
 # - The node claims 8 CPUs (config_overrides) on a 2-core machine: test jobs mostly wait on Slurm,
 #   not on the CPU, and 8 slots keep a 20-element array test short.
 # - Perlmutter's names stand in where the shipped run files ask for them: the node has the feature
-#   `cpu` (`--constraint=cpu`), the qos `regular` exists and the test user may use it.
+#   `cpu` (`--constraint=cpu`), the qos `regular` exists.
 # - Every daemon is started in its own session with setsid; `stop` kills those process groups by
 #   the pids recorded under DIR/pids, then any process left in the namespace (job steps), then the
 #   namespace holder.
@@ -273,8 +273,7 @@ start_slurm() {
         ns sacctmgr -i add cluster "$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
         ns sacctmgr -i add qos regular >>"$DIR/log/sacctmgr.out" 2>&1
         ns sacctmgr -i add account dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
-        ns sacctmgr -i add user "$TEST_USER" account=dc2 cluster="$CLUSTER_NAME" qos=normal,regular \
-            >>"$DIR/log/sacctmgr.out" 2>&1
+        ns sacctmgr -i add user "$TEST_USER" account=dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
         ns sacctmgr -i add user "$OTHER_USER" account=dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
     fi
     spawn slurmctld slurmctld -D -f "$DIR/etc/slurm.conf"
