@@ -78,6 +78,19 @@ written unquoted into job scripts (so `shifter dc2` stays two words): nothing th
 _PATH_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f'\"`$\\;|&<>*?\[\]{}()!#\s]")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+RETIRED_CONSTRAINTS: dict[str, str] = {
+    "haswell": "use `cpu` (Perlmutter CPU nodes)",
+    "knl": "use `cpu` (Perlmutter CPU nodes)",
+}
+"""Cori's node features (Cori was retired in 2023): a job asking for them would never start."""
+RETIRED_PATHS: dict[str, str] = {
+    "/global/cscratch1": "Cori's scratch was retired in 2023: use $PSCRATCH (/pscratch/sd/<initial>/<user>)",
+    "/global/projecta": "projecta was retired into the community file system: use its CFS location "
+    "(/global/cfs/cdirs/...)",
+}
+"""Cori-era file systems that no longer exist, and where their data went."""
+_FEATURE_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
 
 def _slurm_check(check, value):  # type: ignore[no-untyped-def]
     """Run a dc2tasks.slurm validator; drop its own field prefix (pydantic names the field)."""
@@ -119,7 +132,14 @@ def _path(value: str, info: ValidationInfo) -> str:
                 f"{expanded!r} is relative and there is no run file directory to resolve it against"
             )
         path = Path(base) / path
-    return os.path.normpath(path)
+    return _not_retired(os.path.normpath(path))
+
+
+def _not_retired(path: str) -> str:
+    for root, advice in RETIRED_PATHS.items():
+        if path == root or path.startswith(root + "/"):
+            raise ValueError(f"{path!r} is under {root}: {advice}")
+    return path
 
 
 def _name(value: str) -> str:
@@ -221,9 +241,14 @@ class SlurmSettings(_Strict):
     def _constraint(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        return _slurm_check(
+        _slurm_check(
             lambda f, x: slurm_validate.check(f, x, slurm_validate.CONSTRAINT_RE, "constraint expression"), v
         )
+        for feature in _FEATURE_RE.findall(v):
+            advice = RETIRED_CONSTRAINTS.get(feature.lower())
+            if advice:
+                raise ValueError(f"{feature!r} is a node feature of Cori (retired in 2023): {advice}")
+        return v
 
     @field_validator("image")
     @classmethod

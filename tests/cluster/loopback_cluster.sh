@@ -16,6 +16,8 @@
 #   authorized key, so a client that ignores the certificate cannot log in.
 # - The node claims 8 CPUs (config_overrides) on a 2-core machine: test jobs mostly wait on Slurm,
 #   not on the CPU, and 8 slots keep a 20-element array test short.
+# - Perlmutter's names stand in where the shipped run files ask for them: the node has the feature
+#   `cpu` (`--constraint=cpu`), the qos `regular` exists.
 # - Every daemon is started in its own session with setsid; `stop` kills those process groups by
 #   the pids recorded under DIR/pids, then any process left in the namespace (job steps), then the
 #   namespace holder.
@@ -147,7 +149,7 @@ JobAcctGatherParams=$GATHERPARAMS
 $ACCOUNTING_LINES
 Licenses=scratch:4
 SlurmdParameters=config_overrides
-NodeName=$host NodeAddr=127.0.0.1 CPUs=8 RealMemory=4000 State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=8 RealMemory=4000 Features=cpu State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
     cat >"$DIR/etc/slurmdbd.conf" <<EOF
@@ -284,6 +286,7 @@ start_slurm() {
         spawn slurmdbd slurmdbd -D
         wait_for slurmdbd 120 ns sacctmgr -n list cluster
         ns sacctmgr -i add cluster "$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
+        ns sacctmgr -i add qos regular >>"$DIR/log/sacctmgr.out" 2>&1
         ns sacctmgr -i add account dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
         ns sacctmgr -i add user "$TEST_USER" account=dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1
         ns sacctmgr -i add user "$OTHER_USER" account=dc2 cluster="$CLUSTER_NAME" >>"$DIR/log/sacctmgr.out" 2>&1

@@ -48,17 +48,17 @@ def error_of(path: Path) -> RunConfigError:
 @pytest.mark.parametrize(
     ("name", "repo", "rerun", "pixel", "generation", "products"),
     [
-        ("run1.1p", "/global/projecta/projectdirs/lsst/global/in2p3/Run1.1/output", None,
-         0.185, 1, OBJECT_CHAIN),
-        ("run1.2p_v3", "/global/projecta/projectdirs/lsst/global/in2p3/Run1.2p/w_2018_30", "coadd-test5-u",
+        ("run1.1p", "/global/cfs/cdirs/lsst/shared/in2p3/Run1.1/output", None, 0.185, 1, OBJECT_CHAIN),
+        ("run1.2p_v3", "/global/cfs/cdirs/lsst/shared/in2p3/Run1.2p/w_2018_30", "coadd-test5-u",
          0.185, "auto", OBJECT_CHAIN),
-        ("run1.2i", "/global/cscratch1/sd/desc/DC2/data/Run1.2i_globus_in2p3_20181217/w_2018_39", "multiband",
-         0.2, "auto", [*OBJECT_CHAIN, "source"]),
-        ("run1.2p_v4", "/global/projecta/projectdirs/lsst/global/in2p3/Run1.2p/w_2018_39", "coadd-v4",
+        ("run1.2i", "/global/cfs/cdirs/lsst/shared/DC2/data/Run1.2i_globus_in2p3_20181217/w_2018_39",
+         "multiband", 0.2, "auto", [*OBJECT_CHAIN, "source"]),
+        ("run1.2p_v4", "/global/cfs/cdirs/lsst/shared/in2p3/Run1.2p/w_2018_39", "coadd-v4",
          0.2, "auto", [*OBJECT_CHAIN, "source", "forced_source"]),
     ],
 )  # fmt: skip
-def test_seed_runs(name, repo, rerun, pixel, generation, products):
+def test_seed_runs(name, repo, rerun, pixel, generation, products, monkeypatch):
+    monkeypatch.delenv("PSCRATCH", raising=False)
     config = load_run_config(RUNS / f"{name}.yaml")
     assert config.name == name
     assert config.backend == "slurm"
@@ -79,8 +79,17 @@ def test_seed_runs(name, repo, rerun, pixel, generation, products):
     assert config.central.catalog_base_dir("object") == f"^/DC2-prod/{run_dir[name]}/dpdd/object/current"
     assert config.slurm.account == "m1727"
     assert config.slurm.image == "lsstdesc/stack-jupyter:prod"
+    slurm = config.slurm
+    assert (slurm.constraint, slurm.qos, slurm.licenses) == ("cpu", "regular", ["scratch"])
+    assert config.working_dir == f"/pscratch/sd/d/desc/dc2/{name}/work"
+    assert config.visit_file is None or config.visit_file.startswith("/global/cfs/cdirs/lsst/shared/")
     assert config.connections.producer == "nersc_producer"
     assert config.connections.collaboration == "nersc_desc"
+
+
+def test_working_dir_follows_the_producer_accounts_pscratch(monkeypatch):
+    monkeypatch.setenv("PSCRATCH", "/pscratch/sd/p/prod")
+    assert load_run_config(RUNS / "run1.2i.yaml").working_dir == "/pscratch/sd/p/prod/dc2/run1.2i/work"
 
 
 def test_demo_run_is_local_on_the_sample_repository(monkeypatch):
@@ -120,8 +129,8 @@ def test_slurm_settings_render_into_sbatch_scripts():
         array=f"0-19%{slurm.array_throttle}",
     )
     text = job.render()
-    for line in ("--account=m1727", "--qos=regular", "--constraint=knl", "--time=12:00:00", "--mem=65536M",
-                 "--array=0-19%32", "--image=lsstdesc/stack-jupyter:prod", "--licenses=SCRATCH"):  # fmt: skip
+    for line in ("--account=m1727", "--qos=regular", "--constraint=cpu", "--time=06:00:00", "--mem=131072M",
+                 "--array=0-19%32", "--image=lsstdesc/stack-jupyter:prod", "--licenses=scratch"):  # fmt: skip
         assert f"#SBATCH {line}\n" in text
     assert slurm.time_for("dia_object") is None
 
@@ -191,6 +200,50 @@ def test_invalid_field_is_named_with_the_file(tmp_path, monkeypatch, data, field
     assert field in [f for f, _ in error.problems]
 
 
+CPU = "use `cpu` (Perlmutter CPU nodes)"
+PSCRATCH = "Cori's scratch was retired in 2023: use $PSCRATCH (/pscratch/sd/<initial>/<user>)"
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        (minimal(slurm={"constraint": "haswell"}), "slurm.constraint", f"'haswell' is a node feature of Cori "
+         f"(retired in 2023): {CPU}"),
+        (minimal(slurm={"constraint": "knl"}), "slurm.constraint", f"'knl' is a node feature of Cori "
+         f"(retired in 2023): {CPU}"),
+        (minimal(slurm={"constraint": "knl&quad&cache"}), "slurm.constraint",
+         f"'knl' is a node feature of Cori (retired in 2023): {CPU}"),
+        (minimal(slurm={"constraint": "Haswell"}), "slurm.constraint", CPU),
+        (minimal(working_dir="/global/cscratch1/sd/desc/DC2/work"), "working_dir",
+         f"'/global/cscratch1/sd/desc/DC2/work' is under /global/cscratch1: {PSCRATCH}"),
+        (minimal(repository="/global/cscratch1/sd/desc/DC2/data/Run1.2i"), "repository",
+         f"'/global/cscratch1/sd/desc/DC2/data/Run1.2i' is under /global/cscratch1: {PSCRATCH}"),
+        (minimal(repository="${DC2_TEST_UNSET_VAR:-/global/cscratch1}/../cscratch1/x"), "repository",
+         f"is under /global/cscratch1: {PSCRATCH}"),
+        (minimal(visits="/global/cscratch1/v.txt", products=["object", "source"]), "visits", PSCRATCH),
+        (minimal(repository="/global/projecta/projectdirs/lsst/x"), "repository",
+         "is under /global/projecta: projecta was retired into the community file system: use its CFS "
+         "location (/global/cfs/cdirs/...)"),
+        (minimal(central={"dir": "/global/cscratch1/c"}), "central.dir", PSCRATCH),
+    ],
+)  # fmt: skip
+def test_cori_only_values_are_refused_with_the_perlmutter_value(tmp_path, monkeypatch, data, field, message):
+    monkeypatch.delenv("DC2_TEST_UNSET_VAR", raising=False)
+    path = write(tmp_path, data)
+    error = error_of(path)
+    # (`visits` is a list or a path: pydantic reports both readings of a bad path, the path's last)
+    assert any(f == field and message in text for f, text in error.problems), error.problems
+    assert f"{path}: {field}: " in str(error)
+
+
+@pytest.mark.parametrize("value", ["cpu", "cpu&(haswellish|x)", "gpu"])
+def test_perlmutter_constraints_and_lookalike_paths_pass(tmp_path, value):
+    config = load_run_config(
+        write(tmp_path, minimal(slurm={"constraint": value}, working_dir="/global/cscratch10/w"))
+    )
+    assert config.slurm.constraint == value and config.working_dir == "/global/cscratch10/w"
+
+
 def test_several_problems_are_all_reported(tmp_path):
     path = write(tmp_path, minimal(tracts=["x"], bands=["q"], colour=1))
     fields = [f for f, _ in error_of(path).problems]
@@ -213,7 +266,7 @@ def test_directory_with_bad_files_still_yields_the_good_ones(tmp_path):
     write(tmp_path, minimal(name="ignored", tracts=["x"]), "_shared.yaml")
     configs, errors = load_run_dir(tmp_path)
     assert sorted(configs) == ["demo", "run1.1p", "run1.2i", "run1.2p_v3", "run1.2p_v4"]
-    assert configs["run1.2i"].slurm.constraint == "knl"  # the shipped one, not the later duplicate
+    assert configs["run1.2i"].slurm.constraint == "cpu"  # the shipped one, not the later duplicate
     assert sorted(Path(p).name for p in errors) == ["broken.yaml", "unparsable.yaml", "zz_same_name.yaml"]
     assert f"{tmp_path / 'broken.yaml'}: tracts[0]: " in str(errors[str(tmp_path / "broken.yaml")])
     dup = str(errors[str(tmp_path / "zz_same_name.yaml")])

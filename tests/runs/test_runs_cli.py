@@ -29,7 +29,7 @@ def test_validate_reports_the_bad_file_and_field(tmp_path, capsys):
     for f in RUNS.glob("*.yaml"):
         shutil.copy(f, tmp_path)
     bad = tmp_path / "run1.2i.yaml"
-    bad.write_text(bad.read_text().replace('merge_tract: "12:00:00"', 'merge_tract: "forever"'))
+    bad.write_text(bad.read_text().replace('merge_tract: "6:00:00"', 'merge_tract: "forever"'))
     assert dc2("run-config", "validate", str(tmp_path)) == 2
     captured = capsys.readouterr()
     assert (
