@@ -89,10 +89,16 @@ def test_another_users_job_under_the_tasks_name_is_never_reattached_nor_adopted(
     out = capfd.readouterr().out
     assert "made by our own job" in out and "made by someone else" not in out
     assert f"Slurm job name {name}, try 1: new job" in out
-    out = remote("sacct", "--noheader", "--parsable2", "--allusers", "--starttime=now-1hours",
-                 f"--name={name}", "--format=JobID,User,State,Comment")
-    rows = {r[0]: tuple(r[1:]) for r in (line.split("|") for line in out.splitlines()) if "." not in r[0]}
-    assert rows[ours] == (me, "COMPLETED", signed(name, 1))
+
+    def accounting() -> dict[str, tuple[str, ...]]:
+        out = remote("sacct", "--noheader", "--parsable2", "--allusers", "--starttime=now-1hours",
+                     f"--name={name}", "--format=JobID,User,State,Comment")
+        return {r[0]: tuple(r[1:]) for r in (line.split("|") for line in out.splitlines()) if "." not in r[0]}
+
+    deadline = time.monotonic() + 150  # slurmdbd lags slurmctld: our job's record may not be there yet
+    while (rows := accounting()).get(ours) != (me, "COMPLETED", signed(name, 1)):
+        assert time.monotonic() < deadline, f"sacct never showed job {ours} COMPLETED, {me}, signed: {rows}"
+        time.sleep(0.5)
     assert rows.get(foreign, (other,))[0] == other  # sacct may lag on the still-running one
     everyone = remote("squeue", "--noheader", "--states=all", f"--name={name}", "--format=%i|%u")
     assert sorted(everyone.split()) == sorted([f"{ours}|{me}", f"{foreign}|{other}"])
