@@ -8,17 +8,15 @@ is not 27, a band or patch that the pipelines did not produce).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dc2tasks.data_ids import BANDS, check_bands, parse_patch
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.repo import MAPPERS
 from dc2tasks.products.schema import SchemaGeneration, parse_generation
 from dc2tasks.sample.focal_plane import NUM_DETECTORS
 
-BANDS = ("u", "g", "r", "i", "z", "y")
-_PATCH_RE = re.compile(r"^\d+,\d+$")
 ALL_DETECTORS = tuple(range(NUM_DETECTORS))
 # R22 S11, S12, S21, S22: a 2x2 block at the centre of the focal plane
 CENTRAL_DETECTORS = (94, 95, 97, 98)
@@ -38,14 +36,6 @@ VISIT_OPTIONS = (
 )
 
 
-def parse_patch(text: str) -> str:
-    text = text.strip().replace(" ", "")
-    if not _PATCH_RE.match(text):
-        raise ValueError(f"a patch is written 'x,y' (e.g. 0,1), not {text!r}")
-    x, y = (int(v) for v in text.split(","))
-    return f"{x},{y}"
-
-
 def patch_grid(nx: int, ny: int | None = None) -> tuple[str, ...]:
     """Patches 0,0 .. nx-1,ny-1, in Gen2 order (x outer, y inner)."""
     ny = nx if ny is None else ny
@@ -55,9 +45,8 @@ def patch_grid(nx: int, ny: int | None = None) -> tuple[str, ...]:
 def parse_missing_band(text: str) -> tuple[str, str | None]:
     """`g` (every patch) or `g@0,1` (one patch)."""
     band, _, patch = text.partition("@")
-    band = band.strip()
-    if not band:
-        raise ValueError(f"a missing band is written 'b' or 'b@x,y', not {text!r}")
+    if band not in BANDS:
+        raise ValueError(f"a missing band is 'b' or 'b@x,y', b one of {''.join(BANDS)}, not {text!r}")
     return band, parse_patch(patch) if patch else None
 
 
@@ -133,9 +122,7 @@ class SampleConfig:
             raise ValueError(f"seed must be a non-negative integer, not {self.seed}")
         if self.objects_per_patch < 1:
             raise ValueError(f"objects_per_patch must be at least 1, not {self.objects_per_patch}")
-        distinct = len(set(self.bands)) == len(self.bands)
-        if not self.bands or any(b not in BANDS for b in self.bands) or not distinct:
-            raise ValueError(f"bands must be distinct letters of {''.join(BANDS)}, not {list(self.bands)}")
+        check_bands(self.bands)
         if self.camera not in MAPPERS:
             raise ValueError(f"camera must be one of {sorted(MAPPERS)}, not {self.camera!r}")
         if self.calib_era not in ("calib", "photocalib"):

@@ -9,8 +9,8 @@ import sys
 def test_no_airflow_import():
     code = (
         "import sys\n"
-        "import dc2tasks.runs, dc2tasks.runs.cli, dc2tasks.runs.reruns, dc2tasks.runs.params\n"
-        "import dc2tasks.install, dc2tasks.install.cli, dc2tasks.install.dry_run, dc2tasks.install.producer\n"
+        "import dc2tasks.runs, dc2tasks.cli.runs, dc2tasks.runs.reruns, dc2tasks.runs.params\n"
+        "import dc2tasks.install, dc2tasks.cli.install, dc2tasks.install.dry_run, dc2tasks.install.producer\n"
         "bad = sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.'))\n"
         "print(len(bad), bad[:5])\n"
     )

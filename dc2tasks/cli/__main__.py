@@ -1,0 +1,5 @@
+import sys
+
+from dc2tasks.cli import main
+
+sys.exit(main())
