@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dc2tasks import names
 from dc2tasks.cli.args import add_command, add_jobs, add_repo, bands, nonneg_int, patch
+from dc2tasks.products.gcr import DEFAULT_PIXEL_SCALE, PRODUCTS
 
 
 def _cmd_merge_tract(args: argparse.Namespace) -> int:
@@ -148,8 +149,6 @@ def merge_parquet_args(p: argparse.ArgumentParser, product: object = None) -> No
 
 def register(sub: argparse._SubParsersAction) -> None:
     """The Object tools that are not a product's step: configs, the whole pipeline, the column table."""
-    from dc2tasks.products.gcr import DEFAULT_PIXEL_SCALE, PRODUCTS
-
     p = add_command(
         sub, "gcr-config", help="schema yaml beside a product's files, and its GCRCatalogs catalog config"
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from dc2tasks import names
 from dc2tasks.cli.args import add_command
 from dc2tasks.products.errors import InputError
+from dc2tasks.runs import rerun_facts
 
 RUN_CONFIG_DESCRIPTION = """\
 Check run files (dags/runs/<run>.yaml) the way the DAG factory reads them.
@@ -59,8 +60,6 @@ def _register_run_config(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_reruns(sub: argparse._SubParsersAction) -> None:
-    from dc2tasks.runs.rerun_facts import add_arguments
-
     r = add_command(
         sub,
         "reruns",
@@ -69,7 +68,7 @@ def _register_reruns(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("repository", type=Path, nargs="?", metavar="REPO", help="Gen2 repository root")
     r.add_argument("--facts", action="store_true", help="print the watcher's JSON listing")
-    add_arguments(r)
+    rerun_facts.add_arguments(r)
     r.add_argument("--state", type=Path, help="the watcher's state ($AIRFLOW_HOME/dc2-rerun-state.json)")
     r.add_argument("--run", type=names.RUN.arg_type, help="run name the state is kept for (with --state)")
     r.add_argument("--accept", type=names.RERUN.arg_type, metavar="RERUN",
