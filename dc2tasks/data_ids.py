@@ -20,23 +20,30 @@ _PATCH = re.compile(r"[0-9],[0-9]")
 _SEPARATORS = re.compile(r"[,\s]")
 
 
-def check_bands(bands: Iterable[str], text: object = None) -> tuple[str, ...]:
-    """`bands` as a tuple if each is one of ugrizy, given once, and there is at least one;
-    else ValueError quoting `text` (what was written) or the bands."""
+def _where(where: str) -> str:
+    return f"{where}: " if where else ""
+
+
+def check_bands(bands: Iterable[str], where: str = "", text: object = None) -> tuple[str, ...]:
+    """`bands` as a tuple if each is one of ugrizy, given once, and there is at least one; else
+    ValueError naming `where` (a field; argparse names the option itself) and quoting `text`
+    (what was written) or the bands."""
     out = tuple(bands)
     if not out or any(b not in BANDS for b in out) or len(set(out)) != len(out):
         shown = text if text is not None else "".join(map(str, out))
-        raise ValueError(f"bands are distinct letters of {''.join(BANDS)}, not {shown!r}")
+        raise ValueError(f"{_where(where)}bands are distinct letters of {''.join(BANDS)}, not {shown!r}")
     return out
 
 
-def parse_bands(text: str) -> tuple[str, ...]:
+def parse_bands(text: str, where: str = "") -> tuple[str, ...]:
     """`ugrizy`, `gri`, or with commas `g,r,i`; in the order given."""
-    return check_bands(_SEPARATORS.sub("", text), text)
+    return check_bands(_SEPARATORS.sub("", text), where, text)
 
 
-def parse_patch(text: str) -> str:
+def parse_patch(text: str, where: str = "") -> str:
     """`x,y` with single-digit x and y, e.g. `0,1`; returned as given."""
     if not isinstance(text, str) or not _PATCH.fullmatch(text):
-        raise ValueError(f"a patch is 'x,y' with single-digit x and y (e.g. 0,1), not {text!r}")
+        raise ValueError(
+            f"{_where(where)}a patch is 'x,y' with single-digit x and y (e.g. 0,1), not {text!r}"
+        )
     return text

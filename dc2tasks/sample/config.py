@@ -101,12 +101,14 @@ class SampleConfig:
         object.__setattr__(self, "detectors", tuple(int(d) for d in self.detectors))
         object.__setattr__(self, "detector_pixels", tuple(int(v) for v in self.detector_pixels))
         object.__setattr__(self, "dia", self.visits > 0 if self.dia is None else bool(self.dia))
-        object.__setattr__(self, "patches", tuple(parse_patch(p) for p in self.patches))
-        object.__setattr__(self, "missing_patches", tuple(parse_patch(p) for p in self.missing_patches))
+        object.__setattr__(self, "patches", tuple(parse_patch(p, "patches") for p in self.patches))
+        object.__setattr__(
+            self, "missing_patches", tuple(parse_patch(p, "missing_patches") for p in self.missing_patches)
+        )
         object.__setattr__(
             self,
             "missing_bands",
-            tuple((b, parse_patch(p) if p else None) for b, p in self.missing_bands),
+            tuple((b, parse_patch(p, "missing_bands") if p else None) for b, p in self.missing_bands),
         )
         object.__setattr__(self, "schema", parse_generation(self.schema).version)
         self.validate()
@@ -122,7 +124,7 @@ class SampleConfig:
             raise ValueError(f"seed must be a non-negative integer, not {self.seed}")
         if self.objects_per_patch < 1:
             raise ValueError(f"objects_per_patch must be at least 1, not {self.objects_per_patch}")
-        check_bands(self.bands)
+        check_bands(self.bands, "bands")
         if self.camera not in MAPPERS:
             raise ValueError(f"camera must be one of {sorted(MAPPERS)}, not {self.camera!r}")
         if self.calib_era not in ("calib", "photocalib"):

@@ -37,14 +37,16 @@ def test_patches_refused_with_the_value(text):
     assert str(error.value) == f"a patch is 'x,y' with single-digit x and y (e.g. 0,1), not {text!r}"
 
 
-def test_the_sample_config_applies_the_same_rules():
+def test_the_sample_config_applies_the_same_rules_naming_the_field():
     for patches in (["0;1"], ["10,1"], ["0, 1"]):
-        with pytest.raises(ValueError, match="a patch is 'x,y' with single-digit x and y"):
+        with pytest.raises(ValueError, match=r"^patches: a patch is 'x,y' with single-digit x and y"):
             SampleConfig(patches=patches)
-    with pytest.raises(ValueError, match="a patch is 'x,y'"):
+    with pytest.raises(ValueError, match=r"^missing_patches: a patch is 'x,y'.*not '1-1'"):
         SampleConfig(missing_patches=["1-1"])
-    for bands in (("g", "g"), ("g", "x"), ()):
-        with pytest.raises(ValueError, match="bands are distinct letters of ugrizy"):
+    with pytest.raises(ValueError, match=r"^missing_bands: a patch is 'x,y'.*not '11'"):
+        SampleConfig(missing_bands=[("g", "11")])
+    for bands, shown in ((("g", "g"), "gg"), (("g", "x"), "gx"), ((), "")):
+        with pytest.raises(ValueError, match=f"^bands: bands are distinct letters of ugrizy, not '{shown}'$"):
             SampleConfig(bands=bands)
     assert check_bands(["r", "g"]) == ("r", "g")
     assert SampleConfig(patches=["3,4"], bands=("g", "r")).patches == ("3,4",)
