@@ -91,12 +91,12 @@ def _cmd_merge_parquet(args: argparse.Namespace) -> int:
 
 
 def _cmd_gcr_config(args: argparse.Namespace) -> int:
-    from dc2tasks.products import gcr
+    from dc2tasks.products import gcr, gcr_schema
 
     product = gcr.PRODUCTS[args.product]
-    schema = gcr.write_schema(args.base_dir, product)
+    schema = gcr_schema.write_schema(args.base_dir, product)
     base = args.config_base_dir or str(args.base_dir.resolve())
-    name = args.name or gcr.catalog_name(args.run, product)
+    name = args.name or product.catalog_name(args.run)
     path = gcr.write_config(
         args.output_dir, name, gcr.catalog_config(product, base, args.run, args.pixel_scale)
     )

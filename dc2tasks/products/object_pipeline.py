@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dc2tasks.products import gcr
+from dc2tasks.products import gcr, gcr_schema
 from dc2tasks.products.calib import read_pixel_scale
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.object_dpdd import dpdd_tract
@@ -95,11 +95,12 @@ def run_object_pipeline(
     files["dpdd_merged"] = [merge_parquet(files["dpdd_object"], merged_path).path]
     result.seconds["merge_parquet"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for key, product in gcr.OBJECT_PRODUCTS.items():
-        base = dpdd_dir if product.is_dpdd else obj_dir
-        files.setdefault("schema", []).append(gcr.write_schema(base, product))
-        name = gcr.catalog_name(run, product)
+    for product in gcr.PRODUCTS.values():
+        if product.directory not in (obj_dir.name, dpdd_dir.name):
+            continue
+        base = workdir / product.directory
+        files.setdefault("schema", []).append(gcr_schema.write_schema(base, product))
         config = gcr.catalog_config(product, str(base.resolve()), run, pixel_scale)
-        result.configs[key] = gcr.write_config(cfg_dir, name, config)
+        result.configs[product.name] = gcr.write_config(cfg_dir, product.catalog_name(run), config)
     result.seconds["gcr"] = time.perf_counter() - t0
     return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.products.schema import SchemaGeneration
 
 PIXEL_FLAGS = tuple(
@@ -101,19 +102,16 @@ class VisitTable:
     key: str  # our name: source, forced_source, dia_source
     dataset: str  # the per-detector catalog
     calib_dataset: str  # the exposure whose calibration turns its counts into magnitudes
-    file_prefix: str  # <prefix>_visit_<visit>.parquet
     native: Callable[[SchemaGeneration], list[str]]
     mag_flux: str  # the field whose counts give `mag`, `mag_err` (`base_PsfFlux`, spec §2.4 note)
     match: str | None  # "object", "dia_object", or None when the catalog carries objectId
-    gcr_subclass: str
-    description: str
 
     def file_name(self, visit: int) -> str:
-        return f"{self.file_prefix}_visit_{visit}.parquet"
+        return CATALOGUE[self.key].file_name(visit=visit)
 
     @property
     def file_pattern(self) -> str:
-        return rf"{self.file_prefix}_visit_\d+\.parquet$"
+        return CATALOGUE[self.key].file_pattern
 
     def columns(self, gen: SchemaGeneration) -> list[str]:
         """Every column of the written table, in order."""
@@ -128,33 +126,24 @@ VISIT_TABLES: dict[str, VisitTable] = {
         "source",
         "src",
         "calexp",
-        "src",
         _source_native,
         "base_PsfFlux",
         "object",
-        "dc2_source.DC2SourceCatalog",
-        "Source catalog: every detector's src of a visit, calibrated, matched to the nearest Object",
     ),
     "forced_source": VisitTable(
         "forced_source",
         "forced_src",
         "calexp",
-        "forced_src",
         _forced_native,
         "base_PsfFlux",
         None,
-        "dc2_forced_source.DC2ForcedSourceCatalog",
-        "ForcedSource catalog: forced photometry at Object positions on every detector of a visit",
     ),
     "dia_source": VisitTable(
         "dia_source",
         "deepDiff_diaSrc",
         "deepDiff_differenceExp",
-        "dia_src",
         _dia_native,
         "slot_PsfFlux",
         "dia_object",
-        "dc2_dia_source.DC2DiaSourceCatalog",
-        "DIASource catalog: difference-image sources of a visit, matched to the nearest DIAObject",
     ),
 }

@@ -183,7 +183,8 @@ def test_login_node_commands_name_the_image_for_shifter(tmp_path) -> None:
     from dc2tasks.runs.steps import finalize_commands
 
     for command in finalize_commands(config, plan, "object", dc2_argv(config)):
-        assert command[:3] == ["shifter", "--image=lsstdesc/stack-jupyter:prod", "dc2"]
-        assert command[3] in ("gcr-config", "manifest")
+        assert command.argv[:3] == ["shifter", "--image=lsstdesc/stack-jupyter:prod", "dc2"]
+        assert command.argv[3] == command.what
+        assert command.what in ("gcr-config", "manifest")
     plain = parse_run_config({**data, "slurm": {"account": "m1727"}}, tmp_path / "plain.yaml")
     assert dc2_argv(plain) == ["dc2"]

@@ -349,7 +349,7 @@ def test_what_pytables_unpickles_from_accepted_files_is_plain_data():
 
 @pytest.mark.parametrize("step", ["trim", "dpdd", "schema"])
 def test_the_object_steps_scan_their_input_before_pytables_reads_it(tmp_path, step):
-    from dc2tasks.products import gcr, hdf5
+    from dc2tasks.products import gcr_schema, hdf5
     from dc2tasks.products.object_dpdd import dpdd_tract
     from dc2tasks.products.object_trim import trim_file
 
@@ -362,7 +362,7 @@ def test_the_object_steps_scan_their_input_before_pytables_reads_it(tmp_path, st
     run = {
         "trim": lambda: trim_file(source, tmp_path / "out"),
         "dpdd": lambda: dpdd_tract(source, tmp_path / "out"),
-        "schema": lambda: gcr.hdf5_schema([source]),
+        "schema": lambda: gcr_schema.hdf5_schema([source]),
     }[step]
     (tmp_path / "out").mkdir()
     with pytest.raises(UnsafeHDF5Error, match="node /coadd_4850_00, attribute 'pandas_type'"):
