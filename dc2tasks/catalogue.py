@@ -393,3 +393,23 @@ CATALOGUE = Catalogue(
     extra_step_keys=("gcr",),
 )
 """Every product, in the order the DAG makes them."""
+
+
+def markdown_table(catalogue: Catalogue = CATALOGUE) -> str:
+    """The README's product table (tests/catalogue checks the README holds exactly this)."""
+    rows = [
+        "| product | unit | made by | needs | files (in `<work>/`) | GCRCatalogs catalog |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in catalogue:
+        origin = ", ".join([*p.needs, *(f"{u} (this run's or an earlier one's)" for u in p.uses)]) or "-"
+        served = f"`{p.catalog.name}` ({p.catalog.reader})" if p.catalog else "none"
+        rows.append(
+            f"| `{p.name}` | {p.unit} | `dc2 {p.command}` (task `{p.task_id}`) | {origin} "
+            f"| `{p.directory}/{p.files}` | {served} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -77,3 +77,11 @@ def test_an_extra_product_is_one_entry(tmp_path) -> None:
     gcr_config, manifest = seen["finalize"]
     assert gcr_config[gcr_config.index("--product") + 1] == "star_counts"
     assert f"{work}/gcr-catalogs/dc2_star_counts_demo.yaml" in manifest
+
+
+def test_the_readme_table_is_the_catalogue() -> None:
+    from dc2tasks.catalogue import markdown_table
+
+    readme = (HERE.parents[1] / "README.md").read_text()
+    shown = readme.split("<!-- products:begin -->\n")[1].split("<!-- products:end -->")[0]
+    assert shown == markdown_table(), "README.md: paste the output of `python -m dc2tasks.catalogue`"
