@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from dc2tasks.catalogue import BANDS
 from dc2tasks.products.errors import InputError, NotARepositoryError
 
 _COADD = "deepCoadd-results/%(filter)s/%(tract)d/%(patch)s"
@@ -231,11 +232,10 @@ class Gen2Repo:
         return sort_bands(names)
 
 
-BAND_ORDER = "ugrizy"
 
 
 def sort_bands(bands: object) -> list[str]:
-    return sorted(bands, key=lambda b: (BAND_ORDER.index(b) if b in BAND_ORDER else len(BAND_ORDER), b))
+    return sorted(bands, key=lambda b: (BANDS.index(b) if b in BANDS else len(BANDS), b))
 
 
 def patch_key(tract: int, patch: str) -> str:
