@@ -25,9 +25,9 @@ from dc2tasks.products.calib import NJY_AT_MAG0, Calibration
 from dc2tasks.products.schema import SchemaGeneration
 from dc2tasks.sample.focal_plane import FocalPlane
 from dc2tasks.sample.objects import PIXEL_FLAG_RATES
+from dc2tasks.sample.observations import Observation, psf_area
 from dc2tasks.sample.tract_objects import TractObjects, Variables
 from dc2tasks.sample.visit_columns import DIA_GENERATION, VISIT_PIXEL_FLAGS
-from dc2tasks.sample.visit_plan import VisitPlan, psf_area
 
 Columns = dict[str, np.ndarray]
 POSITION_SCATTER_ARCSEC = 0.02  # per axis, src
@@ -56,7 +56,7 @@ ClearOfObjects = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class DetectorContext:
-    plan: VisitPlan
+    observation: Observation
     detector: int
     plane: FocalPlane
     calexp: Calibration
@@ -66,10 +66,10 @@ class DetectorContext:
 
     @property
     def pixels_per_arcsec(self) -> float:
-        return 1.0 / self.plan.pointing.pixel_scale_arcsec
+        return 1.0 / self.observation.pointing.pixel_scale_arcsec
 
     def sky(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.plan.pointing.focal_to_sky(*self.plane.to_focal(self.detector, x, y))
+        return self.observation.pointing.focal_to_sky(*self.plane.to_focal(self.detector, x, y))
 
 
 @dataclass
@@ -146,7 +146,7 @@ def _moments(ctx: DetectorContext, rng: np.random.Generator, intrinsic: np.ndarr
     """(psf xx, yy, xy, object xx, yy, xy) per row: the visit PSF, a little different per detector."""
     n = intrinsic.shape[1]
     scale = rng.uniform(0.97, 1.03)
-    psf = np.array(ctx.plan.psf_moments()) * scale
+    psf = np.array(ctx.observation.psf_moments()) * scale
     psf_cols = [np.full(n, v) for v in psf]
     return (*psf_cols, *(psf_cols[k] + intrinsic[k] for k in range(3)))
 
@@ -156,9 +156,9 @@ def _truth_head(ctx: DetectorContext, ids: np.ndarray) -> Columns:
     n = len(ids)
     return {
         "id": ids,
-        "visit": np.full(n, ctx.plan.visit, dtype=np.int64),
+        "visit": np.full(n, ctx.observation.visit, dtype=np.int64),
         "detector": np.full(n, ctx.detector, dtype=np.int64),
-        "filter": np.full(n, ctx.plan.band, dtype=object),
+        "filter": np.full(n, ctx.observation.band, dtype=object),
     }
 
 
@@ -185,7 +185,8 @@ def _centroid_and_shape(
     PSF moments (a failed shape is NaN) and the PSF area: the columns src and diaSrc share."""
     pxx, pyy, pxy, oxx, oyy, oxy = moments
     snr = np.abs(np.nan_to_num(psf[0] / psf[1], nan=1.0))
-    centroid_err = np.clip(np.sqrt(ctx.plan.psf_sigma2) / np.maximum(snr, 1.0), sigma, 5.0).astype(np.float32)
+    psf_sigma2 = ctx.observation.psf_sigma2
+    centroid_err = np.clip(np.sqrt(psf_sigma2) / np.maximum(snr, 1.0), sigma, 5.0).astype(np.float32)
     return {
         "base_SdssCentroid_x": x,
         "base_SdssCentroid_y": y,
@@ -197,7 +198,7 @@ def _centroid_and_shape(
         "base_SdssShape_psf_xx": pxx,
         "base_SdssShape_psf_yy": pyy,
         "base_SdssShape_psf_xy": pxy,
-        "base_PsfFlux_area": np.full(len(x), psf_area(float(pxx[0]) if len(x) else ctx.plan.psf_sigma2)),
+        "base_PsfFlux_area": np.full(len(x), psf_area(float(pxx[0]) if len(x) else psf_sigma2)),
     }
 
 
@@ -225,19 +226,19 @@ def _detect(
     clear: ClearOfObjects,
     sigma: float,
 ) -> _Detections:
-    plan = ctx.plan
+    observation = ctx.observation
     n_real = len(index)
     x, y = _inside(ctx, x_true + rng.normal(0, sigma, n_real), y_true + rng.normal(0, sigma, n_real))
     n_spur = round(ctx.spurious_fraction * n_real)
     sx, sy = place_spurious(ctx, rng, n_spur, clear)
     n_spur = len(sx)
-    spur_level = plan.noise_njy * rng.uniform(*SPURIOUS_SNR, n_spur)
+    spur_level = observation.noise_njy * rng.uniform(*SPURIOUS_SNR, n_spur)
 
     order = np.argsort(np.concatenate([y, sy]), kind="stable")
     real = np.concatenate([np.ones(n_real, dtype=bool), np.zeros(n_spur, dtype=bool)])[order]
     obj = np.where(real, np.concatenate([index, np.full(n_spur, -1)])[order], 0)
     level = np.where(
-        real, objs.flux[plan.band_index][obj], np.concatenate([np.zeros(n_real), spur_level])[order]
+        real, objs.flux[observation.band_index][obj], np.concatenate([np.zeros(n_real), spur_level])[order]
     )
     return _Detections(
         np.concatenate([x, sx])[order],
@@ -270,17 +271,17 @@ def src_catalog(
     y_true: np.ndarray,
     clear: ClearOfObjects,
 ) -> Catalog:
-    plan, g = ctx.plan, ctx.gen
+    observation, g = ctx.observation, ctx.gen
     sigma = POSITION_SCATTER_ARCSEC * ctx.pixels_per_arcsec
     d = _detect(ctx, rng, objs, index, x_true, y_true, clear, sigma)
     n = len(d.x)
-    ids = source_ids(plan.visit, ctx.detector, KIND_SRC, n)
+    ids = source_ids(observation.visit, ctx.detector, KIND_SRC, n)
     object_id = np.where(d.real, objs.id[d.obj], -1)
     parent = np.zeros(n, dtype=np.int64)
     if len(index):
         parent = _deblend_parents(ids, object_id, np.where(d.real, objs.parent[d.obj], 0))
 
-    err = plan.noise_njy * rng.uniform(0.9, 1.1, n)
+    err = observation.noise_njy * rng.uniform(0.9, 1.1, n)
     psf, psf_err, psf_flag = _flux_with_failures(rng, d.level, err, PSF_FAIL)
     ap, ap_err, ap_flag = _flux_with_failures(rng, 1.05 * d.level, 1.3 * err, AP_FAIL)
     gauss, gauss_err, gauss_flag = _flux_with_failures(rng, 0.98 * d.level, 1.1 * err, GAUSS_FAIL)
@@ -330,7 +331,7 @@ def src_catalog(
         "psf_flux_err_nJy": ctx.calexp.nanojansky(columns[f"base_PsfFlux_{g.flux_err}"]),
         "true_flux_nJy": d.level,
         "fluxmag0": np.full(n, ctx.calexp.fluxmag0),
-        "mjd": np.full(n, plan.mjd),
+        "mjd": np.full(n, observation.mjd),
         "is_primary": np.where(d.real, objs.primary[d.obj], False),
     }
     return Catalog(columns, flags, truth, d.x, d.y)
@@ -344,13 +345,13 @@ def forced_catalog(
     x_true: np.ndarray,
     y_true: np.ndarray,
 ) -> Catalog:
-    plan, g = ctx.plan, ctx.gen
+    observation, g = ctx.observation, ctx.gen
     keep = objs.primary[index]
     index, x, y = index[keep], x_true[keep], y_true[keep]
     n = len(index)
-    ids = source_ids(plan.visit, ctx.detector, KIND_FORCED, n)
-    err = plan.noise_njy * rng.uniform(0.9, 1.1, n)
-    psf, psf_err, psf_flag = _flux_with_failures(rng, objs.flux[plan.band_index][index], err, PSF_FAIL)
+    ids = source_ids(observation.visit, ctx.detector, KIND_FORCED, n)
+    err = observation.noise_njy * rng.uniform(0.9, 1.1, n)
+    psf, psf_err, psf_flag = _flux_with_failures(rng, objs.flux[observation.band_index][index], err, PSF_FAIL)
     _, _, _, oxx, oyy, oxy = _moments(ctx, rng, objs.shape[:, index])
     to_inst = ctx.calexp.fluxmag0 / NJY_AT_MAG0
     columns: Columns = {
@@ -410,7 +411,7 @@ def _dia_detect(
     sigma: float,
     noise: float,
 ) -> _DiaDetections:
-    plan = ctx.plan
+    observation = ctx.observation
     n_real = len(which)
     x_true, y_true = xy_true
     x, y = _inside(ctx, x_true + rng.normal(0, sigma, n_real), y_true + rng.normal(0, sigma, n_real))
@@ -418,8 +419,9 @@ def _dia_detect(
     n_spur = len(sx)
     spur_level = noise * rng.uniform(*SPURIOUS_SNR, n_spur) * rng.choice([-1.0, 1.0], n_spur)
 
-    diff_level = np.concatenate([variables.difference_flux(plan.band_index, plan.mjd, which), spur_level])
-    direct_level = np.concatenate([objs.flux[plan.band_index][index], np.zeros(n_spur)]) + diff_level
+    diff_now = variables.difference_flux(observation.band_index, observation.mjd, which)
+    diff_level = np.concatenate([diff_now, spur_level])
+    direct_level = np.concatenate([objs.flux[observation.band_index][index], np.zeros(n_spur)]) + diff_level
     order = np.argsort(np.concatenate([y, sy]), kind="stable")
     return _DiaDetections(
         np.concatenate([x, sx])[order],
@@ -442,21 +444,21 @@ def dia_catalog(
     y_true: np.ndarray,
     clear: ClearOfObjects,
 ) -> DiaCatalog:
-    plan, g = ctx.plan, DIA_GENERATION
+    observation, g = ctx.observation, DIA_GENERATION
     which = variable_of[index]
     on = which >= 0
     sigma = DIA_POSITION_SCATTER_ARCSEC * ctx.pixels_per_arcsec
-    noise = plan.noise_njy * math.sqrt(2.0)  # template noise adds to the science image's
+    noise = observation.noise_njy * math.sqrt(2.0)  # template noise adds to the science image's
     xy_true = (x_true[on], y_true[on])
     d = _dia_detect(ctx, rng, objs, variables, which[on], index[on], xy_true, clear, sigma, noise)
     real = d.variable >= 0
     n = len(d.x)
-    ids = source_ids(plan.visit, ctx.detector, KIND_DIA, n)
+    ids = source_ids(observation.visit, ctx.detector, KIND_DIA, n)
 
     err = noise * rng.uniform(0.9, 1.1, n)
     psf, psf_err, psf_flag = _flux_with_failures(rng, d.diff_level, err, PSF_FAIL)
     ap, ap_err, ap_flag = _flux_with_failures(rng, 1.05 * d.diff_level, 1.3 * err, AP_FAIL)
-    direct, direct_err, _ = _flux_with_failures(rng, d.direct_level, plan.noise_njy * np.ones(n), 0.0)
+    direct, direct_err, _ = _flux_with_failures(rng, d.direct_level, observation.noise_njy * np.ones(n), 0.0)
     moments = _moments(ctx, rng, np.zeros((3, n)))
     shape_flag = rng.random(n) < SHAPE_FAIL
     direct_inst = ctx.calexp.fluxmag0 / NJY_AT_MAG0
@@ -496,6 +498,6 @@ def dia_catalog(
         "psf_flux_nJy": ctx.diffexp.nanojansky(inst),
         "psf_flux_err_nJy": ctx.diffexp.nanojansky(inst_err),
         "fluxmag0": np.full(n, ctx.diffexp.fluxmag0),
-        "mjd": np.full(n, plan.mjd),
+        "mjd": np.full(n, observation.mjd),
     }
     return DiaCatalog(columns, flags, truth, d.x, d.y, d.variable, inst, inst_err)
