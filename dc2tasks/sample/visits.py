@@ -18,7 +18,6 @@ from scipy.spatial import cKDTree
 
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.calib import Calibration
-from dc2tasks.products.exposure import write_exposure
 from dc2tasks.products.repo import TEMPLATES
 from dc2tasks.sample import layout
 from dc2tasks.sample.coadd import assemble, write_catalog
@@ -31,6 +30,7 @@ from dc2tasks.sample.detector_catalogs import (
     forced_catalog,
     src_catalog,
 )
+from dc2tasks.sample.exposure import write_exposure
 from dc2tasks.sample.filler import FillerSource
 from dc2tasks.sample.focal_plane import FocalPlane, detector_names
 from dc2tasks.sample.observations import (
