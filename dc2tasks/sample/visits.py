@@ -18,7 +18,6 @@ from scipy.spatial import cKDTree
 
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.calib import Calibration
-from dc2tasks.products.repo import TEMPLATES
 from dc2tasks.sample import layout
 from dc2tasks.sample.coadd import assemble, write_catalog
 from dc2tasks.sample.config import SampleConfig, SampleRepo, SampleVisit
@@ -41,6 +40,7 @@ from dc2tasks.sample.observations import (
     noise_njy,
     visit_observations,
 )
+from dc2tasks.sample.paths import TEMPLATES
 from dc2tasks.sample.skymap import TractGeometry
 from dc2tasks.sample.streams import Purpose, visit_stream
 from dc2tasks.sample.tract_objects import TractObjects, Variables, choose_variables
