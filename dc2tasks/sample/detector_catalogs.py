@@ -220,13 +220,12 @@ def _detect(
     ctx: DetectorContext,
     rng: np.random.Generator,
     objs: TractObjects,
-    index: np.ndarray,
-    x_true: np.ndarray,
-    y_true: np.ndarray,
+    on_detector: tuple[np.ndarray, np.ndarray, np.ndarray],
     clear: ClearOfObjects,
     sigma: float,
 ) -> _Detections:
     observation = ctx.observation
+    index, x_true, y_true = on_detector
     n_real = len(index)
     x, y = _inside(ctx, x_true + rng.normal(0, sigma, n_real), y_true + rng.normal(0, sigma, n_real))
     n_spur = round(ctx.spurious_fraction * n_real)
@@ -273,7 +272,7 @@ def src_catalog(
 ) -> Catalog:
     observation, g = ctx.observation, ctx.gen
     sigma = POSITION_SCATTER_ARCSEC * ctx.pixels_per_arcsec
-    d = _detect(ctx, rng, objs, index, x_true, y_true, clear, sigma)
+    d = _detect(ctx, rng, objs, (index, x_true, y_true), clear, sigma)
     n = len(d.x)
     ids = source_ids(observation.visit, ctx.detector, KIND_SRC, n)
     object_id = np.where(d.real, objs.id[d.obj], -1)
