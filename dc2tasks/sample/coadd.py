@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dc2tasks.products import afw
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.calib import NJY_AT_MAG0
-from dc2tasks.products.exposure import write_exposure
 from dc2tasks.products.schema import SchemaGeneration
+from dc2tasks.sample import afw_writer
 from dc2tasks.sample.columns import PIXEL_FLAGS, TableSchema
 from dc2tasks.sample.conditions import BandConditions
+from dc2tasks.sample.exposure import write_exposure
 from dc2tasks.sample.filler import FillerSource
 from dc2tasks.sample.objects import Objects
 from dc2tasks.sample.skymap import TractGeometry
@@ -204,7 +204,7 @@ def assemble(
     return columns, flags
 
 
-_EMPTY_ARCHIVE = afw.table_hdu_bytes(
+_EMPTY_ARCHIVE = afw_writer.table_hdu_bytes(
     {
         "id": np.zeros(0, dtype=np.int32),
         "cat.archive": np.zeros(0, dtype=np.int32),
@@ -225,8 +225,8 @@ def write_catalog(path: Path, schema: TableSchema, columns: Columns, flags: Colu
         ("AFW_TABLE_VERSION", schema.afw_version),
         ("AFW_TYPE", "SOURCE"),
     ]
-    table = afw.table_hdu_bytes(columns, flags, schema.aliases, cards)
-    head = afw.primary_hdu_bytes()
+    table = afw_writer.table_hdu_bytes(columns, flags, schema.aliases, cards)
+    head = afw_writer.primary_hdu_bytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

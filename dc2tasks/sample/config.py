@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dc2tasks.products.atomic import atomic_path
-from dc2tasks.products.repo import MAPPERS
 from dc2tasks.products.schema import SchemaGeneration, parse_generation
 from dc2tasks.sample.focal_plane import NUM_DETECTORS
+from dc2tasks.sample.paths import MAPPERS
 
 BANDS = ("u", "g", "r", "i", "z", "y")
 _PATCH_RE = re.compile(r"^\d+,\d+$")

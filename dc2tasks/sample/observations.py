@@ -48,7 +48,9 @@ def noise_njy(band: str) -> float:
 
 
 @dataclass(frozen=True)
-class VisitPlan:
+class Observation:
+    """One visit as taken: its number, band, date, pointing, PSF, source noise and transparency."""
+
     visit: int
     tract: int
     band: str
@@ -74,9 +76,9 @@ def _patches_centre(geom: TractGeometry, patches: tuple[str, ...]) -> tuple[floa
     return 0.5 * (min(xs) * n + (max(xs) + 1) * n - 1), 0.5 * (min(ys) * n + (max(ys) + 1) * n - 1)
 
 
-def plan_visits(config: SampleConfig, geom: TractGeometry) -> list[VisitPlan]:
+def visit_observations(config: SampleConfig, geom: TractGeometry) -> list[Observation]:
     cx, cy = _patches_centre(geom, config.patches)
-    plans = []
+    observations = []
     for k in range(config.visits):
         visit = visit_number(geom.tract, k)
         rng = visit_stream(config.seed, visit, -1, Purpose.VISIT)
@@ -90,8 +92,8 @@ def plan_visits(config: SampleConfig, geom: TractGeometry) -> list[VisitPlan]:
         fwhm = rng.uniform(*VISIT_SEEING_FWHM)
         e1, e2 = rng.uniform(-0.04, 0.04, size=2)
         noise = noise_njy(band) * (fwhm / 0.7) * rng.uniform(0.9, 1.1)
-        plans.append(
-            VisitPlan(
+        observations.append(
+            Observation(
                 visit=visit,
                 tract=geom.tract,
                 band=band,
@@ -105,7 +107,7 @@ def plan_visits(config: SampleConfig, geom: TractGeometry) -> list[VisitPlan]:
                 zp_offset=float(rng.uniform(-0.1, 0.1)),
             )
         )
-    return plans
+    return observations
 
 
 @dataclass(frozen=True)
@@ -123,9 +125,11 @@ def _calibration(era: str, zero_point: float, relative_error: float) -> Calibrat
     return Calibration.from_photocalib(mean, mean * relative_error)
 
 
-def detector_calibrations(config: SampleConfig, plan: VisitPlan, detector: int) -> DetectorCalibrations:
-    rng = visit_stream(config.seed, plan.visit, detector, Purpose.DETECTOR_CALIB)
-    zp = VISIT_ZERO_POINT[plan.band] + plan.zp_offset + rng.uniform(-0.05, 0.05)
+def detector_calibrations(
+    config: SampleConfig, observation: Observation, detector: int
+) -> DetectorCalibrations:
+    rng = visit_stream(config.seed, observation.visit, detector, Purpose.DETECTOR_CALIB)
+    zp = VISIT_ZERO_POINT[observation.band] + observation.zp_offset + rng.uniform(-0.05, 0.05)
     diff = rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.4)
     err, diff_err = rng.uniform(0.002, 0.01, size=2)
     return DetectorCalibrations(
@@ -146,19 +150,19 @@ def iso_tai(mjd: float) -> str:
     return f"{date:%Y-%m-%d}T{hh:02d}:{mm:02d}:{ss:02d}.{nano:09d}"
 
 
-def exposure_metadata(plan: VisitPlan, detector_name: str) -> list[tuple[str, object]]:
+def exposure_metadata(observation: Observation, detector_name: str) -> list[tuple[str, object]]:
     """Primary-header cards of a calexp or difference image: the VisitInfo as afw persists it."""
     return [
-        ("FILTER", plan.band),
+        ("FILTER", observation.band),
         ("DETNAME", detector_name),
-        ("EXPID", plan.visit),
+        ("EXPID", observation.visit),
         ("EXPTIME", EXPOSURE_TIME),
         ("DARKTIME", EXPOSURE_TIME),
-        ("DATE-AVG", iso_tai(plan.mjd)),
+        ("DATE-AVG", iso_tai(observation.mjd)),
         ("TIMESYS", "TAI"),
-        ("BORE-RA", math.degrees(plan.pointing.ra)),
-        ("BORE-DEC", math.degrees(plan.pointing.dec)),
-        ("BORE-ROTANG", math.degrees(plan.pointing.rotation)),
+        ("BORE-RA", math.degrees(observation.pointing.ra)),
+        ("BORE-DEC", math.degrees(observation.pointing.dec)),
+        ("BORE-ROTANG", math.degrees(observation.pointing.rotation)),
         ("ROTTYPE", "SKY"),
     ]
 
