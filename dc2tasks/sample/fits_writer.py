@@ -43,3 +43,40 @@ def header_bytes(cards: list[tuple[str, object] | tuple[str, object, str]]) -> b
 
 def pad_data(data: bytes) -> bytes:
     return data + b"\0" * ((-len(data)) % BLOCK)
+
+
+def tan_wcs_cards(
+    crpix: tuple[float, float],
+    crval_deg: tuple[float, float],
+    cd: tuple[float, float, float, float],
+    xy0: tuple[int, int] = (0, 0),
+) -> list[tuple[str, object]]:
+    """A TAN WCS as afw writes an image's: the sky WCS, then the "A" WCS and LTV cards that record
+    the image origin (xy0) in its parent's pixel frame."""
+    x0, y0 = xy0
+    return [
+        ("CTYPE1", "RA---TAN"),
+        ("CTYPE2", "DEC--TAN"),
+        ("CRPIX1", crpix[0]),
+        ("CRPIX2", crpix[1]),
+        ("CRVAL1", crval_deg[0]),
+        ("CRVAL2", crval_deg[1]),
+        ("CUNIT1", "deg"),
+        ("CUNIT2", "deg"),
+        ("CD1_1", cd[0]),
+        ("CD1_2", cd[1]),
+        ("CD2_1", cd[2]),
+        ("CD2_2", cd[3]),
+        ("RADESYS", "ICRS"),
+        ("EQUINOX", 2000.0),
+        ("CTYPE1A", "LINEAR"),
+        ("CTYPE2A", "LINEAR"),
+        ("CRPIX1A", 1.0),
+        ("CRPIX2A", 1.0),
+        ("CRVAL1A", float(x0)),
+        ("CRVAL2A", float(y0)),
+        ("CUNIT1A", "PIXEL"),
+        ("CUNIT2A", "PIXEL"),
+        ("LTV1", float(-x0)),
+        ("LTV2", float(-y0)),
+    ]
