@@ -81,6 +81,20 @@ def test_elapsed_and_size() -> None:
     assert parse_size("") is None
 
 
+def test_elapsed_and_size_edge_forms() -> None:
+    """The forms sacct and scontrol print besides the plain ones; what is not a duration is None."""
+    assert parse_elapsed("00:07.250") == 7
+    assert parse_elapsed("2-00:00:00") == 2 * 86400
+    assert parse_elapsed(" 10:00:00 ") == 36000
+    assert parse_elapsed("INVALID") is None
+    assert parse_elapsed("UNLIMITED") is None
+    assert parse_elapsed("1:2:3:4") is None
+    assert parse_size("0") == 0
+    assert parse_size("2g") == 2 * 1024**3
+    assert parse_size("7M") == 7 * 1024**2
+    assert parse_size("1.2.3K") is None
+
+
 # Captured from the loopback cluster (Slurm 22.05.8): an array of 5 with index 2 failing, while
 # slurmdbd still had the stale pending-range record of the last element; then a cancelled job.
 SACCT_LAGGING = """\
