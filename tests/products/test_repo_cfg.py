@@ -28,7 +28,7 @@ def test_parent_roots_as_written() -> None:
 
 @pytest.mark.parametrize("text", ["- a\n- b\n", "_parents: [a\n"])
 def test_not_a_repository_cfg(text: str) -> None:
-    with pytest.raises(NotARepositoryError, match="where: not a valid repositoryCfg.yaml"):
+    with pytest.raises(NotARepositoryError, match=r"where: not a valid repositoryCfg\.yaml"):
         parse_repository_cfg(text, "where")
 
 
