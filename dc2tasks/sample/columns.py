@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from dc2tasks.products.pixel_flags import OBJECT_PIXEL_FLAGS, pixel_flag_columns
 from dc2tasks.products.schema import SchemaGeneration
 
 APERTURES = ("3_0", "4_5", "6_0", "9_0", "12_0", "17_0", "25_0", "35_0", "50_0", "70_0")
 CONVOLVED = ("3_3", "4_5", "6_0", "kron")
 CMODEL_STAGES = ("initial", "exp", "dev")
-PIXEL_FLAGS = ("edge", "interpolatedCenter", "saturatedCenter", "crCenter", "bad", "suspectCenter", "clipped")
 REF_FLAG_SHARE = 0.33  # about a third of a real ref table's columns are flag bits
 FORCED_FLAG_SHARE = 0.25
 MAX_NAME = 68  # a name in a one-line FITS string card; longer ones need the CONTINUE convention
@@ -166,7 +166,7 @@ def _measurement_plugins(c: _Catalogue, ref: bool) -> None:
     c.flag(["base_LocalBackground_flag"], core=not ref)
     c.flag(["base_LocalBackground_flag_noGoodPixels", "base_LocalBackground_flag_noPsf"])
     c.flag(["base_PixelFlags_flag", "base_PixelFlags_flag_offimage"])
-    c.flag([f"base_PixelFlags_flag_{p}" for p in PIXEL_FLAGS], core=True)
+    c.flag(pixel_flag_columns(OBJECT_PIXEL_FLAGS), core=True)
     c.flag(
         f"base_PixelFlags_flag_{p}"
         for p in (
