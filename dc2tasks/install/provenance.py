@@ -10,15 +10,15 @@ own names (`job_id`, `state`, `elapsed_s`, `max_rss_bytes`, as `dc2tasks.slurm` 
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import logging
 import os
 import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from dc2tasks import __version__
 from dc2tasks.install.errors import InstallError
-from dc2tasks.install.manifest import PROVENANCE_NAME, Manifest, read_regular_json
+from dc2tasks.install.manifest import PROVENANCE_NAME, Manifest, read_regular_json, user_here
 from dc2tasks.products.errors import InputError
 from dc2tasks.slurm.commands import parse_elapsed, parse_size
 
@@ -72,11 +72,7 @@ def job_record(job: Mapping[str, Any] | object) -> dict[str, Any]:
 
 
 def who_where() -> dict[str, Any]:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return {"user": user, "uid": os.getuid(), "host": socket.getfqdn()}
+    return {"user": user_here(), "uid": os.getuid(), "host": socket.getfqdn()}
 
 
 def build_provenance(
@@ -90,8 +86,6 @@ def build_provenance(
     jobs: Iterable[Mapping[str, Any] | object] = (),
 ) -> dict[str, Any]:
     """The record installed with a version: the producer's part plus what the install verified."""
-    from dc2tasks import __version__
-
     producer = producer_fields(producer_record or {}, "the producer's record")
     all_jobs = [job_record(j) for j in producer.pop("jobs", [])] + [job_record(j) for j in jobs]
     record: dict[str, Any] = {

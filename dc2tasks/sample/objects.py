@@ -42,7 +42,7 @@ COLOR_STAR = {
 }
 # fractions of records with a failed measurement (flag set; a share of those with NaN values)
 PSF_FAIL, CMODEL_FAIL, SHAPE_FAIL, HSM_FAIL, CENTROID_FAIL, SKIPPED = 0.01, 0.03, 0.02, 0.03, 0.01, 0.01
-PIXEL_FLAG_RATES = (0.012, 0.02, 0.005, 0.005, 0.003, 0.005, 0.004)  # edge ... clipped (products.pixel_flags.OBJECT_PIXEL_FLAGS)
+PIXEL_FLAG_RATES = (0.012, 0.02, 0.005, 0.005, 0.003, 0.005, 0.004)  # edge ... clipped (OBJECT_PIXEL_FLAGS)
 
 
 def object_id(tract: int, px: int, py: int, serial: np.ndarray) -> np.ndarray:
