@@ -3,7 +3,6 @@ the transports share, and a command counter (to measure commands per poll)."""
 
 from __future__ import annotations
 
-import pwd
 import threading
 from typing import Protocol
 
@@ -45,11 +44,3 @@ class CommandCounter:
     def tick(self) -> None:
         with self._lock:
             self.count += 1
-
-
-def account_name(uid: int) -> str:
-    """The user name of `uid` as Slurm reports it (squeue %u), or the number if it has none."""
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
