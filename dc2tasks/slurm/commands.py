@@ -103,13 +103,15 @@ def _user(user: str) -> str:
     return f"--user={v.check('user', user, v.USER_RE, 'user name')}"
 
 
-def sacct(ids: Iterable[str], user: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
+def _sacct(user: str, *select: str, timeout: float) -> Command:
     fmt = ",".join(SACCT_FIELDS)
     return Command(
-        ("sacct", "--noheader", "--parsable2", f"--format={fmt}", _user(user),
-         f"--jobs={','.join(job_ids(ids))}"),
-        timeout=timeout,
+        ("sacct", "--noheader", "--parsable2", f"--format={fmt}", _user(user), *select), timeout=timeout
     )
+
+
+def sacct(ids: Iterable[str], user: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
+    return _sacct(user, f"--jobs={','.join(job_ids(ids))}", timeout=timeout)
 
 
 def sacct_by_name(
@@ -117,12 +119,7 @@ def sacct_by_name(
 ) -> Command:
     """The jobs of `user` named `name`: never another account's job of the same name."""
     v.check("name", name, v.NAME_RE, "job name")
-    fmt = ",".join(SACCT_FIELDS)
-    return Command(
-        ("sacct", "--noheader", "--parsable2", f"--format={fmt}", _user(user), f"--name={name}",
-         f"--starttime={since}"),
-        timeout=timeout,
-    )
+    return _sacct(user, f"--name={name}", f"--starttime={since}", timeout=timeout)
 
 
 def scontrol_show_jobs(timeout: float = DEFAULT_TIMEOUT) -> Command:
