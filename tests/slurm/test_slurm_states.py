@@ -11,6 +11,8 @@ from dc2tasks.slurm.commands import (
     parse_scontrol,
     parse_size,
     parse_squeue,
+    sacct,
+    sacct_by_name,
     select,
 )
 from dc2tasks.slurm.states import parse_exit_code
@@ -171,3 +173,11 @@ def test_parse_squeue() -> None:
     assert [(j.job_id, j.state.base, j.user, j.comment) for j in jobs] == [
         ("1_0", "PENDING", "dc2test", "dc2:try=1"), ("3", "RUNNING", "dc2other", ""),
         ("4_5", "PENDING", "dc2test", ""), ("4_6", "PENDING", "dc2test", "")]
+
+
+def test_sacct_commands() -> None:
+    fmt = "--format=JobID,JobName,State,ExitCode,Elapsed,MaxRSS,NodeList,User,Comment"
+    head = ("sacct", "--noheader", "--parsable2", fmt, "--user=dc2")
+    assert sacct(["5", "6_1"], "dc2", timeout=9).argv == (*head, "--jobs=5,6_1")
+    assert sacct(["5"], "dc2", timeout=9).timeout == 9
+    assert sacct_by_name("dc2-x", "dc2").argv == (*head, "--name=dc2-x", "--starttime=now-7days")
