@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from dc2tasks.products.calib import AB_NJY_ZP
+
 log = logging.getLogger(__name__)
 
 DEMO_DAG = "dc2_demo"
@@ -63,7 +65,7 @@ def truth_check(sample, gcr_data: dict[str, np.ndarray], bands: list[str]) -> di
     for b in bands:
         t = truth.loc[ids, f"psf_flux_nJy_{b}"].to_numpy()
         ok = t > 0
-        true_mag = -2.5 * np.log10(t[ok]) + 31.4
+        true_mag = -2.5 * np.log10(t[ok]) + AB_NJY_ZP
         out[b] = float(np.nanmax(np.abs(gcr_data[f"mag_{b}"][ok] - true_mag))) if ok.any() else float("nan")
     return out
 

@@ -38,9 +38,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from dc2tasks.slurm import AsyncSlurmClient, Owner, SlurmClient
 from dc2tasks.slurm.commands import DEFAULT_TIMEOUT
-from dc2tasks.slurm.owner import MIN_TOKEN_CHARS
+from dc2tasks.slurm.owner import MIN_TOKEN_CHARS, account_name
 from dc2tasks.slurm.transports import LocalTransport
-from dc2tasks.slurm.transports.base import account_name
 from dc2tasks.slurm.transports.ssh import SSHConfig, SSHTransport, certificate_valid_before
 
 LOCAL_CONN_TYPE = "dc2_local"

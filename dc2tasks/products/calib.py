@@ -18,7 +18,7 @@ import numpy as np
 from dc2tasks.products import afw, fits
 from dc2tasks.products.errors import InputError
 
-AB_NJY_ZP = 31.4  # 2.5*9 + 8.90: the AB magnitude of 1 nJy
+AB_NJY_ZP = 2.5 * 9 + 8.90  # the AB magnitude of 1 nJy (31.4), written as GCRCatalogs computes it
 NJY_AT_MAG0 = 10 ** (AB_NJY_ZP / 2.5)  # 10**12.56 nJy
 MAGERR_FACTOR = 2.5 / math.log(10)
 

@@ -15,12 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dc2tasks.catalogue import CATALOGUE
+from dc2tasks.products.pixel_flags import VISIT_PIXEL_FLAGS, pixel_flag_columns
 from dc2tasks.products.schema import SchemaGeneration
 
-PIXEL_FLAGS = tuple(
-    f"base_PixelFlags_flag_{f}"
-    for f in ("edge", "interpolatedCenter", "saturatedCenter", "crCenter", "bad", "suspectCenter")
-)
+_PIXEL_FLAG_COLUMNS = pixel_flag_columns(VISIT_PIXEL_FLAGS)
 
 # columns every visit product adds to the catalog's own: identity of the row's detector, the
 # calibration applied, the magnitudes computed with it, and when the exposure was taken
@@ -68,7 +66,7 @@ def _source_native(gen: SchemaGeneration) -> list[str]:
         "base_ClassificationExtendedness_value",
         gen.blendedness,
         "deblend_skipped",
-        *PIXEL_FLAGS,
+        *_PIXEL_FLAG_COLUMNS,
     ]
 
 
@@ -79,7 +77,7 @@ def _forced_native(gen: SchemaGeneration) -> list[str]:
         f"base_PsfFlux_{gen.flux}",
         f"base_PsfFlux_{gen.flux_err}",
         "base_PsfFlux_flag",
-        *PIXEL_FLAGS,
+        *_PIXEL_FLAG_COLUMNS,
     ]
 
 
@@ -91,7 +89,7 @@ def _dia_native(gen: SchemaGeneration) -> list[str]:
         "ip_diffim_DipoleFit_flag_classification",
         "ip_diffim_forced_PsfFlux_instFlux",
         "ip_diffim_forced_PsfFlux_instFluxErr",
-        *PIXEL_FLAGS,
+        *_PIXEL_FLAG_COLUMNS,
     ]
 
 

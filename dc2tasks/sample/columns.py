@@ -15,12 +15,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from dc2tasks.products.pixel_flags import OBJECT_PIXEL_FLAGS, pixel_flag_columns
 from dc2tasks.products.schema import SchemaGeneration
 
 APERTURES = ("3_0", "4_5", "6_0", "9_0", "12_0", "17_0", "25_0", "35_0", "50_0", "70_0")
 CONVOLVED = ("3_3", "4_5", "6_0", "kron")
 CMODEL_STAGES = ("initial", "exp", "dev")
-PIXEL_FLAGS = ("edge", "interpolatedCenter", "saturatedCenter", "crCenter", "bad", "suspectCenter", "clipped")
 REF_FLAG_SHARE = 0.33  # about a third of a real ref table's columns are flag bits
 FORCED_FLAG_SHARE = 0.25
 MAX_NAME = 68  # a name in a one-line FITS string card; longer ones need the CONTINUE convention
@@ -309,7 +309,7 @@ MEASUREMENT_PLUGINS: tuple[Columns, ...] = (
     _flag("base_LocalBackground_flag", core=(FORCED,)),
     _flag("base_LocalBackground_flag_noGoodPixels", "base_LocalBackground_flag_noPsf"),
     _flag("base_PixelFlags_flag", "base_PixelFlags_flag_offimage"),
-    _flag(*_each("base_PixelFlags_flag_*", PIXEL_FLAGS), core=BOTH),
+    _flag(*pixel_flag_columns(OBJECT_PIXEL_FLAGS), core=BOTH),
     _flag(
         *_each(
             "base_PixelFlags_flag_*",

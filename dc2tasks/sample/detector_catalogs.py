@@ -22,12 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from dc2tasks.products.calib import NJY_AT_MAG0, Calibration
+from dc2tasks.products.pixel_flags import VISIT_PIXEL_FLAGS, pixel_flag_columns
 from dc2tasks.products.schema import SchemaGeneration
 from dc2tasks.sample.focal_plane import FocalPlane
 from dc2tasks.sample.objects import PIXEL_FLAG_RATES
 from dc2tasks.sample.observations import Observation, psf_area
 from dc2tasks.sample.tract_objects import TractObjects, Variables
-from dc2tasks.sample.visit_columns import DIA_GENERATION, VISIT_PIXEL_FLAGS
+from dc2tasks.sample.visit_columns import DIA_GENERATION
 
 Columns = dict[str, np.ndarray]
 POSITION_SCATTER_ARCSEC = 0.02  # per axis, src
@@ -125,8 +126,8 @@ def place_spurious(
 
 def _pixel_flags(rng: np.random.Generator, n: int) -> Columns:
     return {
-        f"base_PixelFlags_flag_{p}": rng.random(n) < rate
-        for p, rate in zip(VISIT_PIXEL_FLAGS, VISIT_PIXEL_FLAG_RATES, strict=True)
+        name: rng.random(n) < rate
+        for name, rate in zip(pixel_flag_columns(VISIT_PIXEL_FLAGS), VISIT_PIXEL_FLAG_RATES, strict=True)
     }
 
 

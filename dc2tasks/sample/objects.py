@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dc2tasks.products.calib import AB_NJY_ZP
 from dc2tasks.sample.conditions import DEPTH_5SIGMA, FWHM_PER_SIGMA, SEEING_FWHM
 from dc2tasks.sample.config import SampleConfig
 from dc2tasks.sample.skymap import RingsSkyMap, TractGeometry
 from dc2tasks.sample.streams import Purpose, stream
 
 SERIAL_BITS = 24
-NJY_AB_ZP = 31.4
 # the order in which the multiband merge picks the reference band (DC2 obs_lsst config)
 REF_PRIORITY = ("i", "r", "z", "y", "g", "u")
 COLOR_GALAXY = {
@@ -42,7 +42,7 @@ COLOR_STAR = {
 }
 # fractions of records with a failed measurement (flag set; a share of those with NaN values)
 PSF_FAIL, CMODEL_FAIL, SHAPE_FAIL, HSM_FAIL, CENTROID_FAIL, SKIPPED = 0.01, 0.03, 0.02, 0.03, 0.01, 0.01
-PIXEL_FLAG_RATES = (0.012, 0.02, 0.005, 0.005, 0.003, 0.005, 0.004)  # edge ... clipped (columns.PIXEL_FLAGS)
+PIXEL_FLAG_RATES = (0.012, 0.02, 0.005, 0.005, 0.003, 0.005, 0.004)  # edge ... clipped (OBJECT_PIXEL_FLAGS)
 
 
 def object_id(tract: int, px: int, py: int, serial: np.ndarray) -> np.ndarray:
@@ -198,9 +198,9 @@ def _light(rng: np.random.Generator, config: SampleConfig, layout: _Layout) -> _
         mean_g, sd_g = COLOR_GALAXY[b]
         mean_s, sd_s = COLOR_STAR[b]
         color = np.where(is_star, rng.normal(mean_s, sd_s or 1e-9, n), rng.normal(mean_g, sd_g or 1e-9, n))
-        true_total = 10 ** ((NJY_AB_ZP - (m_r + color)) / 2.5)
+        true_total = 10 ** ((AB_NJY_ZP - (m_r + color)) / 2.5)
         frac = psf_sigma2[b] / (psf_sigma2[b] + size2)
-        noise = 10 ** ((NJY_AB_ZP - DEPTH_5SIGMA[b]) / 2.5) / 5.0
+        noise = 10 ** ((AB_NJY_ZP - DEPTH_5SIGMA[b]) / 2.5) / 5.0
         psf_err[k] = noise * rng.uniform(0.9, 1.15, n)
         cm_err[k] = psf_err[k] * np.sqrt(1.0 + size2 / psf_sigma2[b]) * rng.uniform(0.95, 1.05, n)
         psf_flux[k] = true_total * frac + rng.normal(0.0, 1.0, n) * psf_err[k]
