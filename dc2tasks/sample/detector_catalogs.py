@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dc2tasks.products.calib import NJY_AT_MAG0, Calibration
+from dc2tasks.products.calib import Calibration
 from dc2tasks.products.pixel_flags import VISIT_PIXEL_FLAGS, pixel_flag_columns
 from dc2tasks.products.schema import SchemaGeneration
 from dc2tasks.sample.focal_plane import FocalPlane
@@ -301,7 +301,7 @@ def src_catalog(
         g.blendedness: np.where(d.real, objs.blendedness[d.obj], 0.0),
         **_instrumental(
             g,
-            ctx.calexp.fluxmag0 / NJY_AT_MAG0,
+            ctx.calexp.counts_per_njy,
             {
                 "base_PsfFlux": (psf, psf_err),
                 "base_CircularApertureFlux_12_0": (ap, ap_err),
@@ -353,7 +353,7 @@ def forced_catalog(
     err = observation.noise_njy * rng.uniform(0.9, 1.1, n)
     psf, psf_err, psf_flag = _flux_with_failures(rng, objs.flux[observation.band_index][index], err, PSF_FAIL)
     _, _, _, oxx, oyy, oxy = _moments(ctx, rng, objs.shape[:, index])
-    to_inst = ctx.calexp.fluxmag0 / NJY_AT_MAG0
+    to_inst = ctx.calexp.counts_per_njy
     columns: Columns = {
         "id": ids,
         "coord_ra": objs.ra[index],
@@ -461,7 +461,7 @@ def dia_catalog(
     direct, direct_err, _ = _flux_with_failures(rng, d.direct_level, observation.noise_njy * np.ones(n), 0.0)
     moments = _moments(ctx, rng, np.zeros((3, n)))
     shape_flag = rng.random(n) < SHAPE_FAIL
-    direct_inst = ctx.calexp.fluxmag0 / NJY_AT_MAG0
+    direct_inst = ctx.calexp.counts_per_njy
     ra, dec = ctx.sky(d.x, d.y)
     columns: Columns = {
         "id": ids,
@@ -471,7 +471,7 @@ def dia_catalog(
         **_centroid_and_shape(ctx, g, d.x, d.y, (psf, psf_err), sigma, moments, shape_flag),
         **_instrumental(
             g,
-            ctx.diffexp.fluxmag0 / NJY_AT_MAG0,
+            ctx.diffexp.counts_per_njy,
             {"base_PsfFlux": (psf, psf_err), "base_CircularApertureFlux_12_0": (ap, ap_err)},
         ),
         "ip_diffim_DipoleFit_orientation": rng.uniform(-180.0, 180.0, n),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dc2tasks.products.calib import AB_NJY_ZP, NJY_AT_MAG0, Calibration
+from dc2tasks.products.calib import AB_NJY_ZP, Calibration
 from dc2tasks.sample.config import SampleConfig
 from dc2tasks.sample.focal_plane import Pointing
 from dc2tasks.sample.skymap import TractGeometry
@@ -116,15 +116,6 @@ class DetectorCalibrations:
     diffexp: Calibration
 
 
-def _calibration(era: str, zero_point: float, relative_error: float) -> Calibration:
-    f0 = 10.0 ** (zero_point / 2.5)
-    if era == "calib":
-        return Calibration(f0, f0 * relative_error, "calib")
-    # what a reader derives from the persisted calibrationMean, so truth and reader agree exactly
-    mean = NJY_AT_MAG0 / f0
-    return Calibration.from_photocalib(mean, mean * relative_error)
-
-
 def detector_calibrations(
     config: SampleConfig, observation: Observation, detector: int
 ) -> DetectorCalibrations:
@@ -132,8 +123,9 @@ def detector_calibrations(
     zp = VISIT_ZERO_POINT[observation.band] + observation.zp_offset + rng.uniform(-0.05, 0.05)
     diff = rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.4)
     err, diff_err = rng.uniform(0.002, 0.01, size=2)
+    era = config.calib_era
     return DetectorCalibrations(
-        _calibration(config.calib_era, zp, err), _calibration(config.calib_era, zp + diff, diff_err)
+        Calibration.from_zero_point(era, zp, err), Calibration.from_zero_point(era, zp + diff, diff_err)
     )
 
 
