@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 
 from dc2tasks.service.airflow_env import airflow_command, airflow_env
-from dc2tasks.service.demo_sample import make_central, make_demo_sample
+from dc2tasks.service.demo_sample import DEMO_SEED, make_central, make_demo_sample
 from dc2tasks.service.private import NotPrivateError, private_home, tightened_note
 
 log = logging.getLogger(__name__)
@@ -134,21 +134,23 @@ def task_states(log_text: str) -> dict[str, str]:
     return states
 
 
-def run_in_process(workdir: Path, sample) -> Path:
+def run_in_process(workdir: Path, sample, jobs: int) -> Path:
+    """The same product steps in this process (`--no-airflow`), into <workdir>/products; its
+    catalog configs directory."""
     from dc2tasks.products.object_pipeline import run_object_pipeline
     from dc2tasks.products.repo import Gen2Repo
     from dc2tasks.products.visit_pipeline import run_visit_pipeline
 
     repo = Gen2Repo.open(sample.root, sample.rerun)
     products = workdir / "products"
-    print(run_object_pipeline(repo, products, run="demo", jobs=2).summary())
+    print(run_object_pipeline(repo, products, run="demo", jobs=jobs).summary())
     result = run_visit_pipeline(repo, products, run="demo")
     for key, files in result.files.items():
         print(f"  {key:<13} {len(files)} file(s) in {products / key}")
     return products / "gcr-catalogs"
 
 
-def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2, airflow: bool = True) -> int:
+def run_demo(workdir: str | Path, seed: int = DEMO_SEED, jobs: int = 2, airflow: bool = True) -> int:
     workdir = Path(workdir).resolve()
     start = time.perf_counter()
     sample = make_demo_sample(workdir, seed)
@@ -167,7 +169,7 @@ def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2, airflow: bool
         }
         print(f"Installed into {central}:")
     else:
-        cfg_dir = run_in_process(workdir, sample)
+        cfg_dir = run_in_process(workdir, sample, jobs)
         configs = {catalog: cfg_dir / f"{catalog}.yaml" for _, catalog, _ in INSTALLED}
     return summarise(sample, configs)
 

@@ -10,8 +10,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dc2tasks.sample import SampleRepo
 
+# `dc2 demo` and `dc2 serve` defaults: the same repository in the same place unless told otherwise
+DEMO_WORKDIR = Path("demo-output")
+DEMO_SEED = 2018
 
-def make_demo_sample(workdir: Path, seed: int = 2018) -> SampleRepo:
+
+def make_demo_sample(workdir: Path, seed: int = DEMO_SEED) -> SampleRepo:
     """The sample repository dags/runs/demo.yaml reads (<workdir>/sample-repo + its visits.txt), made
     afresh: `dc2 demo` and `dc2 serve` must process the same repository."""
     # imported here: every `dc2` command imports this module (for `dc2 serve`'s arguments), and

@@ -27,7 +27,13 @@ from pathlib import Path
 from types import FrameType
 
 from dc2tasks.service.airflow_env import airflow_env
-from dc2tasks.service.demo_sample import has_demo_sample, make_central, make_demo_sample
+from dc2tasks.service.demo_sample import (
+    DEMO_SEED,
+    DEMO_WORKDIR,
+    has_demo_sample,
+    make_central,
+    make_demo_sample,
+)
 from dc2tasks.service.netns import isolation_prefix
 from dc2tasks.service.private import (
     NotPrivateError,
@@ -78,11 +84,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--workdir",
         type=Path,
-        default=Path("demo-output"),
-        help="where the sample repository, work files, installs and Airflow home go (default: demo-output)",
+        default=DEMO_WORKDIR,
+        help="where the sample repository, work files, installs and Airflow home go "
+        f"(default: {DEMO_WORKDIR})",
     )
     p.add_argument("--port", type=_port, default=8080, help="api-server port on 127.0.0.1 (default: 8080)")
-    p.add_argument("--seed", type=int, default=2018, help="sample repository seed, if it must be made")
+    p.add_argument("--seed", type=int, default=DEMO_SEED, help="sample repository seed, if it must be made")
     p.add_argument(
         "--timeout", type=float, default=180, help="seconds to wait for Airflow to be healthy"
     )
