@@ -112,21 +112,8 @@ def _cmd_object_pipeline(args: argparse.Namespace) -> int:
     result = run_object_pipeline(
         repo, args.workdir, args.run, args.tract, args.bands, args.pixel_scale, args.jobs
     )
-    _print_products(result)
+    print(result.summary())
     return 0
-
-
-def _print_products(result) -> None:
-    print(f"Object catalog of tracts {', '.join(map(str, result.tracts))} in {result.workdir}:")
-    for kind, paths in result.files.items():
-        for p in paths:
-            size = p.stat().st_size / 1e6
-            print(f"  {kind:<12} {p}  ({size:.1f} MB)")
-    for kind, p in result.configs.items():
-        print(f"  {'gcr config':<12} {p}  ({kind})")
-    rows = ", ".join(f"tract {t}: {n}" for t, n in result.rows.items())
-    steps = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
-    print(f"Primary objects: {rows}. Pixel scale {result.pixel_scale} arcsec/px. Time: {steps}.")
 
 
 def _cmd_dpdd_columns(args: argparse.Namespace) -> int:
@@ -137,7 +124,7 @@ def _cmd_dpdd_columns(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from dc2tasks.demo import run_demo
+    from dc2tasks.service.demo import run_demo
 
     return run_demo(args.workdir, seed=args.seed, jobs=args.jobs, airflow=not args.no_airflow)
 
@@ -281,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dc2tasks.install.cli import add_parser as add_install_parsers
     from dc2tasks.runs.cli import add_parser as add_run_parsers
     from dc2tasks.sample.cli import add_parser as add_sample_parser
-    from dc2tasks.serve import add_parser as add_serve_parser
+    from dc2tasks.service.serve import add_parser as add_serve_parser
 
     add_install_parsers(sub)
     add_run_parsers(sub)

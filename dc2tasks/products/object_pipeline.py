@@ -37,6 +37,18 @@ class PipelineResult:
     pixel_scale: float = 0.2
     seconds: dict[str, float] = field(default_factory=dict)
 
+    def summary(self) -> str:
+        """What was made, for a person: every file with its size, the catalog configs, the primary
+        objects per tract, the pixel scale and each step's time (`dc2 object-pipeline`, the demo)."""
+        lines = [f"Object catalog of tracts {', '.join(map(str, self.tracts))} in {self.workdir}:"]
+        for kind, paths in self.files.items():
+            lines += [f"  {kind:<12} {p}  ({p.stat().st_size / 1e6:.1f} MB)" for p in paths]
+        lines += [f"  {'gcr config':<12} {p}  ({kind})" for kind, p in self.configs.items()]
+        rows = ", ".join(f"tract {t}: {n}" for t, n in self.rows.items())
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        lines.append(f"Primary objects: {rows}. Pixel scale {self.pixel_scale} arcsec/px. Time: {steps}.")
+        return "\n".join(lines)
+
 
 def repo_pixel_scale(repo: Gen2Repo, tract: int) -> float | None:
     """arcsec/px from the WCS of the first coadd calexp of the tract, if any has one."""

@@ -104,7 +104,7 @@ def _states(dr) -> dict[str, str]:
 
 
 def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
-    from dc2tasks.demo import INSTALLED, load_with_gcr
+    from dc2tasks.service.demo import INSTALLED, load_with_gcr
 
     sample, demo, folder = demo_dags
     dag = load_dag(folder / "dc2_demo.py")
@@ -132,7 +132,7 @@ def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
 
 
 def test_dry_run_shows_every_job_and_config_and_changes_nothing(demo_dags) -> None:
-    from dc2tasks.demo import INSTALLED
+    from dc2tasks.service.demo import INSTALLED
 
     _, demo, folder = demo_dags
     dag = load_dag(folder / "dc2_demo.py")

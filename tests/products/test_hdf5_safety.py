@@ -306,7 +306,7 @@ def test_scan_tree_finds_hdf5_by_content_not_name(tmp_path):
 
 
 def test_every_hdf5_file_the_demo_makes_passes(tmp_path, capsys):
-    from dc2tasks.demo import run_demo
+    from dc2tasks.service.demo import run_demo
 
     assert run_demo(tmp_path, jobs=1, airflow=False) == 0
     out = capsys.readouterr().out

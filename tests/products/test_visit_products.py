@@ -11,7 +11,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dc2tasks.demo import load_with_gcr
 from dc2tasks.products import afw
 from dc2tasks.products.dia_stats import dia_object_statistics
 from dc2tasks.products.errors import InputError
@@ -24,6 +23,7 @@ from dc2tasks.products.visit_products import make_visit, make_visits
 from dc2tasks.products.visit_tables import VISIT_TABLES
 from dc2tasks.sample import SampleConfig, afw_writer, make_sample_repo
 from dc2tasks.sample.exposure import write_exposure
+from dc2tasks.service.demo import load_with_gcr
 
 CENTRE = tuple(f"{x},{y}" for x in (2, 3, 4) for y in (2, 3, 4))
 

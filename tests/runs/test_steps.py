@@ -100,7 +100,7 @@ def test_scripts_make_every_product_and_install_loads_in_gcr(sample, tmp_path) -
         rendered = rendered_catalog_configs(config, plan, directory)
         installed = tmp_path / "central" / directory / "catalog_configs"
         assert {p.stem: yaml.safe_load(p.read_text()) for p in installed.glob("*.yaml")} == rendered
-    from dc2tasks.demo import load_with_gcr
+    from dc2tasks.service.demo import load_with_gcr
 
     for directory, catalog, column in [
         ("object", "dc2_object_steptest", "objectId"),
