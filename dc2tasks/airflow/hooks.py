@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,11 +35,11 @@ from typing import Any
 from airflow.sdk import BaseHook, Variable
 from airflow.sdk.exceptions import AirflowFailException
 
+from dc2tasks.service.private import NotPrivateError, read_private, write_private
 from dc2tasks.slurm import AsyncSlurmClient, Owner, SlurmClient
 from dc2tasks.slurm.commands import DEFAULT_TIMEOUT
-from dc2tasks.slurm.owner import MIN_TOKEN_CHARS
+from dc2tasks.slurm.owner import MIN_TOKEN_CHARS, account_name
 from dc2tasks.slurm.transports import LocalTransport
-from dc2tasks.slurm.transports.base import account_name
 from dc2tasks.slurm.transports.ssh import SSHConfig, SSHTransport, certificate_valid_before
 
 LOCAL_CONN_TYPE = "dc2_local"
@@ -82,27 +81,13 @@ def local_job_token(path: Path | None = None) -> str:
     path = path or airflow_home() / LOCAL_TOKEN_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-        try:
-            os.link(tmp, path)  # never replaces a token another process made first
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+        write_private(path, secrets.token_hex(32) + "\n", replace=False)  # another task's first one wins
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        token = read_private(path).strip()
     except OSError as e:
         raise AirflowFailException(f"job token file {path}: cannot open it ({e.strerror})") from None
-    with os.fdopen(fd) as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            raise AirflowFailException(
-                f"job token file {path}: must be a regular file owned by this account with mode 0600 "
-                f"(it is {stat.filemode(st.st_mode)}, uid {st.st_uid}); remove it to make a new one")
-        token = f.read().strip()
+    except NotPrivateError as e:
+        raise AirflowFailException(f"job token file {path}: {e}; remove it to make a new one") from None
     if len(token) < MIN_TOKEN_CHARS:
         raise AirflowFailException(f"job token file {path}: too short; remove it to make a new one")
     return token

@@ -49,13 +49,13 @@ from dc2tasks.products.errors import InputError
 from dc2tasks.runs.config import RunConfig
 from dc2tasks.runs.loader import load_run_dir
 from dc2tasks.runs.reruns import (
-    CommandRunner,
     JsonRerunStore,
     WatchReport,
     facts_request,
     list_facts,
     watch_reruns,
 )
+from dc2tasks.slurm.transports.base import Transport
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def state_path() -> Path:
 
 
 def watch_run(
-    config: RunConfig, store: Any, runner: CommandRunner | None = None, info: dict[str, Any] | None = None
+    config: RunConfig, store: Any, runner: Transport | None = None, info: dict[str, Any] | None = None
 ) -> WatchReport:
     """One pass over a run's repository: claim the ready reruns in `store`, report the changed ones."""
     rule = config.reruns

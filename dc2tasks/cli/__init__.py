@@ -15,7 +15,6 @@ import time
 from dc2tasks import __version__
 from dc2tasks.cli import install, objects, product_steps, runs, sample, service
 from dc2tasks.cli.args import HelpFormatter
-from dc2tasks.cli.objects import _print_products  # noqa: F401  (dc2tasks.demo prints with it)
 from dc2tasks.products.errors import InputError
 
 log = logging.getLogger("dc2tasks")

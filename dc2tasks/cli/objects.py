@@ -52,12 +52,12 @@ def _cmd_merge_parquet(args: argparse.Namespace) -> int:
 
 
 def _cmd_gcr_config(args: argparse.Namespace) -> int:
-    from dc2tasks.products import gcr
+    from dc2tasks.products import gcr, gcr_schema
 
     product = gcr.PRODUCTS[args.product]
-    schema = gcr.write_schema(args.base_dir, product)
+    schema = gcr_schema.write_schema(args.base_dir, product)
     base = args.config_base_dir or str(args.base_dir.resolve())
-    name = args.name or gcr.catalog_name(args.run, product)
+    name = args.name or product.catalog_name(args.run)
     path = gcr.write_config(
         args.output_dir, name, gcr.catalog_config(product, base, args.run, args.pixel_scale)
     )
@@ -73,21 +73,8 @@ def _cmd_object_pipeline(args: argparse.Namespace) -> int:
     result = run_object_pipeline(
         repo, args.workdir, args.run, args.tract, args.bands, args.pixel_scale, args.jobs
     )
-    _print_products(result)
+    print(result.summary())
     return 0
-
-
-def _print_products(result) -> None:
-    print(f"Object catalog of tracts {', '.join(map(str, result.tracts))} in {result.workdir}:")
-    for kind, paths in result.files.items():
-        for p in paths:
-            size = p.stat().st_size / 1e6
-            print(f"  {kind:<12} {p}  ({size:.1f} MB)")
-    for kind, p in result.configs.items():
-        print(f"  {'gcr config':<12} {p}  ({kind})")
-    rows = ", ".join(f"tract {t}: {n}" for t, n in result.rows.items())
-    steps = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
-    print(f"Primary objects: {rows}. Pixel scale {result.pixel_scale} arcsec/px. Time: {steps}.")
 
 
 def _cmd_dpdd_columns(args: argparse.Namespace) -> int:

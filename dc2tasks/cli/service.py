@@ -9,7 +9,7 @@ from dc2tasks.cli.args import add_command, add_jobs
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from dc2tasks.demo import run_demo
+    from dc2tasks.service.demo import run_demo
 
     return run_demo(args.workdir, seed=args.seed, jobs=args.jobs, airflow=not args.no_airflow)
 
@@ -30,6 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_cmd_demo)
 
-    from dc2tasks.serve import add_parser as add_serve_parser
+    from dc2tasks.service.serve import add_parser as add_serve_parser
 
     add_serve_parser(sub)

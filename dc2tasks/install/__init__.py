@@ -5,11 +5,12 @@ No Airflow import: `dc2 install` runs this on the machine that holds the central
 
 from dc2tasks.install.check import gcr_check
 from dc2tasks.install.errors import InstallError
-from dc2tasks.install.install import InstallResult, copy_and_hash, install_product
+from dc2tasks.install.install import copy_and_hash, install_product
 from dc2tasks.install.layout import ProductLayout
 from dc2tasks.install.manifest import FileEntry, Manifest, read_manifest, write_manifest
 from dc2tasks.install.producer import add_catalog_configs, prepare_product
 from dc2tasks.install.provenance import build_provenance, job_record
+from dc2tasks.install.types import InstallResult
 
 __all__ = [
     "FileEntry",

@@ -17,10 +17,11 @@ import tempfile
 from pathlib import Path
 
 from dc2tasks.install.errors import InstallError
-from dc2tasks.install.install import Chown, InstallResult
+from dc2tasks.install.fdops import Chown
 from dc2tasks.install.layout import ProductLayout
 from dc2tasks.install.manifest import MANIFEST_NAME, Manifest, read_manifest
 from dc2tasks.install.policy import ModePolicy
+from dc2tasks.install.types import InstallResult
 
 
 def _probe_write_and_chgrp(directory: Path, gid: int, chown: Chown) -> list[str]:

@@ -22,7 +22,7 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted in place of a file must not hang the install
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-FdChown = Callable[[int, int, int], None]
+Chown = Callable[[int, int, int], None]
 """chown of an open descriptor (uid, gid): os.fchown, or a test's stand-in."""
 
 
@@ -147,7 +147,7 @@ def remove_tree_at(parent_fd: int, name: str, made: os.stat_result, path: Path) 
 
 
 def set_group_and_mode_at(
-    fd: int, path: Path, gid: int, file_mode: Callable[[int], int], dir_mode: int, chown: FdChown
+    fd: int, path: Path, gid: int, file_mode: Callable[[int], int], dir_mode: int, chown: Chown
 ) -> None:
     """chgrp -R and chmod -R of the open directory `fd` and everything in it, each entry opened
     no-follow and acted on through its descriptor; a symlink or special file is refused."""
@@ -171,7 +171,7 @@ def set_group_and_mode_at(
     os.fchmod(fd, dir_mode)
 
 
-def _chown(chown: FdChown, fd: int, gid: int, path: Path) -> None:
+def _chown(chown: Chown, fd: int, gid: int, path: Path) -> None:
     try:
         chown(fd, -1, gid)
     except OSError as exc:

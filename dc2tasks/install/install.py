@@ -19,7 +19,6 @@ fail where the real system would not.
 from __future__ import annotations
 
 import errno
-import grp
 import hashlib
 import json
 import logging
@@ -27,20 +26,20 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from dc2tasks.install.check import Check, catalog_config_files, gcr_check, read_catalog_config
+from dc2tasks.install.dry_run import dry_run_install
 from dc2tasks.install.errors import InstallError
 from dc2tasks.install.fdops import (
     FILE_FLAGS,
     NEW_FILE_FLAGS,
-    FdChown,
+    Chown,
     empty_dir,
     kind,
     lstat_at,
@@ -63,40 +62,14 @@ from dc2tasks.install.manifest import (
     product_files,
     read_manifest,
 )
-from dc2tasks.install.policy import DEFAULT_MODE, STAGING_UMASK, CentralMode, ModePolicy
+from dc2tasks.install.policy import DEFAULT_MODE, STAGING_UMASK, CentralMode, ModePolicy, resolve_group
 from dc2tasks.install.provenance import build_provenance, read_producer_record
+from dc2tasks.install.types import CopyFile, InstallResult
 from dc2tasks.products.errors import InputError
 
 log = logging.getLogger(__name__)
 
 CONFIG_HEADER = "# Installed by dc2 install; base_dir is the product's current version\n"
-CopyFile = Callable[[int, int], tuple[int, str]]
-"""Copy from an open source descriptor to an open staged file: (bytes, sha256)."""
-Chown = FdChown
-
-
-@dataclass
-class InstallResult:
-    status: Literal["installed", "unchanged", "dry-run"]
-    product: str
-    product_dir: Path
-    version: str | None  # the version that is (or, for a dry run, would be) current
-    previous: str | None = None
-    files: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-    catalog_configs: list[Path] = field(default_factory=list)
-    checks: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        what = {"installed": "installed", "unchanged": "already installed", "dry-run": "dry run"}[self.status]
-        lines = [f"{self.product}: {what}, version {self.version} ({self.files} files, {self.bytes} bytes)"]
-        if self.previous and self.status == "installed":
-            lines.append(f"  previous version kept: {self.product_dir / 'versions' / self.previous}")
-        lines.append(f"  current: {self.product_dir / 'current'}")
-        lines += [f"  config: {p}" for p in self.catalog_configs]
-        lines += [f"  checked: {c}" for c in self.checks]
-        return "\n".join(lines)
 
 
 def copy_and_hash(src_fd: int, dst_fd: int) -> tuple[int, str]:
@@ -113,17 +86,6 @@ def copy_and_hash(src_fd: int, dst_fd: int) -> tuple[int, str]:
     st = os.fstat(src_fd)
     os.utime(dst_fd, ns=(st.st_atime_ns, st.st_mtime_ns))  # as cp -p: the producer's mtime
     return n, h.hexdigest()
-
-
-def resolve_group(group: str | int | None) -> int:
-    if group is None:
-        return os.getgid()
-    if isinstance(group, int):
-        return group
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise InstallError(f"group {group!r} does not exist on this machine") from None
 
 
 def open_source(source_fd: int, source: Path, name: str) -> int:
@@ -320,8 +282,6 @@ def _install(
     layout = ProductLayout(central.resolve(), product)
     policy = ModePolicy(gid, mode, group_managed)
     if dry_run:
-        from dc2tasks.install.dry_run import dry_run_install
-
         return dry_run_install(layout, source, policy, manifest, chown)
     with opened(open_dir(source, source)) as source_fd:
         if not isinstance(manifest, Manifest):

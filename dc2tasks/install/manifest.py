@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dc2tasks import names
+from dc2tasks import __version__, names
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
 
@@ -119,14 +119,16 @@ def product_files(product_dir: Path) -> list[str]:
     return names
 
 
-def _who() -> dict[str, str]:
-    from dc2tasks import __version__
-
+def user_here() -> str:
+    """This process's user name (the uid as text where it has no name)."""
     try:
-        user = getpass.getuser()
+        return getpass.getuser()
     except (KeyError, OSError):
-        user = str(os.getuid())
-    return {"user": user, "host": socket.getfqdn(), "dc2tasks": __version__}
+        return str(os.getuid())
+
+
+def _who() -> dict[str, str]:
+    return {"user": user_here(), "host": socket.getfqdn(), "dc2tasks": __version__}
 
 
 def build_manifest(product_dir: str | os.PathLike[str]) -> Manifest:

@@ -45,6 +45,17 @@ def group_name(gid: int) -> str:
         return f"gid {gid}"
 
 
+def resolve_group(group: str | int | None) -> int:
+    if group is None:
+        return os.getgid()
+    if isinstance(group, int):
+        return group
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise InstallError(f"group {group!r} does not exist on this machine") from None
+
+
 def describe(st: os.stat_result) -> str:
     """`owner alice (uid 1000), group lsst (gid 100), mode 0775` for messages."""
     return f"owner {user_name(st.st_uid)}, group {group_name(st.st_gid)}, mode {stat.S_IMODE(st.st_mode):04o}"

@@ -19,6 +19,7 @@ from typing import Any
 from dc2tasks.install.check import read_catalog_config
 from dc2tasks.install.fdops import opened
 from dc2tasks.install.manifest import CATALOG_CONFIGS, PROVENANCE_NAME, Manifest, write_manifest
+from dc2tasks.install.policy import resolve_group
 from dc2tasks.install.provenance import PRODUCER_KEYS, job_record
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
@@ -57,8 +58,6 @@ def write_producer_record(
 
 def share_with_group(product_dir: str | os.PathLike[str], group: str | None) -> None:
     """chgrp -R (when a group is given) and chmod -R g+rX: the collaboration account reads via the group."""
-    from dc2tasks.install.install import resolve_group
-
     gid = resolve_group(group) if group is not None else None
     root = Path(product_dir)
     for path in [root, *root.rglob("*")]:

@@ -10,17 +10,17 @@ own names (`job_id`, `state`, `elapsed_s`, `max_rss_bytes`, as `dc2tasks.slurm` 
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import logging
 import os
-import re
 import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from dc2tasks import __version__
 from dc2tasks.install.errors import InstallError
-from dc2tasks.install.manifest import PROVENANCE_NAME, Manifest, read_regular_json
+from dc2tasks.install.manifest import PROVENANCE_NAME, Manifest, read_regular_json, user_here
 from dc2tasks.products.errors import InputError
+from dc2tasks.slurm.commands import parse_elapsed, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -45,28 +45,12 @@ _SACCT_KEYS = {
     "nodelist": "nodes",
     "nodes": "nodes",
 }
-_ELAPSED_RE = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)(?:\.\d+)?")
-_RSS_RE = re.compile(r"(\d+(?:\.\d+)?)([KMGT]?)", re.IGNORECASE)
-_RSS_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def _elapsed_seconds(text: str) -> int | None:
-    m = _ELAPSED_RE.fullmatch(text.strip())
-    if not m:
-        return None
-    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-
-
-def _rss_bytes(text: str) -> int | None:
-    m = _RSS_RE.fullmatch(text.strip())
-    return int(float(m[1]) * _RSS_UNITS[m[2].upper()]) if m else None
 
 
 def job_record(job: Mapping[str, Any] | object) -> dict[str, Any]:
     """One job as `{job_id, state, elapsed_s, max_rss_bytes, ...}`; sacct's text fields converted."""
     if dataclasses.is_dataclass(job) and not isinstance(job, type):
-        job = dataclasses.asdict(job)
+        job = {f.name: getattr(job, f.name) for f in dataclasses.fields(job)}  # shallow: keep the state whole
     if not isinstance(job, Mapping):
         raise InputError(f"a job record is a mapping (as sacct gives it), not {type(job).__name__}")
     out: dict[str, Any] = {}
@@ -74,11 +58,12 @@ def job_record(job: Mapping[str, Any] | object) -> dict[str, Any]:
         ours = _SACCT_KEYS.get(str(key).lower())
         if ours is None or value in (None, ""):
             continue
-        out[ours] = getattr(value, "value", value)  # an enum state -> its name
+        value = getattr(value, "value", value)  # an enum -> its value
+        out[ours] = value if isinstance(value, int | float | str) else str(value)  # a SlurmState -> its text
     if "elapsed" in out:
-        out.setdefault("elapsed_s", _elapsed_seconds(str(out.pop("elapsed"))))
+        out.setdefault("elapsed_s", parse_elapsed(str(out.pop("elapsed"))))
     if "max_rss" in out:
-        out.setdefault("max_rss_bytes", _rss_bytes(str(out.pop("max_rss"))))
+        out.setdefault("max_rss_bytes", parse_size(str(out.pop("max_rss"))))
     if "job_id" not in out or "state" not in out:
         raise InputError(f"a job record needs a job id and a state, got {dict(job)!r}")
     out["job_id"] = str(out["job_id"])
@@ -87,11 +72,7 @@ def job_record(job: Mapping[str, Any] | object) -> dict[str, Any]:
 
 
 def who_where() -> dict[str, Any]:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return {"user": user, "uid": os.getuid(), "host": socket.getfqdn()}
+    return {"user": user_here(), "uid": os.getuid(), "host": socket.getfqdn()}
 
 
 def build_provenance(
@@ -105,8 +86,6 @@ def build_provenance(
     jobs: Iterable[Mapping[str, Any] | object] = (),
 ) -> dict[str, Any]:
     """The record installed with a version: the producer's part plus what the install verified."""
-    from dc2tasks import __version__
-
     producer = producer_fields(producer_record or {}, "the producer's record")
     all_jobs = [job_record(j) for j in producer.pop("jobs", [])] + [job_record(j) for j in jobs]
     record: dict[str, Any] = {

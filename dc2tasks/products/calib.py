@@ -18,7 +18,7 @@ import numpy as np
 from dc2tasks.products import afw, fits
 from dc2tasks.products.errors import InputError
 
-AB_NJY_ZP = 31.4  # 2.5*9 + 8.90: the AB magnitude of 1 nJy
+AB_NJY_ZP = 2.5 * 9 + 8.90  # the AB magnitude of 1 nJy (31.4), written as GCRCatalogs computes it
 NJY_AT_MAG0 = 10 ** (AB_NJY_ZP / 2.5)  # 10**12.56 nJy
 MAGERR_FACTOR = 2.5 / math.log(10)
 
@@ -39,6 +39,20 @@ class Calibration:
         # F0 = 10**12.56 / C; its relative error is the relative error of C
         f0 = NJY_AT_MAG0 / mean
         return cls(f0, f0 * err / mean, "photocalib", source)
+
+    @classmethod
+    def from_zero_point(cls, era: str, zero_point: float, relative_error: float = 0.0) -> Calibration:
+        """An image whose one count is `zero_point` AB magnitudes, as persisted in `era`: for
+        photocalib, F0 as a reader derives it from the persisted calibrationMean."""
+        f0 = 10.0 ** (zero_point / 2.5)
+        if era == "calib":
+            return cls(f0, f0 * relative_error, "calib")
+        mean = NJY_AT_MAG0 / f0
+        return cls.from_photocalib(mean, mean * relative_error)
+
+    @property
+    def counts_per_njy(self) -> float:
+        return self.fluxmag0 / NJY_AT_MAG0
 
     @property
     def calibration_mean(self) -> float:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dc2tasks import __version__
+from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.products import afw
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.calib import NJY_AT_MAG0
@@ -40,11 +41,8 @@ DIA_OBJECT_FIELDS = (
     "base_PsfFlux_instFluxErr",
 )
 SOURCE_COLUMNS = ("objectId", "filter", "slot_PsfFlux_instFlux", "slot_PsfFlux_instFluxErr", "fluxmag0")
-FILE_PATTERN = r"dia_object_tract_\d+\.parquet$"
-
-
 def dia_object_file_name(tract: int) -> str:
-    return f"dia_object_tract_{tract}.parquet"
+    return CATALOGUE["dia_object"].file_name(tract=tract)
 
 
 @dataclass

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-BANDS = ("u", "g", "r", "i", "z", "y")
+from dc2tasks.catalogue import BANDS as CATALOGUE_BANDS
+
+BANDS = tuple(CATALOGUE_BANDS)
 DEFINITIONS = ("dc2", "dm")
 STAT_COLUMNS = ("psFluxMean", "psFluxMeanErr", "psFluxSigma", "psFluxChi2", "psFluxNdata")
 UNASSOCIATED = -1

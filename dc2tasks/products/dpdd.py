@@ -17,20 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dc2tasks.products.calib import AB_NJY_ZP
+from dc2tasks.products.pixel_flags import OBJECT_PIXEL_FLAGS, pixel_flag_columns
 from dc2tasks.products.schema import SchemaGeneration
 
-AB_NJY_ZP = 2.5 * 9 + 8.90  # computed as GCRCatalogs does, so results agree to the last bit
 DM_REF_ZP = 27.0  # 2018-19 DM coadds were scaled to zero point 27 (spec §8 "Calibration gotchas")
 
-NOT_GOOD_FLAGS = (
-    "base_PixelFlags_flag_edge",
-    "base_PixelFlags_flag_interpolatedCenter",
-    "base_PixelFlags_flag_saturatedCenter",
-    "base_PixelFlags_flag_crCenter",
-    "base_PixelFlags_flag_bad",
-    "base_PixelFlags_flag_suspectCenter",
-    "base_PixelFlags_flag_clipped",
-)
+NOT_GOOD_FLAGS = pixel_flag_columns(OBJECT_PIXEL_FLAGS)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Just enough FITS to read and write afw files fast and with errors that name the file.
+"""Just enough FITS to read afw files fast and with errors that name the file.
 
 astropy.io.fits would do, but it parses every card of a 3,700-card table header into objects and
 copies table data on access; afw tables are read whole, column by column, so a byte-offset view of
@@ -196,42 +196,3 @@ def read_data(path: str | os.PathLike, hdu: Hdu) -> bytes:
 
 def iter_hdus_by(hdus: list[Hdu], key: str, value: object) -> Iterator[Hdu]:
     return (h for h in hdus if h.header.get(key) == value)
-
-
-# ---- writing ---------------------------------------------------------------------------------
-
-
-def format_card(key: str, value: object, comment: str = "") -> str:
-    if isinstance(value, bool):
-        v = f"{'T' if value else 'F':>20}"
-    elif isinstance(value, int):
-        v = f"{value:>20d}"
-    elif isinstance(value, float):
-        r = repr(value).upper()
-        if "E" not in r and "." not in r and "INF" not in r and "NAN" not in r:
-            r += ".0"
-        v = f"{r:>20}"
-    elif value is None:
-        v = ""
-    else:
-        s = str(value).replace("'", "''")
-        v = f"'{s:<8}'"
-    if len(key) > 8:
-        card = f"HIERARCH {key} = {v.strip()}"
-    else:
-        card = f"{key:<8}= {v}"
-    if comment and len(card) + 3 < CARD:
-        card = f"{card} / {comment}"
-    if len(card) > CARD:
-        raise ValueError(f"FITS card for {key!r} is longer than 80 characters")
-    return f"{card:<80}"
-
-
-def header_bytes(cards: list[tuple[str, object] | tuple[str, object, str]]) -> bytes:
-    text = "".join(format_card(*c) for c in cards) + f"{'END':<80}"
-    pad = (-len(text)) % BLOCK
-    return (text + " " * pad).encode("ascii")
-
-
-def pad_data(data: bytes) -> bytes:
-    return data + b"\0" * ((-len(data)) % BLOCK)

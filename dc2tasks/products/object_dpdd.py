@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dc2tasks import __version__
+from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.products import dpdd, hdf5, hdf5_safety
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
@@ -29,7 +30,7 @@ TRACT_IN_NAME = re.compile(r"tract_(\d+)\.hdf5$")
 
 
 def dpdd_file_name(tract: int) -> str:
-    return f"dpdd_object_tract_{tract}.parquet"
+    return CATALOGUE["dpdd_object"].file_name(tract=tract)
 
 
 @dataclass

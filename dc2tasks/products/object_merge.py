@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import tables
 
+from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.products import afw, hdf5
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.calib import Calibration, read_calibration
@@ -36,8 +37,8 @@ log = logging.getLogger(__name__)
 DERIVED_PER_BAND = ("mag", "mag_err", "SNR", "modelfit_mag", "modelfit_mag_err", "modelfit_SNR")
 
 
-def object_file_name(tract: int, name: str = "object") -> str:
-    return f"{name}_tract_{tract}.hdf5"
+def object_file_name(tract: int) -> str:
+    return CATALOGUE["object"].file_name(tract=tract)
 
 
 @dataclass
@@ -247,7 +248,6 @@ def merge_tract(
     patches: list[str] | None = None,
     bands: list[str] | None = None,
     jobs: int = 1,
-    name: str = "object",
 ) -> TractResult:
     """Write `<output_dir>/object_tract_<tract>.hdf5`, atomically; patches in parallel with `jobs`."""
     available = repo.patches(tract)
@@ -267,7 +267,7 @@ def merge_tract(
         raise InputError(f"{repo.root}: tract {tract} has no coadd results in any band")
     template = band_template(repo, tract, patches, bands)
     tasks = [(repo, tract, p, bands, template) for p in patches]
-    target = Path(output_dir) / object_file_name(tract, name)
+    target = Path(output_dir) / object_file_name(tract)
     results: list[PatchResult] = []
     log.info("tract %d: merging %d patches, bands %s, %d job(s)", tract, len(patches), "".join(bands), jobs)
     with atomic_path(target) as tmp:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dc2tasks.products import gcr
+from dc2tasks.products import gcr, gcr_schema
 from dc2tasks.products.calib import read_pixel_scale
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.object_dpdd import dpdd_tract
@@ -36,6 +36,18 @@ class PipelineResult:
     configs: dict[str, Path] = field(default_factory=dict)
     pixel_scale: float = 0.2
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """What was made, for a person: every file with its size, the catalog configs, the primary
+        objects per tract, the pixel scale and each step's time (`dc2 object-pipeline`, the demo)."""
+        lines = [f"Object catalog of tracts {', '.join(map(str, self.tracts))} in {self.workdir}:"]
+        for kind, paths in self.files.items():
+            lines += [f"  {kind:<12} {p}  ({p.stat().st_size / 1e6:.1f} MB)" for p in paths]
+        lines += [f"  {'gcr config':<12} {p}  ({kind})" for kind, p in self.configs.items()]
+        rows = ", ".join(f"tract {t}: {n}" for t, n in self.rows.items())
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        lines.append(f"Primary objects: {rows}. Pixel scale {self.pixel_scale} arcsec/px. Time: {steps}.")
+        return "\n".join(lines)
 
 
 def repo_pixel_scale(repo: Gen2Repo, tract: int) -> float | None:
@@ -95,11 +107,12 @@ def run_object_pipeline(
     files["dpdd_merged"] = [merge_parquet(files["dpdd_object"], merged_path).path]
     result.seconds["merge_parquet"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for key, product in gcr.OBJECT_PRODUCTS.items():
-        base = dpdd_dir if product.is_dpdd else obj_dir
-        files.setdefault("schema", []).append(gcr.write_schema(base, product))
-        name = gcr.catalog_name(run, product)
+    for product in gcr.PRODUCTS.values():
+        if product.directory not in (obj_dir.name, dpdd_dir.name):
+            continue
+        base = workdir / product.directory
+        files.setdefault("schema", []).append(gcr_schema.write_schema(base, product))
         config = gcr.catalog_config(product, str(base.resolve()), run, pixel_scale)
-        result.configs[key] = gcr.write_config(cfg_dir, name, config)
+        result.configs[product.name] = gcr.write_config(cfg_dir, product.catalog_name(run), config)
     result.seconds["gcr"] = time.perf_counter() - t0
     return result

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
 
@@ -24,7 +25,7 @@ class MergeResult:
 
 
 def merged_name(run: str) -> str:
-    return f"dpdd_{run}_object.parquet"
+    return CATALOGUE["merged_dpdd_object"].file_name(run=run)
 
 
 def merge_parquet(inputs: list[str | os.PathLike], output: str | os.PathLike) -> MergeResult:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from dc2tasks.catalogue import BANDS
 from dc2tasks.products.errors import InputError, NotARepositoryError
 
 _COADD = "deepCoadd-results/%(filter)s/%(tract)d/%(patch)s"
@@ -77,14 +78,30 @@ _TolerantLoader.add_multi_constructor("!", _any_tag)
 _TolerantLoader.add_multi_constructor("tag:yaml.org,2002:python/", _any_tag)
 
 
-def read_repository_cfg(path: Path) -> dict:
+def parse_repository_cfg(text: str, where: object) -> dict:
+    """A repositoryCfg.yaml's content as a mapping; NotARepositoryError if it is not one."""
     try:
-        data = yaml.load(path.read_text(), Loader=_TolerantLoader)
+        data = yaml.load(text, Loader=_TolerantLoader)
     except yaml.YAMLError as exc:
-        raise NotARepositoryError(f"{path}: not a valid repositoryCfg.yaml: {exc}") from None
+        raise NotARepositoryError(f"{where}: not a valid repositoryCfg.yaml: {exc}") from None
     if not isinstance(data, dict):
-        raise NotARepositoryError(f"{path}: not a valid repositoryCfg.yaml (not a mapping)")
+        raise NotARepositoryError(f"{where}: not a valid repositoryCfg.yaml (not a mapping)")
     return data
+
+
+def read_repository_cfg(path: Path) -> dict:
+    return parse_repository_cfg(path.read_text(), path)
+
+
+def parent_roots(cfg: Mapping[str, object]) -> list[str]:
+    """The parents a repositoryCfg.yaml names, as written: paths, relative to the repository or
+    absolute. The butler writes a parent as a path or as a nested RepositoryCfg holding `_root`."""
+    roots = []
+    for parent in cfg.get("_parents") or []:  # type: ignore[union-attr]
+        root = parent.get("_root") if isinstance(parent, dict) else parent
+        if root:
+            roots.append(str(root))
+    return roots
 
 
 @dataclass
@@ -129,13 +146,7 @@ class Gen2Repo:
             cfg = read_repository_cfg(cfg_path)
             m = cfg.get("_mapper")
             mapper = m if isinstance(m, str) and m else None
-            for parent in cfg.get("_parents") or []:
-                if isinstance(parent, dict):
-                    parent = parent.get("_root")
-                if not parent:
-                    continue
-                p = Path(str(parent))
-                parents.append((p if p.is_absolute() else repo / p).resolve())
+            parents = [(repo / root).resolve() for root in parent_roots(cfg)]
         if mapper is None and mapper_file.is_file():
             mapper = mapper_file.read_text().strip() or None
         for parent in parents:
@@ -187,7 +198,7 @@ class Gen2Repo:
             template = TEMPLATES[self.camera][dataset]
         except KeyError:
             raise InputError(f"unknown dataset type {dataset!r} for {self.camera}") from None
-        pattern, regex, keys = _template_matchers(template, known)
+        pattern, regex, keys = template_matchers(template, known)
         found: dict[tuple, tuple[dict[str, object], Path]] = {}
         for repo in self.chain:
             for path in sorted(repo.glob(pattern)):
@@ -231,11 +242,10 @@ class Gen2Repo:
         return sort_bands(names)
 
 
-BAND_ORDER = "ugrizy"
 
 
 def sort_bands(bands: object) -> list[str]:
-    return sorted(bands, key=lambda b: (BAND_ORDER.index(b) if b in BAND_ORDER else len(BAND_ORDER), b))
+    return sorted(bands, key=lambda b: (BANDS.index(b) if b in BANDS else len(BANDS), b))
 
 
 def patch_key(tract: int, patch: str) -> str:
@@ -246,7 +256,7 @@ def patch_key(tract: int, patch: str) -> str:
 _PLACEHOLDER = re.compile(r"%\((\w+)\)(0?\d*)([sd])")
 
 
-def _template_matchers(template: str, known: dict[str, object]) -> tuple[str, re.Pattern, dict[str, str]]:
+def template_matchers(template: str, known: dict[str, object]) -> tuple[str, re.Pattern, dict[str, str]]:
     """A glob pattern, a full-path regex and {key: 'd'|'s'} for a Gen2 path template."""
     glob_parts: list[str] = []
     regex_parts: list[str] = []

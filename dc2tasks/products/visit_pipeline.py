@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dc2tasks.products import gcr
+from dc2tasks.products import gcr, gcr_schema
 from dc2tasks.products.dia_object import dia_object_tract, read_dia_sources
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.object_index import dia_object_files, load_dia_objects, load_objects
@@ -94,10 +94,10 @@ def run_visit_pipeline(
             continue
         product = gcr.PRODUCTS[key]
         base = workdir / key
-        gcr.write_schema(base, product)
+        gcr_schema.write_schema(base, product)
         config = gcr.catalog_config(product, str(base.resolve()), run, None)
         result.configs[key] = gcr.write_config(
-            workdir / "gcr-catalogs", gcr.catalog_name(run, product), config
+            workdir / "gcr-catalogs", product.catalog_name(run), config
         )
     result.seconds["gcr"] = time.perf_counter() - t0
     return result

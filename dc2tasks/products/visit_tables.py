@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dc2tasks.catalogue import CATALOGUE
+from dc2tasks.products.pixel_flags import VISIT_PIXEL_FLAGS, pixel_flag_columns
 from dc2tasks.products.schema import SchemaGeneration
 
-PIXEL_FLAGS = tuple(
-    f"base_PixelFlags_flag_{f}"
-    for f in ("edge", "interpolatedCenter", "saturatedCenter", "crCenter", "bad", "suspectCenter")
-)
+_PIXEL_FLAG_COLUMNS = pixel_flag_columns(VISIT_PIXEL_FLAGS)
 
 # columns every visit product adds to the catalog's own: identity of the row's detector, the
 # calibration applied, the magnitudes computed with it, and when the exposure was taken
@@ -67,7 +66,7 @@ def _source_native(gen: SchemaGeneration) -> list[str]:
         "base_ClassificationExtendedness_value",
         gen.blendedness,
         "deblend_skipped",
-        *PIXEL_FLAGS,
+        *_PIXEL_FLAG_COLUMNS,
     ]
 
 
@@ -78,7 +77,7 @@ def _forced_native(gen: SchemaGeneration) -> list[str]:
         f"base_PsfFlux_{gen.flux}",
         f"base_PsfFlux_{gen.flux_err}",
         "base_PsfFlux_flag",
-        *PIXEL_FLAGS,
+        *_PIXEL_FLAG_COLUMNS,
     ]
 
 
@@ -90,7 +89,7 @@ def _dia_native(gen: SchemaGeneration) -> list[str]:
         "ip_diffim_DipoleFit_flag_classification",
         "ip_diffim_forced_PsfFlux_instFlux",
         "ip_diffim_forced_PsfFlux_instFluxErr",
-        *PIXEL_FLAGS,
+        *_PIXEL_FLAG_COLUMNS,
     ]
 
 
@@ -101,19 +100,16 @@ class VisitTable:
     key: str  # our name: source, forced_source, dia_source
     dataset: str  # the per-detector catalog
     calib_dataset: str  # the exposure whose calibration turns its counts into magnitudes
-    file_prefix: str  # <prefix>_visit_<visit>.parquet
     native: Callable[[SchemaGeneration], list[str]]
     mag_flux: str  # the field whose counts give `mag`, `mag_err` (`base_PsfFlux`, spec §2.4 note)
     match: str | None  # "object", "dia_object", or None when the catalog carries objectId
-    gcr_subclass: str
-    description: str
 
     def file_name(self, visit: int) -> str:
-        return f"{self.file_prefix}_visit_{visit}.parquet"
+        return CATALOGUE[self.key].file_name(visit=visit)
 
     @property
     def file_pattern(self) -> str:
-        return rf"{self.file_prefix}_visit_\d+\.parquet$"
+        return CATALOGUE[self.key].file_pattern
 
     def columns(self, gen: SchemaGeneration) -> list[str]:
         """Every column of the written table, in order."""
@@ -128,33 +124,24 @@ VISIT_TABLES: dict[str, VisitTable] = {
         "source",
         "src",
         "calexp",
-        "src",
         _source_native,
         "base_PsfFlux",
         "object",
-        "dc2_source.DC2SourceCatalog",
-        "Source catalog: every detector's src of a visit, calibrated, matched to the nearest Object",
     ),
     "forced_source": VisitTable(
         "forced_source",
         "forced_src",
         "calexp",
-        "forced_src",
         _forced_native,
         "base_PsfFlux",
         None,
-        "dc2_forced_source.DC2ForcedSourceCatalog",
-        "ForcedSource catalog: forced photometry at Object positions on every detector of a visit",
     ),
     "dia_source": VisitTable(
         "dia_source",
         "deepDiff_diaSrc",
         "deepDiff_differenceExp",
-        "dia_src",
         _dia_native,
         "slot_PsfFlux",
         "dia_object",
-        "dc2_dia_source.DC2DiaSourceCatalog",
-        "DIASource catalog: difference-image sources of a visit, matched to the nearest DIAObject",
     ),
 }

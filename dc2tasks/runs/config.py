@@ -30,44 +30,17 @@ from pydantic import (
 )
 
 from dc2tasks import names
+from dc2tasks.catalogue import BANDS, CATALOGUE
 from dc2tasks.install.policy import DEFAULT_MODE, CentralMode
 from dc2tasks.products.visit_lists import read_visit_file as read_visit_file  # re-exported
 from dc2tasks.products.visit_lists import select_visits
 from dc2tasks.slurm import validate as slurm_validate
 
-PRODUCTS: tuple[str, ...] = (
-    "object",
-    "trim_object",
-    "dpdd_object",
-    "merged_dpdd_object",
-    "source",
-    "forced_source",
-    "dia_source",
-    "dia_object",
-)
+PRODUCTS: tuple[str, ...] = CATALOGUE.names
 """Every product a run can make, in the order the DAG makes them."""
 
-PRODUCT_NEEDS: dict[str, str] = {
-    "trim_object": "object",
-    "dpdd_object": "trim_object",
-    "merged_dpdd_object": "dpdd_object",
-    "dia_object": "dia_source",
-}
-"""A product made from another product of the same run: asking for it without its input is an error."""
-
-VISIT_PRODUCTS = frozenset({"source", "forced_source", "dia_source"})
-BANDS = "ugrizy"
-STEPS: tuple[str, ...] = (
-    "merge_tract",
-    "trim",
-    "dpdd",
-    "merge_parquet",
-    "gcr",
-    "source",
-    "forced_source",
-    "dia_source",
-    "dia_object",
-)
+VISIT_PRODUCTS = frozenset(p.name for p in CATALOGUE if p.unit == "visit")
+STEPS: tuple[str, ...] = CATALOGUE.steps
 """The job steps that get their own Slurm time and memory limits."""
 
 MAX_TRACT = 99_999  # above any tract id of an LSST rings sky map
@@ -184,7 +157,7 @@ ConnId = Annotated[str, AfterValidator(_conn_id)]
 Tract = Annotated[int, Field(ge=0, le=MAX_TRACT)]
 Visit = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Product = Literal[PRODUCTS]  # type: ignore[valid-type]  # the same names, one list
-Band = Literal["u", "g", "r", "i", "z", "y"]
+Band = Literal[tuple(BANDS)]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
@@ -425,9 +398,10 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        for product, needed in PRODUCT_NEEDS.items():
-            if product in self.products and needed not in self.products:
-                raise ValueError(f"products: {product} is made from {needed}; add {needed} to products")
+        for product in self.products:
+            for needed in CATALOGUE[product].needs:
+                if needed not in self.products:
+                    raise ValueError(f"products: {product} is made from {needed}; add {needed} to products")
         if self.watch_reruns and self.reruns is None:
             raise ValueError(
                 "reruns: required with watch_reruns: true (when is a rerun complete? "

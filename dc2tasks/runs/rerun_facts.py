@@ -32,12 +32,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dc2tasks import names
-from dc2tasks.products.errors import InputError
-from dc2tasks.products.repo import TEMPLATES, _template_matchers, _TolerantLoader
+from dc2tasks.products.errors import InputError, NotARepositoryError
+from dc2tasks.products.repo import TEMPLATES, parent_roots, parse_repository_cfg, template_matchers
 from dc2tasks.products.visit_lists import select_visits
 
 FORMAT = "dc2tasks-rerun-facts/1"
@@ -333,15 +332,12 @@ def cfg_parents(text: str, rerun_root: str, name: str) -> list[str]:
     rerun or absolute, that spells `<rerun_root>/<other>`. A parent reached through another
     symlinked path is not recognised (and so would be handed out)."""
     try:
-        cfg = yaml.load(text, Loader=_TolerantLoader)
-    except yaml.YAMLError:
+        cfg = parse_repository_cfg(text, name)
+    except NotARepositoryError:
         return []
     found = []
-    for parent in (cfg.get("_parents") if isinstance(cfg, dict) else None) or []:
-        root = parent.get("_root") if isinstance(parent, dict) else parent
-        if not root:
-            continue
-        head, other = posixpath.split(posixpath.normpath(posixpath.join(rerun_root, name, str(root))))
+    for root in parent_roots(cfg):
+        head, other = posixpath.split(posixpath.normpath(posixpath.join(rerun_root, name, root)))
         if head == rerun_root and names.RERUN.fullmatch(other):
             found.append(other)
     return found
@@ -370,7 +366,7 @@ class _Expected:
         pairs = list(dict.fromkeys(pair for p in request.products for pair in PRESENCE.get(p, ())))
         wanted = tuple((ds, key, i) for ds, key in pairs for i in ids[key])
         matchers = tuple(
-            (ds, key, _template_matchers(TEMPLATES[camera][ds], {})[1])
+            (ds, key, template_matchers(TEMPLATES[camera][ds], {})[1])
             for ds, key in pairs for camera in sorted(TEMPLATES)
         )
         return cls(wanted, matchers)

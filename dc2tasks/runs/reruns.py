@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
@@ -40,18 +40,13 @@ from dc2tasks.runs.rerun_facts import (
     gather,
     parse_listing,
 )
-from dc2tasks.slurm.commands import Command, CommandResult
+from dc2tasks.slurm.commands import Command
+from dc2tasks.slurm.transports.base import Transport
 
 log = logging.getLogger(__name__)
 
 __all__ = ["REPOSITORY_CFG", "JsonRerunStore", "MemoryRerunStore", "WatchReport", "facts_request",
            "list_facts", "watch_reruns"]
-
-
-class CommandRunner(Protocol):
-    """What the Slurm transports offer: run one argv (never a shell string) and return its result."""
-
-    def run(self, cmd: Command) -> CommandResult: ...
 
 
 def facts_request(config: RunConfig, rule: RerunRule) -> FactsRequest:
@@ -64,7 +59,7 @@ def facts_request(config: RunConfig, rule: RerunRule) -> FactsRequest:
     )
 
 
-def list_facts(repository: str, request: FactsRequest, runner: CommandRunner | None = None,
+def list_facts(repository: str, request: FactsRequest, runner: Transport | None = None,
                dc2_argv: tuple[str, ...] = ("dc2",)) -> Listing:
     """The facts, here, or where `runner` runs commands (`dc2 reruns REPO --facts`, parsed strictly)."""
     if runner is None:

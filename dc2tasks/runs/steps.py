@@ -16,32 +16,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 
+from dc2tasks.catalogue import CATALOGUE, Product, Shell, StepInputs
 from dc2tasks.products.errors import InputError
+from dc2tasks.products.gcr import DEFAULT_PIXEL_SCALE, catalog_config
 from dc2tasks.runs.config import RunConfig
 from dc2tasks.runs.params import TriggerParams
-
-# product (as the run file names it) -> directory under the work dir, which is also the installed
-# product's name; a directory can hold several products (the full and trimmed Object files)
-PRODUCT_DIRS = {
-    "object": "object",
-    "trim_object": "object",
-    "dpdd_object": "dpdd_object",
-    "merged_dpdd_object": "dpdd_object",
-    "source": "source",
-    "forced_source": "forced_source",
-    "dia_source": "dia_source",
-    "dia_object": "dia_object",
-}
-# the GCRCatalogs catalogs (dc2tasks.products.gcr.PRODUCTS keys) each directory serves
-CATALOGS = {
-    "object": ("object", "trim_object"),
-    "dpdd_object": ("dpdd_object",),
-    "source": ("source",),
-    "forced_source": ("forced_source",),
-    "dia_source": ("dia_source",),
-    "dia_object": ("dia_object",),
-}
-VISIT_COMMANDS = {"source": "source", "forced_source": "forced-source", "dia_source": "dia-source"}
 
 
 @dataclass(frozen=True)
@@ -74,12 +53,12 @@ class RunPlan:
     @property
     def directories(self) -> list[str]:
         """Product directories this run fills, in DAG order."""
-        return list(dict.fromkeys(PRODUCT_DIRS[p] for p in self.products))
+        return CATALOGUE.directories(self.products)
 
 
 def plan_run(config: RunConfig, params: TriggerParams) -> RunPlan:
-    object_steps = {"object", "trim_object", "dpdd_object"} & set(params.products)
-    if config.pixel_scale == "auto" and object_steps:
+    scaled = [p for p in params.products if (c := CATALOGUE[p].catalog) is not None and c.pixel_scale]
+    if config.pixel_scale == "auto" and scaled:
         raise InputError(
             f"{config.name}: pixel_scale: 'auto' is not supported for DAG runs yet; give the coadd's "
             "arcsec per pixel (0.185 for Run 1.1p and Run 1.2p v3, 0.2 otherwise)"
@@ -120,12 +99,8 @@ def _q(value: object) -> str:
     return shlex.quote(str(value))
 
 
-def _dc2(dc2: str, *args: object) -> str:
-    return " ".join([dc2, *(_q(a) for a in args)])
-
-
-def _repo_args(config: RunConfig, plan: RunPlan) -> list[object]:
-    return [config.repository] + (["--rerun", plan.rerun] if plan.rerun else [])
+def _repo_args(config: RunConfig, plan: RunPlan) -> tuple[str, ...]:
+    return (config.repository, *(("--rerun", plan.rerun) if plan.rerun else ()))
 
 
 def _tract_array(plan: RunPlan) -> str:
@@ -146,115 +121,62 @@ def visit_stripes(config: RunConfig, plan: RunPlan) -> int:
     return max(1, math.ceil(count / config.slurm.visits_per_array_element))
 
 
-def step_scripts(config: RunConfig, plan: RunPlan, dc2: str = "dc2") -> dict[str, StepScript]:
-    """task id -> job script, for every Slurm step this plan runs."""
-    work = PurePosixPath(plan.work_dir)
-    out: dict[str, StepScript] = {}
-    head = _header(dc2)
-    ntracts = len(plan.tracts)
-    if plan.makes("object"):
-        out["merge_tract"] = StepScript(
-            "merge_tract",
-            head
-            + _tract_array(plan)
-            + _dc2(
-                dc2,
-                "merge-tract",
-                *_repo_args(config, plan),
-                "--bands",
-                "".join(config.bands),
-                "-o",
-                work / "object",
-            )
-            + ' --tract "$T"\n',
-            ntracts,
-        )
-    if plan.makes("trim_object"):
-        out["trim"] = StepScript(
-            "trim",
-            head
-            + _tract_array(plan)
-            + f'{dc2} trim {_q(work / "object")}/object_tract_"$T".hdf5 -o {_q(work / "object")}\n',
-            ntracts,
-        )
-    if plan.makes("dpdd_object"):
-        scale = [] if config.pixel_scale == "auto" else ["--pixel-scale", config.pixel_scale]
-        out["dpdd"] = StepScript(
-            "dpdd",
-            head
-            + _tract_array(plan)
-            + f'{dc2} dpdd {_q(work / "object")}/trim_object_tract_"$T".hdf5 '
-            + " ".join(_q(a) for a in ["-o", work / "dpdd_object", *scale])
-            + "\n",
-            ntracts,
-        )
-    if plan.makes("merged_dpdd_object"):
-        merged = work / "dpdd_object" / f"dpdd_{config.name}_object.parquet"
-        out["merge_parquet"] = StepScript(
-            "merge_parquet",
-            head + f"{dc2} merge-parquet --sort {_q(work / 'dpdd_object')}/dpdd_object_tract_*.parquet "
-            f"-o {_q(merged)}\n",
-        )
-    visits = (
-        ["--visits", *plan.visits]
-        if plan.visits
-        else ["--visit-file", plan.visit_file]
-        if plan.visit_file
-        else []
+def step_inputs(config: RunConfig, plan: RunPlan) -> StepInputs:
+    """The run's values every product's job arguments are made from."""
+    visits: tuple[str, ...] = ()
+    if plan.visits:
+        visits = ("--visits", *map(str, plan.visits))
+    elif plan.visit_file:
+        visits = ("--visit-file", plan.visit_file)
+    return StepInputs(
+        run=config.name,
+        work=PurePosixPath(plan.work_dir),
+        repo=_repo_args(config, plan),
+        bands="".join(config.bands),
+        pixel_scale=() if config.pixel_scale == "auto" else ("--pixel-scale", str(config.pixel_scale)),
+        tracts=plan.tracts,
+        visits=visits,
+        force=plan.force,
+        directories={p.name: p.directory for p in CATALOGUE},
     )
-    stripes = visit_stripes(config, plan)
-    for product, command in VISIT_COMMANDS.items():
-        if not plan.makes(product):
-            continue
-        args: list[object] = [command, *_repo_args(config, plan), *visits, "-o", work / product]
-        if product == "source":
-            args += ["--objects", work / "dpdd_object"]
-        if plan.force:
-            args.append("--force")
-        out[product] = StepScript(
-            product,
-            head
-            + _dc2(dc2, *args)
-            + f' --array-index "${{SLURM_ARRAY_TASK_ID:-0}}" --array-count {stripes}\n',
-            stripes,
-        )
-    if plan.makes("dia_object"):
-        out["dia_object"] = StepScript(
-            "dia_object",
-            head
-            + _dc2(
-                dc2,
-                "dia-object",
-                *_repo_args(config, plan),
-                "--tract",
-                *plan.tracts,
-                "--dia-source-dir",
-                work / "dia_source",
-                "-o",
-                work / "dia_object",
-            )
-            + "\n",
-        )
-    return out
+
+
+def _dc2(dc2: str, *args: object) -> str:
+    return " ".join([dc2, *(a if isinstance(a, Shell) else _q(a) for a in args)])
+
+
+def step_script(product: Product, config: RunConfig, plan: RunPlan, dc2: str = "dc2") -> StepScript:
+    """The job of one product's step: `dc2 <command> <argv>` inside its array."""
+    command = _dc2(dc2, product.command, *product.argv(step_inputs(config, plan)))
+    if product.job_array == "tract":
+        return StepScript(product.step, _header(dc2) + _tract_array(plan) + command + "\n", len(plan.tracts))
+    if product.job_array == "visit":
+        stripes = visit_stripes(config, plan)
+        suffix = f' --array-index "${{SLURM_ARRAY_TASK_ID:-0}}" --array-count {stripes}'
+        return StepScript(product.step, _header(dc2) + command + suffix + "\n", stripes)
+    return StepScript(product.step, _header(dc2) + command + "\n")
+
+
+def step_scripts(config: RunConfig, plan: RunPlan, dc2: str = "dc2") -> dict[str, StepScript]:
+    """step -> job script, for every Slurm step this plan runs."""
+    return {p.step: step_script(p, config, plan, dc2) for p in CATALOGUE if plan.makes(p.name)}
 
 
 def catalog_config_dir(plan: RunPlan) -> PurePosixPath:
     return PurePosixPath(plan.work_dir) / "gcr-catalogs"
 
 
-def planned_catalogs(plan: RunPlan, directory: str) -> list[str]:
-    """The GCRCatalogs catalogs (gcr.PRODUCTS keys) a product directory gets in this run."""
-    return [
-        c for c in CATALOGS[directory] if c not in ("object", "trim_object") or plan.makes(c)
-    ]
+def planned_catalogs(plan: RunPlan, directory: str) -> list[Product]:
+    """The products of a directory whose GCRCatalogs configs this run writes: those it makes, or,
+    when it makes none of them (only a product derived from the directory's files), all of them."""
+    served = [p for p in CATALOGUE.in_directory(directory) if p.catalog is not None]
+    return [p for p in served if plan.makes(p.name)] or served
 
 
-def catalog_pixel_scale(config: RunConfig, catalog: str) -> float:
-    """The pixel scale a catalog config carries: the run's for the Object catalogs (whose readers
-    turn pixel moments into arcsec), the coadd default elsewhere, where no reader uses it."""
-    from dc2tasks.products.gcr import DEFAULT_PIXEL_SCALE
-
-    if catalog in ("object", "trim_object", "dpdd_object") and config.pixel_scale != "auto":
+def catalog_pixel_scale(config: RunConfig, product: Product) -> float:
+    """The pixel scale a catalog config carries: the run's for the catalogs whose readers turn pixel
+    moments into arcsec, the coadd default elsewhere, where no reader uses it."""
+    if product.catalog is not None and product.catalog.pixel_scale and config.pixel_scale != "auto":
         return float(config.pixel_scale)
     return DEFAULT_PIXEL_SCALE
 
@@ -264,56 +186,74 @@ def rendered_catalog_configs(
 ) -> dict[str, dict[str, object]]:
     """The catalog configs finalize writes for a product directory, by catalog name, computed
     without a file: what a dry run shows (the schema yaml beside the files needs the files)."""
-    from dc2tasks.products.gcr import PRODUCTS, catalog_config, catalog_name
-
     base = config.central.catalog_base_dir(directory)
     return {
-        catalog_name(config.name, PRODUCTS[c]): catalog_config(
-            PRODUCTS[c], base, config.name, catalog_pixel_scale(config, c)
-        )
-        for c in planned_catalogs(plan, directory)
+        p.catalog_name(config.name): catalog_config(p, base, config.name, catalog_pixel_scale(config, p))
+        for p in planned_catalogs(plan, directory)
     }
+
+
+@dataclass(frozen=True)
+class FinishCommand:
+    """One command of `finalize`: `jobs_on_stdin` gets the run's sacct records as JSON."""
+
+    what: str
+    argv: list[str]
+    jobs_on_stdin: bool = False
+
+
+def _gcr_config_argv(
+    config: RunConfig, plan: RunPlan, product: Product, prefix: list[str]
+) -> list[str]:
+    return [
+        *prefix,
+        "gcr-config",
+        "--product",
+        product.name,
+        "--run",
+        config.name,
+        "--base-dir",
+        str(PurePosixPath(plan.work_dir) / product.directory),
+        "--config-base-dir",
+        config.central.catalog_base_dir(product.directory),
+        "-o",
+        str(catalog_config_dir(plan)),
+        "--pixel-scale",
+        str(catalog_pixel_scale(config, product)),
+    ]
+
+
+def _manifest_argv(
+    config: RunConfig, plan: RunPlan, directory: str, prefix: list[str], config_hash: str, configs: list[str]
+) -> list[str]:
+    argv = [*prefix, "manifest", str(PurePosixPath(plan.work_dir) / directory), "--run", config.name]
+    argv += ["--jobs", "-"]
+    if config_hash:
+        argv += ["--run-config-hash", config_hash]
+    for path in configs:
+        argv += ["--catalog-config", path]
+    if config.central.group:
+        argv += ["--group", config.central.group]
+    argv += ["--input", f"repository={config.repository}"]
+    if plan.rerun:
+        argv += ["--input", f"rerun={plan.rerun}"]
+    return argv
 
 
 def finalize_commands(
     config: RunConfig, plan: RunPlan, directory: str, dc2: str | Sequence[str] = "dc2", config_hash: str = ""
-) -> list[list[str]]:
-    """argv of the commands that turn a product directory into something installable: its catalog
-    configs and schema yaml (written while the producer still owns the directory), then its manifest
-    with the provenance the producer knows (the job records come on stdin)."""
-    from dc2tasks.products.gcr import PRODUCTS, catalog_name
-
-    work = PurePosixPath(plan.work_dir)
-    cfg_dir = catalog_config_dir(plan)
+) -> list[FinishCommand]:
+    """The commands that turn a product directory into something installable: its catalog configs
+    and schema yaml (written while the producer still owns the directory), then its manifest with
+    the provenance the producer knows (the job records come on stdin)."""
     prefix = [dc2] if isinstance(dc2, str) else list(dc2)
-    out: list[list[str]] = []
+    out: list[FinishCommand] = []
     configs: list[str] = []
-    for catalog in planned_catalogs(plan, directory):
-        argv = [
-            *prefix,
-            "gcr-config",
-            "--product",
-            catalog,
-            "--run",
-            config.name,
-            "--base-dir",
-            str(work / directory),
-        ]
-        argv += ["--config-base-dir", config.central.catalog_base_dir(directory), "-o", str(cfg_dir)]
-        argv += ["--pixel-scale", str(catalog_pixel_scale(config, catalog))]
-        out.append(argv)
-        configs.append(str(cfg_dir / f"{catalog_name(config.name, PRODUCTS[catalog])}.yaml"))
-    manifest = [*prefix, "manifest", str(work / directory), "--run", config.name, "--jobs", "-"]
-    if config_hash:
-        manifest += ["--run-config-hash", config_hash]
-    for path in configs:
-        manifest += ["--catalog-config", path]
-    if config.central.group:
-        manifest += ["--group", config.central.group]
-    manifest += ["--input", f"repository={config.repository}"]
-    if plan.rerun:
-        manifest += ["--input", f"rerun={plan.rerun}"]
-    out.append(manifest)
+    for product in planned_catalogs(plan, directory):
+        out.append(FinishCommand("gcr-config", _gcr_config_argv(config, plan, product, prefix)))
+        configs.append(str(catalog_config_dir(plan) / f"{product.catalog_name(config.name)}.yaml"))
+    manifest = _manifest_argv(config, plan, directory, prefix, config_hash, configs)
+    out.append(FinishCommand("manifest", manifest, jobs_on_stdin=True))
     return out
 
 

@@ -3,7 +3,9 @@
 `make_sample_repo(path, SampleConfig(...))` writes real afw-format catalogs and coadd exposures in
 the obs_lsst (or obs_lsstSim) layout, with a rerun chain, a rings sky map geometry and a truth table.
 Modules: skymap (geometry), columns (table schemas), objects (the simulated sky), conditions
-(calibration, PSF), filler (cheap wide columns), coadd (coadd datasets), truth, layout, generate.
+(calibration, PSF), filler (cheap wide columns), coadd (coadd datasets), truth, layout, generate;
+paths (the sample's own Gen2 path templates), fits_writer, afw_writer and exposure (the file writers);
+observations, visits and detector_catalogs (the visits).
 """
 
 from dc2tasks.sample.config import SampleConfig, SampleRepo, parse_missing_band, parse_patch, patch_grid

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dc2tasks.products import afw
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.calib import NJY_AT_MAG0
-from dc2tasks.products.exposure import write_exposure
+from dc2tasks.products.pixel_flags import OBJECT_PIXEL_FLAGS, pixel_flag_columns
 from dc2tasks.products.schema import SchemaGeneration
-from dc2tasks.sample.columns import PIXEL_FLAGS, TableSchema
+from dc2tasks.sample import afw_writer
+from dc2tasks.sample.columns import TableSchema
 from dc2tasks.sample.conditions import BandConditions
+from dc2tasks.sample.exposure import write_exposure
 from dc2tasks.sample.filler import FillerSource
 from dc2tasks.sample.objects import Objects
 from dc2tasks.sample.skymap import TractGeometry
@@ -138,8 +139,8 @@ def ref_core(
         "detect_isPrimary": primary,
     }
     ref_pixel = _per_record(objs.pixel_flags, ref)  # (7, n)
-    for k, p in enumerate(PIXEL_FLAGS):
-        flags[f"base_PixelFlags_flag_{p}"] = ref_pixel[k]
+    for k, name in enumerate(pixel_flag_columns(OBJECT_PIXEL_FLAGS)):
+        flags[name] = ref_pixel[k]
     for k, b in enumerate(ctx.bands):
         flags[f"merge_footprint_{b}"] = objs.footprint[k]
         flags[f"merge_peak_{b}"] = objs.peak[k]
@@ -183,8 +184,8 @@ def forced_core(
         "base_SdssShape_flag": objs.shape_flag[k],
         "base_LocalBackground_flag": objs.pixel_flags[k, 0],
     }
-    for j, p in enumerate(PIXEL_FLAGS):
-        flags[f"base_PixelFlags_flag_{p}"] = objs.pixel_flags[k, j]
+    for j, name in enumerate(pixel_flag_columns(OBJECT_PIXEL_FLAGS)):
+        flags[name] = objs.pixel_flags[k, j]
     return cols, flags
 
 
@@ -204,7 +205,7 @@ def assemble(
     return columns, flags
 
 
-_EMPTY_ARCHIVE = afw.table_hdu_bytes(
+_EMPTY_ARCHIVE = afw_writer.table_hdu_bytes(
     {
         "id": np.zeros(0, dtype=np.int32),
         "cat.archive": np.zeros(0, dtype=np.int32),
@@ -225,8 +226,8 @@ def write_catalog(path: Path, schema: TableSchema, columns: Columns, flags: Colu
         ("AFW_TABLE_VERSION", schema.afw_version),
         ("AFW_TYPE", "SOURCE"),
     ]
-    table = afw.table_hdu_bytes(columns, flags, schema.aliases, cards)
-    head = afw.primary_hdu_bytes()
+    table = afw_writer.table_hdu_bytes(columns, flags, schema.aliases, cards)
+    head = afw_writer.primary_hdu_bytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

@@ -11,15 +11,16 @@ each list, then numbered generic fields if the plausible names run out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+from dc2tasks.products.pixel_flags import OBJECT_PIXEL_FLAGS, pixel_flag_columns
 from dc2tasks.products.schema import SchemaGeneration
 
 APERTURES = ("3_0", "4_5", "6_0", "9_0", "12_0", "17_0", "25_0", "35_0", "50_0", "70_0")
 CONVOLVED = ("3_3", "4_5", "6_0", "kron")
 CMODEL_STAGES = ("initial", "exp", "dev")
-PIXEL_FLAGS = ("edge", "interpolatedCenter", "saturatedCenter", "crCenter", "bad", "suspectCenter", "clipped")
 REF_FLAG_SHARE = 0.33  # about a third of a real ref table's columns are flag bits
 FORCED_FLAG_SHARE = 0.25
 MAX_NAME = 68  # a name in a one-line FITS string card; longer ones need the CONTINUE convention
@@ -99,198 +100,333 @@ class _Catalogue:
         self.num([f"{prefix}_{g.flux}", f"{prefix}_{g.flux_err}"], core=core)
 
 
-def _measurement_plugins(c: _Catalogue, ref: bool) -> None:
-    """The plugin outputs shared by ref and forced tables, in the order DM registers them."""
-    g = c.gen
-    f, e = g.flux, g.err
-    c.num(["base_SdssCentroid_x", "base_SdssCentroid_y"], core=ref)
-    c.num([f"base_SdssCentroid_x{e}", f"base_SdssCentroid_y{e}"], "f4", core=ref)
-    if not ref:
-        c.num(["base_TransformedCentroid_x", "base_TransformedCentroid_y"], core=True)
-        c.num(["base_TransformedShape_xx", "base_TransformedShape_yy", "base_TransformedShape_xy"], core=True)
-    c.flag(["base_SdssCentroid_flag"], core=ref)
-    c.flag(
-        f"base_SdssCentroid_flag_{s}"
-        for s in ("edge", "noSecondDerivative", "almostNoSecondDerivative", "notAtMaximum", "resetToPeak")
-    )
-    if ref:
-        c.num(["base_Blendedness_old"])
-        if g.version <= 3:
-            c.num([f"base_Blendedness_raw_{f}", f"base_Blendedness_raw_{f}_child"])
-            c.num([f"base_Blendedness_raw_{f}_parent"])
-            c.num([f"base_Blendedness_abs_{f}"], core=True)
-            c.num([f"base_Blendedness_abs_{f}_child", f"base_Blendedness_abs_{f}_parent"])
-        else:
-            c.num(
-                [
-                    "base_Blendedness_raw",
-                    f"base_Blendedness_raw_child_{f}",
-                    f"base_Blendedness_raw_parent_{f}",
-                ]
-            )
-            c.num(["base_Blendedness_abs"], core=True)
-            c.num([f"base_Blendedness_abs_child_{f}", f"base_Blendedness_abs_parent_{f}"])
-        c.num(
+REF, FORCED = "ref", "forced"
+BOTH = (REF, FORCED)
+ALL_VERSIONS = (1, 2, 3, 4)
+
+
+class Columns(NamedTuple):
+    """Fields (or flag bits) of one plugin output, in file order.
+
+    Names are templates: `<f>` is the generation's flux word (`flux`, `instFlux`), `<fe>` its flux
+    error (`fluxSigma`, `fluxErr`, `instFluxErr`), `<e>` its error suffix (`Sigma`, `Err`). The tables
+    in `tables` have them, in `core_in` they are core, and only generations in `versions` have them.
+    """
+
+    flags: bool
+    names: tuple[str, ...]
+    dtype: str = "f8"
+    core_in: tuple[str, ...] = ()
+    tables: tuple[str, ...] = BOTH
+    versions: tuple[int, ...] = ALL_VERSIONS
+
+
+def _num(
+    *names: str,
+    dtype: str = "f8",
+    core: tuple[str, ...] = (),
+    tables: tuple[str, ...] = BOTH,
+    versions: tuple[int, ...] = ALL_VERSIONS,
+) -> Columns:
+    return Columns(False, names, dtype, core, tables, versions)
+
+
+def _flag(*names: str, core: tuple[str, ...] = (), tables: tuple[str, ...] = BOTH) -> Columns:
+    return Columns(True, names, "", core, tables)
+
+
+def _flux(prefix: str, core: tuple[str, ...] = ()) -> Columns:
+    return _num(f"{prefix}_<f>", f"{prefix}_<fe>", core=core)
+
+
+def _each(template: str, values: Iterable[object]) -> tuple[str, ...]:
+    """The template with `*` replaced by each value, in order."""
+    return tuple(template.replace("*", str(v)) for v in values)
+
+
+_MOMENTS = ("xx", "yy", "xy")
+_HSM = "ext_shapeHSM_HsmSourceMoments"
+_OLD_BLENDEDNESS = (1, 2, 3)  # `_abs_instFlux`; GCRCatalogs' v4 is the same names without it
+
+_HSM_COLUMNS = (
+    _num(*_each("ext_shapeHSM_HsmPsfMoments_*", ("x", "y", *_MOMENTS)), tables=(REF,)),
+    _num(*_each("ext_shapeHSM_HsmShapeRegauss_*", ("e1", "e2", "sigma", "resolution")), tables=(REF,)),
+    _num(f"{_HSM}_x", f"{_HSM}_y", tables=(REF,)),
+    _num(*_each(f"{_HSM}_*", _MOMENTS), core=BOTH, tables=(REF,)),
+    _num(*_each(f"{_HSM}Round_*", ("x", "y", *_MOMENTS)), tables=(REF,)),
+    _num(f"{_HSM}Round_Flux", dtype="f4", tables=(REF,)),
+    *(
+        columns
+        for what in ("HsmPsfMoments", "HsmShapeRegauss", "HsmSourceMoments", "HsmSourceMomentsRound")
+        for columns in (
+            _flag(
+                f"ext_shapeHSM_{what}_flag", core=BOTH if what == "HsmSourceMoments" else (), tables=(REF,)
+            ),
+            _flag(
+                *_each(f"ext_shapeHSM_{what}_flag_*", ("no_pixels", "not_contained", "parent_source")),
+                tables=(REF,),
+            ),
+        )
+    ),
+)
+"""HSM moments are measured on the coadd only (not a forced plugin); the object shape comes from here."""
+
+_BLENDEDNESS_COLUMNS = (
+    _num("base_Blendedness_old", tables=(REF,)),
+    _num(
+        "base_Blendedness_raw_<f>",
+        "base_Blendedness_raw_<f>_child",
+        "base_Blendedness_raw_<f>_parent",
+        tables=(REF,),
+        versions=_OLD_BLENDEDNESS,
+    ),
+    _num("base_Blendedness_abs_<f>", core=BOTH, tables=(REF,), versions=_OLD_BLENDEDNESS),
+    _num(
+        "base_Blendedness_abs_<f>_child",
+        "base_Blendedness_abs_<f>_parent",
+        tables=(REF,),
+        versions=_OLD_BLENDEDNESS,
+    ),
+    _num(
+        "base_Blendedness_raw",
+        "base_Blendedness_raw_child_<f>",
+        "base_Blendedness_raw_parent_<f>",
+        tables=(REF,),
+        versions=(4,),
+    ),
+    _num("base_Blendedness_abs", core=BOTH, tables=(REF,), versions=(4,)),
+    _num("base_Blendedness_abs_child_<f>", "base_Blendedness_abs_parent_<f>", tables=(REF,), versions=(4,)),
+    _num(
+        *(
             f"base_Blendedness_{a}_{w}_{m}"
             for a in ("raw", "abs")
             for w in ("child", "parent")
-            for m in ("xx", "yy", "xy")
-        )
-        c.flag(["base_Blendedness_flag", "base_Blendedness_flag_noCentroid", "base_Blendedness_flag_noShape"])
-    c.num(["base_SdssShape_xx", "base_SdssShape_yy", "base_SdssShape_xy"], core=True)
-    c.num([f"base_SdssShape_xx{e}", f"base_SdssShape_yy{e}", f"base_SdssShape_xy{e}"], "f4")
-    c.num(["base_SdssShape_x", "base_SdssShape_y"])
-    c.flux("base_SdssShape")
-    c.num(["base_SdssShape_psf_xx", "base_SdssShape_psf_yy", "base_SdssShape_psf_xy"], core=True)
-    c.num([f"base_SdssShape_{f}_xx_Cov", f"base_SdssShape_{f}_yy_Cov", f"base_SdssShape_{f}_xy_Cov"], "f4")
-    c.flag(["base_SdssShape_flag"], core=True)
-    c.flag(f"base_SdssShape_flag_{s}" for s in ("unweightedBad", "unweighted", "shift", "maxIter", "psf"))
-    if ref:
-        _hsm(c)
-    c.num(f"modelfit_DoubleShapeletPsfApprox_0_{m}" for m in ("xx", "yy", "xy", "x", "y", "0", "1", "2", "3"))
-    c.num(f"modelfit_DoubleShapeletPsfApprox_1_{m}" for m in ("xx", "yy", "xy", "x", "y", "0", "1", "2"))
-    c.flag(
-        f"modelfit_DoubleShapeletPsfApprox_flag{s}"
-        for s in ("", "_invalidPointForPsf", "_invalidMoments", "_maxIterations")
+            for m in _MOMENTS
+        ),
+        tables=(REF,),
+    ),
+    _flag(
+        "base_Blendedness_flag",
+        "base_Blendedness_flag_noCentroid",
+        "base_Blendedness_flag_noShape",
+        tables=(REF,),
+    ),
+)
+
+_APERTURE_COLUMNS = tuple(
+    columns
+    for r in APERTURES
+    for columns in (
+        _flux(f"base_CircularApertureFlux_{r}", core=BOTH if r == "12_0" else ()),  # slot_ApFlux, CalibFlux
+        _flag(
+            f"base_CircularApertureFlux_{r}_flag",
+            f"base_CircularApertureFlux_{r}_flag_apertureTruncated",
+            *((f"base_CircularApertureFlux_{r}_flag_sincCoeffsTruncated",) if r in APERTURES[:5] else ()),
+        ),
     )
-    for r in APERTURES:
-        c.flux(f"base_CircularApertureFlux_{r}", core=r == "12_0")  # slot_ApFlux / slot_CalibFlux
-        c.flag(
-            [f"base_CircularApertureFlux_{r}_flag", f"base_CircularApertureFlux_{r}_flag_apertureTruncated"]
-        )
-        if r in APERTURES[:5]:
-            c.flag([f"base_CircularApertureFlux_{r}_flag_sincCoeffsTruncated"])
-    c.flux("base_GaussianFlux", core=True)  # slot_InstFlux
-    c.flag(["base_GaussianFlux_flag"])
-    c.flux("base_LocalBackground", core=not ref)
-    c.flag(["base_LocalBackground_flag"], core=not ref)
-    c.flag(["base_LocalBackground_flag_noGoodPixels", "base_LocalBackground_flag_noPsf"])
-    c.flag(["base_PixelFlags_flag", "base_PixelFlags_flag_offimage"])
-    c.flag([f"base_PixelFlags_flag_{p}" for p in PIXEL_FLAGS], core=True)
-    c.flag(
-        f"base_PixelFlags_flag_{p}"
-        for p in (
-            "interpolated",
-            "saturated",
-            "cr",
-            "suspect",
-            "clippedCenter",
-            "sensor_edgeCenter",
-            "inexact_psfCenter",
-            "bright_objectCenter",
-            "sensor_edge",
-            "inexact_psf",
-            "bright_object",
-        )
-    )
-    c.flux("base_PsfFlux", core=True)
-    c.num(["base_PsfFlux_area"], "f4", core=ref)
-    c.flag(["base_PsfFlux_flag"], core=True)
-    c.flag(["base_PsfFlux_flag_noGoodPixels", "base_PsfFlux_flag_edge"])
-    c.num(["base_Variance_value"])
-    c.flag(["base_Variance_flag", "base_Variance_flag_emptyFootprint"])
-    c.flux("ext_photometryKron_KronFlux")
-    c.num([f"ext_photometryKron_KronFlux_{m}" for m in ("radius", "radius_for_radius", "psf_radius")], "f4")
-    c.flag(
-        f"ext_photometryKron_KronFlux_flag{s}"
-        for s in (
-            "",
-            "_edge",
-            "_bad_shape_no_psf",
-            "_no_minimum_radius",
-            "_no_fallback_radius",
-            "_bad_radius",
-            "_used_minimum_radius",
-            "_used_psf_radius",
-            "_small_radius",
-            "_bad_shape",
-        )
-    )
-    c.num(["ext_convolved_ConvolvedFlux_seeing"], "f4")
-    for k in range(4):
-        c.flag([f"ext_convolved_ConvolvedFlux_{k}_deconv"])
-        for r in CONVOLVED:
-            c.flux(f"ext_convolved_ConvolvedFlux_{k}_{r}")
-            c.flag([f"ext_convolved_ConvolvedFlux_{k}_{r}_flag"])
-            if r != "kron":
-                c.flag(
-                    f"ext_convolved_ConvolvedFlux_{k}_{r}_flag_{s}"
-                    for s in ("apertureTruncated", "sincCoeffsTruncated")
-                )
-    c.flag(["ext_convolved_ConvolvedFlux_flag"])
-    for stage in CMODEL_STAGES:
-        p = f"modelfit_CModel_{stage}"
-        c.flux(p)
-        c.num([f"{p}_{f}_inner", f"{p}_ellipse_xx", f"{p}_ellipse_yy", f"{p}_ellipse_xy", f"{p}_objective"])
-        c.num([f"{p}_nonlinear_0", f"{p}_nonlinear_1", f"{p}_nonlinear_2", f"{p}_fixed_0", f"{p}_fixed_1"])
-        c.num([f"{p}_nIter"], "i4")
-        c.num([f"{p}_time"])
-        c.flag([f"{p}_flag", f"{p}_flag_trSmall", f"{p}_flag_maxIter", f"{p}_flag_numericError"])
-    c.flux("modelfit_CModel", core=True)
-    c.num([f"modelfit_CModel_{f}_inner", "modelfit_CModel_fracDev", "modelfit_CModel_objective"])
-    c.num(f"modelfit_CModel_ellipse_{m}" for m in ("xx", "yy", "xy"))
-    c.num(f"modelfit_CModel_region_{s}_ellipse_{m}" for s in ("initial", "final") for m in ("xx", "yy", "xy"))
-    c.flag(["modelfit_CModel_flag"], core=True)
-    c.flag(
-        f"modelfit_CModel_{s}"
-        for s in (
-            "flag_region_maxArea",
-            "flag_region_maxBadPixelFraction",
-            "flags_region_usedFootprintArea",
-            "flags_region_usedPsfArea",
-            "flags_region_usedInitialEllipseMin",
-            "flags_region_usedInitialEllipseMax",
-            "flag_noShape",
-            "flags_smallShape",
-            "flag_noShapeletPsf",
-            "flag_badCentroid",
-        )
-    )
-    for corr in _apcorr_targets():
-        c.num([f"{corr}_apCorr", f"{corr}_apCorr{e}"])
-        c.flag([f"{corr}_flag_apCorr"])
-    if ref:
-        c.num(["base_ClassificationExtendedness_value"], core=True)
-        c.flag(["base_ClassificationExtendedness_flag"], core=True)
-    c.num(["base_FootprintArea_value", "base_InputCount_value"], "i4")
-    c.flag(["base_InputCount_flag", "base_InputCount_flag_noInputs"])
-    c.num(["base_Jacobian_value", "base_FPPosition_x", "base_FPPosition_y", "base_LocalPhotoCalib"])
-    c.num(["base_LocalPhotoCalibErr"])
-    c.num(f"base_LocalWcs_CDMatrix_{i}_{j}" for i in (1, 2) for j in (1, 2))
-    for approx in ("SingleGaussian", "DoubleGaussian", "Full"):
-        ncomp = {"SingleGaussian": 1, "DoubleGaussian": 2, "Full": 3}[approx]
-        for k in range(ncomp):
-            c.num(
-                f"modelfit_GeneralShapeletPsfApprox_{approx}_{k}_{m}"
-                for m in ("xx", "yy", "xy", "x", "y", "alpha", "beta", "0", "1", "2")
+)
+
+_CONVOLVED_COLUMNS = tuple(
+    columns
+    for k in range(4)
+    for columns in (
+        _flag(f"ext_convolved_ConvolvedFlux_{k}_deconv"),
+        *(
+            columns
+            for r in CONVOLVED
+            for columns in (
+                _flux(f"ext_convolved_ConvolvedFlux_{k}_{r}"),
+                _flag(
+                    f"ext_convolved_ConvolvedFlux_{k}_{r}_flag",
+                    *_each(
+                        f"ext_convolved_ConvolvedFlux_{k}_{r}_flag_*",
+                        () if r == "kron" else ("apertureTruncated", "sincCoeffsTruncated"),
+                    ),
+                ),
             )
-        c.flag(f"modelfit_GeneralShapeletPsfApprox_{approx}_flag{s}" for s in ("", "_max_inner_iterations"))
+        ),
+    )
+)
+
+_CMODEL_STAGE_COLUMNS = tuple(
+    columns
+    for p in (f"modelfit_CModel_{stage}" for stage in CMODEL_STAGES)
+    for columns in (
+        _flux(p),
+        _num(f"{p}_<f>_inner", *_each(f"{p}_ellipse_*", _MOMENTS), f"{p}_objective"),
+        _num(*_each(f"{p}_nonlinear_*", range(3)), *_each(f"{p}_fixed_*", range(2))),
+        _num(f"{p}_nIter", dtype="i4"),
+        _num(f"{p}_time"),
+        _flag(f"{p}_flag", f"{p}_flag_trSmall", f"{p}_flag_maxIter", f"{p}_flag_numericError"),
+    )
+)
+
+_APCORR_TARGETS = (
+    "base_PsfFlux",
+    "base_GaussianFlux",
+    "ext_photometryKron_KronFlux",
+    "modelfit_CModel",
+    *(f"modelfit_CModel_{stage}" for stage in CMODEL_STAGES),
+    *(f"ext_convolved_ConvolvedFlux_{k}_{r}" for k in range(4) for r in CONVOLVED),
+)
+
+_SHAPELET_COMPONENTS = {"SingleGaussian": 1, "DoubleGaussian": 2, "Full": 3}
+
+MEASUREMENT_PLUGINS: tuple[Columns, ...] = (
+    _num("base_SdssCentroid_x", "base_SdssCentroid_y", core=(REF,)),
+    _num("base_SdssCentroid_x<e>", "base_SdssCentroid_y<e>", dtype="f4", core=(REF,)),
+    _num("base_TransformedCentroid_x", "base_TransformedCentroid_y", core=BOTH, tables=(FORCED,)),
+    _num(*_each("base_TransformedShape_*", _MOMENTS), core=BOTH, tables=(FORCED,)),
+    _flag("base_SdssCentroid_flag", core=(REF,)),
+    _flag(
+        *_each(
+            "base_SdssCentroid_flag_*",
+            ("edge", "noSecondDerivative", "almostNoSecondDerivative", "notAtMaximum", "resetToPeak"),
+        )
+    ),
+    *_BLENDEDNESS_COLUMNS,
+    _num(*_each("base_SdssShape_*", _MOMENTS), core=BOTH),
+    _num(*_each("base_SdssShape_*<e>", _MOMENTS), dtype="f4"),
+    _num("base_SdssShape_x", "base_SdssShape_y"),
+    _flux("base_SdssShape"),
+    _num(*_each("base_SdssShape_psf_*", _MOMENTS), core=BOTH),
+    _num(*_each("base_SdssShape_<f>_*_Cov", _MOMENTS), dtype="f4"),
+    _flag("base_SdssShape_flag", core=BOTH),
+    _flag(*_each("base_SdssShape_flag_*", ("unweightedBad", "unweighted", "shift", "maxIter", "psf"))),
+    *_HSM_COLUMNS,
+    _num(*_each("modelfit_DoubleShapeletPsfApprox_0_*", (*_MOMENTS, "x", "y", "0", "1", "2", "3"))),
+    _num(*_each("modelfit_DoubleShapeletPsfApprox_1_*", (*_MOMENTS, "x", "y", "0", "1", "2"))),
+    _flag(
+        *_each(
+            "modelfit_DoubleShapeletPsfApprox_flag*",
+            ("", "_invalidPointForPsf", "_invalidMoments", "_maxIterations"),
+        )
+    ),
+    *_APERTURE_COLUMNS,
+    _flux("base_GaussianFlux", core=BOTH),  # slot_InstFlux
+    _flag("base_GaussianFlux_flag"),
+    _flux("base_LocalBackground", core=(FORCED,)),
+    _flag("base_LocalBackground_flag", core=(FORCED,)),
+    _flag("base_LocalBackground_flag_noGoodPixels", "base_LocalBackground_flag_noPsf"),
+    _flag("base_PixelFlags_flag", "base_PixelFlags_flag_offimage"),
+    _flag(*pixel_flag_columns(OBJECT_PIXEL_FLAGS), core=BOTH),
+    _flag(
+        *_each(
+            "base_PixelFlags_flag_*",
+            (
+                "interpolated",
+                "saturated",
+                "cr",
+                "suspect",
+                "clippedCenter",
+                "sensor_edgeCenter",
+                "inexact_psfCenter",
+                "bright_objectCenter",
+                "sensor_edge",
+                "inexact_psf",
+                "bright_object",
+            ),
+        )
+    ),
+    _flux("base_PsfFlux", core=BOTH),
+    _num("base_PsfFlux_area", dtype="f4", core=(REF,)),
+    _flag("base_PsfFlux_flag", core=BOTH),
+    _flag("base_PsfFlux_flag_noGoodPixels", "base_PsfFlux_flag_edge"),
+    _num("base_Variance_value"),
+    _flag("base_Variance_flag", "base_Variance_flag_emptyFootprint"),
+    _flux("ext_photometryKron_KronFlux"),
+    _num(*_each("ext_photometryKron_KronFlux_*", ("radius", "radius_for_radius", "psf_radius")), dtype="f4"),
+    _flag(
+        *_each(
+            "ext_photometryKron_KronFlux_flag*",
+            (
+                "",
+                "_edge",
+                "_bad_shape_no_psf",
+                "_no_minimum_radius",
+                "_no_fallback_radius",
+                "_bad_radius",
+                "_used_minimum_radius",
+                "_used_psf_radius",
+                "_small_radius",
+                "_bad_shape",
+            ),
+        )
+    ),
+    _num("ext_convolved_ConvolvedFlux_seeing", dtype="f4"),
+    *_CONVOLVED_COLUMNS,
+    _flag("ext_convolved_ConvolvedFlux_flag"),
+    *_CMODEL_STAGE_COLUMNS,
+    _flux("modelfit_CModel", core=BOTH),
+    _num("modelfit_CModel_<f>_inner", "modelfit_CModel_fracDev", "modelfit_CModel_objective"),
+    _num(*_each("modelfit_CModel_ellipse_*", _MOMENTS)),
+    _num(*(f"modelfit_CModel_region_{s}_ellipse_{m}" for s in ("initial", "final") for m in _MOMENTS)),
+    _flag("modelfit_CModel_flag", core=BOTH),
+    _flag(
+        *_each(
+            "modelfit_CModel_*",
+            (
+                "flag_region_maxArea",
+                "flag_region_maxBadPixelFraction",
+                "flags_region_usedFootprintArea",
+                "flags_region_usedPsfArea",
+                "flags_region_usedInitialEllipseMin",
+                "flags_region_usedInitialEllipseMax",
+                "flag_noShape",
+                "flags_smallShape",
+                "flag_noShapeletPsf",
+                "flag_badCentroid",
+            ),
+        )
+    ),
+    *(
+        columns
+        for corr in _APCORR_TARGETS
+        for columns in (_num(f"{corr}_apCorr", f"{corr}_apCorr<e>"), _flag(f"{corr}_flag_apCorr"))
+    ),
+    _num("base_ClassificationExtendedness_value", core=BOTH, tables=(REF,)),
+    _flag("base_ClassificationExtendedness_flag", core=BOTH, tables=(REF,)),
+    _num("base_FootprintArea_value", "base_InputCount_value", dtype="i4"),
+    _flag("base_InputCount_flag", "base_InputCount_flag_noInputs"),
+    _num("base_Jacobian_value", "base_FPPosition_x", "base_FPPosition_y", "base_LocalPhotoCalib"),
+    _num("base_LocalPhotoCalibErr"),
+    _num(*(f"base_LocalWcs_CDMatrix_{i}_{j}" for i in (1, 2) for j in (1, 2))),
+    *(
+        columns
+        for approx, ncomp in _SHAPELET_COMPONENTS.items()
+        for columns in (
+            *(
+                _num(
+                    *_each(
+                        f"modelfit_GeneralShapeletPsfApprox_{approx}_{k}_*",
+                        (*_MOMENTS, "x", "y", "alpha", "beta", "0", "1", "2"),
+                    )
+                )
+                for k in range(ncomp)
+            ),
+            _flag(*_each(f"modelfit_GeneralShapeletPsfApprox_{approx}_flag*", ("", "_max_inner_iterations"))),
+        )
+    ),
+)
+"""The plugin outputs of ref and forced tables, in the order DM registers them."""
 
 
-def _hsm(c: _Catalogue) -> None:
-    """HSM moments are measured on the coadd only (not a forced plugin); the object shape comes from here."""
-    hsm = "ext_shapeHSM_HsmSourceMoments"
-    c.num([f"ext_shapeHSM_HsmPsfMoments_{m}" for m in ("x", "y", "xx", "yy", "xy")])
-    c.num([f"ext_shapeHSM_HsmShapeRegauss_{m}" for m in ("e1", "e2", "sigma", "resolution")])
-    c.num([f"{hsm}_x", f"{hsm}_y"])
-    c.num([f"{hsm}_xx", f"{hsm}_yy", f"{hsm}_xy"], core=True)
-    c.num([f"{hsm}Round_{m}" for m in ("x", "y", "xx", "yy", "xy")])
-    c.num([f"{hsm}Round_Flux"], "f4")
-    for what in ("HsmPsfMoments", "HsmShapeRegauss", "HsmSourceMoments", "HsmSourceMomentsRound"):
-        c.flag([f"ext_shapeHSM_{what}_flag"], core=what == "HsmSourceMoments")
-        c.flag(f"ext_shapeHSM_{what}_flag_{s}" for s in ("no_pixels", "not_contained", "parent_source"))
+def _template_name(template: str, gen: SchemaGeneration) -> str:
+    return template.replace("<fe>", gen.flux_err).replace("<f>", gen.flux).replace("<e>", gen.err)
 
 
-def _apcorr_targets() -> Iterator[str]:
-    yield "base_PsfFlux"
-    yield "base_GaussianFlux"
-    yield "ext_photometryKron_KronFlux"
-    yield "modelfit_CModel"
-    for stage in CMODEL_STAGES:
-        yield f"modelfit_CModel_{stage}"
-    for k in range(4):
-        for r in CONVOLVED:
-            yield f"ext_convolved_ConvolvedFlux_{k}_{r}"
+def _measurement_plugins(c: _Catalogue, ref: bool) -> None:
+    """Add the plugin outputs a ref (or forced) table of `c`'s generation has."""
+    table = REF if ref else FORCED
+    for columns in MEASUREMENT_PLUGINS:
+        if table not in columns.tables or c.gen.version not in columns.versions:
+            continue
+        names = [_template_name(n, c.gen) for n in columns.names]
+        core = table in columns.core_in
+        if columns.flags:
+            c.flag(names, core=core)
+        else:
+            c.num(names, columns.dtype, core=core)
 
 
 def _ref_catalogue(gen: SchemaGeneration, bands: tuple[str, ...]) -> _Catalogue:

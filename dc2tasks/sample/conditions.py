@@ -57,12 +57,7 @@ def band_conditions(
     rng = stream(config.seed, tract, px, py, Purpose.CONDITIONS, band)
     jitter = rng.uniform(-1.0, 1.0)
     zp = config.zero_point + config.zp_jitter * jitter
-    f0 = 10.0 ** (zp / 2.5)
-    if config.calib_era == "calib":
-        calibration = Calibration(f0, 0.0, "calib")
-    else:
-        # what a reader derives from the persisted calibrationMean, so truth and reader agree exactly
-        calibration = Calibration.from_photocalib(NJY_AT_MAG0 / f0, 0.0)
+    calibration = Calibration.from_zero_point(config.calib_era, zp)
     sigma = SEEING_FWHM[band] / FWHM_PER_SIGMA / config.pixel_scale
     sigma2 = sigma**2 * rng.uniform(0.92, 1.08)
     e1, e2 = rng.uniform(-0.03, 0.03, size=2)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from dc2tasks.data_ids import BANDS, check_bands, parse_patch
 from dc2tasks.products.atomic import atomic_path
-from dc2tasks.products.repo import MAPPERS
 from dc2tasks.products.schema import SchemaGeneration, parse_generation
 from dc2tasks.sample.focal_plane import NUM_DETECTORS
+from dc2tasks.sample.paths import MAPPERS
 
 ALL_DETECTORS = tuple(range(NUM_DETECTORS))
 # R22 S11, S12, S21, S22: a 2x2 block at the centre of the focal plane

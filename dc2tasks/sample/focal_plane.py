@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dc2tasks.sample.fits_writer import tan_wcs_cards
+
 CORNER_RAFTS = frozenset({(0, 0), (0, 4), (4, 0), (4, 4)})
 RAFTS = tuple((x, y) for x in range(5) for y in range(5) if (x, y) not in CORNER_RAFTS)
 SENSORS = tuple((x, y) for x in range(3) for y in range(3))
@@ -165,29 +167,8 @@ class Pointing:
         uc, vc = plane.center(detector)
         scale = self.pixel_scale_arcsec / 3600.0
         c, s = math.cos(self.rotation), math.sin(self.rotation)
-        return [
-            ("CTYPE1", "RA---TAN"),
-            ("CTYPE2", "DEC--TAN"),
-            ("CRPIX1", 0.5 * (plane.width - 1) - uc + 1.0),
-            ("CRPIX2", 0.5 * (plane.height - 1) - vc + 1.0),
-            ("CRVAL1", math.degrees(self.ra)),
-            ("CRVAL2", math.degrees(self.dec)),
-            ("CUNIT1", "deg"),
-            ("CUNIT2", "deg"),
-            ("CD1_1", -scale * c),
-            ("CD1_2", -scale * s),
-            ("CD2_1", -scale * s),
-            ("CD2_2", scale * c),
-            ("RADESYS", "ICRS"),
-            ("EQUINOX", 2000.0),
-            ("CTYPE1A", "LINEAR"),
-            ("CTYPE2A", "LINEAR"),
-            ("CRPIX1A", 1.0),
-            ("CRPIX2A", 1.0),
-            ("CRVAL1A", 0.0),
-            ("CRVAL2A", 0.0),
-            ("CUNIT1A", "PIXEL"),
-            ("CUNIT2A", "PIXEL"),
-            ("LTV1", 0.0),
-            ("LTV2", 0.0),
-        ]
+        return tan_wcs_cards(
+            (0.5 * (plane.width - 1) - uc + 1.0, 0.5 * (plane.height - 1) - vc + 1.0),
+            (math.degrees(self.ra), math.degrees(self.dec)),
+            (-scale * c, -scale * s, -scale * s, scale * c),
+        )

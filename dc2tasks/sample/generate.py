@@ -13,13 +13,13 @@ import os
 import shutil
 from pathlib import Path
 
-from dc2tasks.products.repo import TEMPLATES
 from dc2tasks.sample import coadd, layout, truth
 from dc2tasks.sample.columns import CoaddSchemas, coadd_schemas
 from dc2tasks.sample.conditions import band_conditions
 from dc2tasks.sample.config import SampleConfig, SampleRepo
 from dc2tasks.sample.filler import FillerSource
 from dc2tasks.sample.objects import Objects, patch_objects, simulate_owner
+from dc2tasks.sample.paths import TEMPLATES
 from dc2tasks.sample.skymap import RingsSkyMap, TractGeometry
 from dc2tasks.sample.streams import Purpose, stream
 from dc2tasks.sample.tract_objects import TractObjectCollector

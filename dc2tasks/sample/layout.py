@@ -12,8 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dc2tasks.products.atomic import atomic_path
-from dc2tasks.products.repo import MAPPERS
 from dc2tasks.sample.config import VISIT_OPTIONS, SampleConfig
+from dc2tasks.sample.paths import MAPPERS
 
 COADD_RERUN = "coadd"
 MARKER = "sample_config.json"

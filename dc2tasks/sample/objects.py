@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dc2tasks.products.calib import AB_NJY_ZP
 from dc2tasks.sample.conditions import DEPTH_5SIGMA, FWHM_PER_SIGMA, SEEING_FWHM
 from dc2tasks.sample.config import SampleConfig
 from dc2tasks.sample.skymap import RingsSkyMap, TractGeometry
 from dc2tasks.sample.streams import Purpose, stream
 
 SERIAL_BITS = 24
-NJY_AB_ZP = 31.4
 # the order in which the multiband merge picks the reference band (DC2 obs_lsst config)
 REF_PRIORITY = ("i", "r", "z", "y", "g", "u")
 COLOR_GALAXY = {
@@ -42,7 +42,7 @@ COLOR_STAR = {
 }
 # fractions of records with a failed measurement (flag set; a share of those with NaN values)
 PSF_FAIL, CMODEL_FAIL, SHAPE_FAIL, HSM_FAIL, CENTROID_FAIL, SKIPPED = 0.01, 0.03, 0.02, 0.03, 0.01, 0.01
-PIXEL_FLAG_RATES = (0.012, 0.02, 0.005, 0.005, 0.003, 0.005, 0.004)  # edge ... clipped (columns.PIXEL_FLAGS)
+PIXEL_FLAG_RATES = (0.012, 0.02, 0.005, 0.005, 0.003, 0.005, 0.004)  # edge ... clipped (OBJECT_PIXEL_FLAGS)
 
 
 def object_id(tract: int, px: int, py: int, serial: np.ndarray) -> np.ndarray:
@@ -120,16 +120,20 @@ def _families(rng: np.random.Generator, n: int) -> tuple[int, np.ndarray]:
     return n - int(kids.sum()), kids
 
 
-def simulate_owner(
-    config: SampleConfig, skymap: RingsSkyMap, geom: TractGeometry, px: int, py: int, excluded_bands: set[str]
-) -> Objects:
-    """Every record owned by patch (px, py) of a tract, sorted by id.
+@dataclass(frozen=True)
+class _Layout:
+    """Where an owner patch's records are and their deblend families (children after top-level)."""
 
-    `excluded_bands` cannot be the reference band (the pipelines never measured them here).
-    """
-    rng = stream(config.seed, geom.tract, px, py, Purpose.OBJECTS)
-    bands = config.bands
-    nb = len(bands)
+    n_top: int
+    child_of: np.ndarray  # the top-level record each child belongs to
+    x: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+    parent: np.ndarray
+    n_child: np.ndarray
+
+
+def _layout(rng: np.random.Generator, config: SampleConfig, geom: TractGeometry, px: int, py: int) -> _Layout:
     n_top, kids = _families(rng, config.objects_per_patch)
     n_par = len(kids)
     n = n_top + int(kids.sum())
@@ -152,11 +156,28 @@ def simulate_owner(
     parent[n_top:] = ids[child_of]
     n_child = np.zeros(n, dtype=np.int32)
     n_child[parent_slot] = kids
-    is_parent = n_child > 0
-    is_child = parent != 0
-    ra, dec = geom.pixel_to_sky(x, y)
-    tract_inner = skymap.find_tracts(ra, dec) == geom.tract
+    return _Layout(n_top, child_of, x, y, ids, parent, n_child)
 
+
+@dataclass(frozen=True)
+class _Light:
+    """Class, shape and measured PSF and CModel fluxes (nJy, per band) of an owner patch's records."""
+
+    is_star: np.ndarray
+    shape: np.ndarray
+    psf_sigma2: dict[str, float]
+    psf_flux: np.ndarray
+    psf_err: np.ndarray
+    psf_flag: np.ndarray
+    cm_flux: np.ndarray
+    cm_err: np.ndarray
+    cm_flag: np.ndarray
+
+
+def _light(rng: np.random.Generator, config: SampleConfig, layout: _Layout) -> _Light:
+    bands = config.bands
+    nb = len(bands)
+    n, n_top, child_of = len(layout.ids), layout.n_top, layout.child_of
     # brightness and class; children share their parent's light
     is_star = rng.random(n) < 0.15
     m_r = np.where(
@@ -177,9 +198,9 @@ def simulate_owner(
         mean_g, sd_g = COLOR_GALAXY[b]
         mean_s, sd_s = COLOR_STAR[b]
         color = np.where(is_star, rng.normal(mean_s, sd_s or 1e-9, n), rng.normal(mean_g, sd_g or 1e-9, n))
-        true_total = 10 ** ((NJY_AB_ZP - (m_r + color)) / 2.5)
+        true_total = 10 ** ((AB_NJY_ZP - (m_r + color)) / 2.5)
         frac = psf_sigma2[b] / (psf_sigma2[b] + size2)
-        noise = 10 ** ((NJY_AB_ZP - DEPTH_5SIGMA[b]) / 2.5) / 5.0
+        noise = 10 ** ((AB_NJY_ZP - DEPTH_5SIGMA[b]) / 2.5) / 5.0
         psf_err[k] = noise * rng.uniform(0.9, 1.15, n)
         cm_err[k] = psf_err[k] * np.sqrt(1.0 + size2 / psf_sigma2[b]) * rng.uniform(0.95, 1.05, n)
         psf_flux[k] = true_total * frac + rng.normal(0.0, 1.0, n) * psf_err[k]
@@ -193,8 +214,29 @@ def simulate_owner(
     psf_err[psf_nan] = np.nan
     cm_flux[cm_nan] = np.nan
     cm_err[cm_nan] = np.nan
+    return _Light(is_star, shape, psf_sigma2, psf_flux, psf_err, psf_flag, cm_flux, cm_err, cm_flag)
 
-    snr = np.abs(psf_flux / psf_err)
+
+def simulate_owner(
+    config: SampleConfig, skymap: RingsSkyMap, geom: TractGeometry, px: int, py: int, excluded_bands: set[str]
+) -> Objects:
+    """Every record owned by patch (px, py) of a tract, sorted by id.
+
+    `excluded_bands` cannot be the reference band (the pipelines never measured them here).
+    """
+    rng = stream(config.seed, geom.tract, px, py, Purpose.OBJECTS)
+    bands = config.bands
+    nb = len(bands)
+    layout = _layout(rng, config, geom, px, py)
+    n = len(layout.ids)
+    is_parent = layout.n_child > 0
+    is_child = layout.parent != 0
+    ra, dec = geom.pixel_to_sky(layout.x, layout.y)
+    tract_inner = skymap.find_tracts(ra, dec) == geom.tract
+    light = _light(rng, config, layout)
+    is_star = light.is_star
+
+    snr = np.abs(light.psf_flux / light.psf_err)
     footprint = np.nan_to_num(snr) > 3.0
     allowed = np.array([b not in excluded_bands for b in bands])
     footprint &= allowed[:, None]
@@ -204,8 +246,8 @@ def simulate_owner(
     peak[ref_band, np.arange(n)] = True
 
     cols = np.arange(n)
-    ref_psf_flag = psf_flag[ref_band, cols]
-    ref_cm_flag = cm_flag[ref_band, cols]
+    ref_psf_flag = light.psf_flag[ref_band, cols]
+    ref_cm_flag = light.cm_flag[ref_band, cols]
     extendedness = np.where(is_star, 0.0, 1.0)
     faint = snr[ref_band, cols] < 10
     flip = faint & (rng.random(n) < 0.1)
@@ -214,7 +256,7 @@ def simulate_owner(
     extendedness[extendedness_flag] = np.nan
 
     ref_snr = np.nan_to_num(snr[ref_band, cols], nan=1.0)
-    centroid_err = np.clip(np.sqrt(psf_sigma2[bands[0]]) / np.maximum(ref_snr, 0.5), 1e-3, 5.0).astype(
+    centroid_err = np.clip(np.sqrt(light.psf_sigma2[bands[0]]) / np.maximum(ref_snr, 0.5), 1e-3, 5.0).astype(
         np.float32
     )
     blendedness = np.where(is_child, rng.uniform(0.05, 0.8, n), np.minimum(rng.exponential(0.005, n), 1.0))
@@ -223,11 +265,11 @@ def simulate_owner(
     pixel_flags = rng.random((nb, len(PIXEL_FLAG_RATES), n)) < np.array(PIXEL_FLAG_RATES)[None, :, None]
 
     return Objects(
-        id=ids,
-        parent=parent,
-        n_child=n_child,
-        x=x,
-        y=y,
+        id=layout.ids,
+        parent=layout.parent,
+        n_child=layout.n_child,
+        x=layout.x,
+        y=layout.y,
         ra=ra,
         dec=dec,
         tract_inner=tract_inner,
@@ -239,14 +281,14 @@ def simulate_owner(
         centroid_err=centroid_err,
         centroid_flag=rng.random(n) < CENTROID_FAIL,
         hsm_flag=rng.random(n) < HSM_FAIL,
-        shape=shape,
+        shape=light.shape,
         ref_band=ref_band,
-        psf_flux=psf_flux,
-        psf_err=psf_err,
-        psf_flag=psf_flag,
-        cmodel_flux=cm_flux,
-        cmodel_err=cm_err,
-        cmodel_flag=cm_flag,
+        psf_flux=light.psf_flux,
+        psf_err=light.psf_err,
+        psf_flag=light.psf_flag,
+        cmodel_flux=light.cm_flux,
+        cmodel_err=light.cm_err,
+        cmodel_flag=light.cm_flag,
         shape_flag=rng.random((nb, n)) < SHAPE_FAIL,
         background=rng.normal(0.0, 2.0, (nb, n)),
         background_err=rng.uniform(0.5, 1.5, (nb, n)),

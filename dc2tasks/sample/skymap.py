@@ -27,6 +27,8 @@ from functools import cached_property
 
 import numpy as np
 
+from dc2tasks.sample.fits_writer import tan_wcs_cards
+
 NUM_RINGS = 120
 TRACT_OVERLAP_DEG = 1.0 / 60.0
 PATCH_INNER = 4000
@@ -209,29 +211,9 @@ class TractGeometry:
         The "A" WCS records the image origin (xy0) the way afw persists it.
         """
         scale = self.pixel_scale_arcsec / 3600.0
-        return [
-            ("CTYPE1", "RA---TAN"),
-            ("CTYPE2", "DEC--TAN"),
-            ("CRPIX1", self.crpix0 + 1.0 - x0),
-            ("CRPIX2", self.crpix0 + 1.0 - y0),
-            ("CRVAL1", math.degrees(self.ra0)),
-            ("CRVAL2", math.degrees(self.dec0)),
-            ("CUNIT1", "deg"),
-            ("CUNIT2", "deg"),
-            ("CD1_1", -scale),
-            ("CD1_2", 0.0),
-            ("CD2_1", 0.0),
-            ("CD2_2", scale),
-            ("RADESYS", "ICRS"),
-            ("EQUINOX", 2000.0),
-            ("CTYPE1A", "LINEAR"),
-            ("CTYPE2A", "LINEAR"),
-            ("CRPIX1A", 1.0),
-            ("CRPIX2A", 1.0),
-            ("CRVAL1A", float(x0)),
-            ("CRVAL2A", float(y0)),
-            ("CUNIT1A", "PIXEL"),
-            ("CUNIT2A", "PIXEL"),
-            ("LTV1", float(-x0)),
-            ("LTV2", float(-y0)),
-        ]
+        return tan_wcs_cards(
+            (self.crpix0 + 1.0 - x0, self.crpix0 + 1.0 - y0),
+            (math.degrees(self.ra0), math.degrees(self.dec0)),
+            (-scale, 0.0, 0.0, scale),
+            (x0, y0),
+        )

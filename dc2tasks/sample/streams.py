@@ -14,7 +14,9 @@ from enum import IntEnum
 
 import numpy as np
 
-BAND_INDEX = {b: i for i, b in enumerate("ugrizy")}
+from dc2tasks.catalogue import BANDS
+
+BAND_INDEX = {b: i for i, b in enumerate(BANDS)}
 
 
 class Purpose(IntEnum):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dc2tasks.products.pixel_flags import VISIT_PIXEL_FLAGS, pixel_flag_columns
 from dc2tasks.products.schema import SchemaGeneration
 from dc2tasks.sample.columns import (
     Field,
@@ -25,7 +26,6 @@ from dc2tasks.sample.columns import (
     _measurement_plugins,
 )
 
-VISIT_PIXEL_FLAGS = ("edge", "interpolatedCenter", "saturatedCenter", "crCenter", "bad", "suspectCenter")
 SRC_FLAG_SHARE = 0.3
 FORCED_FLAG_SHARE = 0.25
 DIA_GENERATION = SchemaGeneration(3)
@@ -121,7 +121,7 @@ def _measured(c: _Catalogue, with_extras: bool) -> None:
         c.flag(["base_GaussianFlux_flag"], core=True)
         c.flux("base_LocalBackground", core=True)
         c.flag(["base_LocalBackground_flag"], core=True)
-    c.flag([f"base_PixelFlags_flag_{p}" for p in VISIT_PIXEL_FLAGS], core=True)
+    c.flag(pixel_flag_columns(VISIT_PIXEL_FLAGS), core=True)
 
 
 def _aliases_present(aliases: dict[str, str], schema: TableSchema) -> dict[str, str]:
@@ -158,7 +158,7 @@ def forced_src_schema(gen: SchemaGeneration, width: int) -> TableSchema:
     c.num(["base_TransformedCentroid_x", "base_TransformedCentroid_y"], core=True)
     c.flux("base_PsfFlux", core=True)
     c.flag(["base_PsfFlux_flag"], core=True)
-    c.flag([f"base_PixelFlags_flag_{p}" for p in VISIT_PIXEL_FLAGS], core=True)
+    c.flag(pixel_flag_columns(VISIT_PIXEL_FLAGS), core=True)
     c.num(["base_TransformedShape_xx", "base_TransformedShape_yy", "base_TransformedShape_xy"])
     _plugin_fillers(c, skip=("base_Blendedness", "base_ClassificationExtendedness"))
     return _fitted(c, width, FORCED_FLAG_SHARE, "forced_src", FORCED_ALIASES)

@@ -18,8 +18,6 @@ from scipy.spatial import cKDTree
 
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.calib import Calibration
-from dc2tasks.products.exposure import write_exposure
-from dc2tasks.products.repo import TEMPLATES
 from dc2tasks.sample import layout
 from dc2tasks.sample.coadd import assemble, write_catalog
 from dc2tasks.sample.config import SampleConfig, SampleRepo, SampleVisit
@@ -31,20 +29,22 @@ from dc2tasks.sample.detector_catalogs import (
     forced_catalog,
     src_catalog,
 )
+from dc2tasks.sample.exposure import write_exposure
 from dc2tasks.sample.filler import FillerSource
 from dc2tasks.sample.focal_plane import FocalPlane, detector_names
+from dc2tasks.sample.observations import (
+    VISIT_DEPTH_5SIGMA,
+    Observation,
+    detector_calibrations,
+    exposure_metadata,
+    noise_njy,
+    visit_observations,
+)
+from dc2tasks.sample.paths import TEMPLATES
 from dc2tasks.sample.skymap import TractGeometry
 from dc2tasks.sample.streams import Purpose, visit_stream
 from dc2tasks.sample.tract_objects import TractObjects, Variables, choose_variables
 from dc2tasks.sample.visit_columns import VisitSchemas
-from dc2tasks.sample.visit_plan import (
-    VISIT_DEPTH_5SIGMA,
-    VisitPlan,
-    detector_calibrations,
-    exposure_metadata,
-    noise_njy,
-    plan_visits,
-)
 from dc2tasks.sample.visit_truth import (
     DIA_OBJECT_SCHEMA,
     VisitTruthWriters,
@@ -66,13 +66,13 @@ class VisitView:
     clearance_px: float
 
     @classmethod
-    def project(cls, objs: TractObjects, plan: VisitPlan, plane: FocalPlane) -> VisitView:
-        u, v, front = plan.pointing.sky_to_focal(objs.ra, objs.dec)
+    def project(cls, objs: TractObjects, observation: Observation, plane: FocalPlane) -> VisitView:
+        u, v, front = observation.pointing.sky_to_focal(objs.ra, objs.dec)
         detector, x, y = plane.locate(u, v)
         detector = np.where(front, detector, -1)
         order = np.argsort(detector, kind="stable")
         bounds = np.searchsorted(detector[order], np.arange(-1, 190))[1:]
-        clearance = SPURIOUS_CLEARANCE_ARCSEC / plan.pointing.pixel_scale_arcsec
+        clearance = SPURIOUS_CLEARANCE_ARCSEC / observation.pointing.pixel_scale_arcsec
         (rx, ry), margin = plane.raft_pitch, 2 * clearance
         near = front & (np.abs(u) < 2.5 * rx + margin) & (np.abs(v) < 2.5 * ry + margin)
         tree = cKDTree(np.column_stack([u[near], v[near]])) if near.any() else None
@@ -143,49 +143,52 @@ class TractVisitWriter:
         self.tally = DiaTally.empty(len(self.variables) if self.variables is not None else 0)
 
     def write(self) -> None:
-        for plan in plan_visits(self.config, self.geom):
-            self._write_visit(plan)
+        for observation in visit_observations(self.config, self.geom):
+            self._write_visit(observation)
         if self.variables is not None:
             self._write_dia_objects(self.variables)
 
     # ---- one visit ----------------------------------------------------------------------
 
-    def _data_id(self, plan: VisitPlan, detector: int) -> dict[str, object]:
+    def _data_id(self, observation: Observation, detector: int) -> dict[str, object]:
         raft, sensor = detector_names(detector, self.config.camera)
         return {
-            "visit": plan.visit,
-            "filter": plan.band,
+            "visit": observation.visit,
+            "filter": observation.band,
             "raftName": raft,
             "detectorName": sensor,
             "detector": detector,
             "raft": raft,
             "sensor": sensor,
-            "tract": plan.tract,
+            "tract": observation.tract,
         }
 
-    def _write_visit(self, plan: VisitPlan) -> None:
+    def _write_visit(self, observation: Observation) -> None:
         config = self.config
         kinds = ("source", "forced", "dia_source") if config.dia else ("source", "forced")
-        truth = VisitTruthWriters(self.root, plan.visit, kinds if config.truth else ())
-        view = VisitView.project(self.objs, plan, self.plane)
+        truth = VisitTruthWriters(self.root, observation.visit, kinds if config.truth else ())
+        view = VisitView.project(self.objs, observation, self.plane)
         detectors = sorted(config.detectors)
         for detector in detectors:
-            self._write_detector(plan, detector, view, truth)
+            self._write_detector(observation, detector, view, truth)
         for kind, (path, size) in truth.close().items():
-            self.repo.visit_truth_paths[(kind, plan.visit)] = path
+            self.repo.visit_truth_paths[(kind, observation.visit)] = path
             self.repo.bytes_written += size
             self.repo.files += 1
         names = {d: detector_names(d, config.camera) for d in detectors}
-        self.repo.visits.append(SampleVisit(plan.visit, plan.tract, plan.band, plan.mjd, detectors, names))
+        visit = SampleVisit(
+            observation.visit, observation.tract, observation.band, observation.mjd, detectors, names
+        )
+        self.repo.visits.append(visit)
 
     def _write_detector(
-        self, plan: VisitPlan, detector: int, view: VisitView, truth: VisitTruthWriters
+        self, observation: Observation, detector: int, view: VisitView, truth: VisitTruthWriters
     ) -> None:
         config = self.config
-        data_id = self._data_id(plan, detector)
-        calibs = detector_calibrations(config, plan, detector)
+        data_id = self._data_id(observation, detector)
+        calibs = detector_calibrations(config, observation, detector)
         ctx = DetectorContext(
-            plan,
+            observation,
             detector,
             self.plane,
             calibs.calexp,
@@ -193,40 +196,40 @@ class TractVisitWriter:
             config.generation,
             config.spurious_fraction,
         )
-        wcs = plan.pointing.wcs_cards(self.plane, detector)
+        wcs = observation.pointing.wcs_cards(self.plane, detector)
         raft, sensor = detector_names(detector, config.camera)
-        metadata = exposure_metadata(plan, f"{raft}_{sensor}")
+        metadata = exposure_metadata(observation, f"{raft}_{sensor}")
         index, x, y = view.on(detector)
 
         self._exposure("calexp", self.coadd_root, data_id, calibs.calexp, wcs, metadata)
-        src = src_catalog(ctx, self._rng(plan, detector, Purpose.SOURCES), self.objs, index, x, y, view.clear)
-        self._catalog("src", self.coadd_root, data_id, src, plan, detector, Purpose.SOURCE_FILLER)
+        rng = self._rng(observation, detector, Purpose.SOURCES)
+        src = src_catalog(ctx, rng, self.objs, index, x, y, view.clear)
+        self._catalog("src", self.coadd_root, data_id, src, observation, detector, Purpose.SOURCE_FILLER)
         truth.write("source", src.truth)
         self._count("src", len(src))
 
         forced = forced_catalog(
-            ctx, self._rng(plan, detector, Purpose.FORCED_SOURCES), self.objs, index, x, y
+            ctx, self._rng(observation, detector, Purpose.FORCED_SOURCES), self.objs, index, x, y
         )
-        self._catalog(
-            "forced_src", self.rerun_root, data_id, forced, plan, detector, Purpose.FORCED_SOURCE_FILLER
-        )
+        purpose = Purpose.FORCED_SOURCE_FILLER
+        self._catalog("forced_src", self.rerun_root, data_id, forced, observation, detector, purpose)
         truth.write("forced", forced.truth)
         self._count("forced_src", len(forced))
 
         if self.variables is None:
             return
         self._exposure("deepDiff_differenceExp", self.rerun_root, data_id, calibs.diffexp, wcs, metadata)
-        rng = self._rng(plan, detector, Purpose.DIA_SOURCES)
+        rng = self._rng(observation, detector, Purpose.DIA_SOURCES)
         dia = dia_catalog(ctx, rng, self.objs, self.variables, self.variable_of, index, x, y, view.clear)
         self._catalog(
-            "deepDiff_diaSrc", self.rerun_root, data_id, dia, plan, detector, Purpose.DIA_SOURCE_FILLER
+            "deepDiff_diaSrc", self.rerun_root, data_id, dia, observation, detector, Purpose.DIA_SOURCE_FILLER
         )
         truth.write("dia_source", dia.truth)
         self._count("deepDiff_diaSrc", len(dia))
         self.tally.add(dia.variable, dia.inst_flux, dia.inst_err)
 
-    def _rng(self, plan: VisitPlan, detector: int, purpose: Purpose) -> np.random.Generator:
-        return visit_stream(self.config.seed, plan.visit, detector, purpose)
+    def _rng(self, observation: Observation, detector: int, purpose: Purpose) -> np.random.Generator:
+        return visit_stream(self.config.seed, observation.visit, detector, purpose)
 
     def _count(self, dataset: str, rows: int) -> None:
         self.repo.visit_rows[dataset] = self.repo.visit_rows.get(dataset, 0) + rows
@@ -251,7 +254,7 @@ class TractVisitWriter:
         where: Path,
         data_id: dict[str, object],
         catalog: Catalog,
-        plan: VisitPlan,
+        observation: Observation,
         detector: int,
         filler_purpose: Purpose,
     ) -> None:
@@ -260,7 +263,8 @@ class TractVisitWriter:
             "forced_src": self.schemas.forced_src,
             "deepDiff_diaSrc": self.schemas.dia_src,
         }[dataset]
-        filler = FillerSource(self._rng(plan, detector, filler_purpose), len(catalog), catalog.x, catalog.y)
+        rng = self._rng(observation, detector, filler_purpose)
+        filler = FillerSource(rng, len(catalog), catalog.x, catalog.y)
         columns, flags = assemble(schema, catalog.columns, catalog.flags, filler)
         path = where / (self.templates[dataset] % data_id)
         self.repo.bytes_written += write_catalog(path, schema, columns, flags)

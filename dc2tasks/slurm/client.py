@@ -1,8 +1,9 @@
 """The Slurm client: submit, find_by_name, status, cancel, read_log.
 
-Why "plans": each operation is written once, as a generator that yields `Command`s and receives
-`CommandResult`s (no I/O inside). `SlurmClient` drives a plan with a blocking transport (an Airflow
-worker, the CLI); `AsyncSlurmClient` drives the same plan with `await` (a triggerer). The narrow
+Why exchanges: each operation is written once, as an `Exchange`, a generator that yields `Command`s
+and receives `CommandResult`s (no I/O inside). `SlurmClient` drives an exchange with a blocking
+transport (an Airflow worker, the CLI); `AsyncSlurmClient` drives the same exchange with `await` (a
+triggerer). The narrow
 surface follows Parsl's ExecutionProvider: submit / status / cancel, with explicit state translation
 (`states.STATE_TABLE`).
 
@@ -29,29 +30,19 @@ import logging
 import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TypeVar
 
 from dc2tasks.slurm import commands as c
 from dc2tasks.slurm.commands import Command, CommandResult, JobInfo
 from dc2tasks.slurm.job import SlurmJob
 from dc2tasks.slurm.owner import Owner
 from dc2tasks.slurm.states import Outcome, SlurmState
+from dc2tasks.slurm.transports.base import AsyncTransport, Transport
 
-Plan = Generator[Command, CommandResult, "object"]
+T = TypeVar("T")
+Exchange = Generator[Command, CommandResult, T]
+"""One operation's commands, each sent once the previous one's result is in; returns a T."""
 log = logging.getLogger(__name__)
-
-
-class Transport(Protocol):
-    user: str
-    """The account the commands run as (the SSH login, or this process's user)."""
-
-    def run(self, cmd: Command) -> CommandResult: ...
-
-
-class AsyncTransport(Protocol):
-    user: str
-
-    async def arun(self, cmd: Command) -> CommandResult: ...
 
 
 class SlurmCommandError(RuntimeError):
@@ -94,8 +85,8 @@ def element_ids(job_id: str, job: SlurmJob) -> list[str]:
     return [f"{job_id}_{i}" for i in spec.indices] if spec else [job_id]
 
 
-class _Plans:
-    """The operations, as generators of commands. Holds the accounting on/off memory."""
+class _Exchanges:
+    """The operations, as exchanges. Holds the accounting on/off memory."""
 
     def __init__(self, owner: Owner, command_timeout: float = c.DEFAULT_TIMEOUT) -> None:
         self.accounting: bool | None = None
@@ -107,11 +98,11 @@ class _Plans:
         if r.returncode != 0:
             raise SlurmCommandError(f"{what} failed (exit {r.returncode}): {r.err.strip()}")
 
-    def submit(self, job: SlurmJob) -> Generator[Command, CommandResult, str]:
+    def submit(self, job: SlurmJob) -> Exchange[str]:
         r = yield c.sbatch(job.render(), self.timeout)
         return c.parse_sbatch(r)
 
-    def _scontrol(self, ids: list[str]) -> Generator[Command, CommandResult, dict[str, JobInfo]]:
+    def _scontrol(self, ids: list[str]) -> Exchange[dict[str, JobInfo]]:
         r = yield c.scontrol_show_jobs(self.timeout)
         self._check("scontrol show job", r)
         return self._mine(c.select(c.parse_scontrol(r.out), ids), "scontrol")
@@ -121,7 +112,7 @@ class _Plans:
         kept = Owner(self.user).keep(list(found.values()), what)
         return {j.job_id: j for j in kept}
 
-    def status(self, ids: Iterable[str | int]) -> Generator[Command, CommandResult, dict[str, JobInfo]]:
+    def status(self, ids: Iterable[str | int]) -> Exchange[dict[str, JobInfo]]:
         wanted = c.job_ids(ids)
         if self.accounting is not False:
             r = yield c.sacct(wanted, self.user, self.timeout)
@@ -140,16 +131,16 @@ class _Plans:
                 return found
         return (yield from self._scontrol(wanted))
 
-    def find_by_name(self, name: str) -> Generator[Command, CommandResult, list[FoundJob]]:
+    def find_by_name(self, name: str) -> Exchange[list[FoundJob]]:
         return summarise_found((yield from self.elements_by_name(name)))
 
-    def elements_by_name(self, name: str) -> Generator[Command, CommandResult, list[JobInfo]]:
+    def elements_by_name(self, name: str) -> Exchange[list[JobInfo]]:
         """Every job and array element of that name that is ours (`Owner`), from slurmctld and
         accounting together."""
         infos = yield from self._elements_by_name(name)
         return self.owner.keep(infos, f"jobs named {name}")
 
-    def _elements_by_name(self, name: str) -> Generator[Command, CommandResult, list[JobInfo]]:
+    def _elements_by_name(self, name: str) -> Exchange[list[JobInfo]]:
         if self.accounting is not False:
             r = yield c.sacct_by_name(name, self.user, timeout=self.timeout)
             if c.accounting_disabled(r):
@@ -171,13 +162,13 @@ class _Plans:
         self._check("squeue", r)
         return [j for j in c.parse_squeue(r.out) if j.name == name]
 
-    def cancel(self, ids: Iterable[str | int]) -> Generator[Command, CommandResult, None]:
+    def cancel(self, ids: Iterable[str | int]) -> Exchange[None]:
         r = yield c.scancel(c.job_ids(ids), self.timeout)
         self._check("scancel", r)
 
     def read_log(
         self, path: str, offset: int, limit: int
-    ) -> Generator[Command, CommandResult, tuple[str, int]]:
+    ) -> Exchange[tuple[str, int]]:
         r = yield c.read_bytes(path, offset, limit, self.timeout)
         if c.symlink_refused(r):
             log.warning("job log %s is a symbolic link: not read", path)
@@ -194,7 +185,7 @@ class _Plans:
                 continue
         return data.decode("utf-8", "replace"), offset + len(data)
 
-    def tail_log(self, path: str, nbytes: int) -> Generator[Command, CommandResult, str]:
+    def tail_log(self, path: str, nbytes: int) -> Exchange[str]:
         """The last `nbytes` of a log, read no-follow like `read_log` (the size comes from lstat;
         if the path is swapped for a link in between, the read refuses it)."""
         r = yield c.file_size(path, self.timeout)
@@ -215,39 +206,39 @@ class SlurmClient:
     def __init__(self, transport: Transport, command_timeout: float = c.DEFAULT_TIMEOUT,
                  owner: Owner | None = None) -> None:
         self.transport = transport
-        self._plans = _Plans(owner or Owner(transport.user), command_timeout)
+        self._exchanges = _Exchanges(owner or Owner(transport.user), command_timeout)
 
-    def _drive(self, plan: Generator[Command, CommandResult, object]) -> object:
+    def _drive(self, exchange: Exchange[T]) -> T:
         try:
-            cmd = next(plan)
+            cmd = next(exchange)
             while True:
-                cmd = plan.send(self.transport.run(cmd))
+                cmd = exchange.send(self.transport.run(cmd))
         except StopIteration as stop:
             return stop.value
 
     def submit(self, job: SlurmJob) -> str:
         """Submit and return the job id (the array job id for arrays)."""
-        return self._drive(self._plans.submit(job))  # type: ignore[return-value]
+        return self._drive(self._exchanges.submit(job))
 
     def status(self, ids: Iterable[str | int]) -> dict[str, JobInfo]:
         """State of many jobs in one command; array elements are reported as `<id>_<i>`."""
-        return self._drive(self._plans.status(ids))  # type: ignore[return-value]
+        return self._drive(self._exchanges.status(ids))
 
     def find_by_name(self, name: str) -> list[FoundJob]:
-        return self._drive(self._plans.find_by_name(name))  # type: ignore[return-value]
+        return self._drive(self._exchanges.find_by_name(name))
 
     def elements_by_name(self, name: str) -> list[JobInfo]:
-        return self._drive(self._plans.elements_by_name(name))  # type: ignore[return-value]
+        return self._drive(self._exchanges.elements_by_name(name))
 
     def cancel(self, ids: Iterable[str | int]) -> None:
-        self._drive(self._plans.cancel(ids))
+        self._drive(self._exchanges.cancel(ids))
 
     def read_log(self, path: str, offset: int = 0, limit: int = c.LOG_CHUNK) -> tuple[str, int]:
         """New text of a log file from `offset`, and the offset to read from next time."""
-        return self._drive(self._plans.read_log(path, offset, limit))  # type: ignore[return-value]
+        return self._drive(self._exchanges.read_log(path, offset, limit))
 
     def tail_log(self, path: str, nbytes: int = 4000) -> str:
-        return self._drive(self._plans.tail_log(path, nbytes))  # type: ignore[return-value]
+        return self._drive(self._exchanges.tail_log(path, nbytes))
 
     def wait(self, ids: Iterable[str | int], timeout: float, interval: float = 0.5) -> dict[str, JobInfo]:
         """Block until every job is in a final state (the local backend and tests; the Airflow
@@ -269,33 +260,33 @@ class AsyncSlurmClient:
     def __init__(self, transport: AsyncTransport, command_timeout: float = c.DEFAULT_TIMEOUT,
                  owner: Owner | None = None) -> None:
         self.transport = transport
-        self._plans = _Plans(owner or Owner(transport.user), command_timeout)
+        self._exchanges = _Exchanges(owner or Owner(transport.user), command_timeout)
 
-    async def _drive(self, plan: Generator[Command, CommandResult, object]) -> object:
+    async def _drive(self, exchange: Exchange[T]) -> T:
         try:
-            cmd = next(plan)
+            cmd = next(exchange)
             while True:
-                cmd = plan.send(await self.transport.arun(cmd))
+                cmd = exchange.send(await self.transport.arun(cmd))
         except StopIteration as stop:
             return stop.value
 
     async def submit(self, job: SlurmJob) -> str:
-        return await self._drive(self._plans.submit(job))  # type: ignore[return-value]
+        return await self._drive(self._exchanges.submit(job))
 
     async def status(self, ids: Iterable[str | int]) -> dict[str, JobInfo]:
-        return await self._drive(self._plans.status(ids))  # type: ignore[return-value]
+        return await self._drive(self._exchanges.status(ids))
 
     async def find_by_name(self, name: str) -> list[FoundJob]:
-        return await self._drive(self._plans.find_by_name(name))  # type: ignore[return-value]
+        return await self._drive(self._exchanges.find_by_name(name))
 
     async def elements_by_name(self, name: str) -> list[JobInfo]:
-        return await self._drive(self._plans.elements_by_name(name))  # type: ignore[return-value]
+        return await self._drive(self._exchanges.elements_by_name(name))
 
     async def cancel(self, ids: Iterable[str | int]) -> None:
-        await self._drive(self._plans.cancel(ids))
+        await self._drive(self._exchanges.cancel(ids))
 
     async def read_log(self, path: str, offset: int = 0, limit: int = c.LOG_CHUNK) -> tuple[str, int]:
-        return await self._drive(self._plans.read_log(path, offset, limit))  # type: ignore[return-value]
+        return await self._drive(self._exchanges.read_log(path, offset, limit))
 
     async def tail_log(self, path: str, nbytes: int = 4000) -> str:
-        return await self._drive(self._plans.tail_log(path, nbytes))  # type: ignore[return-value]
+        return await self._drive(self._exchanges.tail_log(path, nbytes))

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dc2tasks.slurm import validate as v
+from dc2tasks.slurm.job import ArraySpec
 from dc2tasks.slurm.states import Outcome, SlurmState, parse_exit_code
 
 SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "Elapsed", "MaxRSS", "NodeList", "User", "Comment")
@@ -102,13 +103,15 @@ def _user(user: str) -> str:
     return f"--user={v.check('user', user, v.USER_RE, 'user name')}"
 
 
-def sacct(ids: Iterable[str], user: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
+def _sacct(user: str, *select: str, timeout: float) -> Command:
     fmt = ",".join(SACCT_FIELDS)
     return Command(
-        ("sacct", "--noheader", "--parsable2", f"--format={fmt}", _user(user),
-         f"--jobs={','.join(job_ids(ids))}"),
-        timeout=timeout,
+        ("sacct", "--noheader", "--parsable2", f"--format={fmt}", _user(user), *select), timeout=timeout
     )
+
+
+def sacct(ids: Iterable[str], user: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
+    return _sacct(user, f"--jobs={','.join(job_ids(ids))}", timeout=timeout)
 
 
 def sacct_by_name(
@@ -116,12 +119,7 @@ def sacct_by_name(
 ) -> Command:
     """The jobs of `user` named `name`: never another account's job of the same name."""
     v.check("name", name, v.NAME_RE, "job name")
-    fmt = ",".join(SACCT_FIELDS)
-    return Command(
-        ("sacct", "--noheader", "--parsable2", f"--format={fmt}", _user(user), f"--name={name}",
-         f"--starttime={since}"),
-        timeout=timeout,
-    )
+    return _sacct(user, f"--name={name}", f"--starttime={since}", timeout=timeout)
 
 
 def scontrol_show_jobs(timeout: float = DEFAULT_TIMEOUT) -> Command:
@@ -197,26 +195,27 @@ class SubmitError(RuntimeError):
     """sbatch refused the job (the message is Slurm's)."""
 
 
+_ELAPSED_RE = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)")
+
+
 def parse_elapsed(text: str) -> int | None:
-    """`[D-]HH:MM:SS`, `MM:SS` or `MM:SS.mmm` -> seconds."""
-    text = text.strip()
-    if not text or text in ("INVALID", "UNLIMITED", "Partition_Limit"):
+    """A duration as sacct (Elapsed) and scontrol (RunTime) print it, `[D-][HH:]MM:SS[.mmm]` ->
+    whole seconds; None for `INVALID`, `UNLIMITED`, an empty field or anything else."""
+    m = _ELAPSED_RE.fullmatch(text.strip())
+    if not m:
         return None
-    days, _, hms = text.rpartition("-")
-    parts = [float(p) for p in hms.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0.0)
-    h, m, s = parts
-    return int((int(days) if days else 0) * 86400 + h * 3600 + m * 60 + s)
+    days, hours, minutes = (int(g) if g else 0 for g in m.groups()[:3])
+    return int(((days * 24 + hours) * 60 + minutes) * 60 + float(m[4]))
 
 
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)([KMGT]?)", re.IGNORECASE)
 _SIZE = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 def parse_size(text: str) -> int | None:
-    """sacct MaxRSS `3276K`, `1.5G`, `0` -> bytes."""
-    m = re.fullmatch(r"([\d.]+)([KMGT]?)", text.strip())
-    return int(float(m[1]) * _SIZE[m[2]]) if m else None
+    """A memory size as sacct prints it (MaxRSS `3276K`, `1.5G`, `0`) -> bytes; None if it is not one."""
+    m = _SIZE_RE.fullmatch(text.strip())
+    return int(float(m[1]) * _SIZE[m[2].upper()]) if m else None
 
 
 def expand_array_ids(job_id: str) -> list[str]:
@@ -224,8 +223,6 @@ def expand_array_ids(job_id: str) -> list[str]:
     m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
     if not m:
         return [job_id]
-    from dc2tasks.slurm.job import ArraySpec
-
     return [f"{m[1]}_{i}" for i in ArraySpec.parse(m[2]).indices]
 
 

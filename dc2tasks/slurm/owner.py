@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import pwd
 import re
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -25,6 +26,14 @@ COMMENT_RE = re.compile(r"dc2:try=(\d{1,6})(?::([0-9a-f]{32}))?")
 TAG_HEX = 32
 MIN_TOKEN_CHARS = 16
 log = logging.getLogger(__name__)
+
+
+def account_name(uid: int) -> str:
+    """The user name of `uid` as Slurm reports it (squeue %u), or the number if it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 class Record(Protocol):

@@ -4,7 +4,7 @@ Why: the Airflow containers that submit jobs must reach sshd and nothing else of
 (slurmctld, slurmd and slurmdbd listen on every interface of the container, with no setting to
 bind them to one address). So the login node is alone on an internal network with this gateway,
 and the Airflow services reach only this gateway's port 22 (as `login-node`, on their own network).
-Runs with the login-node image's Python, which has dc2tasks (dc2tasks.netns.forward).
+Runs with the login-node image's Python, which has dc2tasks (dc2tasks.service.netns.forward).
 
     python dc2-ssh-gateway --listen HOST:PORT --to HOST:PORT
 """
@@ -16,7 +16,7 @@ import asyncio
 import signal
 import socket
 
-from dc2tasks.netns import forward
+from dc2tasks.service.netns import forward
 
 
 def address(text: str) -> tuple[str, int]:

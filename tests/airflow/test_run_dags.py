@@ -104,7 +104,7 @@ def _states(dr) -> dict[str, str]:
 
 
 def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
-    from dc2tasks.demo import INSTALLED, load_with_gcr
+    from dc2tasks.service.demo import INSTALLED, load_with_gcr
 
     sample, demo, folder = demo_dags
     dag = load_dag(folder / "dc2_demo.py")
@@ -132,7 +132,7 @@ def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
 
 
 def test_dry_run_shows_every_job_and_config_and_changes_nothing(demo_dags) -> None:
-    from dc2tasks.demo import INSTALLED
+    from dc2tasks.service.demo import INSTALLED
 
     _, demo, folder = demo_dags
     dag = load_dag(folder / "dc2_demo.py")
@@ -183,7 +183,8 @@ def test_login_node_commands_name_the_image_for_shifter(tmp_path) -> None:
     from dc2tasks.runs.steps import finalize_commands
 
     for command in finalize_commands(config, plan, "object", dc2_argv(config)):
-        assert command[:3] == ["shifter", "--image=lsstdesc/stack-jupyter:prod", "dc2"]
-        assert command[3] in ("gcr-config", "manifest")
+        assert command.argv[:3] == ["shifter", "--image=lsstdesc/stack-jupyter:prod", "dc2"]
+        assert command.argv[3] == command.what
+        assert command.what in ("gcr-config", "manifest")
     plain = parse_run_config({**data, "slurm": {"account": "m1727"}}, tmp_path / "plain.yaml")
     assert dc2_argv(plain) == ["dc2"]

@@ -296,7 +296,7 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
                                                  sample: Any, cluster_user: pwd.struct_passwd,
                                                  central_group: grp.struct_group) -> None:
     from dc2tasks.airflow.operators.slurm import job_name_for
-    from dc2tasks.demo import load_with_gcr, truth_check
+    from dc2tasks.service.demo import load_with_gcr, truth_check
 
     dag = make_run("h7_slurm")
     started = time.monotonic()

@@ -7,6 +7,7 @@ import pandas as pd
 import tables
 
 from dc2tasks.products import afw, hdf5
+from dc2tasks.sample import afw_writer
 
 
 def _records(tmp_path, n=1300, seed=0):
@@ -21,7 +22,7 @@ def _records(tmp_path, n=1300, seed=0):
     }
     flags = {f"flag{k}": rng.uniform(size=n) < 0.3 for k in range(13)}
     path = tmp_path / f"t{seed}.fits"
-    path.write_bytes(afw.primary_hdu_bytes() + afw.table_hdu_bytes(cols, flags))
+    path.write_bytes(afw_writer.primary_hdu_bytes() + afw_writer.table_hdu_bytes(cols, flags))
     return afw.RawRecords.open(path), {**cols, **flags}
 
 

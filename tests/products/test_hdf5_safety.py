@@ -306,7 +306,7 @@ def test_scan_tree_finds_hdf5_by_content_not_name(tmp_path):
 
 
 def test_every_hdf5_file_the_demo_makes_passes(tmp_path, capsys):
-    from dc2tasks.demo import run_demo
+    from dc2tasks.service.demo import run_demo
 
     assert run_demo(tmp_path, jobs=1, airflow=False) == 0
     out = capsys.readouterr().out
@@ -349,7 +349,7 @@ def test_what_pytables_unpickles_from_accepted_files_is_plain_data():
 
 @pytest.mark.parametrize("step", ["trim", "dpdd", "schema"])
 def test_the_object_steps_scan_their_input_before_pytables_reads_it(tmp_path, step):
-    from dc2tasks.products import gcr, hdf5
+    from dc2tasks.products import gcr_schema, hdf5
     from dc2tasks.products.object_dpdd import dpdd_tract
     from dc2tasks.products.object_trim import trim_file
 
@@ -362,7 +362,7 @@ def test_the_object_steps_scan_their_input_before_pytables_reads_it(tmp_path, st
     run = {
         "trim": lambda: trim_file(source, tmp_path / "out"),
         "dpdd": lambda: dpdd_tract(source, tmp_path / "out"),
-        "schema": lambda: gcr.hdf5_schema([source]),
+        "schema": lambda: gcr_schema.hdf5_schema([source]),
     }[step]
     (tmp_path / "out").mkdir()
     with pytest.raises(UnsafeHDF5Error, match="node /coadd_4850_00, attribute 'pandas_type'"):

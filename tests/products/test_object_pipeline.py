@@ -14,6 +14,7 @@ from dc2tasks.products.errors import InputError, NotARepositoryError
 from dc2tasks.products.object_merge import merge_tract
 from dc2tasks.products.object_pipeline import run_object_pipeline
 from dc2tasks.products.repo import Gen2Repo
+from dc2tasks.sample import afw_writer
 
 AB = 31.4
 
@@ -118,7 +119,7 @@ def test_forced_not_row_aligned(small_sample, tmp_path):
     t = afw.read_table(path)
     cols = {k: v[::-1].copy() for k, v in t.columns.items() if k not in t.flag_names}
     flags = {k: t.columns[k][::-1].copy() for k in t.flag_names}
-    path.write_bytes(afw.primary_hdu_bytes() + afw.table_hdu_bytes(cols, flags))
+    path.write_bytes(afw_writer.primary_hdu_bytes() + afw_writer.table_hdu_bytes(cols, flags))
     with pytest.raises(InputError, match=r"forced_src-r-.*not row-aligned with its ref.*row 0 has id"):
         merge_tract(repo, tract, tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.hdf5"))
@@ -140,7 +141,7 @@ def test_empty_catalog(small_sample, tmp_path):
     t = afw.read_table(ref)
     cols = {k: v[:0] for k, v in t.columns.items() if k not in t.flag_names}
     flags = {k: t.columns[k][:0] for k in t.flag_names}
-    ref.write_bytes(afw.primary_hdu_bytes() + afw.table_hdu_bytes(cols, flags))
+    ref.write_bytes(afw_writer.primary_hdu_bytes() + afw_writer.table_hdu_bytes(cols, flags))
     with pytest.raises(InputError, match="no primary object in any patch"):
         merge_tract(repo, tract, tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.hdf5"))

@@ -11,11 +11,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dc2tasks.demo import load_with_gcr
 from dc2tasks.products import afw
 from dc2tasks.products.dia_stats import dia_object_statistics
 from dc2tasks.products.errors import InputError
-from dc2tasks.products.exposure import write_exposure
 from dc2tasks.products.matching import SkyMatcher
 from dc2tasks.products.object_index import ObjectIndex, load_objects
 from dc2tasks.products.object_pipeline import run_object_pipeline
@@ -23,7 +21,9 @@ from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.products.visit_pipeline import run_visit_pipeline
 from dc2tasks.products.visit_products import make_visit, make_visits
 from dc2tasks.products.visit_tables import VISIT_TABLES
-from dc2tasks.sample import SampleConfig, make_sample_repo
+from dc2tasks.sample import SampleConfig, afw_writer, make_sample_repo
+from dc2tasks.sample.exposure import write_exposure
+from dc2tasks.service.demo import load_with_gcr
 
 CENTRE = tuple(f"{x},{y}" for x in (2, 3, 4) for y in (2, 3, 4))
 
@@ -260,7 +260,7 @@ def test_calexp_without_calibration_names_the_file(small, tmp_path) -> None:
 
 def _empty_catalog(path: Path) -> None:
     columns = {"id": np.zeros(0, dtype=np.int64), "coord_ra": np.zeros(0), "coord_dec": np.zeros(0)}
-    path.write_bytes(afw.primary_hdu_bytes() + afw.table_hdu_bytes(columns))
+    path.write_bytes(afw_writer.primary_hdu_bytes() + afw_writer.table_hdu_bytes(columns))
 
 
 def test_empty_catalogs_are_skipped_and_an_empty_visit_writes_nothing(small, tmp_path) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dc2tasks.products.errors import InputError
-from dc2tasks.products.gcr import PRODUCTS, catalog_name
+from dc2tasks.products.gcr import PRODUCTS
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.products.schema import SchemaGeneration
 from dc2tasks.products.visit_info import detector_number, mjd_from_iso, mjd_of
@@ -73,11 +73,11 @@ def test_dia_source_has_the_42_columns_of_the_spec_plus_match_columns() -> None:
 
 
 def test_product_names_and_readers() -> None:
-    assert catalog_name("Run1.2i", PRODUCTS["source"]) == "dc2_source_run1.2i"
-    assert catalog_name("run1.2p", PRODUCTS["dia_object"]) == "dc2_dia_object_run1.2p"
-    assert PRODUCTS["forced_source"].filename_pattern == r"forced_src_visit_\d+\.parquet$"
-    assert PRODUCTS["dia_source"].filename_pattern == r"dia_src_visit_\d+\.parquet$"
-    assert PRODUCTS["dia_object"].filename_pattern == r"dia_object_tract_\d+\.parquet$"
+    assert PRODUCTS["source"].catalog_name("Run1.2i") == "dc2_source_run1.2i"
+    assert PRODUCTS["dia_object"].catalog_name("run1.2p") == "dc2_dia_object_run1.2p"
+    assert PRODUCTS["forced_source"].file_pattern == r"forced_src_visit_\d+\.parquet$"
+    assert PRODUCTS["dia_source"].file_pattern == r"dia_src_visit_\d+\.parquet$"
+    assert PRODUCTS["dia_object"].file_pattern == r"dia_object_tract_\d+\.parquet$"
     assert VISIT_TABLES["source"].file_name(230) == "src_visit_230.parquet"
 
 

@@ -88,11 +88,11 @@ def test_scripts_make_every_product_and_install_loads_in_gcr(sample, tmp_path) -
     assert (work / "dpdd_object" / "dpdd_steptest_object.parquet").is_file()
     jobs = json.dumps([{"job_id": "1", "state": "COMPLETED"}])
     for directory in plan.directories:
-        for argv in finalize_commands(config, plan, directory, DC2, "abc123"):
+        for command in finalize_commands(config, plan, directory, DC2, "abc123"):
             r = subprocess.run(
-                argv, input=jobs if "manifest" in argv else None, capture_output=True, text=True
+                command.argv, input=jobs if command.jobs_on_stdin else None, capture_output=True, text=True
             )
-            assert r.returncode == 0, f"{argv}: {r.stderr}"
+            assert r.returncode == 0, f"{command.argv}: {r.stderr}"
         r = subprocess.run(install_command(config, plan, directory, DC2), capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["status"] == "installed"
@@ -100,7 +100,7 @@ def test_scripts_make_every_product_and_install_loads_in_gcr(sample, tmp_path) -
         rendered = rendered_catalog_configs(config, plan, directory)
         installed = tmp_path / "central" / directory / "catalog_configs"
         assert {p.stem: yaml.safe_load(p.read_text()) for p in installed.glob("*.yaml")} == rendered
-    from dc2tasks.demo import load_with_gcr
+    from dc2tasks.service.demo import load_with_gcr
 
     for directory, catalog, column in [
         ("object", "dc2_object_steptest", "objectId"),

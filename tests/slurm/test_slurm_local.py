@@ -195,7 +195,7 @@ def test_the_emulator_records_and_reports_the_submitting_user(local: SlurmClient
     """The local backend runs the same user checks as a cluster: squeue %u, sacct User and scontrol
     UserId say who submitted, and `--user` filters on it."""
     from dc2tasks.slurm import commands as c
-    from dc2tasks.slurm.transports.base import account_name
+    from dc2tasks.slurm.owner import account_name
 
     me = account_name(os.geteuid())
     assert local.transport.user == me

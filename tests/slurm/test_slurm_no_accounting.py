@@ -43,7 +43,7 @@ def test_status_and_find_without_accounting(transport: SSHTransport, env: dict[s
     arr = client.submit(arr_job)
     ids = [ok, bad, *element_ids(arr, arr_job)]
     got = wait_final(client, ids)
-    assert client._plans.accounting is False
+    assert client._exchanges.accounting is False
     assert (got[ok].state.base, got[ok].exit_code, got[ok].comment) == ("COMPLETED", 0, "dc2:try=1")
     assert (got[bad].state.base, got[bad].exit_code, got[bad].outcome) == ("FAILED", 3, Outcome.FAIL)
     assert {i: got[f"{arr}_{i}"].state.base for i in range(4)} == \

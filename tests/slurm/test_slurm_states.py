@@ -11,6 +11,8 @@ from dc2tasks.slurm.commands import (
     parse_scontrol,
     parse_size,
     parse_squeue,
+    sacct,
+    sacct_by_name,
     select,
 )
 from dc2tasks.slurm.states import parse_exit_code
@@ -79,6 +81,20 @@ def test_elapsed_and_size() -> None:
     assert parse_size("3276K") == 3276 * 1024
     assert parse_size("1.5G") == int(1.5 * 1024**3)
     assert parse_size("") is None
+
+
+def test_elapsed_and_size_edge_forms() -> None:
+    """The forms sacct and scontrol print besides the plain ones; what is not a duration is None."""
+    assert parse_elapsed("00:07.250") == 7
+    assert parse_elapsed("2-00:00:00") == 2 * 86400
+    assert parse_elapsed(" 10:00:00 ") == 36000
+    assert parse_elapsed("INVALID") is None
+    assert parse_elapsed("UNLIMITED") is None
+    assert parse_elapsed("1:2:3:4") is None
+    assert parse_size("0") == 0
+    assert parse_size("2g") == 2 * 1024**3
+    assert parse_size("7M") == 7 * 1024**2
+    assert parse_size("1.2.3K") is None
 
 
 # Captured from the loopback cluster (Slurm 22.05.8): an array of 5 with index 2 failing, while
@@ -157,3 +173,11 @@ def test_parse_squeue() -> None:
     assert [(j.job_id, j.state.base, j.user, j.comment) for j in jobs] == [
         ("1_0", "PENDING", "dc2test", "dc2:try=1"), ("3", "RUNNING", "dc2other", ""),
         ("4_5", "PENDING", "dc2test", ""), ("4_6", "PENDING", "dc2test", "")]
+
+
+def test_sacct_commands() -> None:
+    fmt = "--format=JobID,JobName,State,ExitCode,Elapsed,MaxRSS,NodeList,User,Comment"
+    head = ("sacct", "--noheader", "--parsable2", fmt, "--user=dc2")
+    assert sacct(["5", "6_1"], "dc2", timeout=9).argv == (*head, "--jobs=5,6_1")
+    assert sacct(["5"], "dc2", timeout=9).timeout == 9
+    assert sacct_by_name("dc2-x", "dc2").argv == (*head, "--name=dc2-x", "--starttime=now-7days")

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dc2tasks.netns import live_processes
+from dc2tasks.service.netns import live_processes
 
 # from ../shared/notes/airflow-local.md: what Debian's chromium needs headless, as root, offline
 CHROMIUM_FLAGS = [

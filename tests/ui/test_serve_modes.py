@@ -44,7 +44,7 @@ def test_share_network_runs_standalone_directly(tmp_path: Path) -> None:
         pytest.skip("needs root for `unshare --net` (the namespace keeps standalone's log servers in)")
     port = free_port()
     out = tmp_path / "serve.out"
-    inner = ("import os, sys; from dc2tasks.netns import loopback_up; loopback_up(); "
+    inner = ("import os, sys; from dc2tasks.service.netns import loopback_up; loopback_up(); "
              "os.execv(sys.argv[1], sys.argv[1:])")
     with open(out, "wb") as fh:
         proc = subprocess.Popen(

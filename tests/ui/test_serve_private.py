@@ -20,15 +20,9 @@ import pytest
 from nobody import NOBODY, run_as_nobody
 from served_demo import Served, dc2_serve, free_port
 
-from dc2tasks.serve import (
-    PASSWORDS_FILE,
-    REDACTED,
-    ServeError,
-    copy_redacted,
-    private_home,
-    private_home_and_password,
-    user_password,
-)
+from dc2tasks.service.private import NotPrivateError, private_home
+from dc2tasks.service.serve import PASSWORDS_FILE, private_home_and_password, user_password
+from dc2tasks.service.standalone import REDACTED, copy_redacted
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -180,13 +174,13 @@ def test_a_home_of_another_account_or_a_symlink_is_refused(tmp_path: Path) -> No
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     os.chown(theirs, NOBODY, NOBODY)
-    with pytest.raises(ServeError, match=f"{theirs} \\(AIRFLOW_HOME\\) belongs to uid {NOBODY}, not to "
-                                         "this account"):
+    with pytest.raises(NotPrivateError, match=f"{theirs} \\(AIRFLOW_HOME\\) belongs to uid {NOBODY}, not to "
+                                              "this account"):
         private_home(theirs)
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "elsewhere")
     (tmp_path / "elsewhere").mkdir()
-    with pytest.raises(ServeError, match=f"{link} \\(AIRFLOW_HOME\\) is not a directory"):
+    with pytest.raises(NotPrivateError, match=f"{link} \\(AIRFLOW_HOME\\) is not a directory"):
         private_home(link)
 
 

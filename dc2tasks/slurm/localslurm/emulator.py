@@ -25,7 +25,7 @@ from dc2tasks.slurm import validate as v
 from dc2tasks.slurm.commands import SACCT_FIELDS, SQUEUE_FORMAT
 from dc2tasks.slurm.job import ArraySpec
 from dc2tasks.slurm.localslurm.store import Element, Meta, Store
-from dc2tasks.slurm.transports.base import account_name
+from dc2tasks.slurm.owner import account_name
 
 IGNORED_OPTIONS = {"account", "qos", "partition", "constraint", "nodes", "ntasks", "mem", "image",
                    "licenses", "exclude"}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dc2tasks.slurm.job import expand_log_path
 from dc2tasks.slurm.localslurm.store import FINAL, Element, Meta, Store
-from dc2tasks.slurm.transports.base import account_name
+from dc2tasks.slurm.owner import account_name
 
 KILL_WAIT_S = 2.0
 TICK_S = 0.05

@@ -1,9 +1,29 @@
-"""Errors shared by the transports, and a command counter (to measure commands per poll)."""
+"""What a transport is (the protocols the Slurm client and the rerun listing drive), the errors
+the transports share, and a command counter (to measure commands per poll)."""
 
 from __future__ import annotations
 
-import pwd
 import threading
+from typing import Protocol
+
+from dc2tasks.slurm.commands import Command, CommandResult
+
+
+class Transport(Protocol):
+    """Runs one argv (never a shell string) where Slurm is: here, in the emulator or over SSH."""
+
+    user: str
+    """The account the commands run as (the SSH login, or this process's user)."""
+
+    def run(self, cmd: Command) -> CommandResult: ...
+
+
+class AsyncTransport(Protocol):
+    """The same for an event loop (the Airflow triggerer)."""
+
+    user: str
+
+    async def arun(self, cmd: Command) -> CommandResult: ...
 
 
 class TransportError(RuntimeError):
@@ -24,11 +44,3 @@ class CommandCounter:
     def tick(self) -> None:
         with self._lock:
             self.count += 1
-
-
-def account_name(uid: int) -> str:
-    """The user name of `uid` as Slurm reports it (squeue %u), or the number if it has none."""
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)

@@ -8,7 +8,9 @@ import subprocess
 from pathlib import Path
 
 from dc2tasks.slurm.commands import Command, CommandResult
-from dc2tasks.slurm.transports.base import CommandCounter, TransportError, TransportTimeout, account_name
+from dc2tasks.slurm.localslurm.emulator import Emulator
+from dc2tasks.slurm.owner import account_name
+from dc2tasks.slurm.transports.base import CommandCounter, TransportError, TransportTimeout
 
 SLURM_COMMANDS = frozenset({"sbatch", "sacct", "squeue", "scontrol", "scancel"})
 
@@ -46,8 +48,6 @@ class LocalTransport(SubprocessTransport):
 
     def __init__(self, state_dir: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = None) -> None:
         super().__init__(cwd=cwd)
-        from dc2tasks.slurm.localslurm.emulator import Emulator
-
         self.emulator = Emulator(Path(state_dir), cwd=Path(cwd) if cwd else None)
 
     def run(self, cmd: Command) -> CommandResult:

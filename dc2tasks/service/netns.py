@@ -6,7 +6,7 @@ loopback alone. The one port a person needs, the UI's, is forwarded from a socke
 opened on the host's 127.0.0.1 before the namespace was made: a socket keeps the namespace it was
 created in, so the forwarder inside accepts host connections and dials 127.0.0.1 inside.
 
-`python -m dc2tasks.netns --listen-fd FD --port PORT -- COMMAND...` is what runs inside (started
+`python -m dc2tasks.service.netns --listen-fd FD --port PORT -- COMMAND...` is what runs inside (started
 by `unshare`, see `isolation_prefix`). It brings up the namespace's loopback, starts COMMAND,
 forwards, and on SIGTERM/SIGINT (or when its parent dies) stops COMMAND and every process under it,
 reaping them itself (it is their subreaper), then exits with COMMAND's status (128 + N when
@@ -150,7 +150,7 @@ def descendants(root: int) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dc2tasks.netns", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m dc2tasks.service.netns", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--listen-fd", type=int, required=True, help="listening socket opened outside")
     parser.add_argument("--port", type=int, required=True, help="the port to dial inside")

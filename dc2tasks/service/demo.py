@@ -8,14 +8,13 @@ collaboration's own reader from there, with values checked against the generator
 `--no-airflow` runs the same product steps in this process instead (no install), in seconds.
 Before anything is loaded, every HDF5 file the catalogs serve is scanned for pickles as `dc2 install`
 scans them (dc2tasks.products.hdf5_safety), and the demo says so: our own files must pass.
+AIRFLOW_HOME (<workdir>/airflow, shared with `dc2 serve`) is kept private as `dc2 serve` keeps it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+
+from dc2tasks.products.calib import AB_NJY_ZP
+from dc2tasks.service.airflow_env import airflow_command, airflow_env
+from dc2tasks.service.demo_sample import DEMO_SEED, make_central, make_demo_sample
+from dc2tasks.service.private import NotPrivateError, private_home, tightened_note
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ def truth_check(sample, gcr_data: dict[str, np.ndarray], bands: list[str]) -> di
     for b in bands:
         t = truth.loc[ids, f"psf_flux_nJy_{b}"].to_numpy()
         ok = t > 0
-        true_mag = -2.5 * np.log10(t[ok]) + 31.4
+        true_mag = -2.5 * np.log10(t[ok]) + AB_NJY_ZP
         out[b] = float(np.nanmax(np.abs(gcr_data[f"mag_{b}"][ok] - true_mag))) if ok.any() else float("nan")
     return out
 
@@ -76,37 +80,14 @@ def source_check(sample, data: dict[str, np.ndarray]) -> float:
     return float(np.max(np.abs(data["psFlux"][ok] / t[ok] - 1))) if ok.any() else float("nan")
 
 
-def dags_folder() -> Path:
-    explicit = os.environ.get("DC2_DAGS_FOLDER")
-    folder = Path(explicit) if explicit else Path(__file__).resolve().parents[1] / "dags"
-    if not (folder / "dc2_demo.py").is_file():
-        raise SystemExit(
-            f"dc2 demo: {folder} has no dc2_demo.py; run from the repository or set DC2_DAGS_FOLDER"
-        )
-    return folder
-
-
-def airflow_env(workdir: Path) -> dict[str, str]:
-    home = workdir / "airflow"
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder()),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
-        DC2_DEMO_DIR=str(workdir),
-        DC2_LOCAL_SLURM_DIR=str(home / "local-slurm"),
-    )
-    return env
-
-
 def run_airflow(workdir: Path) -> int:
     """`airflow db migrate` then `airflow dags test dc2_demo`; the full log goes to a file."""
     env = airflow_env(workdir)
     env["DC2_TRIGGER_MIN_WAIT_S"] = "0"  # `dags test` runs triggers inline: no executor race to avoid
     home = Path(env["AIRFLOW_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    airflow = str(Path(sys.executable).with_name("airflow"))
+    if not make_home_private(home):
+        return 1
+    airflow = airflow_command()
     logfile = home / "dags-test.log"
     with open(logfile, "w") as out:
         for argv in ([airflow, "db", "migrate"], [airflow, "dags", "test", DEMO_DAG]):
@@ -121,6 +102,20 @@ def run_airflow(workdir: Path) -> int:
     for task_id, state in task_states(logfile.read_text()).items():
         print(f"  {task_id:<22} {state}")
     return 0
+
+
+def make_home_private(home: Path) -> bool:
+    """AIRFLOW_HOME 0700 and everything in it ours alone, as `dc2 serve` keeps it: the local
+    backend's job token (which signs every job) and the task logs are in it. False, and why on
+    stderr, when it cannot be (a symlink, another account's)."""
+    try:
+        tightened = private_home(home)
+    except NotPrivateError as exc:
+        print(f"dc2 demo: {exc}", file=sys.stderr)
+        return False
+    if tightened:
+        print(f"dc2 demo: {tightened_note(home, tightened)}", file=sys.stderr)
+    return True
 
 
 _RUNNING = re.compile(rf"running task <TaskInstance: {DEMO_DAG}\.(\S+) ")
@@ -140,36 +135,23 @@ def task_states(log_text: str) -> dict[str, str]:
     return states
 
 
-def run_in_process(workdir: Path, sample) -> Path:
-    from dc2tasks.cli import _print_products
+def run_in_process(workdir: Path, sample, jobs: int) -> Path:
+    """The same product steps in this process (`--no-airflow`), into <workdir>/products; its
+    catalog configs directory."""
     from dc2tasks.products.object_pipeline import run_object_pipeline
     from dc2tasks.products.repo import Gen2Repo
     from dc2tasks.products.visit_pipeline import run_visit_pipeline
 
     repo = Gen2Repo.open(sample.root, sample.rerun)
     products = workdir / "products"
-    _print_products(run_object_pipeline(repo, products, run="demo", jobs=2))
+    print(run_object_pipeline(repo, products, run="demo", jobs=jobs).summary())
     result = run_visit_pipeline(repo, products, run="demo")
     for key, files in result.files.items():
         print(f"  {key:<13} {len(files)} file(s) in {products / key}")
     return products / "gcr-catalogs"
 
 
-def make_demo_sample(workdir: Path, seed: int = 2018):
-    """The sample repository dags/runs/demo.yaml reads (<workdir>/sample-repo + its visits.txt), made
-    afresh: `dc2 demo` and `dc2 serve` must process the same repository."""
-    from dc2tasks.sample import SampleConfig, make_sample_repo
-
-    repo_dir = workdir / "sample-repo"
-    if repo_dir.exists():
-        shutil.rmtree(repo_dir)  # ours: regenerated from the seed every time
-    config = SampleConfig(seed=seed, patches=["0,0", "0,1", "1,0", "1,1"], objects_per_patch=2000, visits=3)
-    sample = make_sample_repo(repo_dir, config)
-    sample.write_visit_list(repo_dir / "visits.txt")
-    return sample
-
-
-def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2, airflow: bool = True) -> int:
+def run_demo(workdir: str | Path, seed: int = DEMO_SEED, jobs: int = 2, airflow: bool = True) -> int:
     workdir = Path(workdir).resolve()
     start = time.perf_counter()
     sample = make_demo_sample(workdir, seed)
@@ -178,18 +160,17 @@ def run_demo(workdir: str | Path, seed: int = 2018, jobs: int = 2, airflow: bool
         f"made in {time.perf_counter() - start:.1f} s"
     )
     if airflow:
-        (workdir / "central").mkdir(mode=0o755, parents=True, exist_ok=True)  # dc2 install refuses g+w
+        central = make_central(workdir)
         rc = run_airflow(workdir)
         if rc != 0:
             print("Demo FAILED: the Airflow run did not succeed (see the log above).")
             return rc
         configs = {
-            catalog: workdir / "central" / d / "catalog_configs" / f"{catalog}.yaml"
-            for d, catalog, _ in INSTALLED
+            catalog: central / d / "catalog_configs" / f"{catalog}.yaml" for d, catalog, _ in INSTALLED
         }
-        print(f"Installed into {workdir / 'central'}:")
+        print(f"Installed into {central}:")
     else:
-        cfg_dir = run_in_process(workdir, sample)
+        cfg_dir = run_in_process(workdir, sample, jobs)
         configs = {catalog: cfg_dir / f"{catalog}.yaml" for _, catalog, _ in INSTALLED}
     return summarise(sample, configs)
 

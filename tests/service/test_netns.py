@@ -1,4 +1,4 @@
-"""dc2tasks.netns, what `dc2 serve` runs `airflow standalone` in: a server that binds every interface
+"""dc2tasks.service.netns, what `dc2 serve` runs `airflow standalone` in: a server that binds every interface
 inside is reachable only through the one forwarded 127.0.0.1 port, and a stop leaves no process.
 
 Both ways in are run: `unshare --net` (root) and `unshare --user --map-root-user --net` (anyone, where
@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from dc2tasks.netns import descendants, isolation_prefix, live_processes
+from dc2tasks.service.netns import descendants, isolation_prefix, live_processes
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PREFIXES = {
@@ -57,7 +57,7 @@ def start(prefix: list[str], port: int, inner_port: int, inner_port6: int, secon
     listener.listen(8)
     try:
         return subprocess.Popen(
-            [*prefix, sys.executable, "-m", "dc2tasks.netns", "--listen-fd", str(listener.fileno()),
+            [*prefix, sys.executable, "-m", "dc2tasks.service.netns", "--listen-fd", str(listener.fileno()),
              "--port", str(port), "--", sys.executable, "-c", INNER, str(port), str(inner_port6),
              str(seconds)],
             pass_fds=(listener.fileno(),), start_new_session=True,

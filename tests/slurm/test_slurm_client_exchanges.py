@@ -133,7 +133,7 @@ def test_read_log_keeps_whole_lines_and_characters() -> None:
     assert c.read_log("/logs/missing.out", 5) == ("", 5)
 
 
-def test_async_client_drives_the_same_plans() -> None:
+def test_async_client_drives_the_same_exchanges() -> None:
     t = Replay({"sacct": [NO_ACCOUNTING], "scontrol": [SCONTROL]})
     got = asyncio.run(AsyncSlurmClient(t).status(["5"]))
     assert got["5"].state.base == "RUNNING"

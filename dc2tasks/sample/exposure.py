@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dc2tasks.products import afw, fits
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.calib import Calibration
+from dc2tasks.sample import afw_writer, fits_writer
 
 
 def _image_hdu(array: np.ndarray, exttype: str, cards: list[tuple[str, object]]) -> bytes:
@@ -30,13 +30,14 @@ def _image_hdu(array: np.ndarray, exttype: str, cards: list[tuple[str, object]])
         ("EXTTYPE", exttype),
         *cards,
     ]
-    return fits.header_bytes(header) + fits.pad_data(array.astype(array.dtype.newbyteorder(">")).tobytes())
+    data = array.astype(array.dtype.newbyteorder(">")).tobytes()
+    return fits_writer.header_bytes(header) + fits_writer.pad_data(data)
 
 
 def photocalib_archive_hdus(calibration: Calibration, first_hdu: int) -> tuple[bytes, int]:
     """Archive index + PhotoCalib catalog; returns the bytes and the PhotoCalib's archive id."""
     archive_id = 1
-    index = afw.table_hdu_bytes(
+    index = afw_writer.table_hdu_bytes(
         {
             "id": np.array([archive_id], dtype=np.int32),
             "cat.archive": np.array([1], dtype=np.int32),
@@ -48,7 +49,7 @@ def photocalib_archive_hdus(calibration: Calibration, first_hdu: int) -> tuple[b
         },
         extra_cards=[("EXTTYPE", "ARCHIVE_INDEX"), ("AR_CATN", 0), ("AR_NCAT", 2), ("AFW_TABLE_VERSION", 3)],
     )
-    data = afw.table_hdu_bytes(
+    data = afw_writer.table_hdu_bytes(
         {
             "calibrationMean": np.array([calibration.calibration_mean]),
             "calibrationErr": np.array([calibration.calibration_err]),
@@ -91,7 +92,7 @@ def write_exposure(
         primary_cards += [("AR_HDU", 5), ("PHOTOCALIB_ID", archive_id)]
     image = np.zeros(shape, dtype=np.float32)
     body = (
-        afw.primary_hdu_bytes(primary_cards)
+        afw_writer.primary_hdu_bytes(primary_cards)
         + _image_hdu(image, "IMAGE", list(wcs_cards or []))
         + _image_hdu(np.zeros(shape, dtype=np.int32), "MASK", [])
         + _image_hdu(np.ones(shape, dtype=np.float32), "VARIANCE", [])

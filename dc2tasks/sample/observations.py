@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dc2tasks.products.calib import AB_NJY_ZP, NJY_AT_MAG0, Calibration
+from dc2tasks.products.calib import AB_NJY_ZP, Calibration
 from dc2tasks.sample.config import SampleConfig
 from dc2tasks.sample.focal_plane import Pointing
 from dc2tasks.sample.skymap import TractGeometry
@@ -48,7 +48,9 @@ def noise_njy(band: str) -> float:
 
 
 @dataclass(frozen=True)
-class VisitPlan:
+class Observation:
+    """One visit as taken: its number, band, date, pointing, PSF, source noise and transparency."""
+
     visit: int
     tract: int
     band: str
@@ -74,9 +76,9 @@ def _patches_centre(geom: TractGeometry, patches: tuple[str, ...]) -> tuple[floa
     return 0.5 * (min(xs) * n + (max(xs) + 1) * n - 1), 0.5 * (min(ys) * n + (max(ys) + 1) * n - 1)
 
 
-def plan_visits(config: SampleConfig, geom: TractGeometry) -> list[VisitPlan]:
+def visit_observations(config: SampleConfig, geom: TractGeometry) -> list[Observation]:
     cx, cy = _patches_centre(geom, config.patches)
-    plans = []
+    observations = []
     for k in range(config.visits):
         visit = visit_number(geom.tract, k)
         rng = visit_stream(config.seed, visit, -1, Purpose.VISIT)
@@ -90,8 +92,8 @@ def plan_visits(config: SampleConfig, geom: TractGeometry) -> list[VisitPlan]:
         fwhm = rng.uniform(*VISIT_SEEING_FWHM)
         e1, e2 = rng.uniform(-0.04, 0.04, size=2)
         noise = noise_njy(band) * (fwhm / 0.7) * rng.uniform(0.9, 1.1)
-        plans.append(
-            VisitPlan(
+        observations.append(
+            Observation(
                 visit=visit,
                 tract=geom.tract,
                 band=band,
@@ -105,7 +107,7 @@ def plan_visits(config: SampleConfig, geom: TractGeometry) -> list[VisitPlan]:
                 zp_offset=float(rng.uniform(-0.1, 0.1)),
             )
         )
-    return plans
+    return observations
 
 
 @dataclass(frozen=True)
@@ -114,22 +116,16 @@ class DetectorCalibrations:
     diffexp: Calibration
 
 
-def _calibration(era: str, zero_point: float, relative_error: float) -> Calibration:
-    f0 = 10.0 ** (zero_point / 2.5)
-    if era == "calib":
-        return Calibration(f0, f0 * relative_error, "calib")
-    # what a reader derives from the persisted calibrationMean, so truth and reader agree exactly
-    mean = NJY_AT_MAG0 / f0
-    return Calibration.from_photocalib(mean, mean * relative_error)
-
-
-def detector_calibrations(config: SampleConfig, plan: VisitPlan, detector: int) -> DetectorCalibrations:
-    rng = visit_stream(config.seed, plan.visit, detector, Purpose.DETECTOR_CALIB)
-    zp = VISIT_ZERO_POINT[plan.band] + plan.zp_offset + rng.uniform(-0.05, 0.05)
+def detector_calibrations(
+    config: SampleConfig, observation: Observation, detector: int
+) -> DetectorCalibrations:
+    rng = visit_stream(config.seed, observation.visit, detector, Purpose.DETECTOR_CALIB)
+    zp = VISIT_ZERO_POINT[observation.band] + observation.zp_offset + rng.uniform(-0.05, 0.05)
     diff = rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.4)
     err, diff_err = rng.uniform(0.002, 0.01, size=2)
+    era = config.calib_era
     return DetectorCalibrations(
-        _calibration(config.calib_era, zp, err), _calibration(config.calib_era, zp + diff, diff_err)
+        Calibration.from_zero_point(era, zp, err), Calibration.from_zero_point(era, zp + diff, diff_err)
     )
 
 
@@ -146,19 +142,19 @@ def iso_tai(mjd: float) -> str:
     return f"{date:%Y-%m-%d}T{hh:02d}:{mm:02d}:{ss:02d}.{nano:09d}"
 
 
-def exposure_metadata(plan: VisitPlan, detector_name: str) -> list[tuple[str, object]]:
+def exposure_metadata(observation: Observation, detector_name: str) -> list[tuple[str, object]]:
     """Primary-header cards of a calexp or difference image: the VisitInfo as afw persists it."""
     return [
-        ("FILTER", plan.band),
+        ("FILTER", observation.band),
         ("DETNAME", detector_name),
-        ("EXPID", plan.visit),
+        ("EXPID", observation.visit),
         ("EXPTIME", EXPOSURE_TIME),
         ("DARKTIME", EXPOSURE_TIME),
-        ("DATE-AVG", iso_tai(plan.mjd)),
+        ("DATE-AVG", iso_tai(observation.mjd)),
         ("TIMESYS", "TAI"),
-        ("BORE-RA", math.degrees(plan.pointing.ra)),
-        ("BORE-DEC", math.degrees(plan.pointing.dec)),
-        ("BORE-ROTANG", math.degrees(plan.pointing.rotation)),
+        ("BORE-RA", math.degrees(observation.pointing.ra)),
+        ("BORE-DEC", math.degrees(observation.pointing.dec)),
+        ("BORE-ROTANG", math.degrees(observation.pointing.rotation)),
         ("ROTTYPE", "SKY"),
     ]
 

@@ -1,0 +1,126 @@
+"""The bodies of a run DAG's own tasks (`plan`, `finalize`, `install`); the Slurm steps are
+RunStepOperators. Module-level functions of the run and the task context, so each can be tested
+without building a DAG, and `run_dag.build_dag` only wires them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from dataclasses import asdict
+from typing import Any
+
+import yaml
+from airflow.sdk.exceptions import AirflowFailException
+
+from dc2tasks.airflow.hooks import SlurmHook
+from dc2tasks.airflow.operators.step import PLAN_TASK, dc2_argv
+from dc2tasks.runs.config import RunConfig
+from dc2tasks.runs.loader import config_hash
+from dc2tasks.runs.params import validate_params
+from dc2tasks.runs.steps import (
+    RunPlan,
+    finalize_commands,
+    install_command,
+    plan_run,
+    rendered_catalog_configs,
+)
+from dc2tasks.slurm.commands import Command, CommandResult, make_log_dir
+from dc2tasks.slurm.transports import SubprocessTransport
+
+log = logging.getLogger(__name__)
+
+
+def transport_for(config: RunConfig, conn_id: str | None) -> Any:
+    """Where a run's plain commands go: local subprocesses, or the account's SSH connection."""
+    if config.backend == "local" or conn_id is None:
+        return SubprocessTransport()
+    return SlurmHook(conn_id).client().transport
+
+
+def checked(result: CommandResult, what: str) -> str:
+    if result.returncode != 0:
+        raise AirflowFailException(f"{what} failed (exit {result.returncode}):\n{result.err.strip()}")
+    return result.out
+
+
+def pulled_plan(context: Any) -> RunPlan:
+    return RunPlan.from_dict(context["ti"].xcom_pull(task_ids=PLAN_TASK))
+
+
+def plan_task(config: RunConfig, context: Any) -> dict[str, Any]:
+    """The run's plan from the trigger's params (an XCom every later task reads), and its log
+    directory on the producer's side; a dry run leaves the working directory as it is."""
+    plan = plan_run(config, validate_params(dict(context["params"]), config))
+    if not plan.dry_run:
+        logs = f"{plan.work_dir}/logs"
+        transport = transport_for(config, config.connections.producer)
+        checked(transport.run(make_log_dir(logs)), f"making the log directory {logs}")
+    log.info("plan: %s", json.dumps(plan.to_dict(), indent=1))
+    return plan.to_dict()
+
+
+def job_records(config: RunConfig, context: Any, task_ids: list[str]) -> list[dict[str, Any]]:
+    """sacct's view of every job this run's steps submitted, for provenance.json."""
+    ti = context["ti"]
+    ids = [str(i) for i in (ti.xcom_pull(task_ids=t, key="slurm_job_id") for t in task_ids) if i]
+    if not ids:
+        return []
+    conn_id = config.connections.producer if config.backend == "slurm" else None
+    records = []
+    for info in SlurmHook(conn_id).client().status(ids).values():
+        record = asdict(info)
+        record["state"] = info.state.name if hasattr(info.state, "name") else str(info.state)
+        records.append(record)
+    return records
+
+
+def render_dry_run(config: RunConfig, plan: RunPlan) -> dict[str, dict[str, Any]]:
+    """What finalize would run and the catalog configs it would write, by catalog name."""
+    rendered: dict[str, dict[str, Any]] = {}
+    for directory in plan.directories:
+        for command in finalize_commands(config, plan, directory, dc2_argv(config), config_hash(config)):
+            log.info("dry run: would run %s", shlex.join(command.argv))
+        for name, cfg in rendered_catalog_configs(config, plan, directory).items():
+            log.info("dry run: catalog config %s.yaml\n%s", name, yaml.safe_dump(cfg))
+            rendered[name] = cfg
+    return rendered
+
+
+def finalize_task(
+    config: RunConfig, context: Any, step_task_ids: list[str]
+) -> list[str] | dict[str, dict[str, Any]]:
+    """Each product directory's catalog configs, schema and manifest (with every step's sacct
+    record), made as the producer; a dry run returns the configs it would write."""
+    plan = pulled_plan(context)
+    if plan.dry_run:
+        return render_dry_run(config, plan)
+    jobs = json.dumps(job_records(config, context, step_task_ids)).encode()
+    transport = transport_for(config, config.connections.producer)
+    for directory in plan.directories:
+        for command in finalize_commands(config, plan, directory, dc2_argv(config), config_hash(config)):
+            stdin = jobs if command.jobs_on_stdin else None
+            run = Command(tuple(command.argv), stdin=stdin, timeout=3600)
+            out = checked(transport.run(run), command.what)
+            log.info("%s\n%s", shlex.join(command.argv), out.strip())
+    return plan.directories
+
+
+def install_task(config: RunConfig, context: Any) -> dict[str, Any]:
+    """Every product directory installed into the central directory as the collaboration account;
+    `dc2 install --json` answers with its result, by directory."""
+    plan = pulled_plan(context)
+    transport = transport_for(config, config.connections.collaboration)
+    results: dict[str, Any] = {}
+    for directory in plan.directories:
+        argv = install_command(config, plan, directory, dc2_argv(config))
+        out = checked(transport.run(Command(tuple(argv), timeout=6 * 3600)), f"install {directory}")
+        try:
+            results[directory] = json.loads(out)
+        except json.JSONDecodeError as err:
+            raise AirflowFailException(
+                f"install {directory}: not the JSON result expected ({err}):\n{out}"
+            ) from None
+        log.info("install %s: %s", directory, results[directory])
+    return results
