@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal
@@ -29,6 +29,23 @@ one job."""
 
 BANDS = "ugrizy"
 """The LSST filters, in wavelength order: the order of band columns in every product."""
+
+
+def check_bands(bands: Iterable[str], where: str = "", text: object = None) -> tuple[str, ...]:
+    """`bands` as a tuple if there is at least one and each is one of BANDS, given once (a band
+    given twice would be merged twice); else ValueError naming `where` (a field) and quoting `text`
+    (what was written) or the bands."""
+    out = tuple(bands)
+    if not out or not set(out) <= set(BANDS) or len(set(out)) != len(out):
+        shown = text if text is not None else "".join(map(str, out))
+        prefix = f"{where}: " if where else ""
+        raise ValueError(f"{prefix}bands are distinct letters of {BANDS}, not {shown!r}")
+    return out
+
+
+def parse_bands(text: str, where: str = "") -> tuple[str, ...]:
+    """A band list as people and job scripts write it: `ugrizy`, `gri` or `g,r,i`; in that order."""
+    return check_bands(re.sub(r"[,\s]", "", text), where, text)
 
 
 TRACT = '"$T"'

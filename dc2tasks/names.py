@@ -73,6 +73,10 @@ FILE_PART = NamePattern(
     r"[A-Za-z0-9_][A-Za-z0-9_.,+=@\-]{0,254}",
     "letters, digits and _.,+=@-, not '.' or '-' first, no '/'",
 )
+PATCH = NamePattern("patch", r"[0-9],[0-9]", "x,y with single-digit x and y, e.g. 0,1")
+"""A coadd patch as Gen2 names it (`deepCoadd-results/<band>/<tract>/<x>,<y>`). Single digits: the
+DC2 sky map has 7x7 or 8x8 patches a tract, and the Object files name a patch's group
+`coadd_<tract>_<xy>` with the comma dropped, which GCRCatalogs reads back one digit per index."""
 ACCOUNT = NamePattern(
     "Unix account or group name",
     r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}",

@@ -1,8 +1,8 @@
 """What the `dc2` subcommands share: the help layout, the argument types and the common arguments.
 
 Each type refuses a bad value with argparse's own error, which names the option, and a message
-that quotes the value; the band and patch rules themselves live in dc2tasks.data_ids so the sample
-generator's config applies the same ones without argparse.
+that quotes the value. The band and patch rules themselves are catalogue.parse_bands and
+names.PATCH, so the sample generator's config applies the same ones without argparse.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from dc2tasks import data_ids, names
+from dc2tasks import catalogue, names
 
 T = TypeVar("T")
 
@@ -52,11 +52,11 @@ def nonneg_int(text: str) -> int:
 
 
 def bands(text: str) -> list[str]:
-    """`ugrizy`, `gri` or `g,r,i` (dc2tasks.data_ids.parse_bands)."""
-    return list(argparse_type(data_ids.parse_bands)(text))
+    """`ugrizy`, `gri` or `g,r,i` (catalogue.parse_bands)."""
+    return list(argparse_type(catalogue.parse_bands)(text))
 
 
-patch = argparse_type(data_ids.parse_patch)
+patch = names.PATCH.arg_type
 
 
 def array_index(text: str) -> int:

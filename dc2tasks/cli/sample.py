@@ -75,7 +75,7 @@ examples:
 
 
 def _grid(text: str) -> tuple[str, ...]:
-    """`N` or `NxM`, each 1..10: patch indices are single digits (dc2tasks.data_ids)."""
+    """`N` or `NxM`, each 1..10: patch indices are single digits (names.PATCH)."""
     sides = text.lower().split("x")
     if len(sides) > 2 or not all(v.isdigit() and 1 <= int(v) <= 10 for v in sides):
         raise ValueError(f"a patch grid is N or NxM with N and M in 1..10 (e.g. 3 or 2x4), not {text!r}")

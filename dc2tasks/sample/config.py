@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dc2tasks.data_ids import BANDS, check_bands, parse_patch
+from dc2tasks import names
+from dc2tasks.catalogue import BANDS, check_bands
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.schema import SchemaGeneration, parse_generation
 from dc2tasks.sample.focal_plane import NUM_DETECTORS
@@ -45,9 +46,9 @@ def patch_grid(nx: int, ny: int | None = None) -> tuple[str, ...]:
 def parse_missing_band(text: str) -> tuple[str, str | None]:
     """`g` (every patch) or `g@0,1` (one patch)."""
     band, _, patch = text.partition("@")
-    if band not in BANDS:
-        raise ValueError(f"a missing band is 'b' or 'b@x,y', b one of {''.join(BANDS)}, not {text!r}")
-    return band, parse_patch(patch) if patch else None
+    if band not in tuple(BANDS):
+        raise ValueError(f"a missing band is 'b' or 'b@x,y', b one of {BANDS}, not {text!r}")
+    return band, names.PATCH.check(patch) if patch else None
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class SampleConfig:
     tracts: tuple[int, ...] = (4850,)
     patches: tuple[str, ...] = patch_grid(2)
     objects_per_patch: int = 500
-    bands: tuple[str, ...] = BANDS
+    bands: tuple[str, ...] = tuple(BANDS)
     ref_width: int = 740
     forced_width: int = 280
     schema: int = 3
@@ -101,14 +102,14 @@ class SampleConfig:
         object.__setattr__(self, "detectors", tuple(int(d) for d in self.detectors))
         object.__setattr__(self, "detector_pixels", tuple(int(v) for v in self.detector_pixels))
         object.__setattr__(self, "dia", self.visits > 0 if self.dia is None else bool(self.dia))
-        object.__setattr__(self, "patches", tuple(parse_patch(p, "patches") for p in self.patches))
-        object.__setattr__(
-            self, "missing_patches", tuple(parse_patch(p, "missing_patches") for p in self.missing_patches)
-        )
+        patch = names.PATCH.check
+        object.__setattr__(self, "patches", tuple(patch(p, "patches") for p in self.patches))
+        missing = tuple(patch(p, "missing_patches") for p in self.missing_patches)
+        object.__setattr__(self, "missing_patches", missing)
         object.__setattr__(
             self,
             "missing_bands",
-            tuple((b, parse_patch(p, "missing_bands") if p else None) for b, p in self.missing_bands),
+            tuple((b, patch(p, "missing_bands") if p else None) for b, p in self.missing_bands),
         )
         object.__setattr__(self, "schema", parse_generation(self.schema).version)
         self.validate()

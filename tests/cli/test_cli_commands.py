@@ -13,7 +13,7 @@ import pytest
 from dc2tasks.cli import build_parser, main
 
 BANDS_ARE = "bands are distinct letters of ugrizy,"
-PATCH_IS = "a patch is 'x,y' with single-digit x and y (e.g. 0,1),"
+PATCH_IS = "is not a patch (x,y with single-digit x and y, e.g. 0,1)"
 
 # subcommand path -> positionals (by metavar or name) and option strings ("-o/--output-dir")
 COMMANDS = {
@@ -121,7 +121,7 @@ def test_defaults_that_are_values_are_still_shown(capsys):
         (["merge-tract", "r", "-o", "o", "--bands", "gx"], f"argument --bands: {BANDS_ARE} not 'gx'"),
         (
             ["merge-tract", "r", "-o", "o", "--patches", "0,1", "1;1"],
-            f"argument --patches: {PATCH_IS} not '1;1'",
+            f"argument --patches: '1;1' {PATCH_IS}",
         ),
         (
             ["object-pipeline", "r", "--workdir", "w", "--bands", "gg"],
@@ -132,8 +132,8 @@ def test_defaults_that_are_values_are_still_shown(capsys):
             f"argument --bands: {BANDS_ARE} not ''",
         ),
         (["sample-repo", "p", "--bands", "gri,x"], f"argument --bands: {BANDS_ARE} not 'gri,x'"),
-        (["sample-repo", "p", "--missing-patch", "10,1"], f"argument --missing-patch: {PATCH_IS} not '10,1'"),
-        (["sample-repo", "p", "--missing-band", "g@1"], f"argument --missing-band: {PATCH_IS} not '1'"),
+        (["sample-repo", "p", "--missing-patch", "10,1"], f"argument --missing-patch: '10,1' {PATCH_IS}"),
+        (["sample-repo", "p", "--missing-band", "g@1"], f"argument --missing-band: '1' {PATCH_IS}"),
         (
             ["sample-repo", "p", "--tracts", "+4850"],
             "argument --tracts: '+4850' is not a non-negative integer",
