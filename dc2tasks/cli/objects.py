@@ -8,8 +8,9 @@ import argparse
 from pathlib import Path
 
 from dc2tasks import names
+from dc2tasks.catalogue import CATALOGUE, Product
 from dc2tasks.cli.args import add_command, add_jobs, add_repo, bands, nonneg_int, patch
-from dc2tasks.products.gcr import DEFAULT_PIXEL_SCALE, PRODUCTS
+from dc2tasks.products.gcr import DEFAULT_PIXEL_SCALE
 
 
 def _cmd_merge_tract(args: argparse.Namespace) -> int:
@@ -84,7 +85,7 @@ def _cmd_dpdd_columns(args: argparse.Namespace) -> int:
     return 0
 
 
-def merge_tract_args(p: argparse.ArgumentParser, product: object = None) -> None:
+def merge_tract_args(p: argparse.ArgumentParser, product: Product) -> None:
     p.description = (
         "Merge each patch's deepCoadd_ref rows with detect_isPrimary and every band's "
         "deepCoadd_forced_src (columns prefixed <b>_), adding calibrated PSF and CModel magnitudes "
@@ -99,22 +100,25 @@ def merge_tract_args(p: argparse.ArgumentParser, product: object = None) -> None
     p.add_argument(
         "--bands", type=bands, help="bands, e.g. ugrizy (default: every band found for the tract)"
     )
-    p.add_argument("-o", "--output-dir", type=Path, required=True, help="directory for object_tract_<t>.hdf5")
+    p.add_argument(
+        "-o", "--output-dir", type=Path, required=True, help=f"directory for {product.file_name(tract='<t>')}"
+    )
     add_jobs(p)
     p.set_defaults(func=_cmd_merge_tract)
 
 
-def trim_args(p: argparse.ArgumentParser, product: object = None) -> None:
+def trim_args(p: argparse.ArgumentParser, product: Product) -> None:
     p.description = (
         "Write trim_<name>.hdf5 with exactly the native columns the DPDD table needs for "
         "the schema generation and bands detected in each group (as GCRCatalogs detects them)."
     )
-    p.add_argument("files", type=Path, nargs="+", help="object_tract_<t>.hdf5 files")
+    source = CATALOGUE[product.needs[0]].file_name(tract="<t>")
+    p.add_argument("files", type=Path, nargs="+", help=f"{source} files")
     p.add_argument("-o", "--output-dir", type=Path, help="output directory (default: beside each input)")
     p.set_defaults(func=_cmd_trim)
 
 
-def dpdd_args(p: argparse.ArgumentParser, product: object = None) -> None:
+def dpdd_args(p: argparse.ArgumentParser, product: Product) -> None:
     p.description = (
         "Compute the DPDD Object columns (plus tract and patch) from an object HDF5 file, "
         "one Parquet row group per patch. See `dc2 dpdd-columns` for the definitions."
@@ -127,7 +131,7 @@ def dpdd_args(p: argparse.ArgumentParser, product: object = None) -> None:
     p.set_defaults(func=_cmd_dpdd)
 
 
-def merge_parquet_args(p: argparse.ArgumentParser, product: object = None) -> None:
+def merge_parquet_args(p: argparse.ArgumentParser, product: Product) -> None:
     p.add_argument("files", type=Path, nargs="+", help="Parquet files with the same columns")
     p.add_argument("-o", "--output", type=Path, required=True, help="the merged file")
     p.add_argument("--sort", action="store_true", help="sort the inputs by name first")
@@ -139,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "gcr-config", help="schema yaml beside a product's files, and its GCRCatalogs catalog config"
     )
-    p.add_argument("--product", choices=sorted(PRODUCTS), required=True, help="which product")
+    p.add_argument("--product", choices=sorted(CATALOGUE.with_catalog()), required=True, help="which product")
     p.add_argument("--run", type=names.RUN.arg_type, required=True,
                    help="data run name, e.g. run1.2i (used in the catalog name)")
     p.add_argument("--base-dir", type=Path, required=True, help="directory holding the product's files")

@@ -1,40 +1,31 @@
-"""The product steps as subcommands: each made by one function `(parser, product) -> None` that adds
-its arguments and `set_defaults(func=...)`."""
+"""The product steps as subcommands, one per catalogue entry: `dc2 <product.command>`, its help the
+entry's docs line, its arguments added by the function the entry's `cli` names ("module:function",
+called with the parser and the product). A product added to the catalogue is a subcommand here
+without an edit to this package beyond that function."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterable
 
-from dc2tasks.cli import objects, visits
+from dc2tasks import catalogue
+from dc2tasks.catalogue import Product
 from dc2tasks.cli.args import add_command
 
-AddArguments = Callable[[argparse.ArgumentParser, object], None]
-
-PRODUCT_COMMANDS: tuple[tuple[str, str, AddArguments], ...] = (
-    (
-        "merge-tract",
-        "Object step 1: ref + forced photometry of every band -> object_tract_<t>.hdf5",
-        objects.merge_tract_args,
-    ),
-    ("trim", "Object step 2: keep the native columns the GCRCatalogs object reader needs", objects.trim_args),
-    ("dpdd", "Object step 3: DPDD columns -> dpdd_object_tract_<t>.parquet", objects.dpdd_args),
-    (
-        "merge-parquet",
-        "Object step 4: many tract Parquet files into one, streaming row groups",
-        objects.merge_parquet_args,
-    ),
-    ("source", "Source per visit", visits.source_args),
-    ("forced-source", "ForcedSource per visit", visits.forced_source_args),
-    ("dia-source", "DIASource per visit", visits.dia_source_args),
-    (
-        "dia-object",
-        "DIAObject per tract: deepDiff_diaObject + per-band light-curve statistics of its DIASources",
-        visits.dia_object_args,
-    ),
-)
+AddArguments = Callable[[argparse.ArgumentParser, Product], None]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    for command, doc, add_arguments in PRODUCT_COMMANDS:
-        add_arguments(add_command(sub, command, help=doc), None)
+def add_arguments_of(product: Product) -> AddArguments:
+    """The function `product.cli` names."""
+    module, sep, name = product.cli.partition(":")
+    function = getattr(importlib.import_module(module), name, None) if sep and module else None
+    if not callable(function):
+        raise ValueError(f"catalogue: {product.name}: cli {product.cli!r} is not 'module:function'")
+    return function
+
+
+def register(sub: argparse._SubParsersAction, products: Iterable[Product] | None = None) -> None:
+    """Every product's subcommand (of `products`, by default the catalogue), in catalogue order."""
+    for product in catalogue.CATALOGUE if products is None else products:
+        add_arguments_of(product)(add_command(sub, product.command, help=product.doc), product)

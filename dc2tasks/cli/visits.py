@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dc2tasks.catalogue import CATALOGUE, Product
 from dc2tasks.cli.args import add_repo, array_index, bands, nonneg_int, radius
 
 VISIT_EPILOG = """\
 Visits: the union of --visits and --visit-file (one number per line, # comments), first occurrence
 kept; with --array-index I --array-count N only visits[I::N] of that list are processed, so one list
-file serves an array of any size. Output: <output-dir>/{prefix}_visit_<visit>.parquet, written under a
+file serves an array of any size. Output: <output-dir>/{files}, written under a
 temporary name and renamed; a visit whose inputs have not changed since its file was written is
 skipped (--force rewrites it). A visit with no rows writes no file and says so. A visit that fails
 (unknown visit, a detector without calibration, an incomplete visit) is reported and the rest of the
@@ -86,9 +87,10 @@ def _dia_object_tracts(repo):
     return found
 
 
-def _visit_args(p: argparse.ArgumentParser, key: str, prefix: str, description: str) -> None:
+def _visit_args(p: argparse.ArgumentParser, product: Product, description: str) -> None:
+    key = product.name
     p.description = description + "."
-    p.epilog = VISIT_EPILOG.format(prefix=prefix)
+    p.epilog = VISIT_EPILOG.format(files=product.file_name(visit="<visit>"))
     add_repo(p)
     p.add_argument("--visits", type=nonneg_int, nargs="+", help="visit numbers")
     p.add_argument("--visit-file", type=Path, help="file with one visit number per line")
@@ -99,7 +101,7 @@ def _visit_args(p: argparse.ArgumentParser, key: str, prefix: str, description: 
     )
     p.add_argument("--array-count", type=nonneg_int, help="number of stripes (the array size)")
     p.add_argument(
-        "-o", "--output-dir", type=Path, required=True, help=f"directory for {prefix}_visit_<v>.parquet"
+        "-o", "--output-dir", type=Path, required=True, help=f"directory for {product.file_name(visit='<v>')}"
     )
     if key == "source":
         p.add_argument(
@@ -120,37 +122,34 @@ def _visit_args(p: argparse.ArgumentParser, key: str, prefix: str, description: 
     p.set_defaults(func=_cmd_visits, product=key, radius=1.0, objects=None)
 
 
-def source_args(p: argparse.ArgumentParser, product: object = None) -> None:
+def source_args(p: argparse.ArgumentParser, product: Product) -> None:
     _visit_args(
         p,
-        "source",
-        "src",
+        product,
         "Source per visit: every detector's src, calibrated with its calexp, matched to the nearest "
         "primary Object within --radius (objectId, match_distance, match_candidates)",
     )
 
 
-def forced_source_args(p: argparse.ArgumentParser, product: object = None) -> None:
+def forced_source_args(p: argparse.ArgumentParser, product: Product) -> None:
     _visit_args(
         p,
-        "forced_source",
-        "forced_src",
+        product,
         "ForcedSource per visit: every detector's forced_src, calibrated with its calexp; objectId "
         "comes from the catalog",
     )
 
 
-def dia_source_args(p: argparse.ArgumentParser, product: object = None) -> None:
+def dia_source_args(p: argparse.ArgumentParser, product: Product) -> None:
     _visit_args(
         p,
-        "dia_source",
-        "dia_src",
+        product,
         "DIASource per visit: every detector's deepDiff_diaSrc, calibrated with the DIFFERENCE image's "
         "calibration, matched to the nearest deepDiff_diaObject within --radius",
     )
 
 
-def dia_object_args(p: argparse.ArgumentParser, product: object = None) -> None:
+def dia_object_args(p: argparse.ArgumentParser, product: Product) -> None:
     p.description = (
         "Join each tract's deepDiff_diaObject catalogs (all patches) with per-band statistics of "
         "the DIASources matched to them (psFluxMean, psFluxMeanErr, psFluxSigma, psFluxChi2, psFluxNdata), "
@@ -163,11 +162,10 @@ def dia_object_args(p: argparse.ArgumentParser, product: object = None) -> None:
     p.add_argument(
         "--tract", type=nonneg_int, nargs="+", help="tracts (default: every tract with DIAObjects)"
     )
+    sources = CATALOGUE[product.needs[0]].file_name(visit="<v>")
+    p.add_argument("--dia-source-dir", type=Path, required=True, help=f"directory of {sources}")
     p.add_argument(
-        "--dia-source-dir", type=Path, required=True, help="directory of dia_src_visit_<v>.parquet"
-    )
-    p.add_argument(
-        "-o", "--output-dir", type=Path, required=True, help="directory for dia_object_tract_<t>.parquet"
+        "-o", "--output-dir", type=Path, required=True, help=f"directory for {product.file_name(tract='<t>')}"
     )
     p.add_argument(
         "--bands", type=bands, help="bands to summarise (default: every band among the DIASources)"

@@ -7,10 +7,13 @@ fails here (the help prose may change, the option strings may not).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
 
 import pytest
 
-from dc2tasks.cli import build_parser, main
+from dc2tasks.catalogue import CATALOGUE
+from dc2tasks.cli import build_parser, main, product_steps
 
 BANDS_ARE = "bands are distinct letters of ugrizy,"
 PATCH_IS = "is not a patch (x,y with single-digit x and y, e.g. 0,1)"
@@ -164,3 +167,45 @@ def test_band_and_patch_values_that_job_scripts_and_people_pass():
     assert dia.bands == ["z", "y"]
     sample = parser.parse_args(["sample-repo", "p", "--bands", "gri", "--patches", "3,3"])
     assert (sample.bands, sample.patches) == (["g", "r", "i"], ["3,3"])
+
+
+def test_the_product_subcommands_are_the_catalogues():
+    commands = {name: sub for name, sub in _subcommands(build_parser())}
+    helps = dict(_helps(build_parser()))
+    for product in CATALOGUE:
+        assert product.command in commands, product.name
+        assert helps[product.command] == product.doc
+        assert commands[product.command].get_default("func") is not None
+    # gcr-config offers exactly the products a GCRCatalogs catalog serves
+    gcr = next(a for a in commands["gcr-config"]._actions if a.dest == "product")
+    assert sorted(gcr.choices) == sorted(p.name for p in CATALOGUE if p.catalog is not None)
+
+
+def test_a_product_added_to_a_catalogue_is_a_subcommand():
+    extra = dataclasses.replace(
+        CATALOGUE["merged_dpdd_object"], name="merged_extra", command="merge-extra", doc="one more merge"
+    )
+    parser = argparse.ArgumentParser(prog="dc2")
+    product_steps.register(parser.add_subparsers(dest="command"), [*CATALOGUE, extra])
+    args = parser.parse_args(["merge-extra", "a.parquet", "-o", "out.parquet", "--sort"])
+    assert (args.command, args.sort, args.output) == ("merge-extra", True, Path("out.parquet"))
+    assert dict(_helps(parser))["merge-extra"] == "one more merge"
+
+
+@pytest.mark.parametrize("cli", ["dc2tasks.cli.objects", "dc2tasks.cli.objects:nothing", ":trim_args"])
+def test_a_catalogue_entry_naming_no_function_is_refused_with_its_name(cli):
+    bad = dataclasses.replace(CATALOGUE["trim_object"], cli=cli)
+    with pytest.raises(ValueError, match=f"catalogue: trim_object: cli '{cli}' is not 'module:function'"):
+        product_steps.add_arguments_of(bad)
+
+
+def _subcommands(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
+
+
+def _helps(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from ((a.dest, a.help) for a in action._choices_actions)
