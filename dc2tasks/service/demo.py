@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from dc2tasks.private import NotPrivateError, private_home, tightened_note
 from dc2tasks.products.calib import AB_NJY_ZP
 from dc2tasks.service.airflow_env import airflow_command, airflow_env
 from dc2tasks.service.demo_sample import DEMO_SEED, make_central, make_demo_sample
-from dc2tasks.service.private import NotPrivateError, private_home, tightened_note
 
 log = logging.getLogger(__name__)
 
