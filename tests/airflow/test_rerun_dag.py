@@ -20,7 +20,7 @@ import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowFailException
 
-from dc2tasks.airflow.watcher import build_watcher_dag, changed_failure, watch_run
+from dc2tasks.airflow.rerun_dag import build_watcher_dag, changed_failure, watch_run
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.runs.loader import load_run_config
 from dc2tasks.runs.rerun_facts import FactsRequest
@@ -259,7 +259,7 @@ def test_watcher_dag_settings_and_bad_run_files(
     bad = run_file(tmp_path, "bad", repo, tracts="all")
     (runs / "bad.yaml").write_text(yaml.safe_dump(bad))
     monkeypatch.setenv("DC2_RERUN_WATCH_SCHEDULE", "*/10 * * * *")
-    with caplog.at_level(logging.WARNING, logger="dc2tasks.airflow.watcher"):
+    with caplog.at_level(logging.WARNING, logger="dc2tasks.airflow.rerun_dag"):
         dag = build_watcher_dag(runs)
     assert dag.dag_id == "dc2_rerun_watcher"
     assert dag.timetable.expression == "*/10 * * * *"
