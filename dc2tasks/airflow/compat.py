@@ -7,8 +7,9 @@ TriggerEvent) and `airflow.plugins_manager.AirflowPlugin` (docs: "Public Interfa
 3.0+", "Using Public Interface to extend Airflow capabilities"). Anything else is here, each item
 with the Airflow version it was checked on and the upstream issue or pull request it exists for.
 
-`CHECKED_AIRFLOW_VERSION` is the version every item was checked on; tests/airflow/test_compat.py
-fails on any other, and tests each item against the installed Airflow. Whoever changes the pin
+`CHECKED_AIRFLOW_VERSION` is the version every item was checked on (and
+`CHECKED_STANDARD_PROVIDER_VERSION` the standard provider's); tests/airflow/test_compat.py fails on
+any other, and tests each item against the installed Airflow. Whoever changes the pin
 re-reads every item below (is the internal still there and still doing the same? is the bug fixed,
 so the workaround can go?) and then moves the constant.
 """
@@ -27,6 +28,7 @@ from airflow.providers.standard.decorators.python import _PythonDecoratedOperato
 from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
 CHECKED_AIRFLOW_VERSION = "3.3.2"
+CHECKED_STANDARD_PROVIDER_VERSION = "1.21.0"  # apache-airflow-providers-standard: TASKFLOW_OPERATOR
 
 
 class TaskInstanceKeyLike(Protocol):

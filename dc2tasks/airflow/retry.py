@@ -30,7 +30,7 @@ class TryDecision:
     reason: str
 
 
-def decide_try(
+def decide_retry(
     base: SlurmJob,
     found: list[FoundJob],
     try_number: int,

@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from dagrun import TaskKey
 
 from dc2tasks.airflow import compat
 
@@ -18,7 +19,7 @@ class ProbeTrigger(BaseTrigger):
 
     def __init__(self, dag_id: str, task_id: str, run_id: str) -> None:
         super().__init__()
-        self.key = _Key(dag_id, task_id, run_id)
+        self.key = TaskKey(dag_id, task_id, run_id)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         k = self.key
@@ -38,7 +39,7 @@ class ProbeOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         ti = context["ti"]
-        pushed = _Key(ti.dag_id, "push", ti.run_id)
+        pushed = TaskKey(ti.dag_id, "push", ti.run_id)
         report = {
             "in_task": compat.in_task_process(),
             "in_triggerer": compat.in_triggerer_process(),
@@ -52,11 +53,3 @@ class ProbeOperator(BaseOperator):
 
     def resume(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         return event
-
-
-class _Key:
-    """A task instance's key as a link gets it (no task instance object)."""
-
-    def __init__(self, dag_id: str, task_id: str, run_id: str) -> None:
-        self.dag_id, self.task_id, self.run_id = dag_id, task_id, run_id
-        self.map_index, self.try_number = -1, 1

@@ -46,6 +46,17 @@ def test_installed_airflow_is_the_one_compat_was_checked_on() -> None:
     )
 
 
+def test_installed_standard_provider_is_the_one_compat_was_checked_on() -> None:
+    from importlib.metadata import version
+
+    installed = version("apache-airflow-providers-standard")
+    assert installed == compat.CHECKED_STANDARD_PROVIDER_VERSION, (
+        f"apache-airflow-providers-standard {installed} is installed, but compat.TASKFLOW_OPERATOR was "
+        f"checked on {compat.CHECKED_STANDARD_PROVIDER_VERSION}: re-check it (and the plugin's links, "
+        "tests/airflow/test_links.py), then set CHECKED_STANDARD_PROVIDER_VERSION."
+    )
+
+
 def test_taskflow_operator_is_what_task_builds_and_what_serialization_names() -> None:
     from airflow.sdk import DAG, task
     from airflow.serialization.serialized_objects import OperatorSerialization

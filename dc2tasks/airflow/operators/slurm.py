@@ -2,7 +2,7 @@
 
 Each try: read the certificate's validity (preflight); look the task instance's deterministic job
 name up in Slurm (only the account's own jobs, signed with the deployment's job token: see
-`dc2tasks.slurm.owner`) and let `retry.decide_try` decide (reattach to a waiting job, adopt this try's
+`dc2tasks.slurm.owner`) and let `retry.decide_retry` decide (reattach to a waiting job, adopt this try's
 finished job, or submit with scaled limits / only the failed array indices); record the job id in
 XCom (`slurm_job_id`, and `slurm_job` with name, try and log paths); defer to `SlurmJobTrigger`
 (or, with `deferrable=False`, run the same wait coroutine on the worker); map the end through
@@ -26,7 +26,7 @@ from dc2tasks.airflow.job_wait import JobWaitSpec, wait_for_job
 from dc2tasks.airflow.links import SlurmJobLink
 from dc2tasks.airflow.outcome import JobReport
 from dc2tasks.airflow.poller import get_poller
-from dc2tasks.airflow.retry import TryDecision, decide_try
+from dc2tasks.airflow.retry import TryDecision, decide_retry
 from dc2tasks.airflow.triggers.slurm import SlurmJobTrigger
 from dc2tasks.slurm import (
     JobInfo,
@@ -200,7 +200,7 @@ class SlurmJobOperator(BaseOperator):
         partial view after a fast array."""
         infos = client.elements_by_name(name)
         seen = {j.job_id: j for j in infos}
-        decision = decide_try(self.job, summarise_found(infos), try_number, seen, self.time_scale,
+        decision = decide_retry(self.job, summarise_found(infos), try_number, seen, self.time_scale,
                               self.memory_scale, owner)
         return decision, seen
 
