@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dagrun import TaskKey
 
 from dc2tasks.airflow import compat
 
@@ -116,6 +117,13 @@ def test_run_to_end_survives_a_repeated_cancel() -> None:
 def test_outside_any_task_nothing_is_claimed() -> None:
     assert compat.in_triggerer_process() is False
     assert asyncio.run(compat.handed_to_another_triggerer(None)) is False
+
+    async def warm_up() -> set[str]:
+        compat.warm_up_state_queries(TaskKey("d", "t", "r"))  # not in a triggerer: nothing to warm up
+        return {t.get_name() for t in asyncio.all_tasks()} - {asyncio.current_task().get_name()}  # type: ignore[union-attr]
+
+    assert asyncio.run(warm_up()) == set()
+    assert compat._warmed_up is False
 
 
 def test_the_triggerer_is_told_by_its_comms(monkeypatch: pytest.MonkeyPatch) -> None:
