@@ -30,6 +30,8 @@ from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 CHECKED_AIRFLOW_VERSION = "3.3.2"
 CHECKED_STANDARD_PROVIDER_VERSION = "1.21.0"  # apache-airflow-providers-standard: TASKFLOW_OPERATOR
 
+log = logging.getLogger(__name__)
+
 
 class TaskInstanceKeyLike(Protocol):
     dag_id: str
@@ -98,7 +100,6 @@ def stored_xcom(ti_key: TaskInstanceKeyLike, key: str) -> Any:
 
 # -- the triggerer -------------------------------------------------------------------------------
 
-log = logging.getLogger(__name__)
 _DETACHED: set[asyncio.Task[None]] = set()  # tasks started by `detached`, held until they end
 STATE_TIMEOUT_S = 5.0  # how long a trigger waits to learn whether its task is still deferred
 
