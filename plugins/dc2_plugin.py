@@ -7,8 +7,8 @@ XComs (`slurm_job_id`, the install result) with the deployment's current URL tem
 install task, a plain `@task`, gets its link without a custom operator.
 
 Airflow matches a plugin link to an operator by exact class, so each Slurm operator class is listed;
-the "Installed products" link is offered to every `@task` and is empty (not shown) unless the task
-returned install results.
+the "Installed products" link is offered to every `@task` (`compat.TASKFLOW_OPERATOR`) and is empty
+(not shown) unless the task returned install results.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
-from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
 
+from dc2tasks.airflow.compat import TASKFLOW_OPERATOR
 from dc2tasks.airflow.links import InstalledProductsLink, SlurmJobLink
 from dc2tasks.airflow.operators.slurm import SlurmJobOperator
 from dc2tasks.airflow.operators.step import RunStepOperator
@@ -28,7 +28,7 @@ class SlurmTaskJobLink(SlurmJobLink):
 
 
 class InstallTaskProductsLink(InstalledProductsLink):
-    operators: ClassVar[list[type[Any]]] = [_PythonDecoratedOperator]
+    operators: ClassVar[list[type[Any]]] = [TASKFLOW_OPERATOR]
 
 
 class Dc2Plugin(AirflowPlugin):

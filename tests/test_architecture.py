@@ -14,21 +14,24 @@ import dc2tasks
 
 ROOT = Path(dc2tasks.__file__).resolve().parent
 
-# package -> the dc2tasks packages its modules may import (besides its own); "catalogue" and
-# "names" are single modules every layer may use
+BASE = {"catalogue", "names", "private"}
+"""Single modules of pure data and rules (the product catalogue, name rules, private files) every
+layer may use; they import nothing of dc2tasks."""
+# package -> the dc2tasks packages its modules may import besides its own
 ALLOWED: dict[str, set[str]] = {
     "catalogue": set(),
     "names": set(),
-    "products": {"catalogue", "names"},
-    "slurm": {"names"},
-    "install": {"catalogue", "names", "products", "slurm"},
-    "runs": {"catalogue", "names", "products", "slurm", "install"},
-    "sample": {"catalogue", "names", "products"},
-    "airflow": {"catalogue", "names", "products", "slurm", "install", "runs"},
-    "service": {"catalogue", "names", "products", "slurm", "install", "runs", "sample"},
-    "cli": {"catalogue", "names", "products", "slurm", "install", "runs", "sample", "service"},
+    "private": set(),
+    "products": BASE,
+    "slurm": BASE - {"catalogue"},
+    "install": BASE | {"products", "slurm"},
+    "runs": BASE | {"products", "slurm", "install"},
+    "sample": BASE | {"products"},
+    "airflow": BASE | {"products", "slurm", "install", "runs"},
+    "service": BASE | {"products", "slurm", "install", "runs", "sample"},
+    "cli": BASE | {"products", "slurm", "install", "runs", "sample", "service"},
 }
-NO_AIRFLOW = ("catalogue", "names", "products", "slurm", "install", "runs", "sample", "service", "cli")
+NO_AIRFLOW = tuple(p for p in ALLOWED if p != "airflow")
 LONG_FUNCTION_EXEMPT = {"dc2tasks.sample.columns"}  # the sample's column tables are data
 MAX_FUNCTION_LINES = 80
 

@@ -35,7 +35,7 @@ from typing import Any
 from airflow.sdk import BaseHook, Variable
 from airflow.sdk.exceptions import AirflowFailException
 
-from dc2tasks.service.private import NotPrivateError, read_private, write_private
+from dc2tasks.private import NotPrivateError, read_private, write_private
 from dc2tasks.slurm import AsyncSlurmClient, Owner, SlurmClient
 from dc2tasks.slurm.commands import DEFAULT_TIMEOUT
 from dc2tasks.slurm.owner import MIN_TOKEN_CHARS, account_name

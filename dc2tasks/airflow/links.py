@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import sys
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
+
+from dc2tasks.airflow.compat import TaskInstanceKeyLike, in_task_process, stored_xcom, task_xcom
 
 log = logging.getLogger(__name__)
 
@@ -35,48 +36,18 @@ DEFAULT_PRODUCTS_URL = "file://{central_dir}"
 INSTALLED_STATES = ("installed", "unchanged")  # a dry run installs nothing: no link
 
 
-class TaskInstanceKeyLike(Protocol):
-    dag_id: str
-    task_id: str
-    run_id: str
-    map_index: int
-    try_number: int
-
-
-def _in_task() -> bool:
-    """True inside a task's process (the Task SDK's supervisor channel is set), as airflow-core checks."""
-    return hasattr(sys.modules.get("airflow.sdk.execution_time.task_runner"), "SUPERVISOR_COMMS")
-
-
 def read_xcom(ti_key: TaskInstanceKeyLike, key: str) -> Any:
     """The XCom `key` of a task instance, or None; through the Task SDK in a task, else the database.
 
     On the server the stored JSON is returned as it is, with no Airflow deserialization (which could
     build arbitrary classes from what a task wrote); a custom XCom backend that stores references
     elsewhere is not supported there."""
-    if _in_task():
-        from airflow.sdk.execution_time.xcom import XCom  # the configured XCom backend
-
-        try:
-            return XCom.get_value(ti_key=ti_key, key=key)
-        except Exception:  # e.g. a skipped task that never pushed it: no link, not an error in its log
-            return None
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.execute(
-            XComModel.get_many(
-                key=key,
-                run_id=ti_key.run_id,
-                dag_ids=ti_key.dag_id,
-                task_ids=ti_key.task_id,
-                map_indexes=ti_key.map_index,
-            ).with_only_columns(XComModel.value)
-        ).first()
-    # a task's XComs arrive through the Execution API and are stored as plain JSON: taken as they are
-    # (decoding again would turn the job id "1" into the number 1)
-    return None if row is None else row[0]
+    if not in_task_process():
+        return stored_xcom(ti_key, key)
+    try:
+        return task_xcom(ti_key, key)
+    except Exception:  # e.g. a skipped task that never pushed it: no link, not an error in its log
+        return None
 
 
 def fill_template(template: str, env_name: str, values: Mapping[str, str]) -> str:

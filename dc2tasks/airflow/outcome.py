@@ -1,13 +1,8 @@
-"""From a finished job's report to the task's fate, and from earlier tries' jobs to the next job.
+"""From a finished job's report to the task's fate: success, or a typed exception per outcome.
 
-Why Slurm is the record a retry reads: Airflow clears a task's XComs when a new try starts, and a
-try that crashed between `sbatch` and saving anything left nothing behind. The job name is
-deterministic per task instance and each job carries its try in `--comment` (signed with the
-deployment's job token: `dc2tasks.slurm.owner`), so `find_by_name` tells the next try everything:
-a job still waiting (reattach, never submit twice), a TIMEOUT or OUT_OF_MEMORY (scale the limit),
-a NODE_FAIL (exclude the node), failed array indices (resubmit only those). Only jobs of our
-account whose comment carries our signature for this name count; any other job of the same name
-is ignored, whatever its comment says.
+Each exception carries the `Outcome` it stands for, so the task's failure says why in Airflow's
+terms (a cancelled job fails without retry; a TIMEOUT, OUT_OF_MEMORY or NODE_FAIL is retried, and
+the next try reads from Slurm how to change the job: `dc2tasks.airflow.retry`).
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from dc2tasks.slurm import FoundJob, JobInfo, Outcome, Owner, SlurmJob, SlurmState, comment_try
+from dc2tasks.slurm import Outcome, SlurmState
 
 _SEVERITY = [Outcome.FAIL_NO_RETRY, Outcome.FAIL, Outcome.RETRY_EXCLUDE_NODES, Outcome.RETRY_MORE_MEMORY,
              Outcome.RETRY_MORE_TIME]
@@ -119,81 +114,3 @@ class JobReport:
         if outcome is Outcome.SUCCESS:
             return
         raise EXCEPTIONS[outcome](self.failure_message())
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What this try does: reattach to `reattach`, or submit `job`."""
-
-    reattach: FoundJob | None
-    job: SlurmJob
-    reason: str
-
-
-def plan_try(
-    base: SlurmJob,
-    found: list[FoundJob],
-    try_number: int,
-    elements: dict[str, JobInfo] | None,
-    time_scale: float,
-    memory_scale: float,
-    owner: Owner,
-) -> Plan:
-    """Decide from the jobs of earlier tries (`found`, by name) and their elements.
-
-    Only `owner`'s jobs count: its account, and a comment its token signed for this name (a job of
-    another user, or one without the signature, is logged and ignored: never reattached, adopted
-    or counted as done).
-
-    - A job still waiting (any try <= this one) is reattached: either it is this try's own (a crash
-      after sbatch) or an earlier try died without its on_kill running; a second job would duplicate
-      the work.
-    - A finished job of THIS try is adopted (its end is reported, nothing is submitted).
-    - Otherwise a new job, with time scaled per earlier TIMEOUT and memory per OUT_OF_MEMORY, nodes
-      of the newest job's NODE_FAILs excluded, and for an array only the indices not yet completed.
-
-    `elements` holds the elements of the earlier tries' jobs as Slurm reports them now. An index is
-    done when the newest job that ran it says COMPLETED; an index with no record in any job is
-    redone, since accounting can lag (seen: a finished array's failed elements missing from sacct
-    for minutes): a redone index costs a little time, a skipped one would lose data.
-    """
-    ours = owner.keep(found, "plan")
-    tries = {f.job_id: owner.verified_try(f.name, f.comment) for f in ours}
-    mine = [f for f in ours if (t := tries[f.job_id]) is not None and t <= try_number]
-    waiting = [f for f in mine if not f.outcome.final]
-    if waiting:
-        return Plan(waiting[-1], base, f"job {waiting[-1].job_id} of try {comment_try(waiting[-1].comment)} "
-                                       "is still in Slurm: reattaching")
-    same = [f for f in mine if tries[f.job_id] == try_number]
-    if same:
-        return Plan(same[-1], base, f"job {same[-1].job_id} of this try already ended: adopting it")
-    job, why = base, []
-    timeouts = sum(f.outcome is Outcome.RETRY_MORE_TIME for f in mine)
-    ooms = sum(f.outcome is Outcome.RETRY_MORE_MEMORY for f in mine)
-    if timeouts or ooms:
-        job = job.scaled(time_factor=time_scale**timeouts, mem_factor=memory_scale**ooms)
-        if timeouts:
-            why.append(f"time limit x{time_scale**timeouts:g} after {timeouts} TIMEOUT(s)")
-        if ooms:
-            why.append(f"memory x{memory_scale**ooms:g} after {ooms} OUT_OF_MEMORY(s)")
-    if mine and elements:
-        newest = mine[-1].job_id
-        bad_nodes = [j.nodes for j in elements.values()
-                     if j.array_job_id == newest and j.outcome is Outcome.RETRY_EXCLUDE_NODES]
-        if bad_nodes:
-            job = job.excluding(bad_nodes)
-            why.append(f"excluding {','.join(bad_nodes)}")
-        if base.array_spec is not None:
-            mine_ids = {f.job_id for f in mine}
-            latest: dict[int, JobInfo] = {}
-            for j in sorted(elements.values(), key=lambda e: int(e.array_job_id)):
-                if j.array_job_id in mine_ids and j.array_task_id is not None:
-                    latest[j.array_task_id] = j
-            done = {i for i, j in latest.items() if j.outcome is Outcome.SUCCESS}
-            todo = [i for i in base.array_spec.indices if i not in done]
-            if done and todo:
-                job = job.with_array_indices(todo)
-                by = ", ".join(f.job_id for f in mine)
-                why.append(f"only the {len(todo)} indices not completed by job(s) {by}: "
-                           f"{','.join(map(str, todo))}")
-    return Plan(None, job, "; ".join(why) or "new job")

@@ -25,23 +25,22 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from dc2tasks.catalogue import CATALOGUE
+from dc2tasks.private import NotPrivateError, private_home, tightened_note
 from dc2tasks.products.calib import AB_NJY_ZP
 from dc2tasks.service.airflow_env import airflow_command, airflow_env
 from dc2tasks.service.demo_sample import DEMO_SEED, make_central, make_demo_sample
-from dc2tasks.service.private import NotPrivateError, private_home, tightened_note
 
 log = logging.getLogger(__name__)
 
 DEMO_DAG = "dc2_demo"
-# the catalogs the demo run installs: (product directory, catalog name, a column to count)
+DEMO_CHECKED = ("trim_object", "dpdd_object", "source")  # against the truth, and Object vs DPDD rows
+# the catalogs the demo run installs (it makes every product): (directory, catalog name, a column
+# to count)
 INSTALLED = [
-    ("object", "dc2_object_demo", "objectId"),
-    ("object", "dc2_object_demo_all_columns", "objectId"),
-    ("dpdd_object", "dc2_object_demo_dpdd", "objectId"),
-    ("source", "dc2_source_demo", "sourceId"),
-    ("forced_source", "dc2_forced_source_demo", "objectId"),
-    ("dia_source", "dc2_dia_source_demo", "diaSourceId"),
-    ("dia_object", "dc2_dia_object_demo", "diaObjectId"),
+    (p.directory, p.catalog_name("demo"), p.catalog.id_column)
+    for p in CATALOGUE
+    if p.catalog is not None
 ]
 
 
@@ -194,18 +193,19 @@ def summarise(sample, configs: dict[str, Path]) -> int:
         counts[catalog] = len(load_with_gcr(configs[catalog], [column])[column])
         print(f"  {catalog:<30} {counts[catalog]:>7} rows through GCRCatalogs  ({configs[catalog]})")
     bands = list(sample.bands)
+    trimmed, dpdd, source = (CATALOGUE[p].catalog_name("demo") for p in DEMO_CHECKED)
     data = load_with_gcr(
-        configs["dc2_object_demo"], ["objectId", "ra", "dec", "good", *(f"mag_{b}" for b in bands)]
+        configs[trimmed], ["objectId", "ra", "dec", "good", *(f"mag_{b}" for b in bands)]
     )
     worst = truth_check(sample, data, bands)
-    src = load_with_gcr(configs["dc2_source_demo"], ["sourceId", "psFlux", "objectId"])
+    src = load_with_gcr(configs[source], ["sourceId", "psFlux", "objectId"])
     worst_src = source_check(sample, src)
     matched = int(np.sum(src["objectId"] >= 0))
     print("Largest |mag - truth| per band (Object): " + ", ".join(f"{b} {v:.2e}" for b, v in worst.items()))
     total = len(src["sourceId"])
     print(f"Source: {matched} of {total} matched to an Object; largest |psFlux/truth - 1| {worst_src:.1e}")
     ok = (
-        counts["dc2_object_demo"] == counts["dc2_object_demo_dpdd"]
+        counts[trimmed] == counts[dpdd]
         and all(v < 1e-9 for v in worst.values() if v == v)
         and worst_src < 1e-9
         and all(counts.values())

@@ -26,6 +26,13 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from dc2tasks.private import (
+    NotPrivateError,
+    private_home,
+    read_private,
+    tightened_note,
+    write_private,
+)
 from dc2tasks.service.airflow_env import airflow_env
 from dc2tasks.service.demo_sample import (
     DEMO_SEED,
@@ -35,13 +42,6 @@ from dc2tasks.service.demo_sample import (
     make_demo_sample,
 )
 from dc2tasks.service.netns import isolation_prefix
-from dc2tasks.service.private import (
-    NotPrivateError,
-    private_home,
-    read_private,
-    tightened_note,
-    write_private,
-)
 from dc2tasks.service.standalone import ServeError, Standalone, log_tail
 
 USER = "admin"

@@ -23,9 +23,9 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+from dc2tasks.private import PRIVATE_UMASK
 from dc2tasks.service import netns
 from dc2tasks.service.airflow_env import airflow_command
-from dc2tasks.service.private import PRIVATE_UMASK
 
 HEALTHY = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 REDACTED = "<password redacted by dc2 serve>"

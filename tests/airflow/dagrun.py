@@ -62,15 +62,22 @@ def task_instances(dr: Any) -> dict[str, Any]:
         return {ti.task_id: ti for ti in dr.get_task_instances(session=session)}
 
 
-def xcom_value(dr: Any, task_id: str, key: str = "return_value") -> Any:
-    """What a task of a finished run pushed under `key` (None: nothing)."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
+@dataclass(frozen=True)
+class TaskKey:
+    """An unmapped task instance's key, as an extra link gets it (no task instance object)."""
 
-    with create_session() as session:
-        row = session.query(XComModel).filter_by(dag_id=dr.dag_id, run_id=dr.run_id, task_id=task_id,
-                                                  key=key).one_or_none()
-        return None if row is None else row.value
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int = -1
+    try_number: int = 1
+
+
+def xcom_value(dr: Any, task_id: str, key: str = "return_value") -> Any:
+    """What a task of a finished run pushed under `key`, as stored (None: nothing)."""
+    from dc2tasks.airflow.compat import stored_xcom
+
+    return stored_xcom(TaskKey(dr.dag_id, task_id, dr.run_id), key)
 
 
 def run_dag(dag_id: str, job: dict[str, Any], retries: int = 0, **op: Any) -> TaskResult:

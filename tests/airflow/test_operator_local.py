@@ -19,7 +19,8 @@ from dc2tasks.airflow.hooks import (
     local_job_token,
 )
 from dc2tasks.airflow.operators.slurm import job_name_for, output_pattern
-from dc2tasks.airflow.outcome import JobReport, SlurmJobCancelled, SlurmJobFailed, plan_try
+from dc2tasks.airflow.outcome import JobReport, SlurmJobCancelled, SlurmJobFailed
+from dc2tasks.airflow.retry import decide_retry
 from dc2tasks.slurm import FoundJob, Owner, SlurmJob, SlurmState
 from dc2tasks.slurm.commands import JobInfo
 
@@ -80,20 +81,20 @@ def _el(jid: str, state: str, nodes: str = "n1") -> JobInfo:
 
 def test_plan_reattaches_adopts_and_scales() -> None:
     base = SlurmJob(script="true", name="n", time_limit="10", memory="1G", array="0-9%2")
-    assert plan_try(base, [_found("5", "RUNNING", 1)], 2, None, 2, 2, OWNER).reattach.job_id == "5"  # type: ignore[union-attr]
-    assert plan_try(base, [_found("5", "FAILED", 2)], 2, None, 2, 2, OWNER).reattach.job_id == "5"  # type: ignore[union-attr]
+    assert decide_retry(base, [_found("5", "RUNNING", 1)], 2, None, 2, 2, OWNER).reattach.job_id == "5"  # type: ignore[union-attr]
+    assert decide_retry(base, [_found("5", "FAILED", 2)], 2, None, 2, 2, OWNER).reattach.job_id == "5"  # type: ignore[union-attr]
     history = [_found("5", "TIMEOUT", 1), _found("6", "OUT_OF_MEMORY", 2), _found("7", "TIMEOUT", 3)]
     last = {f"7_{i}": _el(f"7_{i}", "TIMEOUT" if i in (2, 4) else "COMPLETED") for i in range(10)}
-    p = plan_try(base, history, 4, last, 3, 2, OWNER)
+    p = decide_retry(base, history, 4, last, 3, 2, OWNER)
     assert p.reattach is None
     assert (p.job.time_limit, p.job.memory, p.job.array_spec.indices) == (  # type: ignore[union-attr]
         timedelta(minutes=90), 2048, (2, 4))
     assert p.job.array_spec.throttle == 2  # type: ignore[union-attr]
-    nf = plan_try(SlurmJob(script="true", name="n"), [_found("8", "NODE_FAIL", 1)], 2,
+    nf = decide_retry(SlurmJob(script="true", name="n"), [_found("8", "NODE_FAIL", 1)], 2,
                   {"8": _el("8", "NODE_FAIL", "nid0042")}, 2, 2, OWNER)
     assert nf.job.exclude == ("nid0042",)
     done = {f"9_{i}": _el(f"9_{i}", "COMPLETED") for i in range(10)}
-    fresh = plan_try(base, [_found("9", "COMPLETED", 1)], 2, done, 2, 2, OWNER)
+    fresh = decide_retry(base, [_found("9", "COMPLETED", 1)], 2, done, 2, 2, OWNER)
     assert fresh.job == base and fresh.reason == "new job"  # a cleared success re-runs everything
 
 
@@ -107,28 +108,30 @@ def test_plan_ignores_jobs_of_other_users_and_unsigned_jobs(caplog: pytest.LogCa
     finished = _found("779", "COMPLETED", 2, user="eve")
     caplog.set_level("WARNING")
     for try_number, planted in ((1, [copied, plain]), (2, [finished])):
-        p = plan_try(base, planted, try_number, None, 2, 2, OWNER)
+        p = decide_retry(base, planted, try_number, None, 2, 2, OWNER)
         assert (p.reattach, p.job, p.reason) == (None, base, "new job")
     for jid in ("777", "778", "779"):
         assert f"ignoring Slurm job {jid} (name n): of user 'eve', not 'dc2test'" in caplog.text
     # a foreign job's elements never count as done: the whole array runs
     done = {f"779_{i}": _el(f"779_{i}", "COMPLETED") for i in range(4)}
-    assert plan_try(base, [_found("5", "FAILED", 1), finished], 3, done, 2, 2, OWNER).job == base
+    assert decide_retry(base, [_found("5", "FAILED", 1), finished], 3, done, 2, 2, OWNER).job == base
     # ours, unsigned (a person using the account by hand, another deployment): not adopted either
     caplog.clear()
     unsigned = _found("780", "RUNNING", 1, signed=False)
     other_token = FoundJob("781", "n", SlurmState.parse("COMPLETED"),
                            Owner("dc2test", "another-deployment-token").comment("n", 1), 1, "dc2test")
-    p = plan_try(base, [unsigned, other_token], 1, None, 2, 2, OWNER)
+    p = decide_retry(base, [unsigned, other_token], 1, None, 2, 2, OWNER)
     assert (p.reattach, p.job) == (None, base)
     assert "ignoring Slurm job 780 (name n): its comment 'dc2:try=1' does not carry" in caplog.text
     assert "ignoring Slurm job 781 (name n)" in caplog.text
     # a signed comment is bound to its name: ours for "n" does not vouch for a job named "m"
     renamed = FoundJob("782", "m", SlurmState.parse("RUNNING"), OWNER.comment("n", 1), 1, "dc2test")
-    assert plan_try(base, [renamed], 1, None, 2, 2, OWNER).reattach is None
+    assert decide_retry(base, [renamed], 1, None, 2, 2, OWNER).reattach is None
     # ours, signed: reattached / adopted as before
-    assert plan_try(base, [copied, _found("9", "RUNNING", 1)], 1, None, 2, 2, OWNER).reattach.job_id == "9"  # type: ignore[union-attr]
-    assert plan_try(base, [finished, _found("9", "FAILED", 2)], 2, None, 2, 2, OWNER).reattach.job_id == "9"  # type: ignore[union-attr]
+    running = decide_retry(base, [copied, _found("9", "RUNNING", 1)], 1, None, 2, 2, OWNER)
+    assert running.reattach is not None and running.reattach.job_id == "9"
+    adopted = decide_retry(base, [finished, _found("9", "FAILED", 2)], 2, None, 2, 2, OWNER)
+    assert adopted.reattach is not None and adopted.reattach.job_id == "9"
 
 
 def test_array_retry_redoes_every_index_not_seen_completed() -> None:
@@ -138,18 +141,18 @@ def test_array_retry_redoes_every_index_not_seen_completed() -> None:
     base = SlurmJob(script="true", name="n", array="0-19%8")
     lagging = {f"5_{i}": _el(f"5_{i}", "FAILED" if i == 19 else "COMPLETED")
                for i in range(20) if i not in (3, 8)}
-    p = plan_try(base, [_found("5", "FAILED", 1)], 2, lagging, 2, 2, OWNER)
+    p = decide_retry(base, [_found("5", "FAILED", 1)], 2, lagging, 2, 2, OWNER)
     assert p.job.array_spec.indices == (3, 8, 19)  # type: ignore[union-attr]
     assert p.reason == "only the 3 indices not completed by job(s) 5: 3,8,19"
     # try 3 after job 25 (try 2) redid 3, 8, 19 and 19 failed again; 5_3 and 5_8 FAILED in job 5
     both = {**lagging, "5_3": _el("5_3", "FAILED"), "5_8": _el("5_8", "FAILED"),
             "25_3": _el("25_3", "COMPLETED"), "25_8": _el("25_8", "COMPLETED"),
             "25_19": _el("25_19", "FAILED")}
-    p3 = plan_try(base, [_found("5", "FAILED", 1), _found("25", "FAILED", 2)], 3, both, 2, 2, OWNER)
+    p3 = decide_retry(base, [_found("5", "FAILED", 1), _found("25", "FAILED", 2)], 3, both, 2, 2, OWNER)
     assert p3.job.array_spec.indices == (19,)  # type: ignore[union-attr]
     # nothing completed at all: the whole array again
     failed = {f"5_{i}": _el(f"5_{i}", "FAILED") for i in range(20)}
-    assert plan_try(base, [_found("5", "FAILED", 1)], 2, failed, 2, 2, OWNER).job == base
+    assert decide_retry(base, [_found("5", "FAILED", 1)], 2, failed, 2, 2, OWNER).job == base
 
 
 def test_report_maps_outcomes_to_typed_exceptions() -> None:
@@ -246,3 +249,18 @@ def test_the_local_backend_makes_its_token_once_and_keeps_it_private(tmp_path: P
     path.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(AirflowFailException, match="cannot open it"):
         local_job_token(path)
+
+
+def test_trigger_classpath_is_the_stored_one() -> None:
+    """Deferred tasks are stored in the metadata database by the trigger's classpath and kwargs: the
+    path must stay the one rows already hold, and lead back to the class."""
+    import importlib
+
+    from dc2tasks.airflow.triggers.slurm import SlurmJobTrigger
+
+    trigger = SlurmJobTrigger(job_id="7", element_ids=["7"], log_paths={"7": "slurm-7.out"}, try_number=2)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "dc2tasks.airflow.triggers.slurm.SlurmJobTrigger"
+    module, _, name = classpath.rpartition(".")
+    assert getattr(importlib.import_module(module), name) is SlurmJobTrigger
+    assert SlurmJobTrigger(**kwargs).serialize() == (classpath, kwargs)

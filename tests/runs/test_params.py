@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from airflow.sdk import Param
-from airflow.sdk.definitions.param import ParamValidationError
+from airflow.sdk.exceptions import ParamValidationError
 
 from dc2tasks.runs import ParamsError, load_run_config, params_json_schema, params_schema, validate_params
 

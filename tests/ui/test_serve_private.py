@@ -20,7 +20,7 @@ import pytest
 from nobody import NOBODY, run_as_nobody
 from served_demo import Served, dc2_serve, free_port
 
-from dc2tasks.service.private import NotPrivateError, private_home
+from dc2tasks.private import NotPrivateError, private_home
 from dc2tasks.service.serve import PASSWORDS_FILE, private_home_and_password, user_password
 from dc2tasks.service.standalone import REDACTED, copy_redacted
 

@@ -2,10 +2,10 @@
 
 Each try: read the certificate's validity (preflight); look the task instance's deterministic job
 name up in Slurm (only the account's own jobs, signed with the deployment's job token: see
-`dc2tasks.slurm.owner`) and let `outcome.plan_try` decide (reattach to a waiting job, adopt this try's
+`dc2tasks.slurm.owner`) and let `retry.decide_retry` decide (reattach to a waiting job, adopt this try's
 finished job, or submit with scaled limits / only the failed array indices); record the job id in
 XCom (`slurm_job_id`, and `slurm_job` with name, try and log paths); defer to `SlurmJobTrigger`
-(or, with `deferrable=False`, run the same watch coroutine on the worker); map the end through
+(or, with `deferrable=False`, run the same wait coroutine on the worker); map the end through
 `dc2tasks.slurm.states` into success or a typed exception (`dc2tasks.airflow.outcome`).
 """
 
@@ -22,11 +22,12 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 
 from dc2tasks.airflow.hooks import SlurmHook
+from dc2tasks.airflow.job_wait import JobWaitSpec, wait_for_job
 from dc2tasks.airflow.links import SlurmJobLink
-from dc2tasks.airflow.outcome import JobReport, Plan, plan_try
+from dc2tasks.airflow.outcome import JobReport
 from dc2tasks.airflow.poller import get_poller
+from dc2tasks.airflow.retry import TryDecision, decide_retry
 from dc2tasks.airflow.triggers.slurm import SlurmJobTrigger
-from dc2tasks.airflow.watch import WatchSpec, watch
 from dc2tasks.slurm import (
     JobInfo,
     Owner,
@@ -137,19 +138,19 @@ class SlurmJobOperator(BaseOperator):
         hook.preflight(self.cert_warn_hours)
         owner = hook.owner()
         client = hook.client(owner)
-        plan, seen = self._plan(client, owner, name, try_number)
-        if plan.reattach is not None and (comment_try(plan.reattach.comment) or 0) < try_number:
+        decision, seen = self._decide(client, owner, name, try_number)
+        if decision.reattach is not None and (comment_try(decision.reattach.comment) or 0) < try_number:
             # An earlier try's job still waiting: a crash left it, or the user's clear has just
             # cancelled it and Slurm's accounting has not caught up. Let it settle, then look again.
             self.log.info("job %s of an earlier try looks alive; checking again in %.0f s",
-                          plan.reattach.job_id, REATTACH_SETTLE_S)
+                          decision.reattach.job_id, REATTACH_SETTLE_S)
             time.sleep(REATTACH_SETTLE_S)
-            plan, seen = self._plan(client, owner, name, try_number)
-        self.log.info("Slurm job name %s, try %d: %s", name, try_number, plan.reason)
-        job = replace(plan.job, name=name, comment=owner.comment(name, try_number),
-                      output=output_pattern(plan.job, self.log_dir))
-        if plan.reattach is not None:
-            job_id = plan.reattach.job_id
+            decision, seen = self._decide(client, owner, name, try_number)
+        self.log.info("Slurm job name %s, try %d: %s", name, try_number, decision.reason)
+        job = replace(decision.job, name=name, comment=owner.comment(name, try_number),
+                      output=output_pattern(decision.job, self.log_dir))
+        if decision.reattach is not None:
+            job_id = decision.reattach.job_id
             elements = _elements_seen(seen, job_id, job)
         else:
             job_id = self._submit(client, owner, job, try_number)
@@ -163,7 +164,7 @@ class SlurmJobOperator(BaseOperator):
             "job_id": job_id, "name": name, "try": try_number, "conn_id": self.slurm_conn_id,
             "log_paths": spec.log_paths, "elements": len(elements)})
         if not self.deferrable:
-            return self.execute_complete(context, asyncio.run(self._watch_here(spec)))
+            return self.execute_complete(context, asyncio.run(self._wait_here(spec)))
         self.defer(
             trigger=SlurmJobTrigger(
                 job_id=job_id, element_ids=list(elements), log_paths=spec.log_paths,
@@ -192,16 +193,16 @@ class SlurmJobOperator(BaseOperator):
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    def _plan(self, client: SlurmClient, owner: Owner, name: str,
-              try_number: int) -> tuple[Plan, dict[str, JobInfo]]:
-        """The plan and the elements it was made from (by id). Both come from the same two commands
+    def _decide(self, client: SlurmClient, owner: Owner, name: str,
+                try_number: int) -> tuple[TryDecision, dict[str, JobInfo]]:
+        """The decision and the elements it was made from (by id). Both come from the same two commands
         (sacct and squeue by name): a status query of the array ids alone got a lagging sacct's
         partial view after a fast array."""
         infos = client.elements_by_name(name)
         seen = {j.job_id: j for j in infos}
-        plan = plan_try(self.job, summarise_found(infos), try_number, seen, self.time_scale,
-                        self.memory_scale, owner)
-        return plan, seen
+        decision = decide_retry(self.job, summarise_found(infos), try_number, seen, self.time_scale,
+                              self.memory_scale, owner)
+        return decision, seen
 
     def _after_submit(self, job_id: str) -> None:
         """Called between sbatch and recording the job id (a seam for crash tests)."""
@@ -219,7 +220,7 @@ class SlurmJobOperator(BaseOperator):
                 return again[-1].job_id
             raise
 
-    def _spec(self, job_id: str, job: SlurmJob, elements: list[str]) -> WatchSpec:
+    def _spec(self, job_id: str, job: SlurmJob, elements: list[str]) -> JobWaitSpec:
         assert job.output is not None
         user = self._hook.backend.remote_user if self._hook else ""
         paths = {}
@@ -228,18 +229,18 @@ class SlurmJobOperator(BaseOperator):
             path = expand_log_path(job.output, job_id=jid, array_job_id=jid,
                                    array_task_id=int(idx) if idx else None, name=job.name, user=user)
             paths[eid] = posixpath.join(job.workdir, path) if job.workdir else path
-        return WatchSpec(job_id=job_id, element_ids=tuple(elements), log_paths=paths,
+        return JobWaitSpec(job_id=job_id, element_ids=tuple(elements), log_paths=paths,
                          poll_interval=self.poll_interval, tail_bytes=self.tail_bytes,
                          max_failed_tails=self.max_failed_tails)
 
-    async def _watch_here(self, spec: WatchSpec) -> dict[str, Any]:
+    async def _wait_here(self, spec: JobWaitSpec) -> dict[str, Any]:
         assert self._hook is not None
-        return await watch(get_poller(self._hook.backend), spec, self.log)
+        return await wait_for_job(get_poller(self._hook.backend), spec, self.log)
 
 
 def _elements_seen(seen: dict[str, JobInfo], job_id: str, job: SlurmJob) -> list[str]:
-    """The elements of a job to reattach to, as the plan saw them (slurmctld and sacct by name:
-    sacct alone may lack some, which the trigger would then never watch)."""
+    """The elements of a job to reattach to, as the decision saw them (slurmctld and sacct by name:
+    sacct alone may lack some, which the trigger would then never wait for)."""
     if job.array_spec is None:
         return [job_id]
     ids = [e for e, j in seen.items() if j.array_job_id == job_id and j.array_task_id is not None]

@@ -6,7 +6,6 @@ that changes fails the watcher's `changed__<run>` task, naming it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -19,8 +18,9 @@ from typing import Any
 import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowFailException
+from dagrun import load_dag, xcom_value
 
-from dc2tasks.airflow.watcher import build_watcher_dag, changed_failure, watch_run
+from dc2tasks.airflow.rerun_dag import build_watcher_dag, changed_failure, watch_run
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.runs.loader import load_run_config
 from dc2tasks.runs.rerun_facts import FactsRequest
@@ -89,14 +89,6 @@ def install_dags(folder: Path, runs: dict[str, dict[str, Any]]) -> Path:
     return folder / "dc2_rerun_watcher.py"
 
 
-def load_dag(path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(f"dc2_test_{path.stem}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
-
-
 def triggered(dag_id: str) -> dict[str, Any]:
     """Every run of `dag_id` in the metadata database: run id -> conf."""
     from airflow.models.dagrun import DagRun
@@ -108,16 +100,8 @@ def triggered(dag_id: str) -> dict[str, Any]:
         return {r.run_id: r.conf for r in runs}
 
 
-def xcom_value(dr: Any, task_id: str, key: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        row = session.scalars(select(XComModel).where(
-            XComModel.dag_id == dr.dag_id, XComModel.run_id == dr.run_id, XComModel.task_id == task_id,
-            XComModel.key == key)).one()
-        value = row.value
+def xcom_json(dr: Any, task_id: str, key: str) -> Any:
+    value = xcom_value(dr, task_id, key)
     return json.loads(value) if isinstance(value, str) else value
 
 
@@ -259,7 +243,7 @@ def test_watcher_dag_settings_and_bad_run_files(
     bad = run_file(tmp_path, "bad", repo, tracts="all")
     (runs / "bad.yaml").write_text(yaml.safe_dump(bad))
     monkeypatch.setenv("DC2_RERUN_WATCH_SCHEDULE", "*/10 * * * *")
-    with caplog.at_level(logging.WARNING, logger="dc2tasks.airflow.watcher"):
+    with caplog.at_level(logging.WARNING, logger="dc2tasks.airflow.rerun_dag"):
         dag = build_watcher_dag(runs)
     assert dag.dag_id == "dc2_rerun_watcher"
     assert dag.timetable.expression == "*/10 * * * *"
@@ -331,5 +315,5 @@ def test_only_complete_own_real_reruns_are_triggered_and_a_changed_one_fails_the
         changed_failure(config, {"writing": "1 -> 2 entries"})
     assert str(failure.value).startswith("run guarded: reruns changed after they were processed "
                                          "(not triggered again): writing: 1 -> 2 entries.")
-    xcom = xcom_value(dr, "find__guarded", "changed")
+    xcom = xcom_json(dr, "find__guarded", "changed")
     assert list(xcom) == ["writing"] and xcom["writing"].startswith("11 -> 12 entries; ")

@@ -1,7 +1,7 @@
 """Wait for one Slurm job (or array) through the shared poller; stream its log; report its end.
 
 Why one coroutine for both modes: the trigger (deferrable, in the triggerer) and the operator's
-non-deferrable mode (`asyncio.run` on the worker) must behave the same, so both call `watch`.
+non-deferrable mode (`asyncio.run` on the worker) must behave the same, so both call `wait_for_job`.
 The result is a JSON-able payload (a TriggerEvent travels through the metadata database).
 """
 
@@ -20,7 +20,7 @@ MAX_LOG_LINE = 10_000
 
 
 @dataclass(frozen=True)
-class WatchSpec:
+class JobWaitSpec:
     job_id: str
     element_ids: tuple[str, ...]
     log_paths: dict[str, str]
@@ -77,7 +77,7 @@ async def _drain(poller: SharedPoller, path: str, offset: int, log: logging.Logg
         offset = new_offset
 
 
-async def watch(poller: SharedPoller, spec: WatchSpec, log: logging.Logger | Any) -> dict[str, Any]:
+async def wait_for_job(poller: SharedPoller, spec: JobWaitSpec, log: logging.Logger | Any) -> dict[str, Any]:
     # one element (a plain job, or an array of one such as a single visit stripe): its log is streamed;
     # log_paths is keyed by element id ("12" or "12_0"), not by the array's job id
     only = spec.element_ids[0] if len(spec.element_ids) == 1 else None
@@ -114,7 +114,7 @@ async def watch(poller: SharedPoller, spec: WatchSpec, log: logging.Logger | Any
             return await _final_payload(poller, spec, jobs)  # type: ignore[arg-type]
 
 
-async def _final_payload(poller: SharedPoller, spec: WatchSpec, jobs: dict[str, JobInfo]) -> dict[str, Any]:
+async def _final_payload(poller: SharedPoller, spec: JobWaitSpec, jobs: dict[str, JobInfo]) -> dict[str, Any]:
     failed = [i for i, j in jobs.items() if j.outcome is not Outcome.SUCCESS]
     tails: dict[str, str] = {}
     for eid in failed[: spec.max_failed_tails]:

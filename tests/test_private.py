@@ -1,4 +1,4 @@
-"""dc2tasks.service.private, the one way the local service and the local job backend keep a secret:
+"""dc2tasks.private, the one way the local service and the local job backend keep a secret:
 a file is 0600 from its first byte, a file read back as a secret is refused unless it is ours alone,
 and a file that must not change once made is never replaced by a second writer."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dc2tasks.service.private import NotPrivateError, read_private, write_private
+from dc2tasks.private import NotPrivateError, read_private, write_private
 
 
 def test_a_private_file_is_0600_and_replaced_or_kept_as_asked(tmp_path: Path) -> None:

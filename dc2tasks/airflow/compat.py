@@ -1,0 +1,220 @@
+"""Everything dc2tasks relies on that Airflow does not promise, and every workaround for an Airflow bug.
+
+The rest of dc2tasks, plugins/ and dags/ import Airflow only from its public interface: `airflow.sdk`
+(the Task SDK, Airflow 3's interface for DAG authors and task code), the providers' operators,
+and the two documented extension points outside the SDK, `airflow.triggers.base` (BaseTrigger,
+TriggerEvent) and `airflow.plugins_manager.AirflowPlugin` (docs: "Public Interface for Airflow
+3.0+", "Using Public Interface to extend Airflow capabilities"). Anything else is here, each item
+with the Airflow version it was checked on and the upstream issue or pull request it exists for.
+
+`CHECKED_AIRFLOW_VERSION` is the version every item was checked on (and
+`CHECKED_STANDARD_PROVIDER_VERSION` the standard provider's); tests/airflow/test_compat.py fails on
+any other, and tests each item against the installed Airflow. Whoever changes the pin
+re-reads every item below (is the internal still there and still doing the same? is the bug fixed,
+so the workaround can go?) and then moves the constant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
+from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+CHECKED_AIRFLOW_VERSION = "3.3.2"
+CHECKED_STANDARD_PROVIDER_VERSION = "1.21.0"  # apache-airflow-providers-standard: TASKFLOW_OPERATOR
+
+log = logging.getLogger(__name__)
+
+
+class TaskInstanceKeyLike(Protocol):
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    try_number: int
+
+
+# -- extra links ---------------------------------------------------------------------------------
+
+TASKFLOW_OPERATOR: type[Any] = _PythonDecoratedOperator
+"""The operator class behind every `@task` (checked on 3.3.2, providers-standard 1.21.0).
+
+A plugin's extra link names the operators it applies to, and Airflow matches them by exact class
+name and module against the serialized task (`task_type`, `_task_module`), so a link for `@task`
+tasks must name this private class. No public way exists: apache/airflow#54527 (extra links for
+TaskFlow tasks; pull request #69426, open, would add `@task(extra_links=...)`)."""
+
+
+def in_task_process() -> bool:
+    """True in a task's (or the triggerer's) process: the Task SDK's supervisor channel is set.
+
+    Checked on 3.3.2: `airflow.sdk.execution_time.task_runner.SUPERVISOR_COMMS` is declared but only
+    assigned by a supervisor, the same test airflow-core makes. Why: an extra link is resolved both
+    on the worker (Task SDK, no database) and on the API server (database, no SDK channel), and has
+    no public way to tell which (links.py). No upstream issue found."""
+    return hasattr(sys.modules.get("airflow.sdk.execution_time.task_runner"), "SUPERVISOR_COMMS")
+
+
+def task_xcom(ti_key: TaskInstanceKeyLike, key: str) -> Any:
+    """An XCom read through the Task SDK with the configured XCom backend (in a task process).
+
+    Checked on 3.3.2: `airflow.sdk.execution_time.xcom.XCom` is the resolved backend class; its
+    `get_value(ti_key=..., key=...)` is what the SDK's own link code uses. A link's `get_link` gets
+    only a key, not a task instance, so `ti.xcom_pull` is not available. No upstream issue found."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    return XCom.get_value(ti_key=ti_key, key=key)
+
+
+def stored_xcom(ti_key: TaskInstanceKeyLike, key: str) -> Any:
+    """An XCom's value as stored in the metadata database, or None (on the API server).
+
+    Checked on 3.3.2: `airflow.models.xcom.XComModel.get_many` and `airflow.utils.session.
+    create_session`. A plugin's link runs in the API server with no task context (AIP-72, pull
+    request apache/airflow#46613), where the database is the only source; Airflow's own extra-links
+    route reads `XComModel` the same way (#55194). The value is returned as stored: a task's XComs
+    arrive through the Execution API as plain JSON, and decoding again would turn the job id "1"
+    into the number 1. Imported here, not at the top: workers never need airflow-core's models."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.execute(
+            XComModel.get_many(
+                key=key,
+                run_id=ti_key.run_id,
+                dag_ids=ti_key.dag_id,
+                task_ids=ti_key.task_id,
+                map_indexes=ti_key.map_index,
+            ).with_only_columns(XComModel.value)
+        ).first()
+    return None if row is None else row[0]
+
+
+# -- the triggerer -------------------------------------------------------------------------------
+
+_DETACHED: set[asyncio.Task[None]] = set()  # tasks started by `detached`, held until they end
+STATE_TIMEOUT_S = 5.0  # how long a trigger waits to learn whether its task is still deferred
+
+
+def detached(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A task of its own on the running loop, referenced until it ends (asyncio keeps only weak ones)."""
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    _DETACHED.add(task)
+    task.add_done_callback(_DETACHED.discard)
+    return task
+
+
+async def run_to_end(coro: Coroutine[Any, Any, None], name: str) -> None:
+    """Run a trigger's `on_kill` work to its end although the triggerer cancels the caller again.
+
+    Checked on 3.3.2 (airflow/jobs/triggerer_job_runner.py): the supervisor keeps a trigger in
+    `cancelling_triggers` and sends it in every state sync (about once a second) until the
+    trigger has ended, and each sync cancels the trigger's asyncio task again, cutting an `on_kill`
+    that takes longer than a second short (e.g. an scancel over SSH). The work runs in a task of its
+    own, which such a cancel does not reach. No upstream issue found."""
+    await asyncio.shield(detached(coro, name))
+
+
+def ti_count(ti: TaskInstanceKeyLike, states: list[str]) -> int:
+    """How many task instances with the keys of `ti` are in one of `states` (0 or 1). Blocking.
+
+    Checked on 3.3.2: `RuntimeTaskInstance.get_ti_count` (airflow.sdk.execution_time.task_runner)
+    sends the Task SDK's `GetTICount` through `SUPERVISOR_COMMS`, which the triggerer sets too. A
+    trigger has no public way to read its task's state (pull request apache/airflow#65590 considered
+    a `get_task_state` and dropped it); used by `handed_to_another_triggerer`."""
+    return int(RuntimeTaskInstance.get_ti_count(
+        dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index, states=states,
+    ))
+
+
+async def handed_to_another_triggerer(ti: TaskInstanceKeyLike | None, trigger_log: Any = log) -> bool:
+    """True when a trigger's `on_kill` was called although no user acted: its task is still DEFERRED.
+
+    Checked on 3.3.2: a trigger the scheduler hands to another triggerer (this one missed its
+    heartbeats: paused, overloaded, a network split; or HA rebalancing) is cancelled here with the
+    user-action message, so `on_kill` runs although the other triggerer's copy is waiting on the
+    same job: apache/airflow pull request #73454 (open; the bug is present since `on_kill` shipped
+    in 3.3.0 with #65590). A user action always changes the task's state first, so a task still
+    DEFERRED means a hand-over. When the state cannot be read in time: False, since cancelling is
+    what a user action means."""
+    if ti is None:
+        return False
+    try:
+        deferred = await asyncio.wait_for(asyncio.to_thread(ti_count, ti, ["deferred"]),
+                                          timeout=STATE_TIMEOUT_S)
+    except Exception as e:  # the triggerer's supervisor link is all there is to ask
+        trigger_log.warning("could not read the state of task %s (%s); treating the kill as a user action",
+                            ti.task_id, e or type(e).__name__)
+        return False
+    return deferred > 0
+
+
+def in_triggerer_process() -> bool:
+    """True in the triggerer's trigger runner (not in `airflow dags test`, which runs triggers inline).
+
+    Checked on 3.3.2: `TriggerRunner.init_comms` sets `task_runner.SUPERVISOR_COMMS` to a
+    `TriggerCommsDecoder` (airflow.jobs.triggerer_job_runner). No public way to ask; no upstream
+    issue found. The import is here, not at the top: it loads airflow-core's scheduler side (1.5 s),
+    which is loaded already wherever this can be true."""
+    from airflow.jobs.triggerer_job_runner import TriggerCommsDecoder
+    from airflow.sdk.execution_time import task_runner
+
+    return isinstance(getattr(task_runner, "SUPERVISOR_COMMS", None), TriggerCommsDecoder)
+
+
+_warmed_up = False  # one warm-up per triggerer process
+
+
+def warm_up_state_queries(ti: TaskInstanceKeyLike | None) -> None:
+    """Ask one state query in the background when the first trigger of a triggerer process starts.
+
+    Checked on 3.3.2: the triggerer's supervisor builds its in-process Execution API on the first
+    query a trigger makes (7 s on a busy 2-core machine, its heartbeat stalled meanwhile). Paid in
+    `handed_to_another_triggerer` during an `on_kill`, it would delay the cancel a user's clear asks
+    for, and the clear's next try could reattach to the job about to be cancelled. No upstream issue
+    found (related: apache/airflow#65945, the in-process API's start-up; pull request #67919, open,
+    moves the triggerer to the API server over HTTP). Only in a real triggerer."""
+    global _warmed_up
+    if _warmed_up or ti is None or not in_triggerer_process():
+        return
+    _warmed_up = True
+
+    async def query() -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(ti_count, ti, ["deferred"])
+
+    detached(query(), name="dc2-state-query-warm-up")
+
+
+MIN_WAIT_ENV = "DC2_TRIGGER_MIN_WAIT_S"
+DEFAULT_MIN_WAIT_S = 10.0
+
+
+def trigger_min_wait_s() -> float:
+    """How long after it starts a trigger may fire at the earliest (`$DC2_TRIGGER_MIN_WAIT_S`, default 10).
+
+    Checked on 3.3.2: a job that ends within seconds of sbatch makes the trigger fire before the
+    scheduler has processed the executor's report of the deferring process; when the resumed try is
+    already QUEUED or RUNNING, the scheduler takes that stale report as a state mismatch and fails
+    the try (it goes up_for_retry). 3.3.2 guards only the SCHEDULED case (#66374, fixed by #66431):
+    QUEUED is apache/airflow#67287 (fixed by #68741, which 3.3.2 does not contain), RUNNING is
+    #71580 and #72716 (open; pull requests #71579, #72767). Firing no sooner avoids the race;
+    `airflow dags test` (no executor, no race) sets it to 0."""
+    try:
+        return max(0.0, float(os.environ.get(MIN_WAIT_ENV, DEFAULT_MIN_WAIT_S)))
+    except ValueError:
+        return DEFAULT_MIN_WAIT_S
+
+
+async def wait_out_defer_race(started: float) -> None:
+    """Sleep until `trigger_min_wait_s()` after `started` (the running loop's time)."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, trigger_min_wait_s() - (loop.time() - started)))
