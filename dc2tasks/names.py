@@ -68,6 +68,11 @@ PRODUCT = NamePattern("product name", r"[a-z][a-z0-9_]{0,63}", "lower-case lette
 NUMBER = NamePattern("non-negative integer", r"[0-9]{1,10}", "digits only, e.g. 4850")
 """A tract, a visit, an array index or count as typed on a command line (a sign, a space or `_`
 that `int()` would take is refused)."""
+
+
+def number(text: str) -> int:
+    """A NUMBER as an int; an argparse `type=` (a bad value is refused naming it)."""
+    return int(NUMBER.arg_type(text))
 FILE_PART = NamePattern(
     "plain file name",
     r"[A-Za-z0-9_][A-Za-z0-9_.,+=@\-]{0,254}",

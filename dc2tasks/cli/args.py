@@ -20,10 +20,10 @@ T = TypeVar("T")
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Descriptions keep their line breaks (they hold examples and layouts); options show their
-    defaults, except None, which means "not given" and is explained by the help text if at all."""
+    defaults, except None ("not given", explained by the help text if at all) and a flag's False."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
+        if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
 
@@ -46,9 +46,8 @@ def argparse_type(parse: Callable[[str], T]) -> Callable[[str], T]:
     return wrapped
 
 
-def nonneg_int(text: str) -> int:
-    """A tract, visit, index or count: a non-negative integer, refused by argparse with the value."""
-    return int(names.NUMBER.arg_type(text))
+nonneg_int = names.number
+"""A tract, visit, index or count: a non-negative integer, refused by argparse with the value."""
 
 
 def bands(text: str) -> list[str]:
