@@ -74,7 +74,8 @@ def test_finalize_and_install_fail_naming_the_command(tmp_path) -> None:
     config = _config(tmp_path)
     plan = run_tasks.plan_task(config, {"params": {"products": ["source"]}})
     context = {"ti": _TaskInstance(plan)}
-    with pytest.raises(AirflowFailException, match=r"^gcr-config failed \(exit 2\):\n.*work/source: cannot list the product's files: No such file"):
+    missing = r"^gcr-config failed \(exit 2\):\n.*work/source: cannot list the product's files: No such file"
+    with pytest.raises(AirflowFailException, match=missing):
         run_tasks.finalize_task(config, context, [])
     with pytest.raises(AirflowFailException, match=r"^install source failed \(exit 2\)"):
         run_tasks.install_task(config, context)
