@@ -169,7 +169,7 @@ def parent_roots(cfg: Mapping[str, object]) -> list[str]:
     return roots
 
 
-def legacy_parent_root(repo: Path) -> str | None:
+def _legacy_parent_root(repo: Path) -> str | None:
     """The parent a repository's `_parent` names, as written (relative to the repository, or
     absolute): a symbolic link's target, a regular file's first line, a folder's own name."""
     entry = repo / PARENT
@@ -200,7 +200,7 @@ def _parents(repo: Path, cfg: Mapping[str, object] | None) -> list[Path]:
     if cfg is not None:
         where, roots = repo / REPOSITORY_CFG, parent_roots(cfg)
     else:
-        where, root = repo / PARENT, legacy_parent_root(repo)
+        where, root = repo / PARENT, _legacy_parent_root(repo)
         roots = [root] if root else []
     parents = [(repo / root).resolve() for root in roots]
     for parent in parents:
@@ -209,24 +209,19 @@ def _parents(repo: Path, cfg: Mapping[str, object] | None) -> list[Path]:
     return parents
 
 
-def _stored(path: Path) -> Path | None:
+def _stored(path: str) -> Path | None:
     """The file that holds the dataset a template names: the path itself or, for FITS, its `.gz`."""
-    plain = path.is_file()
-    if path.suffix != ".fits":
-        return path if plain else None
-    packed = path.with_name(path.name + GZIP_SUFFIX)
-    if not packed.is_file():
-        return path if plain else None
+    plain = os.path.isfile(path)
+    packed = path + GZIP_SUFFIX
+    if not path.endswith(".fits") or not os.path.isfile(packed):
+        return Path(path) if plain else None
     if plain:
-        raise _both(path, packed)
-    return packed
+        raise _both(Path(path), Path(packed))
+    return Path(packed)
 
 
 def _both(one: Path, other: Path) -> InputError:
-    return InputError(
-        f"{one} and {other} hold the same dataset (plain and gzip-compressed FITS): which one is the "
-        "dataset is not known; remove the other"
-    )
+    return InputError(f"{one} and {other} hold the same dataset: which one to read is not known; remove one")
 
 
 @dataclass
@@ -291,7 +286,7 @@ class Gen2Repo:
     def find(self, dataset: str, **data_id: object) -> Path | None:
         rel = self.relpath(dataset, **data_id)
         for repo in self.chain:
-            found = _stored(repo / rel)
+            found = _stored(f"{repo}/{rel}")
             if found is not None:
                 return found
         return None
