@@ -234,7 +234,7 @@ def _dia_object(a: StepInputs) -> list[object]:
     return [*a.repo, "--tract", *a.tracts, "--dia-source-dir", a.dir("dia_source"), "-o", a.dir("dia_object")]
 
 
-_OBJECT_READER = "dc2_object.DC2ObjectCatalog"
+OBJECT_READER = "dc2_object.DC2ObjectCatalog"
 _CLI_OBJECTS = "dc2tasks.cli_catalogue:PLACEHOLDER"  # the CLI package fills these
 _CLI_VISITS = "dc2tasks.cli_catalogue:PLACEHOLDER"
 
@@ -252,7 +252,7 @@ CATALOGUE = Catalogue(
             cli=_CLI_OBJECTS,
             group="object",
             catalog=Catalog(
-                reader=_OBJECT_READER,
+                reader=OBJECT_READER,
                 name="dc2_object_{run}_all_columns",
                 schema_filename="schema.yaml",
                 description="Object catalog, all columns of the ref and forced tables",
@@ -273,7 +273,7 @@ CATALOGUE = Catalogue(
             needs=("object",),
             group="object",
             catalog=Catalog(
-                reader=_OBJECT_READER,
+                reader=OBJECT_READER,
                 name="dc2_object_{run}",
                 schema_filename="trim_schema.yaml",
                 description="Object catalog, the columns the DPDD quantities need",

@@ -96,6 +96,12 @@ def read_columns(path: str | os.PathLike, key: str, columns: Iterable[str]) -> p
     return pd.DataFrame({c: found[c] for c in wanted})
 
 
+def group_rows(path: str | os.PathLike, key: str) -> int:
+    """Rows of one fixed-format group (its index length), without reading a column."""
+    with _open(Path(path)) as h5:
+        return int(h5.get_node(f"/{key}/axis1").nrows)
+
+
 def all_columns(path: str | os.PathLike, key: str) -> list[str]:
     path = Path(path)
     with _open(path) as h5:
