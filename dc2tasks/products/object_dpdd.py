@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from dc2tasks import __version__
 from dc2tasks.catalogue import CATALOGUE
-from dc2tasks.products import dpdd, hdf5, hdf5_safety, object_schema
+from dc2tasks.products import dpdd, hdf5, object_schema
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
 
@@ -44,8 +44,10 @@ class DpddResult:
     columns: list[str]
 
 
-def patch_table(source: Path, key: str, schema: object_schema.ObjectSchema, ctx: dpdd.Context) -> pa.Table:
-    native = object_schema.read_group(source, key, dpdd.native_columns(ctx), schema)
+def patch_table(
+    obj: object_schema.ObjectFile, key: str, schema: object_schema.ObjectSchema, ctx: dpdd.Context
+) -> pa.Table:
+    native = object_schema.read_group(obj, key, dpdd.native_columns(ctx), schema)
     values = dpdd.compute(native, ctx)
     tract, patch = hdf5.tract_patch(key)
     n = len(native)
@@ -61,18 +63,15 @@ def dpdd_tract(
     schema_file: str | os.PathLike | None = None,
 ) -> DpddResult:
     """One tract's DPDD Parquet; `schema_file` overrides the schema yaml beside the source."""
-    source = Path(source)
-    hdf5_safety.scan_file(source)  # before PyTables reads it: another step's (or account's) file
-    keys = hdf5.group_keys(source)
-    if not keys:
-        raise InputError(f"{source}: no object groups (coadd_<tract>_<xy>) in the file")
+    obj = object_schema.open_object_file(source)
+    source, keys = obj.path, list(obj.groups)
     tracts = {hdf5.tract_patch(k)[0] for k in keys}
     if len(tracts) != 1:
         raise InputError(
             f"{source}: groups of several tracts ({sorted(tracts)}); expected one tract per file"
         )
     tract = tracts.pop()
-    schema = object_schema.schema_for(source, schema_file)
+    schema = object_schema.schema_for(obj, schema_file)
     ctx = schema.context(pixel_scale)
     target = Path(output_dir) / dpdd_file_name(tract)
     rows = 0
@@ -81,7 +80,7 @@ def dpdd_tract(
     with atomic_path(target) as tmp:
         try:
             for key in keys:
-                table = patch_table(source, key, schema, ctx)
+                table = patch_table(obj, key, schema, ctx)
                 if writer is None:
                     arrow_schema = table.schema.with_metadata(
                         {

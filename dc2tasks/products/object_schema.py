@@ -146,31 +146,53 @@ def load_schema(path: str | os.PathLike) -> ObjectSchema:
     return ObjectSchema(columns, str(path))
 
 
-def infer_schema(files: Iterable[Path]) -> ObjectSchema:
-    """The union of every group's column dtypes over the files, as GCRCatalogs infers it."""
+@dataclass(frozen=True)
+class ObjectFile:
+    """An Object HDF5 file as the steps read it: scanned for pickles, its groups' columns known."""
+
+    path: Path
+    groups: dict[str, dict[str, str]]  # {group: {column: dtype name}}, in file order
+
+
+def open_object_file(source: str | os.PathLike) -> ObjectFile:
+    source = Path(source)
+    hdf5_safety.scan_file(source)  # before PyTables reads it: another step's (or account's) file
+    groups = hdf5.group_schemas(source)
+    if not groups:
+        raise InputError(f"{source}: no object groups (coadd_<tract>_<xy>) in the file")
+    return ObjectFile(source, groups)
+
+
+def infer_schema(files: Iterable[Path], known: ObjectFile | None = None) -> ObjectSchema:
+    """The union of every group's column dtypes over the files, as GCRCatalogs infers it (a column
+    in several groups: the last one's dtype). `known`: a file already opened, not read again."""
     files = list(files)
     columns: ColumnSchema = {}
     for f in files:
-        hdf5_safety.scan_file(f)  # before PyTables reads its attributes
-        columns.update(hdf5.group_schema(f))
+        if known is not None and f.name == known.path.name and f.parent == known.path.parent:
+            groups = known.groups
+        else:
+            hdf5_safety.scan_file(f)  # before PyTables reads its attributes
+            groups = hdf5.group_schemas(f)
+        for group in groups.values():
+            columns.update({c: {"dtype": d} for c, d in group.items()})
     names = ", ".join(f.name for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
     return ObjectSchema(columns, f"inferred from {names}")
 
 
-def schema_for(source: str | os.PathLike, schema_file: str | os.PathLike | None = None) -> ObjectSchema:
+def schema_for(obj: ObjectFile, schema_file: str | os.PathLike | None = None) -> ObjectSchema:
     """The schema named, else the one beside the file, else inferred from its product's files."""
-    source = Path(source)
     if schema_file is not None:
         return load_schema(schema_file)
-    beside = source.parent / product_schema_filename(source)
+    beside = obj.path.parent / product_schema_filename(obj.path)
     if beside.is_file():
         return load_schema(beside)
-    return infer_schema(siblings(source))
+    return infer_schema(siblings(obj.path), known=obj)
 
 
-def read_group(source: Path, key: str, wanted: list[str], schema: ObjectSchema) -> pd.DataFrame:
+def read_group(obj: ObjectFile, key: str, wanted: list[str], schema: ObjectSchema) -> pd.DataFrame:
     """The wanted columns of one group, a column it lacks filled by the schema's rule."""
-    present = set(hdf5.all_columns(source, key))
+    source, present = obj.path, obj.groups[key]
     if all(c in present for c in wanted):
         return hdf5.read_columns(source, key, wanted)
     frame = hdf5.read_columns(source, key, [c for c in wanted if c in present])

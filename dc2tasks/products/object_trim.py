@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dc2tasks.products import dpdd, hdf5, hdf5_safety, object_schema
+from dc2tasks.products import dpdd, object_schema
 from dc2tasks.products.atomic import atomic_path
-from dc2tasks.products.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +39,9 @@ def trim_file(
     source: str | os.PathLike, output_dir: str | os.PathLike, schema_file: str | os.PathLike | None = None
 ) -> TrimResult:
     """Trim one file; `schema_file` overrides the schema yaml beside it (see object_schema)."""
-    source = Path(source)
-    hdf5_safety.scan_file(source)  # before PyTables reads it: another step's (or account's) file
-    keys = hdf5.group_keys(source)
-    if not keys:
-        raise InputError(f"{source}: no object groups (coadd_<tract>_<xy>) in the file")
-    schema = object_schema.schema_for(source, schema_file)
+    obj = object_schema.open_object_file(source)
+    source, keys = obj.path, list(obj.groups)
+    schema = object_schema.schema_for(obj, schema_file)
     ctx = schema.context()
     wanted = dpdd.native_columns(ctx)
     target = Path(output_dir) / trimmed_name(source)
@@ -54,7 +50,7 @@ def trim_file(
     ncols = 0
     with atomic_path(target) as tmp, pd.HDFStore(tmp, mode="w") as store:
         for key in keys:
-            frame = object_schema.read_group(source, key, wanted, schema)
+            frame = object_schema.read_group(obj, key, wanted, schema)
             store.put(key, frame, format="fixed")
             rows += len(frame)
             ncols = frame.shape[1]

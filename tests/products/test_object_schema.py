@@ -27,6 +27,7 @@ from dc2tasks.products.errors import InputError
 from dc2tasks.products.object_dpdd import dpdd_tract
 from dc2tasks.products.object_pipeline import run_object_pipeline
 from dc2tasks.products.object_trim import trim_file
+from dc2tasks.products.parquet_merge import merge_parquet
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.sample import SampleConfig, make_sample_repo
 
@@ -106,37 +107,22 @@ def damaged_dir(complete, product: str, tmp_path: Path, schema: bool = True) -> 
     return out / name
 
 
-def assert_equals_gcr(parquet: Path, catalog) -> None:
-    ours = pd.read_parquet(parquet)
-    quantities = sorted(catalog.list_all_quantities())
-    assert set(ours.columns) == set(quantities) | {"tract", "patch"}
-    theirs = catalog.get_quantities([*quantities, "tract", "patch"])
-    for q in [*quantities, "tract", "patch"]:
-        a, b = np.asarray(theirs[q]), ours[q].to_numpy()
-        if a.dtype.kind == "f":
-            assert b.dtype == a.dtype, q
-            np.testing.assert_allclose(b, a, rtol=1e-9, atol=0, equal_nan=True, err_msg=q)
-        else:
-            assert b.dtype.kind == a.dtype.kind or q == "patch", q
-            np.testing.assert_array_equal(b.astype(a.dtype), a, err_msg=q)
-
-
 @pytest.mark.parametrize("product", ["object", "trim_object"])
-def test_dpdd_of_a_file_lacking_a_band_and_flags_equals_gcr(complete, product, tmp_path):
+def test_dpdd_of_a_file_lacking_a_band_and_flags_equals_gcr(complete, product, tmp_path, dpdd_equals_gcr):
     source = damaged_dir(complete, product, tmp_path)
     out = tmp_path / "dpdd"
     assert main(["dpdd", str(source), "-o", str(out), "--pixel-scale", str(PIXEL_SCALE)]) == 0
     parquet = out / CATALOGUE["dpdd_object"].file_name(tract=4850)
     schema_filename = CATALOGUE[product].catalog.schema_filename
     catalog = gcr_catalog(source.parent, CATALOGUE[product].file_pattern, schema_filename)
-    assert_equals_gcr(parquet, catalog)
     table = pd.read_parquet(parquet)
+    dpdd_equals_gcr(table, catalog, rtol=1e-9)
     assert len([c for c in table.columns if c.startswith("psFlux_") and "flag" not in c]) == 6
     assert table["psFlux_g"].isna().all() and not table["psFlux_flag_g"].any()
     assert not table["cModelFlux_flag_u"].any()  # u_modelfit_CModel_flag lacked: False
 
 
-def test_trimmed_with_schema_option_keeps_every_band_and_equals_gcr(complete, tmp_path):
+def test_trimmed_with_schema_option_keeps_every_band_and_equals_gcr(complete, tmp_path, dpdd_equals_gcr):
     """`dc2 trim --schema`: the trimmed file holds the schema's six bands; its DPDD equals GCRCatalogs'
     reading of the full damaged file."""
     _, obj = complete
@@ -152,7 +138,8 @@ def test_trimmed_with_schema_option_keeps_every_band_and_equals_gcr(complete, tm
     assert frame["g_mag"].isna().all()
     dpdd = dpdd_tract(trimmed.path, tmp_path / "dpdd", PIXEL_SCALE)
     shutil.copy(elsewhere, source.parent / "schema.yaml")
-    assert_equals_gcr(dpdd.path, gcr_catalog(source.parent, CATALOGUE["object"].file_pattern, "schema.yaml"))
+    catalog = gcr_catalog(source.parent, CATALOGUE["object"].file_pattern, "schema.yaml")
+    dpdd_equals_gcr(pd.read_parquet(dpdd.path), catalog, rtol=1e-9)
 
 
 def test_absent_native_columns_take_gcr_defaults(complete, tmp_path):
@@ -165,9 +152,10 @@ def test_absent_native_columns_take_gcr_defaults(complete, tmp_path):
         "g_base_PsfFlux_flag",
         "g_mag",
     ]
-    schema = object_schema.schema_for(source)
+    obj = object_schema.open_object_file(source)
+    schema = object_schema.schema_for(obj)
     assert schema.bands == tuple("ugrizy") and schema.origin.endswith("schema.yaml")
-    ours = object_schema.read_group(source, "coadd_4850_31", columns, schema)
+    ours = object_schema.read_group(obj, "coadd_4850_31", columns, schema)
     catalog = gcr_catalog(source.parent, CATALOGUE["object"].file_pattern, "schema.yaml")
     theirs = catalog.get_quantities(columns, native_filters=[(lambda p: p == "3,1", "patch")])
     for c in columns:
@@ -181,7 +169,8 @@ def test_without_schema_the_product_files_give_the_bands_as_gcr_infers_them(comp
     _, obj = complete
     source = damaged_dir(complete, "trim_object", tmp_path, schema=False)
     other = source.parent / CATALOGUE["trim_object"].file_name(tract=4851)
-    damaged_copy(obj / CATALOGUE["trim_object"].file_name(tract=4850), other, drop_band="y", tract=4851, flags=())
+    complete_file = obj / CATALOGUE["trim_object"].file_name(tract=4850)
+    damaged_copy(complete_file, other, drop_band="y", tract=4851, flags=())
     out = tmp_path / "dpdd"
     results = [dpdd_tract(p, out, PIXEL_SCALE) for p in (source, other)]
     schemas = [pq.read_schema(r.path).remove_metadata() for r in results]
@@ -221,3 +210,15 @@ def test_a_broken_schema_yaml_is_an_error(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(InputError, match="not a schema yaml"):
         object_schema.load_schema(bad)
+
+
+def test_merge_parquet_names_what_a_file_lacks_or_types_otherwise(tmp_path):
+    first = pd.DataFrame({"objectId": np.arange(3), "psFlux_g": np.ones(3), "psFlux_r": np.ones(3)})
+    first.to_parquet(tmp_path / "a.parquet")
+    first.drop(columns=["psFlux_g"]).assign(psFlux_r=np.arange(3)).to_parquet(tmp_path / "b.parquet")
+    expect = (
+        r"b\.parquet: its columns differ from a\.parquet's "
+        r"\(lacks psFlux_g; types psFlux_r \(int64, not double\)\)"
+    )
+    with pytest.raises(InputError, match=expect):
+        merge_parquet([tmp_path / "a.parquet", tmp_path / "b.parquet"], tmp_path / "out.parquet")
