@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal
@@ -29,6 +29,23 @@ one job."""
 
 BANDS = "ugrizy"
 """The LSST filters, in wavelength order: the order of band columns in every product."""
+
+
+def check_bands(bands: Iterable[str], where: str = "", text: object = None) -> tuple[str, ...]:
+    """`bands` as a tuple if there is at least one and each is one of BANDS, given once (a band
+    given twice would be merged twice); else ValueError naming `where` (a field) and quoting `text`
+    (what was written) or the bands."""
+    out = tuple(bands)
+    if not out or not set(out) <= set(BANDS) or len(set(out)) != len(out):
+        shown = text if text is not None else "".join(map(str, out))
+        prefix = f"{where}: " if where else ""
+        raise ValueError(f"{prefix}bands are distinct letters of {BANDS}, not {shown!r}")
+    return out
+
+
+def parse_bands(text: str, where: str = "") -> tuple[str, ...]:
+    """A band list as people and job scripts write it: `ugrizy`, `gri` or `g,r,i`; in that order."""
+    return check_bands(re.sub(r"[,\s]", "", text), where, text)
 
 
 TRACT = '"$T"'
@@ -235,8 +252,6 @@ def _dia_object(a: StepInputs) -> list[object]:
 
 
 OBJECT_READER = "dc2_object.DC2ObjectCatalog"
-_CLI_OBJECTS = "dc2tasks.cli_catalogue:PLACEHOLDER"  # the CLI package fills these
-_CLI_VISITS = "dc2tasks.cli_catalogue:PLACEHOLDER"
 
 CATALOGUE = Catalogue(
     (
@@ -249,7 +264,7 @@ CATALOGUE = Catalogue(
             directory="object",
             files="object_tract_{tract}.hdf5",
             doc="Object step 1: ref + forced photometry of every band -> object_tract_<t>.hdf5",
-            cli=_CLI_OBJECTS,
+            cli="dc2tasks.cli.objects:merge_tract_args",
             group="object",
             catalog=Catalog(
                 reader=OBJECT_READER,
@@ -269,7 +284,7 @@ CATALOGUE = Catalogue(
             directory="object",
             files="trim_object_tract_{tract}.hdf5",
             doc="Object step 2: keep the native columns the GCRCatalogs object reader needs",
-            cli=_CLI_OBJECTS,
+            cli="dc2tasks.cli.objects:trim_args",
             needs=("object",),
             group="object",
             catalog=Catalog(
@@ -290,7 +305,7 @@ CATALOGUE = Catalogue(
             directory="dpdd_object",
             files="dpdd_object_tract_{tract}.parquet",
             doc="Object step 3: DPDD columns -> dpdd_object_tract_<t>.parquet",
-            cli=_CLI_OBJECTS,
+            cli="dc2tasks.cli.objects:dpdd_args",
             needs=("trim_object",),
             group="object",
             catalog=Catalog(
@@ -312,7 +327,7 @@ CATALOGUE = Catalogue(
             directory="dpdd_object",
             files="dpdd_{run}_object.parquet",
             doc="Object step 4: many tract Parquet files into one, streaming row groups",
-            cli=_CLI_OBJECTS,
+            cli="dc2tasks.cli.objects:merge_parquet_args",
             needs=("dpdd_object",),
             group="object",
         ),
@@ -325,7 +340,7 @@ CATALOGUE = Catalogue(
             directory="source",
             files="src_visit_{visit}.parquet",
             doc="Source per visit: every detector's src, calibrated, matched to the nearest primary Object",
-            cli=_CLI_VISITS,
+            cli="dc2tasks.cli.visits:source_args",
             uses=("dpdd_object",),
             catalog=Catalog(
                 reader="dc2_source.DC2SourceCatalog",
@@ -345,7 +360,7 @@ CATALOGUE = Catalogue(
             directory="forced_source",
             files="forced_src_visit_{visit}.parquet",
             doc="ForcedSource per visit: every detector's forced_src at the Object positions, calibrated",
-            cli=_CLI_VISITS,
+            cli="dc2tasks.cli.visits:forced_source_args",
             catalog=Catalog(
                 reader="dc2_forced_source.DC2ForcedSourceCatalog",
                 name="dc2_forced_source_{run}",
@@ -364,7 +379,7 @@ CATALOGUE = Catalogue(
             directory="dia_source",
             files="dia_src_visit_{visit}.parquet",
             doc="DIASource per visit: every detector's deepDiff_diaSrc, matched to the nearest DIAObject",
-            cli=_CLI_VISITS,
+            cli="dc2tasks.cli.visits:dia_source_args",
             catalog=Catalog(
                 reader="dc2_dia_source.DC2DiaSourceCatalog",
                 name="dc2_dia_source_{run}",
@@ -384,7 +399,7 @@ CATALOGUE = Catalogue(
             files="dia_object_tract_{tract}.parquet",
             doc="DIAObject per tract: deepDiff_diaObject + per-band light-curve statistics of its "
             "DIASources",
-            cli=_CLI_VISITS,
+            cli="dc2tasks.cli.visits:dia_object_args",
             needs=("dia_source",),
             array=None,  # one job reads every tract's DIASources once
             catalog=Catalog(

@@ -68,11 +68,20 @@ PRODUCT = NamePattern("product name", r"[a-z][a-z0-9_]{0,63}", "lower-case lette
 NUMBER = NamePattern("non-negative integer", r"[0-9]{1,10}", "digits only, e.g. 4850")
 """A tract, a visit, an array index or count as typed on a command line (a sign, a space or `_`
 that `int()` would take is refused)."""
+
+
+def number(text: str) -> int:
+    """A NUMBER as an int; an argparse `type=` (a bad value is refused naming it)."""
+    return int(NUMBER.arg_type(text))
 FILE_PART = NamePattern(
     "plain file name",
     r"[A-Za-z0-9_][A-Za-z0-9_.,+=@\-]{0,254}",
     "letters, digits and _.,+=@-, not '.' or '-' first, no '/'",
 )
+PATCH = NamePattern("patch", r"[0-9],[0-9]", "x,y with single-digit x and y, e.g. 0,1")
+"""A coadd patch as Gen2 names it (`deepCoadd-results/<band>/<tract>/<x>,<y>`). Single digits: the
+DC2 sky map has 7x7 or 8x8 patches a tract, and the Object files name a patch's group
+`coadd_<tract>_<xy>` with the comma dropped, which GCRCatalogs reads back one digit per index."""
 ACCOUNT = NamePattern(
     "Unix account or group name",
     r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}",

@@ -23,7 +23,11 @@ from dc2tasks.products.object_schema import infer_schema, with_defaults
 
 def matching_files(base_dir: Path, pattern: str) -> list[Path]:
     rx = re.compile(pattern)
-    return [base_dir / f for f in sorted(os.listdir(base_dir)) if rx.match(f)]
+    try:
+        names = sorted(os.listdir(base_dir))
+    except OSError as exc:
+        raise InputError(f"{base_dir}: cannot list the product's files: {exc.strerror}") from None
+    return [base_dir / f for f in names if rx.match(f)]
 
 
 def hdf5_schema(files: list[Path]) -> dict[str, dict[str, object]]:

@@ -147,8 +147,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the run's own rerun: it and the reruns it is built on are listed, never walked")
     p.add_argument("--product", choices=sorted(PRESENCE), action="append", default=[],
                    help="require this product's inputs for every tract/visit (repeat)")
-    p.add_argument("--tract", type=_number, action="append", default=[], help="an expected tract (repeat)")
-    p.add_argument("--visit", type=_number, action="append", default=[], help="an expected visit (repeat)")
+    p.add_argument("--tract", type=names.number, action="append", default=[],
+                   help="an expected tract (repeat)")
+    p.add_argument("--visit", type=names.number, action="append", default=[],
+                   help="an expected visit (repeat)")
     p.add_argument("--visit-file", help="expected visits, one per line (read here)")
 
 
@@ -158,10 +160,6 @@ def request_from_args(args: argparse.Namespace) -> FactsRequest:
         max_entries=args.max_entries, own_rerun=args.own_rerun, products=tuple(args.product),
         tracts=tuple(args.tract), visits=tuple(args.visit), visit_file=args.visit_file,
     )
-
-
-def _number(text: str) -> int:
-    return int(names.NUMBER.arg_type(text))
 
 
 @functools.lru_cache(maxsize=256)

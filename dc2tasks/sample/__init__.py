@@ -8,7 +8,7 @@ paths (the sample's own Gen2 path templates), fits_writer, afw_writer and exposu
 observations, visits and detector_catalogs (the visits).
 """
 
-from dc2tasks.sample.config import SampleConfig, SampleRepo, parse_missing_band, parse_patch, patch_grid
+from dc2tasks.sample.config import SampleConfig, SampleRepo, parse_missing_band, patch_grid
 from dc2tasks.sample.generate import NotEmptyError, make_sample_repo
 
 __all__ = [
@@ -17,6 +17,5 @@ __all__ = [
     "SampleRepo",
     "make_sample_repo",
     "parse_missing_band",
-    "parse_patch",
     "patch_grid",
 ]

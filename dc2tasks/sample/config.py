@@ -8,17 +8,16 @@ is not 27, a band or patch that the pipelines did not produce).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dc2tasks import names
+from dc2tasks.catalogue import BANDS, check_bands
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.schema import SchemaGeneration, parse_generation
 from dc2tasks.sample.focal_plane import NUM_DETECTORS
 from dc2tasks.sample.paths import MAPPERS
 
-BANDS = ("u", "g", "r", "i", "z", "y")
-_PATCH_RE = re.compile(r"^\d+,\d+$")
 ALL_DETECTORS = tuple(range(NUM_DETECTORS))
 # R22 S11, S12, S21, S22: a 2x2 block at the centre of the focal plane
 CENTRAL_DETECTORS = (94, 95, 97, 98)
@@ -38,14 +37,6 @@ VISIT_OPTIONS = (
 )
 
 
-def parse_patch(text: str) -> str:
-    text = text.strip().replace(" ", "")
-    if not _PATCH_RE.match(text):
-        raise ValueError(f"a patch is written 'x,y' (e.g. 0,1), not {text!r}")
-    x, y = (int(v) for v in text.split(","))
-    return f"{x},{y}"
-
-
 def patch_grid(nx: int, ny: int | None = None) -> tuple[str, ...]:
     """Patches 0,0 .. nx-1,ny-1, in Gen2 order (x outer, y inner)."""
     ny = nx if ny is None else ny
@@ -55,10 +46,9 @@ def patch_grid(nx: int, ny: int | None = None) -> tuple[str, ...]:
 def parse_missing_band(text: str) -> tuple[str, str | None]:
     """`g` (every patch) or `g@0,1` (one patch)."""
     band, _, patch = text.partition("@")
-    band = band.strip()
-    if not band:
-        raise ValueError(f"a missing band is written 'b' or 'b@x,y', not {text!r}")
-    return band, parse_patch(patch) if patch else None
+    if band not in tuple(BANDS):
+        raise ValueError(f"a missing band is 'b' or 'b@x,y', b one of {BANDS}, not {text!r}")
+    return band, names.PATCH.check(patch) if patch else None
 
 
 @dataclass(frozen=True)
@@ -84,7 +74,7 @@ class SampleConfig:
     tracts: tuple[int, ...] = (4850,)
     patches: tuple[str, ...] = patch_grid(2)
     objects_per_patch: int = 500
-    bands: tuple[str, ...] = BANDS
+    bands: tuple[str, ...] = tuple(BANDS)
     ref_width: int = 740
     forced_width: int = 280
     schema: int = 3
@@ -112,12 +102,14 @@ class SampleConfig:
         object.__setattr__(self, "detectors", tuple(int(d) for d in self.detectors))
         object.__setattr__(self, "detector_pixels", tuple(int(v) for v in self.detector_pixels))
         object.__setattr__(self, "dia", self.visits > 0 if self.dia is None else bool(self.dia))
-        object.__setattr__(self, "patches", tuple(parse_patch(p) for p in self.patches))
-        object.__setattr__(self, "missing_patches", tuple(parse_patch(p) for p in self.missing_patches))
+        patch = names.PATCH.check
+        object.__setattr__(self, "patches", tuple(patch(p, "patches") for p in self.patches))
+        missing = tuple(patch(p, "missing_patches") for p in self.missing_patches)
+        object.__setattr__(self, "missing_patches", missing)
         object.__setattr__(
             self,
             "missing_bands",
-            tuple((b, parse_patch(p) if p else None) for b, p in self.missing_bands),
+            tuple((b, patch(p, "missing_bands") if p else None) for b, p in self.missing_bands),
         )
         object.__setattr__(self, "schema", parse_generation(self.schema).version)
         self.validate()
@@ -133,9 +125,7 @@ class SampleConfig:
             raise ValueError(f"seed must be a non-negative integer, not {self.seed}")
         if self.objects_per_patch < 1:
             raise ValueError(f"objects_per_patch must be at least 1, not {self.objects_per_patch}")
-        distinct = len(set(self.bands)) == len(self.bands)
-        if not self.bands or any(b not in BANDS for b in self.bands) or not distinct:
-            raise ValueError(f"bands must be distinct letters of {''.join(BANDS)}, not {list(self.bands)}")
+        check_bands(self.bands, "bands")
         if self.camera not in MAPPERS:
             raise ValueError(f"camera must be one of {sorted(MAPPERS)}, not {self.camera!r}")
         if self.calib_era not in ("calib", "photocalib"):

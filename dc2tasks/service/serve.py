@@ -35,8 +35,6 @@ from dc2tasks.private import (
 )
 from dc2tasks.service.airflow_env import airflow_env
 from dc2tasks.service.demo_sample import (
-    DEMO_SEED,
-    DEMO_WORKDIR,
     has_demo_sample,
     make_central,
     make_demo_sample,
@@ -72,44 +70,6 @@ In the UI: open dc2_demo, Trigger, pick the products (the form explains each par
 run in the grid; each Slurm step's log shows its job's output (the local job backend runs the jobs
 on this machine). Ctrl-C (or SIGTERM) stops every process this command started.
 """
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "serve",
-        help="the Airflow UI with the DC2 DAGs on 127.0.0.1 (demo run ready to trigger)",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--workdir",
-        type=Path,
-        default=DEMO_WORKDIR,
-        help="where the sample repository, work files, installs and Airflow home go "
-        f"(default: {DEMO_WORKDIR})",
-    )
-    p.add_argument("--port", type=_port, default=8080, help="api-server port on 127.0.0.1 (default: 8080)")
-    p.add_argument("--seed", type=int, default=DEMO_SEED, help="sample repository seed, if it must be made")
-    p.add_argument(
-        "--timeout", type=float, default=180, help="seconds to wait for Airflow to be healthy"
-    )
-    p.add_argument(
-        "--share-network",
-        action="store_true",
-        help="no private network namespace: standalone's log servers listen on every interface",
-    )
-    p.set_defaults(func=run)
-    return p
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--port is an integer 1-65535, not {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"--port is an integer 1-65535, not {text!r}")
-    return value
 
 
 def prepare_demo(workdir: Path, seed: int) -> bool:

@@ -78,7 +78,18 @@ def main(run_file: str, work: str) -> dict[str, object]:
 
 
 def cli_view() -> dict[str, object]:
-    return {}
+    """The product's `dc2` subcommand: its help line, a parsed command line, and gcr-config's choice."""
+    from dc2tasks.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["star-counts", "repo", "--objects", "o", "-o", "out"])
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    gcr = next(a for a in commands.choices["gcr-config"]._actions if a.dest == "product")
+    return {
+        "help": {a.dest: a.help for a in commands._choices_actions}["star-counts"],
+        "parsed": [args.command, args.repo, args.objects, args.output_dir, args.func(args)],
+        "gcr_products": sorted(gcr.choices),
+    }
 
 
 if __name__ == "__main__":

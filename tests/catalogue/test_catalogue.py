@@ -77,6 +77,9 @@ def test_an_extra_product_is_one_entry(tmp_path) -> None:
     gcr_config, manifest = seen["finalize"]
     assert gcr_config[gcr_config.index("--product") + 1] == "star_counts"
     assert f"{work}/gcr-catalogs/dc2_star_counts_demo.yaml" in manifest
+    assert seen["cli"]["help"] == "Star counts per tract, from the DPDD Object table"
+    assert seen["cli"]["parsed"] == ["star-counts", "repo", "o", "out", 0]
+    assert "star_counts" in seen["cli"]["gcr_products"]
 
 
 def test_the_readme_table_is_the_catalogue() -> None:

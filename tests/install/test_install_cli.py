@@ -8,12 +8,13 @@ import shutil
 
 import pytest
 
-from dc2tasks.install import cli, read_manifest
+from dc2tasks.cli import install as cli
+from dc2tasks.install import read_manifest
 
 
 def dc2(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="dc2")
-    cli.add_parser(parser.add_subparsers(dest="command"))
+    cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(list(argv))
     return args.func(args)
 

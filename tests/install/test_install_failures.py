@@ -245,7 +245,7 @@ def _as_nobody(args: argparse.Namespace, as_nobody) -> tuple[int, str]:
 def test_chgrp_refused_by_the_system_for_an_unprivileged_account(made, as_nobody):
     """As `nobody`, a chgrp to a group it is not in fails for real (EPERM) and the install stops;
     so does a source file it cannot read."""
-    from dc2tasks.install import cli
+    from dc2tasks.cli import install as cli
 
     base = Path(tempfile.mkdtemp(prefix="dc2-nobody-"))  # outside pytest's 0700 tmp directories
     try:
@@ -256,7 +256,7 @@ def test_chgrp_refused_by_the_system_for_an_unprivileged_account(made, as_nobody
         for path in [base / "object", *(base / "object").rglob("*"), central]:
             os.chown(path, NOBODY, NOBODY)
         parser = argparse.ArgumentParser(prog="dc2")
-        cli.add_parser(parser.add_subparsers(dest="command"))
+        cli.register(parser.add_subparsers(dest="command"))
         argv = ["install", str(base / "object"), "--central", str(central), "--product", "object"]
         # --no-check: the catalog check is not the point here, and it imports modules lazily
         args = parser.parse_args([*argv, "--group", "root", "--no-check"])

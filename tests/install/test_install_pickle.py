@@ -19,13 +19,13 @@ import h5py
 import numpy as np
 import pytest
 
-from dc2tasks.install import cli
+from dc2tasks.cli import install as cli
 from dc2tasks.install.check import catalog_config_files
 
 
 def dc2(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="dc2")
-    cli.add_parser(parser.add_subparsers(dest="command"))
+    cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(list(argv))
     return args.func(args)
 

@@ -7,14 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
-from dc2tasks.runs import cli
+from dc2tasks.cli import runs as cli
 
 RUNS = Path(__file__).resolve().parents[2] / "dags" / "runs"
 
 
 def dc2(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="dc2")
-    cli.add_parser(parser.add_subparsers(dest="command"))
+    cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(list(argv))
     return args.func(args)
 

@@ -6,15 +6,15 @@ import argparse
 
 import pytest
 
+from dc2tasks.cli.sample import config_from_args, register, run
 from dc2tasks.products.afw import column_names, read_table
 from dc2tasks.products.calib import read_calibration
 from dc2tasks.products.repo import Gen2Repo
-from dc2tasks.sample.cli import add_parser, config_from_args, run
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dc2")
-    add_parser(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     return parser
 
 

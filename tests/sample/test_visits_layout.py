@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dc2tasks.cli.sample import config_from_args, register, run
 from dc2tasks.products.afw import read_table
 from dc2tasks.products.calib import read_calibration
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.products.visit_info import detector_number as products_detector_number
 from dc2tasks.sample import SampleConfig, make_sample_repo
-from dc2tasks.sample.cli import add_parser, config_from_args, run
 from dc2tasks.sample.focal_plane import RAFTS, FocalPlane, detector_names, detector_number, raft_sensor
 
 SMALL = dict(visits=2, objects_per_patch=150, ref_width=150, forced_width=60)
@@ -162,7 +162,7 @@ def test_bad_visit_options_are_refused_before_writing(tmp_path):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dc2")
-    add_parser(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     return parser
 
 

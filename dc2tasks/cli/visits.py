@@ -7,39 +7,20 @@ A Slurm array element runs one of these with `--visit-file LIST --array-index $S
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from dc2tasks.cli_help import nonneg_int
+from dc2tasks.catalogue import CATALOGUE, Product
+from dc2tasks.cli.args import add_repo, array_index, bands, nonneg_int, radius
 
 VISIT_EPILOG = """\
 Visits: the union of --visits and --visit-file (one number per line, # comments), first occurrence
 kept; with --array-index I --array-count N only visits[I::N] of that list are processed, so one list
-file serves an array of any size. Output: <output-dir>/{prefix}_visit_<visit>.parquet, written under a
+file serves an array of any size. Output: <output-dir>/{files}, written under a
 temporary name and renamed; a visit whose inputs have not changed since its file was written is
 skipped (--force rewrites it). A visit with no rows writes no file and says so. A visit that fails
 (unknown visit, a detector without calibration, an incomplete visit) is reported and the rest of the
 stripe still runs; the exit code is then 2.
 """
-
-
-def _array_index(text: str) -> int:
-    if text == "env":
-        value = os.environ.get("SLURM_ARRAY_TASK_ID")
-        if value is None:
-            raise argparse.ArgumentTypeError("--array-index env: SLURM_ARRAY_TASK_ID is not set")
-        text = value
-    return nonneg_int(text)
-
-
-def _radius(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a radius in arcsec is a number, not {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"the radius must be positive, not {text!r}")
-    return value
 
 
 def _cmd_visits(args: argparse.Namespace) -> int:
@@ -106,85 +87,85 @@ def _dia_object_tracts(repo):
     return found
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction, formatter: type[argparse.HelpFormatter], repo_args, bands
-) -> None:
-    specs = {
-        "source": (
-            "src",
-            "Source per visit: every detector's src, calibrated with its calexp, matched to the nearest "
-            "primary Object within --radius (objectId, match_distance, match_candidates)",
-        ),
-        "forced-source": (
-            "forced_src",
-            "ForcedSource per visit: every detector's forced_src, calibrated with its calexp; objectId "
-            "comes from the catalog",
-        ),
-        "dia-source": (
-            "dia_src",
-            "DIASource per visit: every detector's deepDiff_diaSrc, calibrated with the DIFFERENCE image's "
-            "calibration, matched to the nearest deepDiff_diaObject within --radius",
-        ),
-    }
-    for command, (prefix, description) in specs.items():
-        key = command.replace("-", "_")
-        p = sub.add_parser(
-            command,
-            help=description.split(":")[0],
-            description=description + ".",
-            epilog=VISIT_EPILOG.format(prefix=prefix),
-            formatter_class=formatter,
-        )
-        repo_args(p)
-        p.add_argument("--visits", type=nonneg_int, nargs="+", help="visit numbers")
-        p.add_argument("--visit-file", type=Path, help="file with one visit number per line")
+def _visit_args(p: argparse.ArgumentParser, product: Product, description: str) -> None:
+    key = product.name
+    p.description = description + "."
+    p.epilog = VISIT_EPILOG.format(files=product.file_name(visit="<visit>"))
+    add_repo(p)
+    p.add_argument("--visits", type=nonneg_int, nargs="+", help="visit numbers")
+    p.add_argument("--visit-file", type=Path, help="file with one visit number per line")
+    p.add_argument(
+        "--array-index",
+        type=array_index,
+        help="this array element's stripe ('env': $SLURM_ARRAY_TASK_ID)",
+    )
+    p.add_argument("--array-count", type=nonneg_int, help="number of stripes (the array size)")
+    p.add_argument(
+        "-o", "--output-dir", type=Path, required=True, help=f"directory for {product.file_name(visit='<v>')}"
+    )
+    if key == "source":
         p.add_argument(
-            "--array-index",
-            type=_array_index,
-            help="this array element's stripe ('env': $SLURM_ARRAY_TASK_ID)",
+            "--objects",
+            type=Path,
+            nargs="+",
+            required=True,
+            help="directories (or files) of dpdd_object_tract_<t>.parquet: the Objects to match to",
         )
-        p.add_argument("--array-count", type=nonneg_int, help="number of stripes (the array size)")
-        p.add_argument(
-            "-o", "--output-dir", type=Path, required=True, help=f"directory for {prefix}_visit_<v>.parquet"
-        )
-        if key == "source":
-            p.add_argument(
-                "--objects",
-                type=Path,
-                nargs="+",
-                required=True,
-                help="directories (or files) of dpdd_object_tract_<t>.parquet: the Objects to match to",
-            )
-        if key != "forced_source":
-            p.add_argument("--radius", type=_radius, default=1.0, help="match radius, arcsec")
-        p.add_argument(
-            "--allow-missing-detectors",
-            action="store_true",
-            help="go on when a detector has its exposure but not its catalog (default: refuse the visit)",
-        )
-        p.add_argument("--force", action="store_true", help="rewrite outputs whose inputs have not changed")
-        p.set_defaults(func=_cmd_visits, product=key, radius=1.0, objects=None)
+    if key != "forced_source":
+        p.add_argument("--radius", type=radius, default=1.0, help="match radius, arcsec")
+    p.add_argument(
+        "--allow-missing-detectors",
+        action="store_true",
+        help="go on when a detector has its exposure but not its catalog (default: refuse the visit)",
+    )
+    p.add_argument("--force", action="store_true", help="rewrite outputs whose inputs have not changed")
+    p.set_defaults(func=_cmd_visits, product=key, radius=1.0, objects=None)
 
-    p = sub.add_parser(
-        "dia-object",
-        help="DIAObject per tract: deepDiff_diaObject + per-band light-curve statistics of its DIASources",
-        description="Join each tract's deepDiff_diaObject catalogs (all patches) with per-band statistics of "
+
+def source_args(p: argparse.ArgumentParser, product: Product) -> None:
+    _visit_args(
+        p,
+        product,
+        "Source per visit: every detector's src, calibrated with its calexp, matched to the nearest "
+        "primary Object within --radius (objectId, match_distance, match_candidates)",
+    )
+
+
+def forced_source_args(p: argparse.ArgumentParser, product: Product) -> None:
+    _visit_args(
+        p,
+        product,
+        "ForcedSource per visit: every detector's forced_src, calibrated with its calexp; objectId "
+        "comes from the catalog",
+    )
+
+
+def dia_source_args(p: argparse.ArgumentParser, product: Product) -> None:
+    _visit_args(
+        p,
+        product,
+        "DIASource per visit: every detector's deepDiff_diaSrc, calibrated with the DIFFERENCE image's "
+        "calibration, matched to the nearest deepDiff_diaObject within --radius",
+    )
+
+
+def dia_object_args(p: argparse.ArgumentParser, product: Product) -> None:
+    p.description = (
+        "Join each tract's deepDiff_diaObject catalogs (all patches) with per-band statistics of "
         "the DIASources matched to them (psFluxMean, psFluxMeanErr, psFluxSigma, psFluxChi2, psFluxNdata), "
         "reading every dia_src_visit_<v>.parquet once. --statistics dc2 reproduces the 2019 DC2 table "
         "(unweighted mean, MeanErr = Sigma/sqrt(N), N counts NaN fluxes); dm uses the DM ap_association "
         "definitions (inverse-variance weighted mean, finite rows only). A band with no DIASource for an "
-        "object has psFluxNdata 0 and NaN statistics.",
-        formatter_class=formatter,
+        "object has psFluxNdata 0 and NaN statistics."
     )
-    repo_args(p)
+    add_repo(p)
     p.add_argument(
         "--tract", type=nonneg_int, nargs="+", help="tracts (default: every tract with DIAObjects)"
     )
+    sources = CATALOGUE[product.needs[0]].file_name(visit="<v>")
+    p.add_argument("--dia-source-dir", type=Path, required=True, help=f"directory of {sources}")
     p.add_argument(
-        "--dia-source-dir", type=Path, required=True, help="directory of dia_src_visit_<v>.parquet"
-    )
-    p.add_argument(
-        "-o", "--output-dir", type=Path, required=True, help="directory for dia_object_tract_<t>.parquet"
+        "-o", "--output-dir", type=Path, required=True, help=f"directory for {product.file_name(tract='<t>')}"
     )
     p.add_argument(
         "--bands", type=bands, help="bands to summarise (default: every band among the DIASources)"

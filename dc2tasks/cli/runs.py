@@ -1,7 +1,7 @@
 """`dc2 run-config validate|show` and `dc2 reruns`.
 
-Registered by dc2tasks.cli through `add_parser(subparsers)`; `run(args)` does the work. An invalid
-run file exits 2 with one line per problem, each naming the file and the field.
+`run(args)` does the work. An invalid run file exits 2 with one line per problem, each naming the
+file and the field.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import json
 import sys
 from pathlib import Path
 
-from dc2tasks.cli_help import HelpFormatter
+from dc2tasks import names
+from dc2tasks.cli.args import add_command
 from dc2tasks.products.errors import InputError
+from dc2tasks.runs import rerun_facts
 
 RUN_CONFIG_DESCRIPTION = """\
 Check run files (dags/runs/<run>.yaml) the way the DAG factory reads them.
@@ -36,36 +38,37 @@ What the rerun watcher sees in a Gen2 repository's rerun/ directory, read withou
 """
 
 
-_Formatter = HelpFormatter
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_run_config(sub)
+    _register_reruns(sub)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+def _register_run_config(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
         "run-config",
         help="validate or show run files (dags/runs/*.yaml)",
         description=RUN_CONFIG_DESCRIPTION,
-        formatter_class=_Formatter,
     )
-    sub = p.add_subparsers(dest="run_config_action", required=True, metavar="{validate,show}")
-    v = sub.add_parser("validate", help="check run files or directories of them", formatter_class=_Formatter)
+    actions = p.add_subparsers(dest="run_config_action", required=True, metavar="{validate,show}")
+    v = add_command(actions, "validate", help="check run files or directories of them")
     v.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="run file or directory")
-    s = sub.add_parser("show", help="print a run's resolved settings and hash", formatter_class=_Formatter)
+    s = add_command(actions, "show", help="print a run's resolved settings and hash")
     s.add_argument("path", type=Path, metavar="FILE", help="run file")
     s.add_argument("--params", action="store_true", help="also print the trigger params' JSON schema")
     p.set_defaults(func=run, dc2_runs_command="run-config")
 
-    r = subparsers.add_parser(
+
+def _register_reruns(sub: argparse._SubParsersAction) -> None:
+    r = add_command(
+        sub,
         "reruns",
         help="list the reruns of a repository (only the new ones with --state)",
         description=RERUNS_DESCRIPTION,
-        formatter_class=_Formatter,
     )
-    from dc2tasks import names
-    from dc2tasks.runs.rerun_facts import add_arguments
-
     r.add_argument("repository", type=Path, nargs="?", metavar="REPO", help="Gen2 repository root")
     r.add_argument("--facts", action="store_true", help="print the watcher's JSON listing")
-    add_arguments(r)
+    rerun_facts.add_arguments(r)
     r.add_argument("--state", type=Path, help="the watcher's state ($AIRFLOW_HOME/dc2-rerun-state.json)")
     r.add_argument("--run", type=names.RUN.arg_type, help="run name the state is kept for (with --state)")
     r.add_argument("--accept", type=names.RERUN.arg_type, metavar="RERUN",

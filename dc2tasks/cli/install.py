@@ -1,7 +1,7 @@
 """`dc2 manifest` (producer side) and `dc2 install` (collaboration account side).
 
-Registered by dc2tasks.cli through `add_parser(subparsers)`; `run(args)` does the work. Bad input
-exits 2 with a message naming the file or option; nothing installed changes on any error.
+`run(args)` does the work. Bad input exits 2 with a message naming the file or option; nothing
+installed changes on any error.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dc2tasks import names
-from dc2tasks.cli_help import HelpFormatter
+from dc2tasks.cli.args import add_command
 from dc2tasks.install.policy import CENTRAL_MODES, DEFAULT_MODE
 from dc2tasks.products.errors import InputError
 
@@ -48,15 +48,17 @@ chmod -R g+rX) so the collaboration account can read them.
 """
 
 
-_Formatter = HelpFormatter
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_install(sub)
+    _register_manifest(sub)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+def _register_install(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
         "install",
         help="install a product into the central directory (staged, verified, atomic, versioned)",
         description=INSTALL_DESCRIPTION,
-        formatter_class=_Formatter,
     )
     p.add_argument("source", type=Path, metavar="SOURCE", help="the product directory (with manifest.json)")
     p.add_argument("--central", type=Path, required=True, help="the central directory (must exist)")
@@ -100,11 +102,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON (for the DAG)")
     p.set_defaults(func=run, dc2_install_command="install")
 
-    m = subparsers.add_parser(
+
+def _register_manifest(sub: argparse._SubParsersAction) -> None:
+    m = add_command(
+        sub,
         "manifest",
         help="checksum a product directory into manifest.json, ready for `dc2 install`",
         description=MANIFEST_DESCRIPTION,
-        formatter_class=_Formatter,
     )
     m.add_argument("directory", type=Path, metavar="DIR", help="the product directory")
     m.add_argument(

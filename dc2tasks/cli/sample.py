@@ -1,7 +1,6 @@
 """`dc2 sample-repo`: write a sample Gen2 repository from the command line.
 
-Registered by dc2tasks.cli through `add_parser(subparsers)`; `run(args)` does the work, so the
-command can also be wired into another parser.
+`run(args)` does the work, so the command can also be wired into another parser.
 """
 
 from __future__ import annotations
@@ -11,14 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from dc2tasks.cli_help import HelpFormatter
+from dc2tasks.cli.args import add_command, argparse_type, bands, nonneg_int, patch
 from dc2tasks.sample.config import (
     ALL_DETECTORS,
-    BANDS,
     NUM_DETECTORS,
     SampleConfig,
     parse_missing_band,
-    parse_patch,
     patch_grid,
 )
 from dc2tasks.sample.fields import north_pole_tract, ra_zero_tract
@@ -77,34 +74,12 @@ examples:
 """
 
 
-_Formatter = HelpFormatter
-
-
-def _arg(parse):
-    """Turn a parser's ValueError into argparse's own error message."""
-
-    def wrapped(text: str):
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    wrapped.__name__ = parse.__name__
-    return wrapped
-
-
 def _grid(text: str) -> tuple[str, ...]:
-    nx, _, ny = text.lower().partition("x")
-    if not nx.isdigit() or (ny and not ny.isdigit()) or int(nx) < 1 or (ny and int(ny) < 1):
-        raise ValueError(f"a patch grid is N or NxM (e.g. 3 or 2x4), not {text!r}")
-    return patch_grid(int(nx), int(ny) if ny else None)
-
-
-def _bands(text: str) -> tuple[str, ...]:
-    bands = tuple(text)
-    if not bands or any(b not in BANDS for b in bands) or len(set(bands)) != len(bands):
-        raise ValueError(f"bands are distinct letters of {''.join(BANDS)}, not {text!r}")
-    return bands
+    """`N` or `NxM`, each 1..10: patch indices are single digits (names.PATCH)."""
+    sides = text.lower().split("x")
+    if len(sides) > 2 or not all(v.isdigit() and 1 <= int(v) <= 10 for v in sides):
+        raise ValueError(f"a patch grid is N or NxM with N and M in 1..10 (e.g. 3 or 2x4), not {text!r}")
+    return patch_grid(*map(int, sides))
 
 
 def parse_detectors(text: str) -> tuple[int, ...]:
@@ -143,22 +118,35 @@ def _fraction(text: str) -> float:
     return value
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register(sub: argparse._SubParsersAction) -> None:
     d = SampleConfig()
-    p = subparsers.add_parser(
+    p = add_command(
+        sub,
         "sample-repo",
         help="write a deterministic sample Gen2 repository (coadd catalogs, exposures, truth)",
         description=DESCRIPTION + _sky_help(),
         epilog=EXAMPLES,
-        formatter_class=_Formatter,
     )
     p.add_argument("path", metavar="PATH", help="directory to create (must be empty unless --overwrite)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed and options, same bytes")
-    p.add_argument("--tracts", type=int, nargs="+", default=list(d.tracts), help="tract ids (rings sky map)")
+    p.add_argument(
+        "--tracts", type=nonneg_int, nargs="+", default=list(d.tracts), help="tract ids (rings sky map)"
+    )
+    _add_layout_options(p, d)
+    _add_format_options(p, d)
+    _add_missing_options(p, d)
+    p.add_argument("--rerun", default=d.rerun, help="name of the rerun holding ref and forced_src")
+    _add_visit_options(p, d)
+    p.add_argument("--no-truth", action="store_true", help="do not write the truth tables")
+    p.add_argument("--overwrite", action="store_true", help="write into PATH even if it is not empty")
+    p.set_defaults(func=run)
+
+
+def _add_layout_options(p: argparse.ArgumentParser, d: SampleConfig) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--patches",
-        type=_arg(parse_patch),
+        type=patch,
         nargs="+",
         default=list(d.patches),
         metavar="X,Y",
@@ -166,7 +154,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     where.add_argument(
         "--patch-grid",
-        type=_arg(_grid),
+        type=argparse_type(_grid),
         metavar="N[xM]",
         help="instead of --patches: patches 0,0 .. N-1,M-1",
     )
@@ -176,7 +164,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=d.objects_per_patch,
         help="records whose position falls in a patch's inner region (overlap copies come on top)",
     )
-    p.add_argument("--bands", type=_arg(_bands), default="".join(d.bands), help="band letters")
+    p.add_argument("--bands", type=bands, default="".join(d.bands), help="band letters")
+
+
+def _add_format_options(p: argparse.ArgumentParser, d: SampleConfig) -> None:
+    """How the files look: field names, camera templates, calibration, pixel scale, table widths."""
     p.add_argument(
         "--schema",
         default=f"v{d.schema}",
@@ -220,9 +212,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=d.forced_width,
         help="deepCoadd_forced_src columns counting each flag bit (real DC2: ~280)",
     )
+
+
+def _add_missing_options(p: argparse.ArgumentParser, d: SampleConfig) -> None:
     p.add_argument(
         "--missing-band",
-        type=_arg(parse_missing_band),
+        type=argparse_type(parse_missing_band),
         nargs="+",
         action="extend",
         default=[],
@@ -231,19 +226,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--missing-patch",
-        type=_arg(parse_patch),
+        type=patch,
         nargs="+",
         action="extend",
         default=[],
         metavar="X,Y",
         help="write no deepCoadd_ref (so no forced_src) for this patch; its calexps still exist",
     )
-    p.add_argument("--rerun", default=d.rerun, help="name of the rerun holding ref and forced_src")
-    _add_visit_options(p, d)
-    p.add_argument("--no-truth", action="store_true", help="do not write the truth tables")
-    p.add_argument("--overwrite", action="store_true", help="write into PATH even if it is not empty")
-    p.set_defaults(func=run)
-    return p
 
 
 def _add_visit_options(p: argparse.ArgumentParser, d: SampleConfig) -> None:
@@ -253,7 +242,7 @@ def _add_visit_options(p: argparse.ArgumentParser, d: SampleConfig) -> None:
     )
     v.add_argument(
         "--detectors",
-        type=_arg(parse_detectors),
+        type=argparse_type(parse_detectors),
         default=",".join(map(str, d.detectors)),
         metavar="LIST|all",
         help="obs_lsst detector numbers written per visit, e.g. 94,95,97,98 (R22 S11 S12 S21 S22), "
@@ -261,20 +250,20 @@ def _add_visit_options(p: argparse.ArgumentParser, d: SampleConfig) -> None:
     )
     v.add_argument(
         "--detector-pixels",
-        type=_arg(parse_pixels),
+        type=argparse_type(parse_pixels),
         default="x".join(map(str, d.detector_pixels)),
         metavar="WxH",
         help="detector size in pixels (LSSTCam 4000x4072); smaller lets a whole focal plane fit in a tract",
     )
     v.add_argument(
         "--spurious-fraction",
-        type=_arg(_fraction),
+        type=argparse_type(_fraction),
         default=d.spurious_fraction,
         help='unmatched sources per real source, placed >= 2" from any object (src and diaSrc)',
     )
     v.add_argument(
         "--variable-fraction",
-        type=_arg(_fraction),
+        type=argparse_type(_fraction),
         default=d.variable_fraction,
         help="share of the (isolated, unblended) objects that vary and give DIA sources",
     )
