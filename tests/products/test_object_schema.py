@@ -26,7 +26,6 @@ from dc2tasks.products import object_schema
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.object_dpdd import dpdd_tract
 from dc2tasks.products.object_pipeline import run_object_pipeline
-from dc2tasks.products.object_trim import trim_file
 from dc2tasks.products.parquet_merge import merge_parquet
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.sample import SampleConfig, make_sample_repo
@@ -130,13 +129,13 @@ def test_trimmed_with_schema_option_keeps_every_band_and_equals_gcr(complete, tm
     elsewhere = tmp_path / "elsewhere.yaml"
     shutil.copy(obj / "schema.yaml", elsewhere)
     out = tmp_path / "trim"
-    out.mkdir()
-    trimmed = trim_file(source, out, schema_file=elsewhere)
-    with pd.HDFStore(trimmed.path, "r") as store:
+    assert main(["trim", str(source), "-o", str(out), "--schema", str(elsewhere)]) == 0
+    trimmed = out / CATALOGUE["trim_object"].file_name(tract=4850)
+    with pd.HDFStore(trimmed, "r") as store:
         frame = store[store.keys()[0]]
     assert "g_base_PsfFlux_flag" in frame and not frame["g_base_PsfFlux_flag"].any()
     assert frame["g_mag"].isna().all()
-    dpdd = dpdd_tract(trimmed.path, tmp_path / "dpdd", PIXEL_SCALE)
+    dpdd = dpdd_tract(trimmed, tmp_path / "dpdd", PIXEL_SCALE)
     shutil.copy(elsewhere, source.parent / "schema.yaml")
     catalog = gcr_catalog(source.parent, CATALOGUE["object"].file_pattern, "schema.yaml")
     dpdd_equals_gcr(pd.read_parquet(dpdd.path), catalog, rtol=1e-9)
@@ -185,7 +184,31 @@ def test_without_schema_the_product_files_give_the_bands_as_gcr_infers_them(comp
         np.testing.assert_allclose(ours[q].to_numpy(), values, rtol=1e-9, equal_nan=True, err_msg=q)
 
 
-def test_a_column_absent_from_file_and_schema_is_an_error_naming_both(complete, tmp_path):
+def test_dpdd_schema_option_overrides_the_yaml_beside_the_file(complete, tmp_path):
+    """`dc2 dpdd --schema`: a three-band schema elsewhere wins over the six-band one beside the file."""
+    source = damaged_dir(complete, "trim_object", tmp_path)
+    schema = yaml.safe_load((source.parent / "trim_schema.yaml").read_text())
+    three = {c: v for c, v in schema.items() if c[:2] not in ("u_", "z_", "y_")}
+    elsewhere = tmp_path / "three.yaml"
+    elsewhere.write_text(yaml.dump(three))
+    out = tmp_path / "dpdd"
+    argv = [
+        "dpdd",
+        str(source),
+        "-o",
+        str(out),
+        "--pixel-scale",
+        str(PIXEL_SCALE),
+        "--schema",
+        str(elsewhere),
+    ]
+    assert main(argv) == 0
+    table = pq.read_table(out / CATALOGUE["dpdd_object"].file_name(tract=4850))
+    assert sorted(c[-1] for c in table.column_names if c.startswith("psFluxErr_")) == ["g", "i", "r"]
+    assert table.schema.metadata[b"dc2tasks.bands"] == b"gri"
+
+
+def test_a_column_absent_from_file_and_schema_is_an_error_naming_both(complete, tmp_path, capsys):
     source = damaged_dir(complete, "trim_object", tmp_path)
     schema_path = source.parent / "trim_schema.yaml"
     schema = yaml.safe_load(schema_path.read_text())
@@ -197,6 +220,10 @@ def test_a_column_absent_from_file_and_schema_is_an_error_naming_both(complete, 
         r"g_base_SdssShape_psf_xx, and the schema \(.*trim_schema\.yaml\) has no entry",
     ):
         dpdd_tract(source, tmp_path / "dpdd", PIXEL_SCALE)
+    assert main(["dpdd", str(source), "-o", str(tmp_path / "dpdd")]) == 2
+    err = capsys.readouterr().err
+    assert "lacks column g_base_SdssShape_psf_xx" in err and str(source) in err
+    assert not (tmp_path / "dpdd" / CATALOGUE["dpdd_object"].file_name(tract=4850)).exists()
 
 
 def test_schema_beside_a_file_follows_the_catalogue():
