@@ -165,18 +165,28 @@ def open_object_file(source: str | os.PathLike) -> ObjectFile:
 
 def infer_schema(files: Iterable[Path], known: ObjectFile | None = None) -> ObjectSchema:
     """The union of every group's column dtypes over the files, as GCRCatalogs infers it (a column
-    in several groups: the last one's dtype). `known`: a file already opened, not read again."""
+    in several groups: the last one's dtype). `known`: the file a step reads, already opened; the
+    others are the product's other files, and one that cannot be read is skipped with a warning,
+    as GCRCatalogs skips it (its own step reports it), rather than failing this file's step."""
     files = list(files)
     columns: ColumnSchema = {}
+    used = []
     for f in files:
         if known is not None and f.name == known.path.name and f.parent == known.path.parent:
             groups = known.groups
         else:
-            hdf5_safety.scan_file(f)  # before PyTables reads its attributes
-            groups = hdf5.group_schemas(f)
+            try:
+                hdf5_safety.scan_file(f)  # before PyTables reads its attributes
+                groups = hdf5.group_schemas(f)
+            except InputError as exc:
+                if known is None:
+                    raise
+                log.warning("schema of %s: skipped %s (%s)", known.path.name, f.name, exc)
+                continue
+        used.append(f.name)
         for group in groups.values():
             columns.update({c: {"dtype": d} for c, d in group.items()})
-    names = ", ".join(f.name for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    names = ", ".join(used[:3]) + (f" and {len(used) - 3} more" if len(used) > 3 else "")
     return ObjectSchema(columns, f"inferred from {names}")
 
 

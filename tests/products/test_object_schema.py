@@ -208,6 +208,17 @@ def test_dpdd_schema_option_overrides_the_yaml_beside_the_file(complete, tmp_pat
     assert table.schema.metadata[b"dc2tasks.bands"] == b"gri"
 
 
+def test_an_unreadable_sibling_is_left_out_of_the_inferred_schema(complete, tmp_path, caplog):
+    source = damaged_dir(complete, "trim_object", tmp_path, schema=False)
+    broken = source.parent / CATALOGUE["trim_object"].file_name(tract=4851)
+    broken.write_bytes(source.read_bytes()[:4096])
+    schema = object_schema.schema_for(object_schema.open_object_file(source))
+    assert schema.origin == f"inferred from {source.name}"
+    assert "g" not in schema.bands and f"skipped {broken.name}" in caplog.text
+    with pytest.raises(InputError, match=broken.name):
+        object_schema.infer_schema([source, broken])
+
+
 def test_a_column_absent_from_file_and_schema_is_an_error_naming_both(complete, tmp_path, capsys):
     source = damaged_dir(complete, "trim_object", tmp_path)
     schema_path = source.parent / "trim_schema.yaml"
