@@ -61,7 +61,8 @@ def test_merge_job_log_shows_progress_per_patch(small_sample, tmp_path):
     dc2 = shutil.which("dc2", path=str(Path(sys.executable).parent))
     assert dc2 is not None
     env = dict(os.environ, **{INTERVAL_ENV: "0.01"})
-    argv = ["merge-tract", str(sample.root), "--rerun", sample.rerun, "--tract", str(tract), "-o", str(tmp_path)]
+    out = str(tmp_path)
+    argv = ["merge-tract", str(sample.root), "--rerun", sample.rerun, "--tract", str(tract), "-o", out]
     done = subprocess.run(
         [dc2, *argv],
         env=env,
