@@ -16,6 +16,9 @@ from dc2tasks.products.errors import InputError
 
 MAGIC = b"\x1f\x8b"
 CHUNK = 1 << 18  # compressed bytes read from the file at a time
+# decompressed bytes made at a time: zlib builds each in blocks, then joins them, so twice this is
+# the most held beside the caller's buffer
+OUT_CHUNK = 1 << 18
 _GZIP_WBITS = 31  # zlib: a gzip wrapper (header and CRC-checked trailer) around deflate data
 
 
@@ -52,7 +55,7 @@ class GzipStream:
         view = memoryview(out).cast("B")
         filled = 0
         while filled < len(view):
-            chunk = self._inflate(len(view) - filled)
+            chunk = self._inflate(min(len(view) - filled, OUT_CHUNK))
             if chunk is None:
                 break
             view[filled : filled + len(chunk)] = chunk
@@ -64,7 +67,7 @@ class GzipStream:
         """Decompress and drop up to `count` bytes (fewer only at the end); how many were dropped."""
         left = count
         while left > 0:
-            chunk = self._inflate(min(left, 4 * CHUNK))
+            chunk = self._inflate(min(left, OUT_CHUNK))
             if chunk is None:
                 break
             left -= len(chunk)
