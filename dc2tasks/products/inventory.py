@@ -71,11 +71,16 @@ class FileFound:
 def header_problem(path: str) -> str | None:
     """Why a file cannot be a whole FITS (or gzip FITS) file, from its size and first bytes."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(9)
-            size = os.fstat(fh.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY)  # raw calls: a buffered file object costs more than the read
     except OSError as exc:
         return f"cannot open: {exc.strerror}"
+    try:
+        head = os.read(fd, 9)
+        size = os.fstat(fd).st_size
+    except OSError as exc:
+        return f"cannot read: {exc.strerror}"
+    finally:
+        os.close(fd)
     if head[:2] == _GZIP_MAGIC and path.endswith(".gz"):
         return None
     if head[:9] != b"SIMPLE  =":
@@ -85,26 +90,35 @@ def header_problem(path: str) -> str | None:
     return None
 
 
-def _component_matchers(template: str, known: DataId) -> list[tuple[str, re.Pattern | None]]:
-    """Per path component: the literal name, or a regex whose groups are `key__n` (repo.py's form)."""
-    out: list[tuple[str, re.Pattern | None]] = []
+@dataclass(frozen=True)
+class _Component:
+    """One path component of a template: a literal name, or a regex and, per group in order, the
+    data id key it gives and whether its value is a number."""
+
+    literal: str
+    regex: re.Pattern | None = None
+    fields: tuple[tuple[str, bool], ...] = ()
+
+    def extend(self, data_id: DataId, m: re.Match) -> DataId | None:
+        """The data id with this component's values; None when a key repeated disagrees."""
+        out = dict(data_id)
+        for (key, number), text in zip(self.fields, m.groups(), strict=True):
+            value: Any = int(text) if number else text
+            if out.setdefault(key, value) != value:
+                return None
+        return out
+
+
+def _components(template: str) -> list[_Component]:
+    out: list[_Component] = []
     for part in template.split("/"):
         if _PLACEHOLDER.search(part) is None:
-            out.append((part, None))
+            out.append(_Component(part))
             continue
-        _, regex, _ = template_matchers(part, known)
-        out.append((part, regex))
-    return out
-
-
-def _merge_id(data_id: DataId, m: re.Match, kinds: dict[str, str]) -> DataId | None:
-    """The data id extended by a component's groups; None when a repeated key disagrees."""
-    out = dict(data_id)
-    for name, text in m.groupdict().items():
-        key = name.rsplit("__", 1)[0]
-        value: Any = int(text) if kinds.get(key) == "d" else text
-        if out.setdefault(key, value) != value:
-            return None
+        _, regex, kinds = template_matchers(part, {})
+        names = sorted(regex.groupindex, key=regex.groupindex.__getitem__)
+        fields = tuple((n.rsplit("__", 1)[0], kinds[n.rsplit("__", 1)[0]] == "d") for n in names)
+        out.append(_Component(part, regex, fields))
     return out
 
 
@@ -118,16 +132,16 @@ def _listing(path: str, progress: Progress) -> list[os.DirEntry]:
     return entries
 
 
-def _matched(entry: os.DirEntry, literal: str, regex: re.Pattern | None, data_id: DataId,
-             kinds: dict[str, str], keep: dict[str, set], last: bool) -> DataId | None:
+def _matched(entry: os.DirEntry, part: _Component, data_id: DataId, keep: dict[str, set],
+             last: bool) -> DataId | None:
     """The data id an entry of a directory extends `data_id` to, or None if it is not on the path."""
     name = entry.name[:-3] if last and entry.name.endswith(".gz") else entry.name
-    if regex is None:
-        merged: DataId | None = data_id if name == literal else None
+    if part.regex is None:
+        merged: DataId | None = data_id if name == part.literal else None
     else:
-        m = regex.fullmatch(name)
-        merged = _merge_id(data_id, m, kinds) if m is not None else None
-    if merged is None or any(k in merged and merged[k] not in allowed for k, allowed in keep.items()):
+        m = part.regex.fullmatch(name)
+        merged = part.extend(data_id, m) if m is not None else None
+    if merged is None or (keep and any(k in merged and merged[k] not in v for k, v in keep.items())):
         return None
     return merged if (entry.is_file() if last else entry.is_dir()) else None
 
@@ -137,18 +151,17 @@ def scan_dataset(
 ) -> list[FileFound]:
     """Every file of one dataset under one repository whose data id values are in `keep` (by key),
     with its data id and, when `check`, why it is unreadable."""
-    _, _, kinds = template_matchers(template, {})
     level: list[tuple[str, DataId]] = [(root, {})]
-    parts = _component_matchers(template, {})
-    for depth, (literal, regex) in enumerate(parts):
+    parts = _components(template)
+    for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         nxt: list[tuple[str, DataId]] = []
         for directory, data_id in level:
-            if regex is None and not last:
-                nxt.append((os.path.join(directory, literal), data_id))
+            if part.regex is None and not last:
+                nxt.append((os.path.join(directory, part.literal), data_id))
                 continue
             for entry in _listing(directory, progress):
-                merged = _matched(entry, literal, regex, data_id, kinds, keep, last)
+                merged = _matched(entry, part, data_id, keep, last)
                 if merged is not None:
                     nxt.append((entry.path, merged))
         level = nxt
@@ -243,8 +256,10 @@ def _limited(items: list) -> list:
 
 def _dataset_report(found: dict[tuple, FileFound], expected: list[tuple]) -> dict[str, Any]:
     missing = [id_text(k) for k in expected if k not in found]
-    ordered = sorted(found.items(), key=lambda kv: _sort_key(kv[0]))
-    bad = {id_text(k): f.problem for k, f in ordered if f.problem}
+    problems = sorted(
+        ((k, f.problem) for k, f in found.items() if f.problem), key=lambda kp: _sort_key(kp[0])
+    )
+    bad = {id_text(k): problem for k, problem in problems}
     return {
         "found": sum(1 for f in found.values() if not f.problem),
         "missing_count": len(missing),
@@ -283,24 +298,27 @@ def _column_names(path: str) -> list[str]:
     return [str(header.get(f"TTYPE{i}")) for i in range(1, int(header.get("TFIELDS", 0) or 0) + 1)]
 
 
+PROBES = 3
+"""Files per dataset parsed fully: the first readable one, and the next if it fails, up to this."""
+
+
 def _probe(scans: dict[str, dict[tuple, FileFound]]) -> dict[str, str | None]:
     """The schema generation of the first readable catalog and the calibration era of the first
     readable exposure; a file that fails this full header parse is marked unreadable."""
     found: dict[str, str | None] = {"schema_generation": None, "calib_era": None}
     for dataset, files in scans.items():
         what = "calib_era" if dataset in EXPOSURES else "schema_generation"
-        for f in files.values():
-            if found[what] is not None:
-                break
-            if f.problem:
-                continue
+        for f in [f for f in files.values() if not f.problem][:PROBES]:
             try:
                 if what == "calib_era":
-                    found[what] = read_calibration(f.path).era
+                    value = read_calibration(f.path).era
                 else:
-                    found[what] = detect_schema_generation(_column_names(f.path)).name
+                    value = detect_schema_generation(_column_names(f.path)).name
             except (InputError, IndexError, ValueError) as exc:
                 f.problem = f"wrong schema: {exc}"
+                continue
+            found[what] = found[what] or value
+            break
     return found
 
 
