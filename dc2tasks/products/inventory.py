@@ -326,7 +326,9 @@ def _probe(scans: dict[str, dict[tuple, FileFound]]) -> dict[str, str | None]:
     found: dict[str, str | None] = {"schema_generation": None, "calib_era": None}
     for dataset, files in scans.items():
         what = "calib_era" if dataset in EXPOSURES else "schema_generation"
-        for f in [f for f in files.values() if not f.problem][:PROBES]:
+        # plain FITS only: a gzip file's header is behind its decompression, left to the readers
+        candidates = [f for f in files.values() if not f.problem and not f.path.endswith(".gz")]
+        for f in candidates[:PROBES]:
             try:
                 if what == "calib_era":
                     value = read_calibration(f.path).era
