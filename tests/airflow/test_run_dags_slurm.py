@@ -305,8 +305,8 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
     tis = task_instances(dr)
     states = {task_id: str(ti.state) for task_id, ti in tis.items()}
     assert str(dr.state) == "success", states
-    assert states == dict.fromkeys([*TRACT_STEPS, *SINGLE_STEPS, *VISIT_STEPS, "plan", "finalize",
-                                    "install"], "success")
+    assert states == dict.fromkeys([*TRACT_STEPS, *SINGLE_STEPS, *VISIT_STEPS, "inventory", "plan",
+                                    "finalize", "install"], "success")
     assert {ti.try_number for ti in tis.values()} == {1}
 
     # every product was made by real Slurm jobs under the step's deterministic name
