@@ -32,19 +32,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_repo(p)
     made = [name for name in CATALOGUE.names if CATALOGUE[name].inputs]
     p.add_argument("--products", nargs="+", choices=CATALOGUE.names, default=made, metavar="PRODUCT",
-                   help=f"products whose inputs to check (default: {' '.join(made)})")
-    p.add_argument("--tracts", type=nonneg_int, nargs="+", default=[], help="tracts (default: all found)")
-    p.add_argument("--visits", type=nonneg_int, nargs="+", default=[], help="visits (default: all found)")
+                   help="products whose inputs to check")
+    p.add_argument("--tracts", type=nonneg_int, nargs="+", help="tracts (all found when not given)")
+    p.add_argument("--visits", type=nonneg_int, nargs="+", help="visits (all found when not given)")
     p.add_argument("--visit-file", type=Path, help="one visit number per line (with --visits: both)")
-    p.add_argument("--bands", type=bands, help="bands the Object needs (default: every band found)")
+    p.add_argument("--bands", type=bands, help="bands the Object needs (all found when not given)")
     p.add_argument("-o", "--output", type=Path, help="write the JSON report here")
     p.add_argument("--json", action="store_true", help="print the JSON report on stdout, not the summary")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    visits = list(args.visits) + (read_visit_file(args.visit_file) if args.visit_file else [])
-    scope = Scope(tuple(args.tracts), tuple(dict.fromkeys(visits)), tuple(args.bands or ()))
+    visits = list(args.visits or ()) + (read_visit_file(args.visit_file) if args.visit_file else [])
+    scope = Scope(tuple(args.tracts or ()), tuple(dict.fromkeys(visits)), tuple(args.bands or ()))
     progress = Progress(out=sys.stderr if args.json else sys.stdout)
     report = take_inventory(Gen2Repo.open(args.repo, args.rerun), args.products, scope, progress)
     text = json.dumps(report, indent=1)
