@@ -1,17 +1,19 @@
 """One DAG per data run, built from its run file (dags/runs/<run>.yaml).
 
-    plan ─┬─ object: merge_tract ─ trim ─ dpdd ─ merge_parquet ─┐
-          │                          └──────── source ──────────┤
-          ├─ forced_source ─────────────────────────────────────┤
-          └─ dia_source ─ dia_object ───────────────────────────┴─ finalize ─ install
+    inventory ─ plan ─┬─ object: merge_tract ─ trim ─ dpdd ─ merge_parquet ─┐
+                      │                          └──────── source ──────────┤
+                      ├─ forced_source ─────────────────────────────────────┤
+                      └─ dia_source ─ dia_object ───────────────────────────┴─ finalize ─ install
 
 The steps and their edges come from the product catalogue (dc2tasks.catalogue): a step waits for
-the steps of the products it needs or uses that the run makes. `plan` turns the trigger's params
-into a RunPlan (XCom) every later task reads; a step the plan does not make is skipped, and skips
-do not stop the steps after it (trigger rule none_failed), so a run of only `source` uses the Object
-tables an earlier run left. `finalize` writes each product's GCRCatalogs configs, schema and
-manifest as the producer (with every job's sacct record for the provenance); `install` copies them
-into the central directory as the collaboration account.
+the steps of the products it needs or uses that the run makes. `inventory` lists what the repository
+holds for the products' inputs (`dc2 inventory`): a product whose inputs are absent is skipped with
+the reason, and a run of which nothing can be made fails there, before any job. `plan` turns the
+trigger's params into a RunPlan (XCom) every later task reads; a step the plan does not make is
+skipped, and skips do not stop the steps after it (trigger rule none_failed), so a run of only
+`source` uses the Object tables an earlier run left. `finalize` writes each product's GCRCatalogs
+configs, schema and manifest as the producer (with every job's sacct record for the provenance);
+`install` copies them into the central directory as the collaboration account.
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ def _upstream(config: RunConfig, product: Product) -> list[str]:
 
 
 def build_dag(config: RunConfig, run_file: str | os.PathLike[str]) -> DAG:
-    """Wire the run's tasks: plan, one step per product (after the steps of the products it needs or
-    uses, from the catalogue), finalize, install."""
+    """Wire the run's tasks: inventory, plan, one step per product (after the steps of the products
+    it needs or uses, from the catalogue), finalize, install."""
     run_file = Path(run_file)
     dag = DAG(
         dag_id=dag_id_for(config),
@@ -91,7 +93,11 @@ def build_dag(config: RunConfig, run_file: str | os.PathLike[str]) -> DAG:
         default_args={"retries": 2, "retry_delay": timedelta(seconds=5 if config.backend == "local" else 60)},
     )
     with dag:
+        inventory = task(task_id=run_tasks.INVENTORY_TASK)(
+            lambda: run_tasks.inventory_task(config, get_current_context())
+        )()
         plan = task(task_id=PLAN_TASK)(lambda: run_tasks.plan_task(config, get_current_context()))()
+        inventory >> plan
         steps = _step_operators(config)
         step_ids = [op.task_id for op in steps.values()]  # "object.merge_tract" inside the group
         finalize = task(task_id="finalize", trigger_rule="none_failed")(

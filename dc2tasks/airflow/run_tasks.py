@@ -1,4 +1,4 @@
-"""The bodies of a run DAG's own tasks (`plan`, `finalize`, `install`); the Slurm steps are
+"""The bodies of a run DAG's own tasks (`inventory`, `plan`, `finalize`, `install`); the Slurm steps are
 RunStepOperators. Module-level functions of the run and the task context, so each can be tested
 without building a DAG, and `run_dag.build_dag` only wires them.
 """
@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from dc2tasks.airflow.hooks import SlurmHook
 from dc2tasks.airflow.operators.step import PLAN_TASK, dc2_argv
+from dc2tasks.products.inventory import summary
 from dc2tasks.runs.config import RunConfig
 from dc2tasks.runs.loader import config_hash
 from dc2tasks.runs.params import validate_params
@@ -23,6 +24,8 @@ from dc2tasks.runs.steps import (
     RunPlan,
     finalize_commands,
     install_command,
+    inventory_command,
+    inventory_skips,
     plan_run,
     rendered_catalog_configs,
 )
@@ -30,6 +33,8 @@ from dc2tasks.slurm.commands import Command, CommandResult, make_log_dir
 from dc2tasks.slurm.transports import SubprocessTransport
 
 log = logging.getLogger(__name__)
+
+INVENTORY_TASK = "inventory"
 
 
 def transport_for(config: RunConfig, conn_id: str | None) -> Any:
@@ -49,10 +54,45 @@ def pulled_plan(context: Any) -> RunPlan:
     return RunPlan.from_dict(context["ti"].xcom_pull(task_ids=PLAN_TASK))
 
 
-def plan_task(config: RunConfig, context: Any) -> dict[str, Any]:
-    """The run's plan from the trigger's params (an XCom every later task reads), and its log
-    directory on the producer's side; a dry run leaves the working directory as it is."""
+def inventory_task(config: RunConfig, context: Any) -> dict[str, Any]:
+    """`dc2 inventory` of the trigger's scope, run where the jobs read the repository: a local
+    subprocess, or over the producer's SSH connection on the Slurm login node (no job: a listing is
+    I/O on the shared file system, not compute). Its summary goes to the task log, its report to the
+    work directory; the products whose inputs are absent (and those needing them) are returned as
+    skipped, with the reason. When nothing the run asks for can be made, the task fails with the
+    list, before any job is submitted."""
     plan = plan_run(config, validate_params(dict(context["params"]), config))
+    argv = inventory_command(config, plan, dc2_argv(config))
+    if argv is None:
+        return {"skipped": {}, "products": {}}
+    result = transport_for(config, config.connections.producer).run(Command(tuple(argv), timeout=3600))
+    out = checked(result, "inventory")
+    if result.err.strip():
+        log.info("%s", result.err.strip())  # the progress lines
+    try:
+        report = json.loads(out)
+    except json.JSONDecodeError as err:
+        raise AirflowFailException(f"inventory: not the JSON report expected ({err}):\n{out}") from None
+    log.info("%s", summary(report))
+    statuses = {p: {"status": r["status"], "reason": r["reason"]} for p, r in report["products"].items()}
+    skipped = inventory_skips(plan.products, statuses)
+    why = "; ".join(f"{p}: {reason}" for p, reason in skipped.items())
+    if skipped and len(skipped) == len(plan.products):
+        raise AirflowFailException(
+            f"inventory: nothing this run asks for can be made from {report['repository']}: {why}"
+        )
+    if skipped:
+        log.warning("inventory: skipping %s", why)
+    return {"skipped": skipped, "products": statuses}
+
+
+def plan_task(config: RunConfig, context: Any) -> dict[str, Any]:
+    """The run's plan from the trigger's params (an XCom every later task reads), without the
+    products the inventory skipped, and its log directory on the producer's side; a dry run leaves
+    the working directory as it is."""
+    ti = context.get("ti")
+    found = ti.xcom_pull(task_ids=INVENTORY_TASK) if ti is not None else None
+    plan = plan_run(config, validate_params(dict(context["params"]), config), (found or {}).get("skipped"))
     if not plan.dry_run:
         logs = f"{plan.work_dir}/logs"
         transport = transport_for(config, config.connections.producer)

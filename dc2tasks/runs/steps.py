@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
 from dc2tasks.catalogue import CATALOGUE, Product, Shell, StepInputs
@@ -36,6 +36,7 @@ class RunPlan:
     work_dir: str
     dry_run: bool
     force: bool
+    skipped: dict[str, str] = field(default_factory=dict)  # product -> why the inventory skips it
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -56,7 +57,8 @@ class RunPlan:
         return CATALOGUE.directories(self.products)
 
 
-def plan_run(config: RunConfig, params: TriggerParams) -> RunPlan:
+def plan_run(config: RunConfig, params: TriggerParams, skipped: Mapping[str, str] | None = None) -> RunPlan:
+    """The run's scope from the trigger's params, without the products the inventory `skipped`."""
     scaled = [p for p in params.products if (c := CATALOGUE[p].catalog) is not None and c.pixel_scale]
     if config.pixel_scale == "auto" and scaled:
         raise InputError(
@@ -76,14 +78,59 @@ def plan_run(config: RunConfig, params: TriggerParams) -> RunPlan:
     return RunPlan(
         run=config.name,
         rerun=rerun,
-        products=params.products,
+        products=tuple(p for p in params.products if p not in (skipped or {})),
         tracts=params.tracts or tuple(config.tracts),
         visits=visits,
         visit_file=visit_file,
         work_dir=work,
         dry_run=params.dry_run,
         force=params.force,
+        skipped=dict(skipped or {}),
     )
+
+
+INVENTORY_FILE = "inventory.json"
+"""The inventory's JSON report, in the run's work directory (and named in its provenance)."""
+
+
+def inventory_command(
+    config: RunConfig, plan: RunPlan, dc2: str | Sequence[str] = "dc2"
+) -> list[str] | None:
+    """`dc2 inventory` of the plan's scope: the repository's files for the products it makes,
+    printed as JSON (and kept in the work directory, except in a dry run, which changes nothing);
+    None when the plan makes nothing from the repository (only products of this run's products)."""
+    prefix = [dc2] if isinstance(dc2, str) else list(dc2)
+    products = [p for p in plan.products if CATALOGUE[p].inputs]
+    if not products:
+        return None
+    argv = [*prefix, "inventory", *_repo_args(config, plan), "--products", *products, "--json"]
+    if plan.tracts:
+        argv += ["--tracts", *map(str, plan.tracts)]
+    if plan.visits:
+        argv += ["--visits", *map(str, plan.visits)]
+    elif plan.visit_file:
+        argv += ["--visit-file", plan.visit_file]
+    argv += ["--bands", "".join(config.bands)]
+    if not plan.dry_run:
+        argv += ["-o", str(PurePosixPath(plan.work_dir) / INVENTORY_FILE)]
+    return argv
+
+
+def inventory_skips(products: Sequence[str], report: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
+    """The products of a run its inventory `report` (by product) says cannot be made, with the
+    reason: every file of one of its input datasets absent, or a product it needs skipped. Partial
+    inputs are not a reason: the step proceeds and the report names what is missing."""
+    skipped: dict[str, str] = {}
+    for p in CATALOGUE:
+        if p.name not in products:
+            continue
+        status = report.get(p.name, {})
+        gone = [n for n in p.needs if n in skipped]
+        if status.get("status") == "absent":
+            skipped[p.name] = f"inputs absent: {status.get('reason')}"
+        elif gone:
+            skipped[p.name] = f"needs {', '.join(gone)}, which is skipped"
+    return skipped
 
 
 @dataclass(frozen=True)
@@ -237,6 +284,7 @@ def _manifest_argv(
     argv += ["--input", f"repository={config.repository}"]
     if plan.rerun:
         argv += ["--input", f"rerun={plan.rerun}"]
+    argv += ["--input", f"inventory={PurePosixPath(plan.work_dir) / INVENTORY_FILE}"]
     return argv
 
 

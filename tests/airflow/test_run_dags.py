@@ -46,6 +46,7 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
     ]
     demo = bag.get_dag("dc2_demo")
     assert {t.task_id for t in demo.tasks} == {
+        "inventory",
         "plan",
         "object.merge_tract",
         "object.trim",
@@ -61,6 +62,7 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
     assert set(demo.params.keys()) == {"products", "tracts", "visits", "rerun", "dry_run", "force"}
     assert demo.get_task("source").upstream_task_ids == {"object.dpdd"}
     assert demo.get_task("install").upstream_task_ids == {"finalize"}
+    assert demo.get_task("plan").upstream_task_ids == {"inventory"}
 
     broken = tmp_path / "dags"
     shutil.copytree(DAGS, broken)
@@ -129,6 +131,24 @@ def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
     dr2 = dag.test(run_conf={"products": ["source"]})
     assert str(dr2.state) == "success", _states(dr2)
     assert {d: (central / d / "current").resolve() for d in ("object", "source")} == before
+
+
+def test_a_run_whose_inputs_are_absent_fails_at_inventory(demo_dags) -> None:
+    """No src anywhere in the rerun chain: a run of `source` fails at `inventory`, naming why,
+    and no step (so no job) runs."""
+    from dc2tasks.products.repo import Gen2Repo
+
+    sample, demo, folder = demo_dags
+    for root in Gen2Repo.open(sample.root, sample.rerun).chain:
+        shutil.rmtree(root / "src", ignore_errors=True)
+    dag = load_dag(folder / "dc2_demo.py")
+    dr = dag.test(run_conf={"products": ["source"]})
+    states = _states(dr)
+    assert str(dr.state) == "failed", states
+    assert states["inventory"] == "failed"
+    assert all(states[t] in ("upstream_failed", "None") for t in states if t != "inventory"), states
+    assert xcom_value(dr, "source", "slurm_job_id") is None
+    assert not (demo / "work" / "logs").exists()  # plan never ran
 
 
 def test_dry_run_shows_every_job_and_config_and_changes_nothing(demo_dags) -> None:

@@ -305,8 +305,8 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
     tis = task_instances(dr)
     states = {task_id: str(ti.state) for task_id, ti in tis.items()}
     assert str(dr.state) == "success", states
-    assert states == dict.fromkeys([*TRACT_STEPS, *SINGLE_STEPS, *VISIT_STEPS, "plan", "finalize",
-                                    "install"], "success")
+    assert states == dict.fromkeys([*TRACT_STEPS, *SINGLE_STEPS, *VISIT_STEPS, "inventory", "plan",
+                                    "finalize", "install"], "success")
     assert {ti.try_number for ti in tis.values()} == {1}
 
     # every product was made by real Slurm jobs under the step's deterministic name
@@ -410,3 +410,26 @@ def test_dry_run_asks_slurm_submits_nothing_and_leaves_the_central_directory(
 
 def _central_of(dag: Any) -> Path:
     return Path(dag.get_task("object.merge_tract").config.central.dir)
+
+
+@pytest.mark.cluster
+def test_a_run_whose_inputs_are_absent_fails_at_inventory_and_submits_nothing(
+    make_run: Callable[[str], Any], remote: Remote
+) -> None:
+    """`source` of a visit the repository does not have: `inventory` (over SSH on the login node, no
+    job) fails naming why, no other task runs, and sacct knows no job of the run. Kept simple: one
+    trigger, the dry-run test's barrier job, one sacct query per step."""
+    from dc2tasks.airflow.operators.slurm import job_name_for
+
+    dag = make_run("inv_absent")
+    dr = dag.test(run_conf={"products": ["source"], "visits": [999999]})
+    states = {task_id: str(ti.state) for task_id, ti in task_instances(dr).items()}
+    assert str(dr.state) == "failed", states
+    assert states["inventory"] == "failed", states
+    assert all(s in ("upstream_failed", "None") for t, s in states.items() if t != "inventory"), states
+    marker = f"inventory-barrier-{int(time.time())}"
+    remote("sbatch", "--parsable", f"--job-name={marker}", f"--account={ACCOUNT}", "--output=/dev/null",
+           "--wrap=true")
+    wait_sacct(remote, marker, lambda rows: bool(rows))
+    for task_id in (*TRACT_STEPS, *SINGLE_STEPS, *VISIT_STEPS):
+        assert sacct_rows(remote, job_name_for(dag.dag_id, task_id, dr.run_id, -1)) == [], task_id

@@ -79,3 +79,75 @@ def test_finalize_and_install_fail_naming_the_command(tmp_path) -> None:
         run_tasks.finalize_task(config, context, [])
     with pytest.raises(AirflowFailException, match=r"^install source failed \(exit 2\)"):
         run_tasks.install_task(config, context)
+
+
+@pytest.fixture(scope="module")
+def sample_without_dia(tmp_path_factory):
+    from dc2tasks.sample import SampleConfig, make_sample_repo
+
+    root = tmp_path_factory.mktemp("inventory")
+    sample = make_sample_repo(
+        root / "repo", SampleConfig(patches=("2,2", "2,3"), objects_per_patch=30, visits=1, dia=False)
+    )
+    sample.write_visit_list(root / "repo" / "visits.txt")
+    return sample
+
+
+def _sample_config(sample, tmp_path: Path):
+    data = {
+        "name": "inv",
+        "backend": "local",
+        "repository": str(sample.root),
+        "rerun": sample.rerun,
+        "tracts": [4850],
+        "visits": str(sample.root / "visits.txt"),
+        "pixel_scale": 0.2,
+        "products": ["object", "trim_object", "source", "dia_source", "dia_object"],
+        "working_dir": str(tmp_path / "work"),
+        "central": {"dir": str(tmp_path / "central")},
+    }
+    return parse_run_config(data, tmp_path / "inv.yaml")
+
+
+class _Pulls:
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
+        return self.values.get(task_ids) if key == "return_value" else None
+
+
+def test_inventory_skips_products_without_inputs_and_plan_records_why(sample_without_dia, tmp_path) -> None:
+    import json
+
+    config = _sample_config(sample_without_dia, tmp_path)
+    found = run_tasks.inventory_task(config, {"params": {}})
+    assert found["skipped"] == {
+        "dia_source": "inputs absent: no readable deepDiff_diaSrc, deepDiff_differenceExp in the scope",
+        "dia_object": "inputs absent: no readable deepDiff_diaObject in the scope",
+    }
+    assert found["products"]["object"]["status"] == "complete"
+    assert found["products"]["source"]["status"] == "complete"
+    report = json.loads((tmp_path / "work" / "inventory.json").read_text())
+    assert report["products"]["object"]["datasets"]["deepCoadd_ref"]["found"] == 2
+    plan = run_tasks.plan_task(config, {"params": {}, "ti": _Pulls({run_tasks.INVENTORY_TASK: found})})
+    assert list(plan["products"]) == ["object", "trim_object", "source"]
+    assert plan["skipped"] == found["skipped"]
+
+
+def test_inventory_fails_when_nothing_asked_for_can_be_made(sample_without_dia, tmp_path) -> None:
+    config = _sample_config(sample_without_dia, tmp_path)
+    params = {"products": ["dia_source", "dia_object"]}
+    with pytest.raises(AirflowFailException, match=r"^inventory: nothing this run asks for can be made "
+                       r"from .*: dia_source: inputs absent: no readable deepDiff_diaSrc"):
+        run_tasks.inventory_task(config, {"params": params})
+
+
+def test_inventory_of_a_run_making_nothing_from_the_repository_runs_nothing(
+    sample_without_dia, tmp_path
+) -> None:
+    config = _sample_config(sample_without_dia, tmp_path)
+    assert run_tasks.inventory_task(config, {"params": {"products": ["trim_object"]}}) == {
+        "skipped": {}, "products": {}
+    }
+    assert not (tmp_path / "work").exists()

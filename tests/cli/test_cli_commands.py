@@ -34,6 +34,7 @@ COMMANDS = {
         "--allow-missing-detectors --force"
     ),
     "gcr-config": "--product --run --base-dir --config-base-dir --name --pixel-scale -o/--output-dir",
+    "inventory": "repo --rerun --products --tracts --visits --visit-file --bands -o/--output --json",
     "install": (
         "SOURCE --central --product --group --manifest --catalog-base-dir --jobs --mode "
         "--group-managed --lock-timeout --dry-run --force --no-check --json"

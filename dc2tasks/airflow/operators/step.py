@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from dc2tasks.airflow.hooks import SlurmHook
 from dc2tasks.airflow.operators.slurm import SlurmJobOperator, job_name_for, output_pattern
+from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.runs.config import RunConfig
 from dc2tasks.runs.steps import RunPlan, StepScript, step_scripts
 from dc2tasks.slurm import SlurmJob
@@ -87,7 +88,9 @@ class RunStepOperator(SlurmJobOperator):
         scripts = step_scripts(self.config, plan, dc2_command(self.config))
         if self.step not in scripts:
             made = ", ".join(plan.products)
-            raise AirflowSkipException(f"this run does not make {self.step} (products: {made})")
+            why = plan.skipped.get(CATALOGUE.by_step(self.step).name)
+            reason = f"the inventory skips it: {why}" if why else f"products: {made}"
+            raise AirflowSkipException(f"this run does not make {self.step} ({reason})")
         self.job = job_for(self.config, scripts[self.step])
         self.log_dir = f"{plan.work_dir}/logs"
         if plan.dry_run:
