@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dc2tasks.products.inventory import Progress, take_inventory
+from dc2tasks.products.inventory import take_inventory
 from dc2tasks.products.repo import MAPPERS, TEMPLATES, Gen2Repo
 from dc2tasks.products.visit_info import RAFTS
 
@@ -93,7 +93,7 @@ def main() -> None:
         scandir_walk(str(root), open_files=True)
         open_s = time.perf_counter() - start
         start = time.perf_counter()
-        report = take_inventory(Gen2Repo.open(root), ["source"], progress=Progress())
+        report = take_inventory(Gen2Repo.open(root), ["source"])
         inv_s = time.perf_counter() - start
         source = report["products"]["source"]
         assert report["files"] == made, (report["files"], made)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.cli.args import add_command, add_repo, bands, nonneg_int
 from dc2tasks.products.atomic import atomic_path
-from dc2tasks.products.inventory import Progress, Scope, summary, take_inventory
+from dc2tasks.products.inventory import Scope, summary, take_inventory
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.products.visit_lists import read_visit_file
 
@@ -21,7 +20,7 @@ them) or unreadable (not FITS, or truncated: not a whole number of 2880-byte blo
 schema generation and calibration era found. Directories are listed, files are not opened through
 the butler templates one by one: a 100,000-file tree takes seconds.
 
-Progress lines go to stdout every few seconds (stderr with --json), then a readable summary;
+Progress lines go to stderr every few seconds (DC2_PROGRESS_INTERVAL_S), then a readable summary;
 -o writes the JSON report (the run DAG's `inventory` task keeps it in the run's work directory).
 """
 
@@ -45,8 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     visits = list(args.visits or ()) + (read_visit_file(args.visit_file) if args.visit_file else [])
     scope = Scope(tuple(args.tracts or ()), tuple(dict.fromkeys(visits)), tuple(args.bands or ()))
-    progress = Progress(out=sys.stderr if args.json else sys.stdout)
-    report = take_inventory(Gen2Repo.open(args.repo, args.rerun), args.products, scope, progress)
+    report = take_inventory(Gen2Repo.open(args.repo, args.rerun), args.products, scope)
     text = json.dumps(report, indent=1)
     if args.output is not None:
         with atomic_path(args.output) as tmp:

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import Any
 
 from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.products import fits
 from dc2tasks.products.calib import read_calibration
 from dc2tasks.products.errors import InputError
+from dc2tasks.products.progress import Progress
 from dc2tasks.products.repo import TEMPLATES, Gen2Repo, sort_bands, template_matchers
 from dc2tasks.products.schema import detect_schema_generation
 from dc2tasks.products.visit_info import detector_number
@@ -38,28 +38,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _PLACEHOLDER = re.compile(r"%\(\w+\)")
 
 DataId = dict[str, Any]
-
-
-@dataclass
-class Progress:
-    """A plain line at most every `every` seconds: the directory being listed, files so far, rate."""
-
-    out: TextIO | None = sys.stdout
-    every: float = 2.0
-    files: int = 0
-    dirs: int = 0
-    start: float = field(default_factory=time.perf_counter)
-    last: float = field(default_factory=time.perf_counter)
-
-    def directory(self, path: str, files: int) -> None:
-        self.dirs += 1
-        self.files += files
-        now = time.perf_counter()
-        if self.out is not None and now - self.last >= self.every:
-            self.last = now
-            rate = self.files / max(now - self.start, 1e-9)
-            print(f"inventory: {self.dirs} directories, {self.files} files ({rate:.0f} files/s), at {path}",
-                  file=self.out, flush=True)
 
 
 @dataclass
@@ -129,7 +107,7 @@ def _listing(path: str, progress: Progress) -> list[os.DirEntry]:
             entries = list(it)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    progress.directory(path, len(entries))
+    progress.advance(1, files=len(entries))
     return entries
 
 
@@ -342,10 +320,18 @@ def _probe(scans: dict[str, dict[tuple, FileFound]]) -> dict[str, str | None]:
     return found
 
 
-def take_inventory(repo: Gen2Repo, products: Iterable[str], scope: Scope = Scope(),
-                   progress: Progress | None = None) -> dict[str, Any]:
-    """The report of what `repo` holds for each product's Gen2 inputs (the catalogue's `inputs`)."""
-    progress = progress or Progress(out=None)
+def take_inventory(repo: Gen2Repo, products: Iterable[str], scope: Scope = Scope()) -> dict[str, Any]:
+    """The report of what `repo` holds for each product's Gen2 inputs (the catalogue's `inputs`),
+    with progress lines (directories listed, files seen) while it walks."""
+    start = time.perf_counter()
+    with Progress("inventory", None, "directories") as progress:
+        report = _inventory(repo, products, scope, progress)
+    report["directories"] = progress.done
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    return report
+
+
+def _inventory(repo: Gen2Repo, products: Iterable[str], scope: Scope, progress: Progress) -> dict[str, Any]:
     names = [p for p in CATALOGUE.names if p in set(products)]
     datasets = list(dict.fromkeys(d for p in names for d in CATALOGUE[p].inputs))
     templates = {d: TEMPLATES[repo.camera].get(d, "") for d in datasets}
@@ -365,8 +351,6 @@ def take_inventory(repo: Gen2Repo, products: Iterable[str], scope: Scope = Scope
         "scope": {"tracts": list(scope.tracts), "visits": list(scope.visits), "bands": list(scope.bands)},
         **probed,
         "files": sum(len(f) for f in scans.values()),
-        "directories": progress.dirs,
-        "seconds": round(time.perf_counter() - progress.start, 3),
         "products": reports,
     }
 

@@ -4,13 +4,14 @@ truncated file: the report names exactly those."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
 from dc2tasks.cli import main
-from dc2tasks.products.inventory import Progress, Scope, header_problem, summary, take_inventory
+from dc2tasks.products.inventory import Scope, header_problem, summary, take_inventory
 from dc2tasks.products.repo import TEMPLATES, Gen2Repo
 from dc2tasks.sample import SampleConfig, make_sample_repo
 
@@ -118,19 +119,12 @@ def test_cli_writes_report_and_prints_summary(damaged, tmp_path: Path, capsys) -
     assert json.loads(capsys.readouterr().out)["products"]["object"]["status"] == "partial"
 
 
-def test_progress_lines(damaged) -> None:
+def test_progress_lines(damaged, monkeypatch, caplog) -> None:
     root, rerun, _, _ = damaged
-    lines: list[str] = []
-
-    class Out:
-        def write(self, text: str) -> None:
-            lines.append(text)
-
-        def flush(self) -> None:
-            pass
-
-    progress = Progress(out=Out(), every=0.0)  # type: ignore[arg-type]
-    take_inventory(Gen2Repo.open(root, rerun), ["object"], progress=progress)
-    shown = [s for s in lines if s.startswith("inventory:")]
-    assert shown and "files/s" in shown[-1]
-    assert progress.files > 0
+    monkeypatch.setenv("DC2_PROGRESS_INTERVAL_S", "0.001")
+    with caplog.at_level(logging.INFO, logger="dc2tasks.progress"):
+        report = take_inventory(Gen2Repo.open(root, rerun), ["object"])
+    shown = [r.getMessage() for r in caplog.records if r.name == "dc2tasks.progress"]
+    assert shown[-1].startswith(f"inventory: {report['directories']} directories, ")
+    assert f", {report['files']} files (" in shown[-1] and shown[-1].endswith(" s")
+    assert report["files"] > 0
