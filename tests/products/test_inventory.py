@@ -127,6 +127,6 @@ def test_progress_lines(damaged, monkeypatch, caplog) -> None:
         report = take_inventory(Gen2Repo.open(root, rerun), ["object"])
     shown = [r.getMessage() for r in caplog.records if r.name == "dc2tasks.progress"]
     assert shown[-1].startswith(f"inventory: {report['directories']} directories, ")
-    assert re.fullmatch(r"inventory: \d+ directories, [\d.]+ directories/s, \d+ files \(\d+/s\), done in [\d.]+ s",
-                        shown[-1]), shown[-1]
+    form = r"inventory: \d+ directories, [\d.]+ directories/s, \d+ files \(\d+/s\), done in [\d.]+ s"
+    assert re.fullmatch(form, shown[-1]), shown[-1]
     assert report["files"] > 0
