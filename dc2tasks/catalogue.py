@@ -281,7 +281,7 @@ def _dia_object(a: StepInputs) -> list[object]:
     return [*a.repo, "--tract", *a.tracts, "--dia-source-dir", a.dir("dia_source"), "-o", a.dir("dia_object")]
 
 
-_OBJECT_READER = "dc2_object.DC2ObjectCatalog"
+OBJECT_READER = "dc2_object.DC2ObjectCatalog"
 
 CATALOGUE = Catalogue(
     (
@@ -297,7 +297,7 @@ CATALOGUE = Catalogue(
             cli="dc2tasks.cli.objects:merge_tract_args",
             group="object",
             catalog=Catalog(
-                reader=_OBJECT_READER,
+                reader=OBJECT_READER,
                 name="dc2_object_{run}_all_columns",
                 schema_filename="schema.yaml",
                 description="Object catalog, all columns of the ref and forced tables",
@@ -318,7 +318,7 @@ CATALOGUE = Catalogue(
             needs=("object",),
             group="object",
             catalog=Catalog(
-                reader=_OBJECT_READER,
+                reader=OBJECT_READER,
                 name="dc2_object_{run}",
                 schema_filename="trim_schema.yaml",
                 description="Object catalog, the columns the DPDD quantities need",

@@ -29,7 +29,7 @@ def _cmd_trim(args: argparse.Namespace) -> int:
     from dc2tasks.products.object_trim import trim_file
 
     for src in args.files:
-        r = trim_file(src, args.output_dir or src.parent)
+        r = trim_file(src, args.output_dir or src.parent, args.schema)
         print(f"{r.path}: {r.rows} rows, {r.columns} columns, {r.groups} patches")
     return 0
 
@@ -38,7 +38,7 @@ def _cmd_dpdd(args: argparse.Namespace) -> int:
     from dc2tasks.products.object_dpdd import dpdd_tract
 
     for src in args.files:
-        r = dpdd_tract(src, args.output_dir or src.parent, args.pixel_scale)
+        r = dpdd_tract(src, args.output_dir or src.parent, args.pixel_scale, args.schema)
         print(f"{r.path}: {r.rows} rows, {len(r.columns)} columns, {r.row_groups} row groups")
     return 0
 
@@ -107,27 +107,42 @@ def merge_tract_args(p: argparse.ArgumentParser, product: Product) -> None:
     p.set_defaults(func=_cmd_merge_tract)
 
 
+def _add_schema(p: argparse.ArgumentParser, beside: str) -> None:
+    p.add_argument(
+        "--schema",
+        type=Path,
+        metavar="FILE",
+        help=f"schema yaml giving every column's dtype and default (default: {beside} beside each "
+        "input, else inferred from the files of its product in its directory, as GCRCatalogs does)",
+    )
+
+
 def trim_args(p: argparse.ArgumentParser, product: Product) -> None:
     p.description = (
         "Write trim_<name>.hdf5 with exactly the native columns the DPDD table needs for "
-        "the schema generation and bands detected in each group (as GCRCatalogs detects them)."
+        "the schema generation and bands of the input's schema (as GCRCatalogs takes them); a "
+        "column a patch lacks is written with the schema's default."
     )
     source = CATALOGUE[product.needs[0]].file_name(tract="<t>")
     p.add_argument("files", type=Path, nargs="+", help=f"{source} files")
     p.add_argument("-o", "--output-dir", type=Path, help="output directory (default: beside each input)")
+    _add_schema(p, CATALOGUE[product.needs[0]].catalog.schema_filename)
     p.set_defaults(func=_cmd_trim)
 
 
 def dpdd_args(p: argparse.ArgumentParser, product: Product) -> None:
     p.description = (
         "Compute the DPDD Object columns (plus tract and patch) from an object HDF5 file, "
-        "one Parquet row group per patch. See `dc2 dpdd-columns` for the definitions."
+        "one Parquet row group per patch, for the bands and schema generation of the input's schema; "
+        "a column a patch lacks takes the schema's default, as in GCRCatalogs. See `dc2 dpdd-columns` "
+        "for the definitions."
     )
     p.add_argument("files", type=Path, nargs="+", help="(trim_)object_tract_<t>.hdf5 files")
     p.add_argument("-o", "--output-dir", type=Path, help="output directory (default: beside each input)")
     p.add_argument(
         "--pixel-scale", type=float, default=0.2, help="coadd arcsec per pixel (0.185 for Run 1.1p/1.2p v3)"
     )
+    _add_schema(p, "schema.yaml (trim_schema.yaml for trim_*)")
     p.set_defaults(func=_cmd_dpdd)
 
 

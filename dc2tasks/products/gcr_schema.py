@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import yaml
 
 from dc2tasks.catalogue import Product
-from dc2tasks.products import hdf5, hdf5_safety
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.gcr import catalog_of, is_parquet
+from dc2tasks.products.object_schema import infer_schema, with_defaults
 
 
 def matching_files(base_dir: Path, pattern: str) -> list[Path]:
@@ -31,11 +31,7 @@ def matching_files(base_dir: Path, pattern: str) -> list[Path]:
 
 
 def hdf5_schema(files: list[Path]) -> dict[str, dict[str, object]]:
-    schema: dict[str, dict[str, object]] = {}
-    for f in files:
-        hdf5_safety.scan_file(f)  # before PyTables reads its attributes
-        schema.update(hdf5.group_schema(f))
-    return _with_defaults(schema)
+    return with_defaults(infer_schema(files).columns)
 
 
 def parquet_schema(files: list[Path]) -> dict[str, dict[str, object]]:
@@ -48,17 +44,8 @@ def parquet_schema(files: list[Path]) -> dict[str, dict[str, object]]:
         for f in pf.schema_arrow:
             dtype = np.dtype(f.type.to_pandas_dtype())
             schema[f.name] = {"dtype": "|O" if dtype.kind == "O" else dtype.str}
-        return _with_defaults(schema)
+        return with_defaults(schema)
     return {}
-
-
-def _with_defaults(schema: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
-    for col, this in schema.items():
-        if str(this["dtype"]) in ("bool", "|b1") and (
-            col.endswith("_flag_bad") or col.endswith("_flag_noGoodPixels")
-        ):
-            this["default"] = True
-    return schema
 
 
 def write_schema(base_dir: str | os.PathLike, product: Product, overwrite: bool = True) -> Path:

@@ -53,16 +53,21 @@ def _blocks(group: tables.Group) -> Iterator[tuple[list[str], tables.Array]]:
         yield items, getattr(group, f"block{i}_values")
 
 
+def group_schemas(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """{group: {column: dtype name}} of every object group of one file, in file order, from metadata
+    only and in one opening of the file."""
+    path = Path(path)
+    with _open(path) as h5:
+        return {
+            g._v_name: {item: values.dtype.name for items, values in _blocks(g) for item in items}
+            for g in h5.root._f_iter_nodes("Group")
+            if GROUP_PATTERN.match(g._v_name)
+        }
+
+
 def group_schema(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     """{column: {"dtype": name}} over all groups of one file, from metadata only."""
-    path = Path(path)
-    schema: dict[str, dict[str, str]] = {}
-    with _open(path) as h5:
-        for key in group_keys(path):
-            for items, values in _blocks(h5.get_node("/" + key)):
-                for item in items:
-                    schema[item] = {"dtype": values.dtype.name}
-    return schema
+    return {c: {"dtype": d} for columns in group_schemas(path).values() for c, d in columns.items()}
 
 
 def read_columns(path: str | os.PathLike, key: str, columns: Iterable[str]) -> pd.DataFrame:
@@ -96,10 +101,10 @@ def read_columns(path: str | os.PathLike, key: str, columns: Iterable[str]) -> p
     return pd.DataFrame({c: found[c] for c in wanted})
 
 
-def all_columns(path: str | os.PathLike, key: str) -> list[str]:
-    path = Path(path)
-    with _open(path) as h5:
-        return [item for items, _ in _blocks(h5.get_node("/" + key)) for item in items]
+def group_rows(path: str | os.PathLike, key: str) -> int:
+    """Rows of one fixed-format group (its index length), without reading a column."""
+    with _open(Path(path)) as h5:
+        return int(h5.get_node(f"/{key}/axis1").nrows)
 
 
 # ---- writing ---------------------------------------------------------------------------------

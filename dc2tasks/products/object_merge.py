@@ -28,6 +28,7 @@ from dc2tasks.products import afw, hdf5
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.calib import Calibration, read_calibration
 from dc2tasks.products.errors import InputError
+from dc2tasks.products.object_schema import default_value, forget_schema
 from dc2tasks.products.repo import Gen2Repo, patch_key
 from dc2tasks.products.schema import SchemaGeneration, detect_schema_generation
 
@@ -66,18 +67,6 @@ class TractResult:
     @property
     def bytes_in(self) -> int:
         return sum(p.bytes_in for p in self.patches)
-
-
-def default_value(name: str, dtype: np.dtype) -> object:
-    """GCRCatalogs' value for a column a patch lacks: NaN, -1, False, '' (bad-pixel flags True)."""
-    kind = np.dtype(dtype).kind
-    if kind == "b":
-        return name.endswith("_flag_bad") or name.endswith("_flag_noGoodPixels")
-    if kind in "iu":
-        return -1
-    if kind == "f":
-        return np.nan
-    return ""
 
 
 def _add_band(
@@ -268,6 +257,7 @@ def merge_tract(
     template = band_template(repo, tract, patches, bands)
     tasks = [(repo, tract, p, bands, template) for p in patches]
     target = Path(output_dir) / object_file_name(tract)
+    forget_schema(target)
     results: list[PatchResult] = []
     log.info("tract %d: merging %d patches, bands %s, %d job(s)", tract, len(patches), "".join(bands), jobs)
     with atomic_path(target) as tmp:

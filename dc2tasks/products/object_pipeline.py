@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.products import gcr, gcr_schema
 from dc2tasks.products.calib import read_pixel_scale
 from dc2tasks.products.errors import InputError
@@ -93,10 +94,14 @@ def run_object_pipeline(
         merged = merge_tract(repo, tract, obj_dir, bands=bands, jobs=jobs)
         result.rows[tract] = merged.rows
         files.setdefault("object", []).append(merged.path)
+    # the schema yaml beside a step's files before the next step reads them: it gives that step the
+    # bands and defaults of the whole product (object_schema), read once rather than per file
+    files["schema"] = [gcr_schema.write_schema(obj_dir, CATALOGUE["object"])]
     result.seconds["merge"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for path in list(files["object"]):
         files.setdefault("trim_object", []).append(trim_file(path, obj_dir).path)
+    files["schema"].append(gcr_schema.write_schema(obj_dir, CATALOGUE["trim_object"]))
     result.seconds["trim"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for path in files["trim_object"]:
@@ -111,7 +116,8 @@ def run_object_pipeline(
         if product.directory not in (obj_dir.name, dpdd_dir.name):
             continue
         base = workdir / product.directory
-        files.setdefault("schema", []).append(gcr_schema.write_schema(base, product))
+        if product.name not in ("object", "trim_object"):
+            files["schema"].append(gcr_schema.write_schema(base, product))
         config = gcr.catalog_config(product, str(base.resolve()), run, pixel_scale)
         result.configs[product.name] = gcr.write_config(cfg_dir, product.catalog_name(run), config)
     result.seconds["gcr"] = time.perf_counter() - t0

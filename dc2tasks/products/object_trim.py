@@ -1,35 +1,25 @@
 """Step 2: keep exactly the native columns the GCRCatalogs object reader needs.
 
-The list comes from the DPDD table (dc2tasks.products.dpdd), for the schema generation and bands
-detected in the file the way the reader detects them, so the trimmed file serves every DPDD column
-and nothing else.
+The list comes from the DPDD table (dc2tasks.products.dpdd), for the schema generation and bands of
+the files' schema (dc2tasks.products.object_schema: the yaml beside them, or inferred from them as
+GCRCatalogs infers it), so the trimmed file serves every DPDD column and nothing else. A column a
+group lacks is written with the schema's default: every trimmed file of a product has the same
+columns, whatever band or flag its input lacked.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from dc2tasks.products import dpdd, hdf5, hdf5_safety
+from dc2tasks.products import dpdd, object_schema
 from dc2tasks.products.atomic import atomic_path
-from dc2tasks.products.errors import InputError
-from dc2tasks.products.repo import sort_bands
-from dc2tasks.products.schema import detect_schema_generation
 
 log = logging.getLogger(__name__)
-
-BAND_MAG = re.compile(r"^(.)_mag$")
-
-
-def context_for(columns: list[str], pixel_scale: float = 0.2) -> dpdd.Context:
-    """Generation and bands as GCRCatalogs detects them: bands from `<b>_mag` column names."""
-    bands = sort_bands({m.group(1) for c in columns if (m := BAND_MAG.match(c))})
-    return dpdd.Context(detect_schema_generation(columns), tuple(bands), pixel_scale)
 
 
 @dataclass
@@ -45,20 +35,22 @@ def trimmed_name(source: Path) -> str:
     return f"trim_{source.name}"
 
 
-def trim_file(source: str | os.PathLike, output_dir: str | os.PathLike) -> TrimResult:
-    source = Path(source)
-    hdf5_safety.scan_file(source)  # before PyTables reads it: another step's (or account's) file
-    keys = hdf5.group_keys(source)
-    if not keys:
-        raise InputError(f"{source}: no object groups (coadd_<tract>_<xy>) in the file")
+def trim_file(
+    source: str | os.PathLike, output_dir: str | os.PathLike, schema_file: str | os.PathLike | None = None
+) -> TrimResult:
+    """Trim one file; `schema_file` overrides the schema yaml beside it (see object_schema)."""
+    obj = object_schema.open_object_file(source)
+    source, keys = obj.path, list(obj.groups)
+    schema = object_schema.schema_for(obj, schema_file)
+    ctx = schema.context()
+    wanted = dpdd.native_columns(ctx)
     target = Path(output_dir) / trimmed_name(source)
+    object_schema.forget_schema(target)
     rows = 0
     ncols = 0
     with atomic_path(target) as tmp, pd.HDFStore(tmp, mode="w") as store:
         for key in keys:
-            ctx = context_for(hdf5.all_columns(source, key))
-            wanted = dpdd.native_columns(ctx)
-            frame = hdf5.read_columns(source, key, wanted)
+            frame = object_schema.read_group(obj, key, wanted, schema)
             store.put(key, frame, format="fixed")
             rows += len(frame)
             ncols = frame.shape[1]

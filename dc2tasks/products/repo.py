@@ -1,8 +1,17 @@
 """A Gen2 butler repository read as a directory tree: templates, the rerun chain, discovery.
 
 No butler: the CameraMapper templates of obs_lsst / obs_lsstSim (spec §1.0) say where each dataset
-is, and a rerun's `repositoryCfg.yaml` names its parents, where a dataset missing from the rerun is
-looked for in turn (as the Gen2 butler does).
+is, and a repository names its parents, where a dataset missing from it is looked for in turn (as
+the Gen2 butler does). A repository names them the way its butler wrote them: `_parents` in its
+`repositoryCfg.yaml`, or, before that file existed, a `_parent` entry (a symbolic link to the parent;
+a regular file whose first line is the parent's path; or the parent repository itself as a folder
+named `_parent`). When both are there the cfg is read and `_parent` is not, as the Gen2 butler did.
+The camera (which templates) comes from the mapper class the cfg's `_mapper` or the `_mapper` file
+names, the repository's own or else its parents'; a mapper not in MAPPER_CAMERAS is an error.
+
+A FITS dataset is found as the template's `.fits` file or as its gzip-compressed `.fits.gz` (Gen2
+repositories hold both kinds); both in one repository for one data id is an error, as which of the
+two is the dataset is not known.
 """
 
 from __future__ import annotations
@@ -44,8 +53,8 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "calexp": "calexp/v%(visit)d-f%(filter)s/R%(raft)s/S%(sensor)s.fits",
         "src": "src/v%(visit)d-f%(filter)s/R%(raft)s/S%(sensor)s.fits",
         "forced_src": "forced/%(tract)d/v%(visit)d-f%(filter)s/R%(raft)s/S%(sensor)s.fits",
-        "deepDiff_differenceExp": "deepDiff/v%(visit)d-f%(filter)s/R%(raft)s/S%(sensor)s/diffexp.fits",
-        "deepDiff_diaSrc": "deepDiff/v%(visit)d-f%(filter)s/R%(raft)s/S%(sensor)s/diaSrc.fits",
+        "deepDiff_differenceExp": "deepDiff/v%(visit)d-f%(filter)s/R%(raft)s/diffexp-S%(sensor)s.fits",
+        "deepDiff_diaSrc": "deepDiff/v%(visit)d-f%(filter)s/R%(raft)s/diaSrc-S%(sensor)s.fits",
         "deepDiff_diaObject": "deepDiff/diaObject/%(tract)d/%(patch)s/diaObject-%(tract)d-%(patch)s.fits",
     },
 }
@@ -54,12 +63,62 @@ MAPPERS = {
     "obs_lsst": "lsst.obs.lsst.imsim.ImsimMapper",
     "obs_lsstSim": "lsst.obs.lsstSim.LsstSimMapper",
 }
+"""Per camera, the mapper class a repository of it names (the one the sample writes)."""
+
+MAPPER_CAMERAS: dict[str, str] = {
+    # obs_lsst (DC2 Run 1.2 on: imSim and PhoSim) and obs_lsstCam, its name before September 2018;
+    # the class by its package's short name and by its module
+    "lsst.obs.lsst.imsim.ImsimMapper": "obs_lsst",
+    "lsst.obs.lsst.phosim.PhosimMapper": "obs_lsst",
+    "lsst.obs.lsst.LsstCamMapper": "obs_lsst",
+    "lsst.obs.lsst.lsstCamMapper.LsstCamMapper": "obs_lsst",
+    "lsst.obs.lsstCam.LsstCamMapper": "obs_lsst",
+    "lsst.obs.lsstCam.lsstCamMapper.LsstCamMapper": "obs_lsst",
+    # obs_lsstSim: Run 1.1p
+    "lsst.obs.lsstSim.LsstSimMapper": "obs_lsstSim",
+    "lsst.obs.lsstSim.lsstSimMapper.LsstSimMapper": "obs_lsstSim",
+}
+"""Every mapper class whose repositories these templates read, and the camera it is."""
+
+COMMA_FREE_KEYS: dict[str, tuple[str, ...]] = {"obs_lsstSim": ("raft", "sensor")}
+"""Data id keys a camera's mapper writes into paths without their commas: obs_lsstSim's data ids
+say raft "2,2", sensor "1,1" (as its registry does), its files are `R22/S11.fits`."""
+
+REPOSITORY_CFG = "repositoryCfg.yaml"
+MAPPER_FILE = "_mapper"
+PARENT = "_parent"
+GZIP_SUFFIX = ".gz"
 
 _PATCH_RE = re.compile(r"^\d+,\d+$")
 
 
-def camera_of(mapper: str) -> str:
-    return "obs_lsstSim" if "lsstSim" in mapper else "obs_lsst"
+def camera_of(mapper: str, where: object = "the repository") -> str:
+    """The camera of a mapper class; InputError naming the mapper and `where` for any other."""
+    try:
+        return MAPPER_CAMERAS[mapper]
+    except KeyError:
+        raise InputError(
+            f"{where}: unknown mapper {mapper!r}: the readers know the templates of "
+            + ", ".join(sorted(MAPPER_CAMERAS))
+        ) from None
+
+
+def first_line(text: str) -> str:
+    """What a `_mapper` or `_parent` file says: its first line, stripped (the butler read no more)."""
+    lines = text.strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def path_id(camera: str, data_id: Mapping[str, object]) -> dict[str, object]:
+    """A data id as the camera's templates are filled with (either spelling of raft and sensor)."""
+    keys = COMMA_FREE_KEYS.get(camera, ())
+    return {k: str(v).replace(",", "") if k in keys else v for k, v in data_id.items()}
+
+
+def _butler_id(camera: str, path_values: Mapping[str, object]) -> dict[str, object]:
+    """Values read back from a path as the butler's data id spells them ("22" -> "2,2")."""
+    keys = COMMA_FREE_KEYS.get(camera, ())
+    return {k: ",".join(str(v)) if k in keys and "," not in str(v) else v for k, v in path_values.items()}
 
 
 class _TolerantLoader(yaml.SafeLoader):
@@ -74,6 +133,12 @@ def _any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> object:
     return suffix or loader.construct_scalar(node)
 
 
+def _python_name(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> str:
+    """`!!python/name:lsst.obs.lsst.imsim.ImsimMapper ''`, the butler's way to name a mapper: the name."""
+    return suffix
+
+
+_TolerantLoader.add_multi_constructor("tag:yaml.org,2002:python/name:", _python_name)
 _TolerantLoader.add_multi_constructor("!", _any_tag)
 _TolerantLoader.add_multi_constructor("tag:yaml.org,2002:python/", _any_tag)
 
@@ -104,6 +169,61 @@ def parent_roots(cfg: Mapping[str, object]) -> list[str]:
     return roots
 
 
+def _legacy_parent_root(repo: Path) -> str | None:
+    """The parent a repository's `_parent` names, as written (relative to the repository, or
+    absolute): a symbolic link's target, a regular file's first line, a folder's own name."""
+    entry = repo / PARENT
+    if entry.is_symlink():
+        return os.readlink(entry)
+    if entry.is_dir():
+        return PARENT
+    if entry.is_file():
+        return first_line(entry.read_text()) or None
+    return None
+
+
+def _own_mapper(repo: Path, cfg: Mapping[str, object] | None) -> tuple[str, Path] | None:
+    """The mapper class this repository itself names, and the file that names it."""
+    named = cfg.get("_mapper") if cfg is not None else None
+    if isinstance(named, str) and named:
+        return named, repo / REPOSITORY_CFG
+    mapper_file = repo / MAPPER_FILE
+    if mapper_file.is_file():
+        name = first_line(mapper_file.read_text())
+        if name:
+            return name, mapper_file
+    return None
+
+
+def _parents(repo: Path, cfg: Mapping[str, object] | None) -> list[Path]:
+    """The repositories this one names as parents, in order; each must be a directory."""
+    if cfg is not None:
+        where, roots = repo / REPOSITORY_CFG, parent_roots(cfg)
+    else:
+        where, root = repo / PARENT, _legacy_parent_root(repo)
+        roots = [root] if root else []
+    parents = [(repo / root).resolve() for root in roots]
+    for parent in parents:
+        if not parent.is_dir():
+            raise NotARepositoryError(f"{where}: parent repository {parent} does not exist")
+    return parents
+
+
+def _stored(path: str) -> Path | None:
+    """The file that holds the dataset a template names: the path itself or, for FITS, its `.gz`."""
+    plain = os.path.isfile(path)
+    packed = path + GZIP_SUFFIX
+    if not path.endswith(".fits") or not os.path.isfile(packed):
+        return Path(path) if plain else None
+    if plain:
+        raise _both(Path(path), Path(packed))
+    return Path(packed)
+
+
+def _both(one: Path, other: Path) -> InputError:
+    return InputError(f"{one} and {other} hold the same dataset: which one to read is not known; remove one")
+
+
 @dataclass
 class Gen2Repo:
     """A rerun (or a root repository) and the chain of its parents, searched in order."""
@@ -126,54 +246,49 @@ class Gen2Repo:
                 f"{root}: not a Gen2 repository: no _mapper file or repositoryCfg.yaml naming a mapper "
                 "here or in its parents"
             )
-        return cls(root, chain, camera_of(mapper))
+        name, where = mapper
+        return cls(root, chain, camera_of(name, where))
 
     @classmethod
-    def _walk(cls, repo: Path, chain: list[Path], seen: set[Path]) -> str | None:
+    def _walk(cls, repo: Path, chain: list[Path], seen: set[Path]) -> tuple[str, Path] | None:
+        """Append `repo` and its ancestors to `chain` (depth first); the mapper named nearest."""
         if repo in seen:
             return None
         seen.add(repo)
-        cfg_path = repo / "repositoryCfg.yaml"
-        mapper_file = repo / "_mapper"
-        if not cfg_path.is_file() and not mapper_file.is_file():
+        cfg_path = repo / REPOSITORY_CFG
+        cfg = read_repository_cfg(cfg_path) if cfg_path.is_file() else None
+        if cfg is None and not (repo / MAPPER_FILE).is_file() and not os.path.lexists(repo / PARENT):
             raise NotARepositoryError(
-                f"{repo}: not a Gen2 repository (neither repositoryCfg.yaml nor _mapper is there)"
+                f"{repo}: not a Gen2 repository (none of {REPOSITORY_CFG}, {MAPPER_FILE}, {PARENT} is there)"
             )
         chain.append(repo)
-        mapper = None
-        parents: list[Path] = []
-        if cfg_path.is_file():
-            cfg = read_repository_cfg(cfg_path)
-            m = cfg.get("_mapper")
-            mapper = m if isinstance(m, str) and m else None
-            parents = [(repo / root).resolve() for root in parent_roots(cfg)]
-        if mapper is None and mapper_file.is_file():
-            mapper = mapper_file.read_text().strip() or None
-        for parent in parents:
-            if not parent.is_dir():
-                raise NotARepositoryError(f"{cfg_path}: parent repository {parent} does not exist")
-            parent_mapper = cls._walk(parent, chain, seen)
-            mapper = mapper or parent_mapper
+        mapper = _own_mapper(repo, cfg)
+        for parent in _parents(repo, cfg):
+            found = cls._walk(parent, chain, seen)
+            mapper = mapper or found
         return mapper
 
     # ---- locating datasets ---------------------------------------------------------------
 
-    def relpath(self, dataset: str, **data_id: object) -> str:
+    def _template(self, dataset: str) -> str:
         try:
-            template = TEMPLATES[self.camera][dataset]
+            return TEMPLATES[self.camera][dataset]
         except KeyError:
             raise InputError(f"unknown dataset type {dataset!r} for {self.camera}") from None
+
+    def relpath(self, dataset: str, **data_id: object) -> str:
+        """The dataset's path by its template (`.fits`; the file found may be its `.fits.gz`)."""
         try:
-            return template % data_id
+            return self._template(dataset) % path_id(self.camera, data_id)
         except KeyError as exc:
             raise InputError(f"dataset {dataset} needs data id key {exc.args[0]!r}") from None
 
     def find(self, dataset: str, **data_id: object) -> Path | None:
         rel = self.relpath(dataset, **data_id)
         for repo in self.chain:
-            candidate = repo / rel
-            if candidate.is_file():
-                return candidate
+            found = _stored(f"{repo}/{rel}")
+            if found is not None:
+                return found
         return None
 
     def require(self, dataset: str, **data_id: object) -> Path:
@@ -192,15 +307,13 @@ class Gen2Repo:
 
         Like `butler.subset`: the template, with the known keys filled in and the rest as wildcards,
         is globbed in each repository of the chain; a data id found in a child hides the same one in
-        a parent. Results are in data-id order of the template's keys.
+        a parent. Results are in data-id order of the template's keys; data ids are spelled as the
+        butler spells them (obs_lsstSim: raft "2,2").
         """
-        try:
-            template = TEMPLATES[self.camera][dataset]
-        except KeyError:
-            raise InputError(f"unknown dataset type {dataset!r} for {self.camera}") from None
-        pattern, regex, keys = template_matchers(template, known)
+        pattern, regex, keys = template_matchers(self._template(dataset), path_id(self.camera, known))
         found: dict[tuple, tuple[dict[str, object], Path]] = {}
         for repo in self.chain:
+            here: dict[tuple, tuple[dict[str, object], Path]] = {}
             for path in sorted(repo.glob(pattern)):
                 m = regex.fullmatch(path.relative_to(repo).as_posix())
                 if m is None or not path.is_file():
@@ -209,11 +322,14 @@ class Gen2Repo:
                     groups = _groups(m, keys)
                 except _Inconsistent:
                     continue  # e.g. a file of another visit misfiled in this visit's directory
-                data_id = {k: int(v) if kind == "d" else v for k, (v, kind) in groups.items()}
-                key = tuple(data_id[k] for k in keys)
-                found.setdefault(key, (data_id, path))
+                values = {k: int(v) if kind == "d" else v for k, (v, kind) in groups.items()}
+                key = tuple(values[k] for k in keys)
+                if key in here:
+                    raise _both(here[key][1], path)
+                here[key] = (_butler_id(self.camera, values), path)
+            for key, hit in here.items():
+                found.setdefault(key, hit)
         return [found[k] for k in sorted(found, key=_sortable)]
-
 
     def _dirs(self, rel: str) -> Iterator[Path]:
         for repo in self.chain:
@@ -257,7 +373,8 @@ _PLACEHOLDER = re.compile(r"%\((\w+)\)(0?\d*)([sd])")
 
 
 def template_matchers(template: str, known: dict[str, object]) -> tuple[str, re.Pattern, dict[str, str]]:
-    """A glob pattern, a full-path regex and {key: 'd'|'s'} for a Gen2 path template."""
+    """A glob pattern, a full-path regex and {key: 'd'|'s'} for a Gen2 path template; a `.fits`
+    template's pattern and regex take its `.fits.gz` too."""
     glob_parts: list[str] = []
     regex_parts: list[str] = []
     keys: dict[str, str] = {}
@@ -280,6 +397,9 @@ def template_matchers(template: str, known: dict[str, object]) -> tuple[str, re.
     literal = template[pos:]
     glob_parts.append(_glob_escape(literal))
     regex_parts.append(re.escape(literal))
+    if template.endswith(".fits"):
+        glob_parts.append("*")
+        regex_parts.append(f"(?:{re.escape(GZIP_SUFFIX)})?")
     return "".join(glob_parts), re.compile("".join(regex_parts)), keys
 
 

@@ -8,7 +8,8 @@ itself is applied by dc2tasks.runs.reruns on our side, from these facts only.
 No link is followed: `rerun/` and each rerun are opened with O_NOFOLLOW and compared with their lstat
 (a directory swapped for a link between the two is refused), and the walk goes down by directory
 descriptors (`fstatat(AT_SYMLINK_NOFOLLOW)`, `openat(O_NOFOLLOW)`), so a link anywhere in the tree is
-an entry of the listing, never a way out of it.
+an entry of the listing, never a way out of it. A rerun's old-style `_parent` symlink, which names
+its parent, is read with readlink and taken as a path, never opened.
 
 Bounded cost: a rerun is walked only when it could be handed out or compared (a directory, owned by
 an allowed account, with its repositoryCfg.yaml, with the marker when the rule has one, not the
@@ -36,11 +37,18 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dc2tasks import names
 from dc2tasks.products.errors import InputError, NotARepositoryError
-from dc2tasks.products.repo import TEMPLATES, parent_roots, parse_repository_cfg, template_matchers
+from dc2tasks.products.repo import (
+    PARENT,
+    REPOSITORY_CFG,
+    TEMPLATES,
+    first_line,
+    parent_roots,
+    parse_repository_cfg,
+    template_matchers,
+)
 from dc2tasks.products.visit_lists import select_visits
 
 FORMAT = "dc2tasks-rerun-facts/1"
-REPOSITORY_CFG = "repositoryCfg.yaml"
 MAX_MISSING_SHOWN = 20
 FACTS_TIMEOUT_S = 1800.0
 """How long the remote `dc2 reruns --facts` may take (a walk of max_entries on a parallel file system)."""
@@ -83,7 +91,8 @@ class Entry(_Fact):
     owner: str
     cfg: bool
     parents: list[str]
-    """Reruns of the same repository its repositoryCfg.yaml names as `_parents`."""
+    """Reruns of the same repository it names as parents: its repositoryCfg.yaml's `_parents` or,
+    without that file, its `_parent` (a symlink's target, a file's first line)."""
     marker: Literal["file", "absent", "link", "other"] | None
     walk: Walk | None
     not_walked: str
@@ -276,7 +285,8 @@ def _entry(fd: int, rerun_root: str, name: str, request: FactsRequest, owners: S
         return Entry(**base, kind="dir", not_walked=f"cannot be opened: {exc}"), st  # type: ignore[arg-type]
     try:
         text = _read_small(sub, REPOSITORY_CFG)
-        parents = [] if text is None else cfg_parents(text, rerun_root, name)
+        parents = (legacy_parents(sub, rerun_root, name) if text is None
+                   else cfg_parents(text, rerun_root, name))
         marker = _lkind(sub, request.marker) if request.marker else None
     finally:
         os.close(sub)
@@ -333,8 +343,28 @@ def cfg_parents(text: str, rerun_root: str, name: str) -> list[str]:
         cfg = parse_repository_cfg(text, name)
     except NotARepositoryError:
         return []
+    return _sibling_reruns(parent_roots(cfg), rerun_root, name)
+
+
+def legacy_parents(dir_fd: int, rerun_root: str, name: str) -> list[str]:
+    """The rerun of the same repository that the rerun open at `dir_fd` names by its `_parent`, the
+    Gen2 way before repositoryCfg.yaml: a symbolic link's target, read with readlink and taken as a
+    path (never followed), or a regular file's first line (opened without following a link). A
+    `_parent` folder is the parent itself, inside this rerun: no other rerun."""
+    kind = _lkind(dir_fd, PARENT)
+    try:
+        root = os.readlink(PARENT, dir_fd=dir_fd) if kind == "link" else None
+    except OSError:
+        return []  # changed since it was looked at
+    if kind == "file":
+        root = first_line(_read_small(dir_fd, PARENT) or "")
+    return _sibling_reruns([root], rerun_root, name) if root else []
+
+
+def _sibling_reruns(roots: Sequence[str], rerun_root: str, name: str) -> list[str]:
+    """The parent paths, relative to the rerun or absolute, that spell `<rerun_root>/<other>`."""
     found = []
-    for root in parent_roots(cfg):
+    for root in roots:
         head, other = posixpath.split(posixpath.normpath(posixpath.join(rerun_root, name, root)))
         if head == rerun_root and names.RERUN.fullmatch(other):
             found.append(other)

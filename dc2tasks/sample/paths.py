@@ -5,6 +5,10 @@ Written out in full from the CameraMapper policies (spec §1.0: obs_lsst's imsim
 products/repo.py on purpose: a template wrong in the reader then fails the sample's tests instead of
 being wrong in both and passing. tests/sample/test_paths.py checks that the two tables agree on every
 file a sample holds.
+
+Data ids are the butler's (obs_lsstSim: raft "2,2", sensor "1,1", as its registry holds them); `relpath`
+fills a template the way the camera's mapper does, which for obs_lsstSim drops those commas
+(LsstSimMapper._transformId), so its files are `R22/S11.fits`.
 """
 
 from __future__ import annotations
@@ -56,12 +60,20 @@ _OBS_LSST_SIM = {
     "calexp": "calexp/v%(visit)d-f%(filter)s/R%(raft)s/S%(sensor)s.fits",
     "src": "src/v%(visit)d-f%(filter)s/R%(raft)s/S%(sensor)s.fits",
     "forced_src": "forced/%(tract)d/v%(visit)d-f%(filter)s/R%(raft)s/S%(sensor)s.fits",
-    # obs_lsstSim's own policy has `R%(raft)s/diffexp-S%(sensor)s.fits` (and `diaSrc-S...`) here; DC2 made
-    # no difference images with obs_lsstSim, so these follow the layout products/repo.py reads
-    "deepDiff_differenceExp": "deepDiff/v%(visit)d-f%(filter)s/R%(raft)s/S%(sensor)s/diffexp.fits",
-    "deepDiff_diaSrc": "deepDiff/v%(visit)d-f%(filter)s/R%(raft)s/S%(sensor)s/diaSrc.fits",
+    "deepDiff_differenceExp": "deepDiff/v%(visit)d-f%(filter)s/R%(raft)s/diffexp-S%(sensor)s.fits",
+    "deepDiff_diaSrc": "deepDiff/v%(visit)d-f%(filter)s/R%(raft)s/diaSrc-S%(sensor)s.fits",
     "deepDiff_diaObject": "deepDiff/diaObject/%(tract)d/%(patch)s/diaObject-%(tract)d-%(patch)s.fits",
 }
 
 TEMPLATES: dict[str, dict[str, str]] = {"obs_lsst": _OBS_LSST, "obs_lsstSim": _OBS_LSST_SIM}
 """Per camera, the path of each dataset the sample writes, relative to its repository or rerun."""
+
+_WITHOUT_COMMAS = {"obs_lsst": (), "obs_lsstSim": ("raft", "sensor")}
+
+
+def relpath(camera: str, dataset: str, data_id: dict[str, object]) -> str:
+    """Where a dataset of this data id is written, relative to its repository or rerun."""
+    dropped = _WITHOUT_COMMAS[camera]
+    return TEMPLATES[camera][dataset] % {
+        k: str(v).replace(",", "") if k in dropped else v for k, v in data_id.items()
+    }

@@ -40,7 +40,7 @@ from dc2tasks.sample.observations import (
     noise_njy,
     visit_observations,
 )
-from dc2tasks.sample.paths import TEMPLATES
+from dc2tasks.sample.paths import TEMPLATES, relpath
 from dc2tasks.sample.skymap import TractGeometry
 from dc2tasks.sample.streams import Purpose, visit_stream
 from dc2tasks.sample.tract_objects import TractObjects, Variables, choose_variables
@@ -243,7 +243,7 @@ class TractVisitWriter:
         wcs: list[tuple[str, object]],
         metadata: list[tuple[str, object]],
     ) -> None:
-        path = where / (self.templates[dataset] % data_id)
+        path = where / relpath(self.config.camera, dataset, data_id)
         write_exposure(path, calibration, wcs, metadata)
         self.repo.bytes_written += os.path.getsize(path)
         self.repo.files += 1
@@ -266,7 +266,7 @@ class TractVisitWriter:
         rng = self._rng(observation, detector, filler_purpose)
         filler = FillerSource(rng, len(catalog), catalog.x, catalog.y)
         columns, flags = assemble(schema, catalog.columns, catalog.flags, filler)
-        path = where / (self.templates[dataset] % data_id)
+        path = where / relpath(self.config.camera, dataset, data_id)
         self.repo.bytes_written += write_catalog(path, schema, columns, flags)
         self.repo.files += 1
 

@@ -27,7 +27,7 @@ COMMANDS = {
         "repo --rerun --visits --visit-file --array-index --array-count -o/--output-dir "
         "--radius --allow-missing-detectors --force"
     ),
-    "dpdd": "files -o/--output-dir --pixel-scale",
+    "dpdd": "files -o/--output-dir --pixel-scale --schema",
     "dpdd-columns": "--schema",
     "forced-source": (
         "repo --rerun --visits --visit-file --array-index --array-count -o/--output-dir "
@@ -61,7 +61,7 @@ COMMANDS = {
         "repo --rerun --visits --visit-file --array-index --array-count -o/--output-dir "
         "--objects --radius --allow-missing-detectors --force"
     ),
-    "trim": "files -o/--output-dir",
+    "trim": "files -o/--output-dir --schema",
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from dc2tasks.products.object_pipeline import run_object_pipeline
@@ -47,3 +49,26 @@ def small_sample(tmp_path):
         return make_sample_repo(tmp_path / "repo", cfg)
 
     return make
+
+
+def _dpdd_equals_gcr(ours: pd.DataFrame, catalog, rtol: float) -> list[str]:
+    """Our DPDD columns against the GCRCatalogs catalog's quantities: the same names (plus tract and
+    patch), floats of the same type within `rtol`, everything else of the same kind and exact.
+    Returns the quantities."""
+    quantities = sorted(catalog.list_all_quantities())
+    assert set(ours.columns) == set(quantities) | {"tract", "patch"}
+    theirs = catalog.get_quantities([*quantities, "tract", "patch"])
+    for q in [*quantities, "tract", "patch"]:
+        a, b = np.asarray(theirs[q]), ours[q].to_numpy()
+        if a.dtype.kind == "f":
+            assert b.dtype == a.dtype, q
+            np.testing.assert_allclose(b, a, rtol=rtol, atol=0, equal_nan=True, err_msg=q)
+        else:
+            assert b.dtype.kind == a.dtype.kind or a.dtype.kind in "OU", q
+            np.testing.assert_array_equal(b.astype(a.dtype), a, err_msg=q)
+    return quantities
+
+
+@pytest.fixture
+def dpdd_equals_gcr():
+    return _dpdd_equals_gcr

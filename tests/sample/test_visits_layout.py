@@ -120,11 +120,12 @@ def test_obs_lsstsim_visits(make_repo):
     data_id = v.data_id(94, "obs_lsstSim")
     assert data_id == {"visit": 4951001, "filter": "g", "raft": "2,2", "sensor": "1,1", "tract": 4851}
     coadd = (sample.root / "rerun" / "coadd").resolve()
-    assert repo.require("calexp", **data_id) == coadd / "calexp/v4951001-fg/R2,2/S1,1.fits"
-    assert repo.require("src", **data_id) == coadd / "src/v4951001-fg/R2,2/S1,1.fits"
+    assert repo.require("calexp", **data_id) == coadd / "calexp/v4951001-fg/R22/S11.fits"
+    assert repo.require("src", **data_id) == coadd / "src/v4951001-fg/R22/S11.fits"
     forced = repo.require("forced_src", **data_id)
-    assert forced == sample.rerun_path.resolve() / "forced/4851/v4951001-fg/R2,2/S1,1.fits"
-    assert repo.require("deepDiff_diaSrc", **data_id).name == "diaSrc.fits"
+    assert forced == sample.rerun_path.resolve() / "forced/4851/v4951001-fg/R22/S11.fits"
+    dia_src = repo.require("deepDiff_diaSrc", **data_id)
+    assert dia_src == sample.rerun_path.resolve() / "deepDiff/v4951001-fg/R22/diaSrc-S11.fits"
     assert read_calibration(repo.require("deepDiff_differenceExp", **data_id)).fluxmag0 > 0
     assert len(read_table(forced)) > 0
 
