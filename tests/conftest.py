@@ -17,6 +17,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 if not SHARED.is_dir():  # CI clones main beside shared/; a work tree may sit one level deeper
     SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "afw"
+REAL_FIXTURES = SHARED / "fixtures" / "real"
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +25,14 @@ def afw_fixtures() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"the real afw fixtures are missing: expected them in {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def real_fixtures() -> Path:
+    """Files the LSST stack and Gen2 butlers wrote, quirks included (their README says which)."""
+    if not REAL_FIXTURES.is_dir():
+        pytest.fail(f"the real LSST fixtures are missing: expected them in {REAL_FIXTURES}")
+    return REAL_FIXTURES
 
 
 SCRIPT = Path(__file__).resolve().parent / "cluster" / "loopback_cluster.sh"

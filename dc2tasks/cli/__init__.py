@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if args.quiet:  # progress lines log at INFO whatever the step's level, unless asked for quiet
+        logging.getLogger("dc2tasks.progress").setLevel(logging.WARNING)
     start = time.perf_counter()
     try:
         rc = args.func(args)

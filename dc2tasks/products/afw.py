@@ -30,7 +30,7 @@ _TFORM_TYPES = {
     "D": ">f8",
     "A": "S",
 }
-_TFORM_RE = re.compile(r"^\s*(\d*)([LXBIJKAEDCMPQ])")
+_TFORM_RE = re.compile(r"^\s*(\d*)([LXBIJKAEDCM]|[PQ][LXBIJKAEDCM])")
 
 
 @dataclass
@@ -92,8 +92,8 @@ def _column_layout(header: fits.Header, path: Path) -> list[tuple[str, str, int,
         code = m.group(2)
         if code == "X":
             width = (repeat + 7) // 8
-        elif code in ("P", "Q"):
-            width = 8 if code == "P" else 16
+        elif code[0] in "PQ":  # a variable-length array: (count, heap offset), 32- or 64-bit
+            width = 8 if code[0] == "P" else 16
         elif code in ("C", "M"):
             width = repeat * (8 if code == "C" else 16)
         else:
@@ -137,6 +137,8 @@ class RawRecords:
     header: fits.Header
     rows: np.ndarray  # (nrows, rowbytes) uint8
     layout: list[tuple[str, str, int, int]]
+    heap: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint8))  # variable-length arrays
+    scaling: dict[str, tuple[float, float]] = field(default_factory=dict)  # name: (TSCAL, TZERO)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> RawRecords:
@@ -154,9 +156,10 @@ class RawRecords:
         nrows = int(header.get("NAXIS2", 0) or 0)
         rowbytes = int(header.get("NAXIS1", 0) or 0)
         layout = _column_layout(header, path)
-        raw = fits.read_data(path, hdu) if nrows else b""
-        rows = np.frombuffer(raw, dtype=np.uint8, count=nrows * rowbytes).reshape(nrows, rowbytes)
-        return cls(path, header, rows, layout)
+        raw = np.frombuffer(fits.read_data(path, hdu) if nrows else b"", dtype=np.uint8)
+        rows = raw[: nrows * rowbytes].reshape(nrows, rowbytes)
+        heap = raw[int(header.get("THEAP", nrows * rowbytes) or 0) :]
+        return cls(path, header, rows, layout, heap, _scaling(header, layout))
 
     def __len__(self) -> int:
         return self.rows.shape[0]
@@ -179,7 +182,8 @@ class RawRecords:
         return np.unpackbits(packed, axis=1, bitorder="big")[:, :count].view(bool)
 
     def scalar_fields(self) -> Iterator[tuple[str, np.dtype, int]]:
-        """(name, big-endian dtype, byte offset) of each numeric single-value field."""
+        """(name, big-endian dtype, byte offset) of each numeric single-value field, as stored (a
+        field with TSCAL/TZERO too: `column` and `to_table` apply them)."""
         for name, code, repeat, offset in self.layout:
             if repeat == 1 and code in _TFORM_TYPES and code != "A":
                 yield name, np.dtype(_TFORM_TYPES[code]), offset
@@ -196,15 +200,13 @@ class RawRecords:
     def column(self, name: str) -> np.ndarray:
         for field_name, dtype, offset in self.scalar_fields():
             if field_name == name:
-                return self.view(offset, dtype)[:, 0].astype(dtype.newbyteorder("="))
+                return self._scaled(name, self.view(offset, dtype)[:, 0].astype(dtype.newbyteorder("=")))
         for names, offset, count in self.flag_groups():
             if name in names:
                 return np.ascontiguousarray(self.unpack_flags(offset, count)[:, names.index(name)])
         raise InputError(f"{self.path}: no column {name!r}")
 
     def to_table(self, columns: Iterable[str] | None = None) -> AfwTable:
-        rows, header, path = self.rows, self.header, self.path
-        nrows, rowbytes = rows.shape
         wanted = set(columns) if columns is not None else None
         out: dict[str, np.ndarray] = {}
         flag_names: list[str] = []
@@ -218,31 +220,78 @@ class RawRecords:
                     for k in keep:
                         out[names[k]] = bits_t[k]
                 flag_names.extend(names)
-                continue
-            if wanted is not None and name not in wanted:
-                continue
-            if code in ("P", "Q", "C", "M"):
-                continue  # variable-length and complex fields are not used by DC2 catalogs
-            if code == "A":
-                dt = np.dtype(f"S{repeat}")
-                col = _strided(rows, offset, dt, nrows, rowbytes)
-                out[name] = np.char.rstrip(col.astype(dt)).astype(str)
-                continue
-            dt = np.dtype(_TFORM_TYPES[code])
-            if repeat == 1:
-                out[name] = _strided(rows, offset, dt, nrows, rowbytes).astype(dt.newbyteorder("="))
-            else:
-                sub = np.dtype((dt, (repeat,)))
-                out[name] = _strided(rows, offset, sub, nrows, rowbytes).astype(
-                    np.dtype((dt.newbyteorder("="), (repeat,)))
-                )
+            elif wanted is None or name in wanted:
+                values = self._field(code, repeat, offset)
+                if values is not None:
+                    out[name] = self._scaled(name, values)
         aliases = {}
-        for card in header.all("ALIAS"):
+        for card in self.header.all("ALIAS"):
             if isinstance(card, str) and ":" in card:
                 alias, target = card.split(":", 1)
                 aliases[alias] = target
-        version = int(header.get("AFW_TABLE_VERSION", 0) or 0)
-        return AfwTable(path, out, aliases, flag_names, version, header)
+        version = int(self.header.get("AFW_TABLE_VERSION", 0) or 0)
+        return AfwTable(self.path, out, aliases, flag_names, version, self.header)
+
+    def _field(self, code: str, repeat: int, offset: int) -> np.ndarray | None:
+        """One field's values, native-endian: (nrows,) or (nrows, repeat) for an array field, text
+        as str, a variable-length field as one array (or str) per row; None for complex numbers,
+        which no afw field type writes."""
+        nrows, rowbytes = self.rows.shape
+        if code[0] in "PQ":
+            return self._variable(code, offset)
+        if code in ("C", "M"):
+            return None
+        if code == "A":
+            dt = np.dtype(f"S{repeat}")
+            return np.char.rstrip(_strided(self.rows, offset, dt, nrows, rowbytes).astype(dt)).astype(str)
+        dt = np.dtype(_TFORM_TYPES[code])
+        stored = dt if repeat == 1 else np.dtype((dt, (repeat,)))
+        return _strided(self.rows, offset, stored, nrows, rowbytes).astype(dt.newbyteorder("="))
+
+    def _variable(self, code: str, offset: int) -> np.ndarray | None:
+        """Each row's array of a variable-length field (old afw footprints, archived objects), read
+        from the heap after the rows."""
+        element = code[1]
+        if element in ("X", "C", "M"):
+            return None
+        nrows, rowbytes = self.rows.shape
+        pair = np.dtype((">i4" if code[0] == "P" else ">i8", (2,)))
+        out = np.empty(nrows, dtype=object)
+        dt = np.dtype("S1" if element == "A" else _TFORM_TYPES[element])
+        for i, (count, start) in enumerate(_strided(self.rows, offset, pair, nrows, rowbytes).tolist()):
+            values = np.frombuffer(self.heap, dtype=dt, count=count, offset=start)
+            if element == "A":
+                out[i] = values.tobytes().decode("ascii", errors="replace").rstrip("\0 ")
+            else:
+                out[i] = values.astype(dt.newbyteorder("="))
+        return out
+
+    def _scaled(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Stored values with the column's TSCAL and TZERO applied, as FITS readers do: the usual
+        offsets of unsigned (and signed-byte) integers give that integer type, others float64."""
+        if name not in self.scaling:
+            return values
+        scale, zero = self.scaling[name]
+        if values.dtype == object:
+            out = np.empty(len(values), dtype=object)
+            out[:] = [self._scaled(name, v) for v in values]
+            return out
+        size = values.dtype.itemsize
+        half = 2 ** (8 * size - 1)
+        if scale == 1 and (values.dtype.kind, zero) in (("i", half), ("u", -half)):
+            flipped = values.view(f"u{size}") ^ np.array(half, dtype=f"u{size}")
+            return flipped.view(f"{'u' if zero > 0 else 'i'}{size}")
+        return values * np.float64(scale) + np.float64(zero)
+
+
+def _scaling(header: fits.Header, layout: list[tuple[str, str, int, int]]) -> dict[str, tuple[float, float]]:
+    """(TSCAL, TZERO) of each column that has either."""
+    out = {}
+    for i, (name, _, _, _) in enumerate(layout, start=1):
+        scale, zero = header.get(f"TSCAL{i}", 1), header.get(f"TZERO{i}", 0)
+        if (scale, zero) != (1, 0):
+            out[name] = (float(scale), float(zero))  # type: ignore[arg-type]
+    return out
 
 
 def _strided(rows: np.ndarray, offset: int, dtype: np.dtype, nrows: int, rowbytes: int) -> np.ndarray:

@@ -121,11 +121,15 @@ def read_photocalib_archive(path: Path, hdus: list[fits.Hdu], archive_id: int | 
 def read_calibration(path: str | os.PathLike) -> Calibration:
     """The calibration of an exposure file (calexp, coadd calexp, difference image)."""
     path = Path(path)
-    return calibration_from_hdus(path, fits.scan(path))
+    return calibration_from_hdus(path, fits.scan(path, max_hdus=1))
 
 
 def calibration_from_hdus(path: Path, hdus: list[fits.Hdu]) -> Calibration:
-    """As read_calibration, for a caller that has scanned the file already (and wants more of it)."""
+    """As read_calibration, for a caller that has scanned the file already (and wants more of it).
+
+    `hdus` may stop at the primary: the rest is scanned only for an archived PhotoCalib, so an
+    old-era exposure, gzip-compressed, is not decompressed past its first header for FLUXMAG0.
+    """
     primary = hdus[0].header
     if "FLUXMAG0" in primary:
         f0 = float(primary["FLUXMAG0"])
@@ -134,6 +138,8 @@ def calibration_from_hdus(path: Path, hdus: list[fits.Hdu]) -> Calibration:
             raise InputError(f"{path}: FLUXMAG0 is {f0}, not positive")
         return Calibration(f0, f0_err, "calib", str(path))
     archive_id = primary.get("PHOTOCALIB_ID")
+    if len(hdus) == 1:
+        hdus = fits.scan(path)
     mean, err = read_photocalib_archive(path, hdus, int(archive_id) if archive_id is not None else None)
     return Calibration.from_photocalib(mean, err, str(path))
 

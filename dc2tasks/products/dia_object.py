@@ -27,6 +27,7 @@ from dc2tasks.products.calib import NJY_AT_MAG0
 from dc2tasks.products.dia_stats import STAT_COLUMNS, dia_object_statistics
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.object_index import dia_object_files
+from dc2tasks.products.progress import Progress
 from dc2tasks.products.repo import Gen2Repo, sort_bands
 from dc2tasks.products.visit_tables import VISIT_TABLES
 
@@ -81,11 +82,13 @@ def read_dia_sources(source: str | os.PathLike | Sequence[Path]) -> DiaSources:
     """Every DIASource file (a directory of them, or a list) read once, four columns each."""
     files = dia_source_files(source) if isinstance(source, str | os.PathLike) else list(source)
     tables = []
-    for f in files:
-        try:
-            tables.append(pq.read_table(f, columns=list(SOURCE_COLUMNS), read_dictionary=["filter"]))
-        except (KeyError, ValueError, OSError, pa.ArrowInvalid) as exc:
-            raise InputError(f"{f}: cannot read {', '.join(SOURCE_COLUMNS)}: {exc}") from None
+    with Progress(f"DIASource files ({len(files)})", len(files), "files") as progress:
+        for f in files:
+            try:
+                tables.append(pq.read_table(f, columns=list(SOURCE_COLUMNS), read_dictionary=["filter"]))
+            except (KeyError, ValueError, OSError, pa.ArrowInvalid) as exc:
+                raise InputError(f"{f}: cannot read {', '.join(SOURCE_COLUMNS)}: {exc}") from None
+            progress.advance(1, rows=tables[-1].num_rows)
     t = pa.concat_tables(tables, promote_options="permissive")
     scale = NJY_AT_MAG0 / t.column("fluxmag0").to_numpy()
     return DiaSources(
@@ -103,15 +106,29 @@ def _tract_objects(repo: Gen2Repo, tract: int) -> dict[str, np.ndarray]:
         where = ", ".join(str(p) for p in repo.chain)
         raise InputError(f"tract {tract}: no deepDiff_diaObject catalog in {where}")
     parts = []
-    for _, patch, path in found:
-        t = afw.read_table(path, ["id", *DIA_OBJECT_FIELDS])
-        missing = [c for c in ("id", *DIA_OBJECT_FIELDS) if c not in t]
-        if missing:
-            raise InputError(f"{path}: no column(s) {', '.join(missing)} in this deepDiff_diaObject catalog")
-        cols = {"diaObjectId": t["id"].astype(np.int64)}
-        cols |= {c: t[c] for c in DIA_OBJECT_FIELDS}
-        cols["patch"] = np.full(len(t), patch, dtype=object)
-        parts.append(cols)
+    with Progress(f"tract {tract} DIAObject catalogs", len(found), "files") as progress:
+        for _, patch, path in found:
+            t = afw.read_table(path, ["id", *DIA_OBJECT_FIELDS])
+            missing = [c for c in ("id", *DIA_OBJECT_FIELDS) if c not in t]
+            if missing:
+                raise InputError(
+                    f"{path}: no column(s) {', '.join(missing)} in this deepDiff_diaObject catalog"
+                )
+            cols = {"diaObjectId": t["id"].astype(np.int64)}
+            cols |= {c: t[c] for c in DIA_OBJECT_FIELDS}
+            cols["patch"] = np.full(len(t), patch, dtype=object)
+            parts.append(cols)
+            progress.advance(1, rows=len(t))
+    empty = [patch for (_, patch, _), cols in zip(found, parts, strict=True) if not len(cols["patch"])]
+    if empty:
+        log.warning(
+            "tract %d: %d of %d deepDiff_diaObject catalogs have no rows (patches %s)%s",
+            tract,
+            len(empty),
+            len(found),
+            ", ".join(empty),
+            "; the tract's table has no rows, only its columns" if len(empty) == len(found) else "",
+        )
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

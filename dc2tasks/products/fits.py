@@ -2,7 +2,8 @@
 
 astropy.io.fits would do, but it parses every card of a 3,700-card table header into objects and
 copies table data on access; afw tables are read whole, column by column, so a byte-offset view of
-the record block is all we need.
+the record block is all we need. Gzip-compressed files (`.fits.gz`) are read as a stream
+(gzip_stream), the uncompressed ones by seeking, as before.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from dc2tasks.products import gzip_stream
 from dc2tasks.products.errors import InputError
 
 BLOCK = 2880
@@ -51,6 +54,7 @@ class Hdu:
     header: Header
     data_offset: int
     data_size: int
+    mark: gzip_stream.Mark | None = field(default=None, repr=False, compare=False)  # in a gzip file
 
 
 def _parse_value(raw: str) -> object:
@@ -101,6 +105,8 @@ def parse_header(raw: bytes, path: Path) -> Header:
             prev = header.cards[-1][1]
             if isinstance(prev, str) and isinstance(more, str):
                 joined = (prev[:-1] if prev.endswith("&") else prev) + more
+                if not joined.endswith("&"):  # the whole string: its trailing blanks are not part of it
+                    joined = joined.rstrip()
                 header.cards[-1] = (last_key, joined)
                 if header.values.get(last_key) is prev:
                     header.values[last_key] = joined
@@ -136,46 +142,105 @@ def _data_size(header: Header) -> int:
 
 
 def scan(path: str | os.PathLike, max_hdus: int | None = None) -> list[Hdu]:
-    """Headers and data offsets of the HDUs of a FITS file, reading only header blocks."""
+    """Headers and data offsets of the HDUs of a FITS file, reading only header blocks.
+
+    A gzip-compressed file (`.fits.gz`, found by its magic bytes, whatever its name) is scanned in
+    one forward pass; each HDU carries a mark that lets `read_data` resume there.
+    """
     path = Path(path)
-    hdus: list[Hdu] = []
     try:
-        size = path.stat().st_size
         fh = open(path, "rb")
     except FileNotFoundError:
         raise InputError(f"{path}: file does not exist") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot open: {exc.strerror}") from None
     with fh:
+        source = _GzipSource(fh, path) if gzip_stream.is_gzip(fh) else _PlainSource(fh, path)
+        hdus: list[Hdu] = []
         offset = 0
-        while offset < size and (max_hdus is None or len(hdus) < max_hdus):
-            chunks = []
-            while True:
-                fh.seek(offset)
-                block = fh.read(BLOCK)
-                if len(block) < BLOCK and not (hdus or chunks or block.startswith(b"SIMPLE  =")):
-                    raise InputError(f"{path}: not a FITS file (no SIMPLE card at the start)")
-                if len(block) < BLOCK:
-                    raise InputError(
-                        f"{path}: truncated FITS file: header of HDU {len(hdus)} is cut off at byte {offset}"
-                    )
-                if not hdus and not chunks and not block.startswith(b"SIMPLE  ="):
-                    raise InputError(f"{path}: not a FITS file (no SIMPLE card at the start)")
-                offset += BLOCK
-                chunks.append(block)
-                if _has_end(block):
-                    break
-            raw = b"".join(chunks)
+        while max_hdus is None or len(hdus) < max_hdus:
+            raw = _header_blocks(source, offset, len(hdus), path)
+            if raw is None:
+                break
+            offset += len(raw)
             header = parse_header(raw, path)
-            data_size = _data_size(header)
-            if offset + data_size > size:
-                raise InputError(
-                    f"{path}: truncated FITS file: HDU {len(hdus)} needs {data_size} bytes of data "
-                    f"from byte {offset}, but the file ends at byte {size}"
-                )
-            hdus.append(Hdu(len(hdus), header, offset, data_size))
-            offset += math.ceil(data_size / BLOCK) * BLOCK
+            hdu = Hdu(len(hdus), header, offset, _data_size(header), source.mark())
+            source.check(hdu)
+            hdus.append(hdu)
+            offset += math.ceil(hdu.data_size / BLOCK) * BLOCK
     return hdus
+
+
+def _header_blocks(source: _PlainSource | _GzipSource, offset: int, index: int, path: Path) -> bytes | None:
+    """The header blocks of HDU `index` from `offset`, END card included; None at the file's end."""
+    chunks: list[bytes] = []
+    while True:
+        block = source.block(offset + BLOCK * len(chunks))
+        if index == 0 and not chunks and not block.startswith(b"SIMPLE  ="):
+            raise InputError(f"{path}: not a FITS file (no SIMPLE card at the start)")
+        if not block and not chunks:
+            return None
+        if len(block) < BLOCK:
+            raise InputError(
+                f"{path}: truncated FITS file: header of HDU {index} is cut off at byte "
+                f"{offset + BLOCK * len(chunks)}"
+            )
+        chunks.append(block)
+        if _has_end(block):
+            return b"".join(chunks)
+
+
+def _truncated_data(path: Path, hdu: Hdu, end: int) -> InputError:
+    return InputError(
+        f"{path}: truncated FITS file: HDU {hdu.index} needs {hdu.data_size} bytes of data "
+        f"from byte {hdu.data_offset}, but the file ends at byte {end}"
+    )
+
+
+class _PlainSource:
+    """An uncompressed file: any block at its offset, its size known up front."""
+
+    def __init__(self, fh: BinaryIO, path: Path) -> None:
+        self._fh, self._path = fh, path
+        self._size = os.fstat(fh.fileno()).st_size
+
+    def block(self, offset: int) -> bytes:
+        self._fh.seek(offset)
+        return self._fh.read(BLOCK)
+
+    def mark(self) -> None:
+        return None
+
+    def check(self, hdu: Hdu) -> None:
+        if hdu.data_offset + hdu.data_size > self._size:
+            raise _truncated_data(self._path, hdu, self._size)
+
+
+class _GzipSource:
+    """A gzip file, read forward: an HDU's data is decompressed (and checked to be all there) only
+    when the scan goes past it, so a scan that stops at a catalog's records leaves them for
+    `read_data` to decompress once."""
+
+    def __init__(self, fh: BinaryIO, path: Path) -> None:
+        self._stream = gzip_stream.GzipStream(fh, str(path))
+        self._path = path
+        self._last: Hdu | None = None
+
+    def block(self, offset: int) -> bytes:
+        reached = self._stream.position + self._stream.skip(offset - self._stream.position)
+        last = self._last
+        if last is not None and reached < last.data_offset + last.data_size:
+            raise _truncated_data(self._path, last, reached)
+        if reached < offset:
+            return b""  # the file ends in the padding of its last HDU
+        buf = bytearray(BLOCK)
+        return bytes(buf[: self._stream.readinto(buf)])
+
+    def mark(self) -> gzip_stream.Mark:
+        return self._stream.mark()
+
+    def check(self, hdu: Hdu) -> None:
+        self._last = hdu
 
 
 def _has_end(block: bytes) -> bool:
@@ -185,11 +250,18 @@ def _has_end(block: bytes) -> bool:
     return False
 
 
-def read_data(path: str | os.PathLike, hdu: Hdu) -> bytes:
+def read_data(path: str | os.PathLike, hdu: Hdu) -> bytes | bytearray:
+    """The data of an HDU that `scan` found (in a gzip file, decompressed from the HDU's mark into
+    one buffer: the only copy held)."""
     with open(path, "rb") as fh:
-        fh.seek(hdu.data_offset)
-        data = fh.read(hdu.data_size)
-    if len(data) != hdu.data_size:
+        if hdu.mark is None:
+            fh.seek(hdu.data_offset)
+            data: bytes | bytearray = fh.read(hdu.data_size)
+            got = len(data)
+        else:
+            data = bytearray(hdu.data_size)
+            got = gzip_stream.GzipStream(fh, str(path), hdu.mark).readinto(data)
+    if got != hdu.data_size:
         raise InputError(f"{path}: truncated FITS file: HDU {hdu.index} data is short")
     return data
 

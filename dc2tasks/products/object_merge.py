@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.calib import Calibration, read_calibration
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.object_schema import default_value, forget_schema
+from dc2tasks.products.progress import Progress
 from dc2tasks.products.repo import Gen2Repo, patch_key
 from dc2tasks.products.schema import SchemaGeneration, detect_schema_generation
 
@@ -67,6 +69,11 @@ class TractResult:
     @property
     def bytes_in(self) -> int:
         return sum(p.bytes_in for p in self.patches)
+
+    @property
+    def empty_patches(self) -> list[str]:
+        """Patches whose ref catalog has no rows (at a survey's edges, normal): no group written."""
+        return [p.patch for p in self.patches if p.rows_in == 0]
 
 
 def _add_band(
@@ -155,6 +162,11 @@ def build_patch(inputs: PatchInputs, tract: int, template: dict[str, np.dtype] |
     """The merged, primary-only column blocks of one patch (None when no object is primary)."""
     start = time.perf_counter()
     ref, patch = inputs.ref, inputs.patch
+    result = PatchResult(patch, None, rows_in=len(ref), bytes_in=inputs.bytes_in)
+    if len(ref) == 0:
+        log.info("tract %d patch %s: %s has no rows: an empty patch, no group", tract, patch, ref.path)
+        result.seconds = time.perf_counter() - start
+        return result
     names = {name for name, _, _ in ref.scalar_fields()}
     flags = {n for group, _, _ in ref.flag_groups() for n in group}
     if "detect_isPrimary" not in flags:
@@ -162,7 +174,6 @@ def build_patch(inputs: PatchInputs, tract: int, template: dict[str, np.dtype] |
     gen = detect_schema_generation(names | flags)
     mask = ref.column("detect_isPrimary")
     n = int(mask.sum())
-    result = PatchResult(patch, None, rows_in=len(ref), bytes_in=inputs.bytes_in)
     if n == 0:
         log.warning(
             "tract %d patch %s: %s has %d rows, none primary; patch skipped", tract, patch, ref.path, len(ref)
@@ -260,18 +271,34 @@ def merge_tract(
     forget_schema(target)
     results: list[PatchResult] = []
     log.info("tract %d: merging %d patches, bands %s, %d job(s)", tract, len(patches), "".join(bands), jobs)
-    with atomic_path(target) as tmp:
+    with atomic_path(target) as tmp, Progress(f"tract {tract} merge", len(patches), "patches") as progress:
         with tables.open_file(str(tmp), mode="w") as h5:
             if jobs > 1:
                 with ProcessPoolExecutor(max_workers=jobs, mp_context=_worker_context()) as pool:
-                    _write_results(pool.map(_merge_patch_task, tasks), h5, tract, results)
+                    _write_results(pool.map(_merge_patch_task, tasks), h5, tract, results, progress)
             else:
-                _merge_pipelined(repo, tract, patches, bands, template, h5, results)
-        if not any(r.rows for r in results):
-            raise InputError(
-                f"tract {tract}: no primary object in any patch ({', '.join(patches)}); nothing written"
-            )
+                _merge_pipelined(repo, tract, patches, bands, template, h5, results, progress)
+        _report_empty(tract, results)
     return TractResult(tract, target, results)
+
+
+def _report_empty(tract: int, results: list[PatchResult]) -> None:
+    """Say which patches gave no rows; refuse a tract where none did (there is nothing to write)."""
+    empty = [r.patch for r in results if r.rows_in == 0]
+    no_primary = [r.patch for r in results if r.rows_in and not r.rows]
+    what = []
+    if empty:
+        what.append(f"{len(empty)} empty (no rows: {', '.join(empty)})")
+    if no_primary:
+        what.append(f"{len(no_primary)} with no primary object ({', '.join(no_primary)})")
+    if not any(r.rows for r in results):
+        raise InputError(
+            f"tract {tract}: no rows to write: of its {len(results)} patches, {' and '.join(what)}; "
+            "nothing written"
+        )
+    if what:
+        written = sum(1 for r in results if r.rows)
+        log.warning("tract %d: %d patches written; %s", tract, written, "; ".join(what))
 
 
 def _merge_pipelined(
@@ -282,6 +309,7 @@ def _merge_pipelined(
     template: dict[str, np.dtype] | None,
     h5: tables.File,
     results: list[PatchResult],
+    progress: Progress,
 ) -> None:
     """One process, three stages overlapped: read patch i+1, build patch i, write patch i-1.
 
@@ -299,12 +327,14 @@ def _merge_pipelined(
             del inputs
             if writing is not None:
                 writing.result()
-            writing = writer.submit(_write_results, [result], h5, tract, results)
+            writing = writer.submit(_write_results, [result], h5, tract, results, progress)
         if writing is not None:
             writing.result()
 
 
-def _write_results(results, h5: tables.File, tract: int, out: list[PatchResult]) -> None:
+def _write_results(
+    results: Iterable[PatchResult], h5: tables.File, tract: int, out: list[PatchResult], progress: Progress
+) -> None:
     for r in results:
         if r.blocks is not None:
             hdf5.write_frame(h5, patch_key(tract, r.patch), r.blocks, r.rows)
@@ -319,3 +349,4 @@ def _write_results(results, h5: tables.File, tract: int, out: list[PatchResult])
             )
             r.blocks = None  # written: free the rows
         out.append(r)
+        progress.advance(1, rows=r.rows, MB=r.bytes_in / 1e6)

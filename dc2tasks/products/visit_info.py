@@ -70,7 +70,7 @@ def mjd_of(header: fits.Header, path: Path | str = "") -> float:
 def read_exposure_info(calib_path: Path, visit_info_path: Path | None = None) -> ExposureInfo:
     """Calibration from one exposure and the date from another (a difference image's own
     calibration, its calexp's date), scanning each file's headers once."""
-    hdus = fits.scan(calib_path)
+    hdus = fits.scan(calib_path, max_hdus=1)
     calibration = calibration_from_hdus(calib_path, hdus)
     if visit_info_path is None or visit_info_path == calib_path:
         header, where = hdus[0].header, calib_path

@@ -24,6 +24,7 @@ from dc2tasks import __version__
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.object_index import ObjectIndex, files_signature
+from dc2tasks.products.progress import Progress
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.products.schema import SchemaGeneration
 from dc2tasks.products.visit_catalog import Columns, read_detector
@@ -106,7 +107,9 @@ def make_visit(
     radius_arcsec: float = DEFAULT_RADIUS_ARCSEC,
     allow_missing: bool = False,
     force: bool = False,
+    progress: Progress | None = None,
 ) -> VisitResult:
+    """One visit's file; `progress` (a batch's) counts its detectors as they are read."""
     start = time.perf_counter()
     if not radius_arcsec > 0:
         raise InputError(f"the match radius must be positive, not {radius_arcsec} arcsec")
@@ -124,6 +127,8 @@ def make_visit(
         if got is not None:
             part, gen = got
             parts.append(part)
+        if progress is not None:
+            progress.advance(0, detectors=1)
     result = VisitResult(
         visit, "empty", None, detectors=len(detectors), empty_detectors=len(detectors) - len(parts)
     )
@@ -177,13 +182,27 @@ def make_visits(
     """Every visit of a batch; a visit that fails is reported and the others still run."""
     batch = BatchResult()
     visits = list(visits)
-    for k, visit in enumerate(visits, start=1):
-        try:
-            r = make_visit(repo, table, visit, output_dir, objects, radius_arcsec, allow_missing, force)
-        except InputError as exc:
-            log.error("visit %d (%d of %d): %s", visit, k, len(visits), exc)
-            batch.failures.append((visit, str(exc)))
-            continue
-        batch.results.append(r)
-        log.info("visit %d (%d of %d): %s", visit, k, len(visits), r.status)
+    with Progress(f"{table.key} of {len(visits)} visit(s)", len(visits), "visits") as progress:
+        for k, visit in enumerate(visits, start=1):
+            try:
+                r = make_visit(
+                    repo, table, visit, output_dir, objects, radius_arcsec, allow_missing, force, progress
+                )
+            except InputError as exc:
+                log.error("visit %d (%d of %d): %s", visit, k, len(visits), exc)
+                batch.failures.append((visit, str(exc)))
+                progress.advance(1, failed=1)
+                continue
+            batch.results.append(r)
+            progress.advance(1, rows=r.rows)
+            log.info("visit %d (%d of %d): %s", visit, k, len(visits), r.status)
+    empty = [r.visit for r in batch.results if r.status == "empty"]
+    if empty:
+        log.warning(
+            "%d of %d visit(s) have no %s rows in any detector, so no file: %s",
+            len(empty),
+            len(visits),
+            table.dataset,
+            ", ".join(map(str, empty)),
+        )
     return batch

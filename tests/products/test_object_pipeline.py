@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -11,8 +13,10 @@ import pytest
 from dc2tasks.cli import main
 from dc2tasks.products import afw, hdf5
 from dc2tasks.products.errors import InputError, NotARepositoryError
+from dc2tasks.products.object_dpdd import dpdd_tract
 from dc2tasks.products.object_merge import merge_tract
 from dc2tasks.products.object_pipeline import run_object_pipeline
+from dc2tasks.products.object_trim import trim_file
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.sample import afw_writer
 
@@ -142,9 +146,33 @@ def test_empty_catalog(small_sample, tmp_path):
     cols = {k: v[:0] for k, v in t.columns.items() if k not in t.flag_names}
     flags = {k: t.columns[k][:0] for k in t.flag_names}
     ref.write_bytes(afw_writer.primary_hdu_bytes() + afw_writer.table_hdu_bytes(cols, flags))
-    with pytest.raises(InputError, match="no primary object in any patch"):
+    said = r"tract \d+: no rows to write: of its 1 patches, 1 empty \(no rows: 0,0\); nothing written"
+    with pytest.raises(InputError, match=said):
         merge_tract(repo, tract, tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.hdf5"))
+
+
+def test_empty_patch_is_counted_and_the_tract_goes_on(small_sample, tmp_path, real_fixtures, caplog):
+    """A real zero-row catalog (afw's, a 300-column coadd schema) as one patch's ref: that patch has
+    no rows and no group; the others are merged, trimmed and made DPDD as usual."""
+    sample = small_sample()
+    repo = Gen2Repo.open(sample.root, sample.rerun)
+    tract = sample.tracts[0]
+    whole = merge_tract(repo, tract, tmp_path / "whole")
+    shutil.copyfile(real_fixtures / "afw-ticket42210.fits", _ref(repo, tract, "0,1"))
+    caplog.set_level(logging.INFO, logger="dc2tasks")
+    r = merge_tract(repo, tract, tmp_path / "out")
+    assert r.empty_patches == ["0,1"]
+    assert r.rows == whole.rows - next(p.rows for p in whole.patches if p.patch == "0,1") > 0
+    keys = hdf5.group_keys(r.path)
+    assert sorted(keys) == sorted(k for k in hdf5.group_keys(whole.path) if not k.endswith("_01"))
+    assert f"tract {tract}: 2 patches written; 1 empty (no rows: 0,1)" in caplog.text
+    progress = [m.getMessage() for m in caplog.records if m.name == "dc2tasks.progress"]
+    assert progress[-1].startswith(f"tract {tract} merge: 3/3 patches, ")
+    assert f" {r.rows} rows " in progress[-1]
+    trimmed = trim_file(r.path, tmp_path / "out")
+    dpdd = dpdd_tract(trimmed.path, tmp_path / "dpdd")
+    assert trimmed.rows == dpdd.rows == r.rows
 
 
 def test_not_a_repository(tmp_path):

@@ -3,6 +3,7 @@ our commands, loaded by the real GCRCatalogs readers with our configs, compared 
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from dc2tasks.products import afw
 from dc2tasks.products.dia_stats import dia_object_statistics
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.matching import SkyMatcher
-from dc2tasks.products.object_index import ObjectIndex, load_objects
+from dc2tasks.products.object_index import ObjectIndex, load_dia_objects, load_objects
 from dc2tasks.products.object_pipeline import run_object_pipeline
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.products.visit_pipeline import run_visit_pipeline
@@ -279,6 +280,70 @@ def test_empty_catalogs_are_skipped_and_an_empty_visit_writes_nothing(small, tmp
     assert [(x.visit, x.status, x.path) for x in batch.results] == [(second, "empty", None)]
     assert [v for v, _ in batch.failures] == [4242]
     assert sorted(p.name for p in out.iterdir()) == [f"src_visit_{first}.parquet"]
+
+
+def test_real_zero_row_catalog_is_a_detector_with_no_rows(small, tmp_path, real_fixtures, caplog) -> None:
+    """afw's own zero-row catalog (a 300-column coadd schema) as one detector's src: that detector
+    has no rows, the visit goes on; an all-empty visit is said at the batch's end; the batch's
+    progress counts visits, detectors and rows."""
+    sample, work = small
+    repo = _copy_repo(sample, tmp_path)
+    objects = load_objects([work / "dpdd_object"])
+    first, second = sample.visits[0].visit, sample.visits[1].visit
+    found = repo.discover("src", visit=first)
+    shutil.copyfile(real_fixtures / "afw-ticket42210.fits", found[0][1])
+    for _, path in repo.discover("src", visit=second):
+        shutil.copyfile(real_fixtures / "afw-ticket42210.fits", path)
+    caplog.set_level(logging.INFO, logger="dc2tasks")
+    batch = make_visits(repo, VISIT_TABLES["source"], [first, second], tmp_path / "out", objects)
+    assert [(r.visit, r.status, r.empty_detectors) for r in batch.results] == [
+        (first, "written", 1),
+        (second, "empty", len(repo.discover("src", visit=second))),
+    ]
+    written = batch.results[0]
+    assert written.detectors == len(found) and written.rows == len(pd.read_parquet(written.path)) > 0
+    messages = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    said = f"1 of 2 visit(s) have no src rows in any detector, so no file: {second}"
+    assert ("dc2tasks.products.visit_products", "WARNING", said) in messages
+    progress = [m for name, _, m in messages if name == "dc2tasks.progress"]
+    detectors = len(found) + len(repo.discover("src", visit=second))
+    assert progress[-1].startswith("source of 2 visit(s): 2/2 visits, ")
+    assert f" {detectors} detectors " in progress[-1] and f" {written.rows} rows " in progress[-1]
+
+
+def test_dia_object_empty_patch_and_empty_tract(small, tmp_path, caplog) -> None:
+    from dc2tasks.products.dia_object import dia_object_tract
+    from dc2tasks.products.object_index import dia_object_files
+
+    sample, _ = small
+    repo = _copy_repo(sample, tmp_path)
+    visits = [v.visit for v in sample.visits]
+    make_visits(repo, VISIT_TABLES["dia_source"], visits, tmp_path / "dia_source", load_dia_objects(repo))
+    tract = sample.tracts[0]
+    found = dia_object_files(repo, [tract])
+    full = dia_object_tract(repo, tract, tmp_path / "dia_source", tmp_path / "full")
+    rows = [len(afw.read_table(path)) for _, _, path in found]
+    assert 0 < rows.count(0) < len(found) - 1  # the sample's sky leaves some patches without any
+    k = rows.index(max(rows))
+    _empty_like(found[k][2])
+    caplog.set_level(logging.WARNING)
+    less = dia_object_tract(repo, tract, tmp_path / "dia_source", tmp_path / "less")
+    assert less.rows == full.rows - rows[k]
+    empty = rows.count(0) + 1
+    assert f"tract {tract}: {empty} of {len(found)} deepDiff_diaObject catalogs have no rows" in caplog.text
+    for _, _, path in found:
+        _empty_like(path)
+    none = dia_object_tract(repo, tract, tmp_path / "dia_source", tmp_path / "none")
+    assert none.rows == 0 and "the tract's table has no rows, only its columns" in caplog.text
+    assert pq.read_schema(none.path).names == pq.read_schema(full.path).names
+
+
+def _empty_like(path: Path) -> None:
+    """The same catalog with no rows (its columns and flags kept)."""
+    t = afw.read_table(path)
+    cols = {k: v[:0] for k, v in t.columns.items() if k not in t.flag_names}
+    flags = {k: t.columns[k][:0] for k in t.flag_names}
+    path.write_bytes(afw_writer.primary_hdu_bytes() + afw_writer.table_hdu_bytes(cols, flags))
 
 
 def test_cli_array_stripes_cover_the_visit_list_once(small, tmp_path, capsys) -> None:
