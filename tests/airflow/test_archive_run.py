@@ -177,9 +177,9 @@ COMPARED = ["objectId", "tract", "mag_g", "mag_r", "magerr_i", "cModelFlux_flag_
 
 @pytest.mark.parametrize("kind", ["full", "trimmed"])
 def test_archive_files_lacking_bands_need_the_schema_rule(made, kind, tmp_path, airflow_db) -> None:
-    """Needs GCRCatalogs' rule for absent columns in trim and DPDD (branch n12-schema): tract 4851's
-    file lacks the g band and some flags of present bands, with the six-band schema yaml beside the
-    files; the installed DPDD serves what GCRCatalogs serves from the archive itself."""
+    """Needs GCRCatalogs' rule for absent columns in trim and DPDD (products/object_schema.py):
+    tract 4851's file lacks the g band and some flags of present bands, with the six-band schema
+    yaml beside the files; the installed DPDD serves what GCRCatalogs serves from the archive."""
     archive = tmp_path / "archive"
     files = _archive(made, kind, archive)
     reference = _gcr_schema_and_damage(archive, kind, files)
