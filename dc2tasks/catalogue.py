@@ -83,9 +83,17 @@ class StepInputs:
     visits: tuple[str, ...]  # ("--visits", ...), ("--visit-file", F) or ()
     force: bool
     directories: Mapping[str, str]  # product -> its directory under work
+    # products this run reads from outside its work directory (an archive): product -> directory
+    archived: Mapping[str, PurePosixPath] = field(default_factory=dict)
+    # the schema yaml of a product's files, when it is not the one beside them
+    schemas: Mapping[str, PurePosixPath] = field(default_factory=dict)
 
     def dir(self, product: str) -> PurePosixPath:
-        return self.work / self.directories[product]
+        return self.archived.get(product) or self.work / self.directories[product]
+
+    def schema_option(self, product: str) -> tuple[object, ...]:
+        """`--schema FILE` for a step reading a product's files whose schema is named elsewhere."""
+        return ("--schema", self.schemas[product]) if product in self.schemas else ()
 
     def tract_file(self, product: str, template: str) -> Shell:
         """The array element's file of a per-tract product (`$T` is set by the tract array)."""
@@ -215,13 +223,34 @@ class Catalogue:
         p = self[name]
         return [self[o] for o in (*p.needs, *p.uses) if o in made]
 
+    def made_from(self, name: str) -> tuple[str, ...]:
+        """The products made from a product's files, directly or through others (by `needs`)."""
+        below = {name}
+        for p in self.products:
+            if below.intersection(p.needs):
+                below.add(p.name)
+        return tuple(p.name for p in self.products if p.name in below and p.name != name)
+
+    def with_inputs(self, name: str) -> tuple[str, ...]:
+        """A product and every product it is made from (by `needs`), in catalogue order."""
+        above = {name}
+        for p in reversed(self.products):
+            if p.name in above:
+                above.update(p.needs)
+        return tuple(p.name for p in self.products if p.name in above)
+
 
 def _merge_tract(a: StepInputs) -> list[object]:
     return [*a.repo, "--bands", a.bands, "-o", a.dir("object"), "--tract", Shell(TRACT)]
 
 
 def _trim(a: StepInputs) -> list[object]:
-    return [a.tract_file("object", "object_tract_{tract}.hdf5"), "-o", a.dir("trim_object")]
+    return [
+        a.tract_file("object", "object_tract_{tract}.hdf5"),
+        "-o",
+        a.dir("trim_object"),
+        *a.schema_option("object"),
+    ]
 
 
 def _dpdd(a: StepInputs) -> list[object]:
@@ -230,6 +259,7 @@ def _dpdd(a: StepInputs) -> list[object]:
         "-o",
         a.dir("dpdd_object"),
         *a.pixel_scale,
+        *a.schema_option("trim_object"),
     ]
 
 

@@ -48,7 +48,7 @@ def _params(config: RunConfig) -> dict[str, Param]:
 def _doc(config: RunConfig, run_file: Path) -> str:
     return (
         f"**{config.name}**: {config.description or ''}\n\n"
-        f"Run file `{run_file}`; repository `{config.repository}` rerun `{config.rerun}`; "
+        f"Run file `{run_file}`; {', '.join(f'{k} `{v}`' for k, v in config.inputs(config.rerun).items())}; "
         f"tracts {', '.join(map(str, config.tracts))}; products {', '.join(config.products)}; backend "
         f"`{config.backend}`; installs into `{config.central.dir}`.\n\n" + (__doc__ or "")
     )

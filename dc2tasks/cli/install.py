@@ -195,7 +195,7 @@ def _manifest(args: argparse.Namespace) -> int:
 
         config = load_run_config(args.run_config)
         run, config_hash = config.name, hash_of(config)
-        inputs = {"repository": config.repository, "rerun": config.rerun, "tracts": config.tracts, **inputs}
+        inputs = {**config.inputs(config.rerun), "tracts": config.tracts, **inputs}
     manifest = prepare_product(
         args.directory,
         configs=args.catalog_config,

@@ -347,13 +347,57 @@ class RerunRule(_Strict):
         return self
 
 
+ARCHIVED_PRODUCT: dict[str, str] = {"full": "object", "trimmed": "trim_object"}
+"""What an Object archive's files are, by `object_source.kind`: the files of this catalogue product
+(its file names and columns), as a run made them earlier."""
+
+
+class ObjectArchive(_Strict):
+    """Object HDF5 files made earlier (the DC2 archive at NERSC) that a run re-makes its Object
+    products from, instead of merging a Gen2 repository's tables."""
+
+    archive: PathStr = Field(description="the directory holding the files")
+    kind: Literal["full", "trimmed"] = Field(
+        description="full: object_tract_<t>.hdf5 (trimmed by the run); trimmed: trim_object_tract_<t>.hdf5"
+    )
+    schema_file: PathStr | None = Field(
+        None, description="their schema yaml; default: the one beside them, else inferred from them"
+    )
+
+    @property
+    def product(self) -> str:
+        """The catalogue product whose files the archive holds."""
+        return ARCHIVED_PRODUCT[self.kind]
+
+
+def archive_tracts(directory: str, product: str) -> list[int]:
+    """The tracts of an archive's files (named by the product's file template), read here."""
+    before, _, after = CATALOGUE[product].files.partition("{tract}")
+    name_re = re.compile(re.escape(before) + r"(\d+)" + re.escape(after))
+    try:
+        names_here = os.listdir(directory)
+    except OSError as exc:
+        raise ValueError(
+            f"tracts: not given, and object_source.archive {directory} cannot be listed here "
+            f"({exc.strerror or exc}): list the tracts"
+        ) from None
+    tracts = sorted(int(m[1]) for n in names_here if (m := name_re.fullmatch(n)))
+    if not tracts:
+        raise ValueError(
+            f"tracts: not given, and object_source.archive {directory} holds no "
+            f"{CATALOGUE[product].file_name(tract='<t>')} file"
+        )
+    return tracts
+
+
 class RunConfig(_Strict):
     """One data run: what to read, what to make, where it goes, and how jobs run."""
 
     name: Annotated[str, AfterValidator(_name)]
     description: str = ""
     backend: Literal["local", "slurm"]
-    repository: PathStr
+    repository: PathStr | None = None
+    object_source: ObjectArchive | None = None
     rerun: Annotated[str, AfterValidator(_rerun)] | None = None
     watch_reruns: bool = False
     reruns: RerunRule | None = None
@@ -367,6 +411,22 @@ class RunConfig(_Strict):
     central: Central
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     connections: Connections = Field(default_factory=Connections)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tracts_from_archive(cls, data: object, info: ValidationInfo) -> object:
+        """Without `tracts`, a run from an archive makes every tract of the archive's files, listed
+        where the run file is read (so only where that machine sees the archive)."""
+        if not isinstance(data, dict) or "tracts" in data:
+            return data
+        source = data.get("object_source")
+        if not isinstance(source, dict) or source.get("kind") not in ARCHIVED_PRODUCT:
+            return data
+        try:
+            directory = _path(source.get("archive"), info)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return data  # object_source.archive reports it
+        return {**data, "tracts": archive_tracts(directory, ARCHIVED_PRODUCT[source["kind"]])}
 
     @field_validator("tracts", "bands", "products")
     @classmethod
@@ -398,9 +458,10 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
+        self._check_sources()
         for product in self.products:
             for needed in CATALOGUE[product].needs:
-                if needed not in self.products:
+                if needed not in self.products and needed not in self.archived:
                     raise ValueError(f"products: {product} is made from {needed}; add {needed} to products")
         if self.watch_reruns and self.reruns is None:
             raise ValueError(
@@ -424,6 +485,53 @@ class RunConfig(_Strict):
             if missing:
                 raise ValueError(f"backend: slurm needs {', '.join(missing)}")
         return self
+
+    @property
+    def archived(self) -> tuple[str, ...]:
+        """Products this run reads from its Object archive instead of making them: the archive's
+        and every product they are made from."""
+        return CATALOGUE.with_inputs(self.object_source.product) if self.object_source else ()
+
+    def _check_sources(self) -> None:
+        """A Gen2 repository, an Object archive or both; what the archive holds is never made, and
+        without a repository only what is made from the archive's files is."""
+        if self.object_source is None:
+            if self.repository is None:
+                raise ValueError(
+                    "repository: required field is missing (or object_source: Object HDF5 files)"
+                )
+            return
+        source = self.object_source
+        remade = sorted(set(self.archived).intersection(self.products), key=PRODUCTS.index)
+        if remade:
+            raise ValueError(
+                f"products: {', '.join(remade)} cannot be made in a run whose object_source is an archive "
+                f"of {source.kind} Object files ({source.archive}): drop {', '.join(remade)}"
+            )
+        if self.repository is None:
+            from_repo = [p for p in self.products if p not in CATALOGUE.made_from(source.product)]
+            if from_repo:
+                raise ValueError(
+                    f"repository: required for products {', '.join(from_repo)} (object_source gives only "
+                    f"the Object products made from {CATALOGUE[source.product].file_name(tract='<t>')})"
+                )
+            for key, value in (("rerun", self.rerun), ("watch_reruns", self.watch_reruns)):
+                if value:
+                    raise ValueError(f"{key}: needs a repository (this run reads only object_source)")
+
+    def inputs(self, rerun: str | None) -> dict[str, str]:
+        """What the run reads, as its products' provenance records it."""
+        out: dict[str, str] = {}
+        if self.repository is not None:
+            out["repository"] = self.repository
+        if rerun:
+            out["rerun"] = rerun
+        if self.object_source is not None:
+            out["object_archive"] = self.object_source.archive
+            out["object_archive_kind"] = self.object_source.kind
+            if self.object_source.schema_file:
+                out["object_schema"] = self.object_source.schema_file
+        return out
 
     @property
     def visit_file(self) -> str | None:

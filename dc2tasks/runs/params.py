@@ -72,14 +72,7 @@ def params_schema(config: RunConfig) -> dict[str, dict[str, Any]]:
             "uniqueItems": True,
             "default": [],
         },
-        "rerun": {
-            "type": ["null", "string"],
-            "title": "Rerun",
-            "description": f"Rerun of {config.repository} to read. Empty: the run's own "
-            f"({config.rerun or 'none: the repository itself'}). The rerun watcher sets it.",
-            "pattern": names.RERUN.json_schema_pattern,
-            "default": config.rerun,
-        },
+        "rerun": _rerun_param(config),
         "dry_run": {
             "type": "boolean",
             "title": "Dry run",
@@ -94,6 +87,24 @@ def params_schema(config: RunConfig) -> dict[str, dict[str, Any]]:
             "it is identical to the installed one.",
             "default": False,
         },
+    }
+
+
+def _rerun_param(config: RunConfig) -> dict[str, Any]:
+    if config.repository is None:  # an Object archive is the run's only input
+        return {
+            "type": "null",
+            "title": "Rerun",
+            "description": f"None: this run reads no repository, only {config.object_source.archive}",
+            "default": None,
+        }
+    return {
+        "type": ["null", "string"],
+        "title": "Rerun",
+        "description": f"Rerun of {config.repository} to read. Empty: the run's own "
+        f"({config.rerun or 'none: the repository itself'}). The rerun watcher sets it.",
+        "pattern": names.RERUN.json_schema_pattern,
+        "default": config.rerun,
     }
 
 

@@ -66,6 +66,8 @@ def plan_run(config: RunConfig, params: TriggerParams, skipped: Mapping[str, str
             "arcsec per pixel (0.185 for Run 1.1p and Run 1.2p v3, 0.2 otherwise)"
         )
     rerun = params.rerun or config.rerun
+    if rerun and config.repository is None:
+        raise InputError(f"{config.name}: rerun {rerun!r}: this run reads no repository, only object_source")
     # one work directory per rerun, so the watcher's runs of new reruns never mix their files
     work = config.working_dir if rerun is None or rerun == config.rerun else f"{config.working_dir}/{rerun}"
     visits: tuple[int, ...] = params.visits
@@ -147,6 +149,8 @@ def _q(value: object) -> str:
 
 
 def _repo_args(config: RunConfig, plan: RunPlan) -> tuple[str, ...]:
+    if config.repository is None:  # a run from an Object archive only: no step reads a repository
+        return ()
     return (config.repository, *(("--rerun", plan.rerun) if plan.rerun else ()))
 
 
@@ -170,6 +174,7 @@ def visit_stripes(config: RunConfig, plan: RunPlan) -> int:
 
 def step_inputs(config: RunConfig, plan: RunPlan) -> StepInputs:
     """The run's values every product's job arguments are made from."""
+    source = config.object_source
     visits: tuple[str, ...] = ()
     if plan.visits:
         visits = ("--visits", *map(str, plan.visits))
@@ -185,6 +190,8 @@ def step_inputs(config: RunConfig, plan: RunPlan) -> StepInputs:
         visits=visits,
         force=plan.force,
         directories={p.name: p.directory for p in CATALOGUE},
+        archived={source.product: PurePosixPath(source.archive)} if source else {},
+        schemas={source.product: PurePosixPath(source.schema_file)} if source and source.schema_file else {},
     )
 
 
@@ -281,10 +288,10 @@ def _manifest_argv(
         argv += ["--catalog-config", path]
     if config.central.group:
         argv += ["--group", config.central.group]
-    argv += ["--input", f"repository={config.repository}"]
-    if plan.rerun:
-        argv += ["--input", f"rerun={plan.rerun}"]
-    argv += ["--input", f"inventory={PurePosixPath(plan.work_dir) / INVENTORY_FILE}"]
+    for key, value in config.inputs(plan.rerun).items():
+        argv += ["--input", f"{key}={value}"]
+    if inventory_command(config, plan) is not None:  # the report the inventory task kept
+        argv += ["--input", f"inventory={PurePosixPath(plan.work_dir) / INVENTORY_FILE}"]
     return argv
 
 

@@ -28,13 +28,14 @@ from dc2tasks.slurm.commands import Command
 from dc2tasks.slurm.transports.ssh import SSHConfig, SSHTransport
 
 RUNS = Path(__file__).resolve().parents[2] / "dags" / "runs"
-PERLMUTTER_RUNS = ("run1.1p", "run1.2p_v3", "run1.2i", "run1.2p_v4")
+PERLMUTTER_RUNS = ("run1.1p", "run1.2p_v3", "run1.2i", "run1.2p_v4", "run1.2p_v4_archive")
 LOOPBACK_ACCOUNT = "dc2"  # tests/cluster/loopback_cluster.sh: `sacctmgr add account dc2`
 STEPS = {
     "run1.1p": {"merge_tract", "trim", "dpdd", "merge_parquet"},
     "run1.2p_v3": {"merge_tract", "trim", "dpdd", "merge_parquet"},
     "run1.2i": {"merge_tract", "trim", "dpdd", "merge_parquet", "source"},
     "run1.2p_v4": {"merge_tract", "trim", "dpdd", "merge_parquet", "source", "forced_source"},
+    "run1.2p_v4_archive": {"dpdd", "merge_parquet"},  # from the archived trimmed Object files
 }
 
 
@@ -65,6 +66,9 @@ def test_scripts_carry_the_perlmutter_directives(run: str, monkeypatch: pytest.M
             assert f"\n#SBATCH {line}\n" in text, (run, step)
         assert "\nshifter dc2 --version\n" in text, (run, step)
         assert "haswell" not in text and "knl" not in text and "cscratch1" not in text, (run, step)
+    if "merge_tract" not in scripts:
+        assert "#SBATCH --time=00:30:00\n#SBATCH --mem=32768M\n" in scripts["dpdd"]
+        return
     assert "-o /pscratch/sd/p/prod/dc2/" + run + "/work/object --tract" in scripts["merge_tract"]
     assert "#SBATCH --time=06:00:00\n#SBATCH --mem=131072M\n" in scripts["merge_tract"]
 

@@ -43,6 +43,7 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
         "dc2_run1.2i",
         "dc2_run1.2p_v3",
         "dc2_run1.2p_v4",
+        "dc2_run1.2p_v4_archive",
     ]
     demo = bag.get_dag("dc2_demo")
     assert {t.task_id for t in demo.tasks} == {
@@ -79,6 +80,7 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
         "dc2_run1.1p",
         "dc2_run1.2p_v3",
         "dc2_run1.2p_v4",
+        "dc2_run1.2p_v4_archive",
     ]
 
 

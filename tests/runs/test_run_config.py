@@ -110,7 +110,7 @@ def test_demo_run_is_local_on_the_sample_repository(monkeypatch):
 def test_every_shipped_file_loads_from_the_directory():
     configs, errors = load_run_dir(RUNS)
     assert errors == {}
-    assert sorted(configs) == ["demo", "run1.1p", "run1.2i", "run1.2p_v3", "run1.2p_v4"]
+    assert sorted(configs) == ["demo", "run1.1p", "run1.2i", "run1.2p_v3", "run1.2p_v4", "run1.2p_v4_archive"]
 
 
 def test_slurm_settings_render_into_sbatch_scripts():
@@ -265,7 +265,7 @@ def test_directory_with_bad_files_still_yields_the_good_ones(tmp_path):
     write(tmp_path, "not: [valid", "unparsable.yaml")
     write(tmp_path, minimal(name="ignored", tracts=["x"]), "_shared.yaml")
     configs, errors = load_run_dir(tmp_path)
-    assert sorted(configs) == ["demo", "run1.1p", "run1.2i", "run1.2p_v3", "run1.2p_v4"]
+    assert sorted(configs) == ["demo", "run1.1p", "run1.2i", "run1.2p_v3", "run1.2p_v4", "run1.2p_v4_archive"]
     assert configs["run1.2i"].slurm.constraint == "cpu"  # the shipped one, not the later duplicate
     assert sorted(Path(p).name for p in errors) == ["broken.yaml", "unparsable.yaml", "zz_same_name.yaml"]
     assert f"{tmp_path / 'broken.yaml'}: tracts[0]: " in str(errors[str(tmp_path / "broken.yaml")])
