@@ -64,6 +64,7 @@ def inventory_task(config: RunConfig, context: Any) -> dict[str, Any]:
     plan = plan_run(config, validate_params(dict(context["params"]), config))
     argv = inventory_command(config, plan, dc2_argv(config))
     if argv is None:
+        log.info("inventory: nothing to list, no product of this run reads the repository")
         return {"skipped": {}, "products": {}}
     result = transport_for(config, config.connections.producer).run(Command(tuple(argv), timeout=3600))
     out = checked(result, "inventory")

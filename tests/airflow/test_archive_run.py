@@ -103,7 +103,7 @@ def _run(dag_file: Path, kind: str) -> None:
     dr = dag.test()
     states = {task_id: str(ti.state) for task_id, ti in task_instances(dr).items()}
     made_steps = {CATALOGUE[p].task_id for p in KIND_PRODUCTS[kind]}
-    assert states == {t: "success" for t in ("plan", *made_steps, "finalize", "install")}, states
+    assert states == {t: "success" for t in ("inventory", "plan", *made_steps, "finalize", "install")}, states
 
 
 def _load(config_path: Path, quantities: list[str]) -> dict[str, np.ndarray]:
