@@ -135,7 +135,27 @@ def _register_manifest(sub: argparse._SubParsersAction) -> None:
     m.add_argument(
         "--jobs", type=Path, help="JSON list of job records (sacct fields) for provenance.json; - reads stdin"
     )
+    m.add_argument(
+        "--inventory", type=Path, help="the run's `dc2 inventory` report (JSON) for provenance.json"
+    )
     m.set_defaults(func=run, dc2_install_command="manifest")
+
+
+MAX_INVENTORY_BYTES = 64 << 20  # its lists are capped: a report this large is not one
+
+
+def _read_inventory(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        if path.stat().st_size > MAX_INVENTORY_BYTES:
+            raise InputError(f"--inventory {path}: over {MAX_INVENTORY_BYTES >> 20} MiB, not a report")
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--inventory {path}: cannot read the inventory's JSON report: {exc}") from None
+    if not isinstance(report, dict) or not isinstance(report.get("products"), dict):
+        raise InputError(f"--inventory {path}: not a `dc2 inventory` report (no 'products' mapping)")
+    return report
 
 
 def _read_jobs(path: Path | None) -> list[Any]:
@@ -204,6 +224,7 @@ def _manifest(args: argparse.Namespace) -> int:
         run_config_hash=config_hash,
         inputs=inputs,
         jobs=_read_jobs(args.jobs),
+        inventory=_read_inventory(args.inventory),
     )
     print(
         f"{args.directory / 'manifest.json'}: {len(manifest.files)} files, {manifest.total_bytes} bytes, "

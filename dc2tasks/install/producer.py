@@ -47,9 +47,10 @@ def write_producer_record(
     run_config_hash: str | None = None,
     inputs: Mapping[str, Any] | None = None,
     jobs: Iterable[Mapping[str, Any] | object] = (),
+    inventory: Mapping[str, Any] | None = None,
 ) -> Path:
-    values = (run, run_config_hash, dict(inputs or {}), [job_record(j) for j in jobs])
-    record = dict(zip(PRODUCER_KEYS, values, strict=True))
+    values = (run, run_config_hash, dict(inputs or {}), [job_record(j) for j in jobs], inventory)
+    record = {k: v for k, v in zip(PRODUCER_KEYS, values, strict=True) if k != "inventory" or v is not None}
     target = Path(product_dir) / PROVENANCE_NAME
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
@@ -85,10 +86,19 @@ def prepare_product(
     run_config_hash: str | None = None,
     inputs: Mapping[str, Any] | None = None,
     jobs: Iterable[Mapping[str, Any] | object] = (),
+    inventory: Mapping[str, Any] | None = None,
 ) -> Manifest:
+    """`inventory`: the run's `dc2 inventory` report, kept in the provenance."""
     add_catalog_configs(product_dir, configs)
-    if run is not None or run_config_hash is not None or inputs or jobs:
-        write_producer_record(product_dir, run=run, run_config_hash=run_config_hash, inputs=inputs, jobs=jobs)
+    if run is not None or run_config_hash is not None or inputs or jobs or inventory:
+        write_producer_record(
+            product_dir,
+            run=run,
+            run_config_hash=run_config_hash,
+            inputs=inputs,
+            jobs=jobs,
+            inventory=inventory,
+        )
     manifest = write_manifest(product_dir)
     share_with_group(product_dir, group)
     return manifest

@@ -25,7 +25,7 @@ from dc2tasks.slurm.commands import parse_elapsed, parse_size
 log = logging.getLogger(__name__)
 
 FORMAT = "dc2tasks-provenance/1"
-PRODUCER_KEYS = ("run", "run_config_hash", "inputs", "jobs")
+PRODUCER_KEYS = ("run", "run_config_hash", "inputs", "jobs", "inventory")
 """What the producer's `provenance.json` may say; anything else is dropped (it would be published
 as the collaboration account's statement, readable by every reader of the catalog)."""
 _SACCT_KEYS = {
@@ -95,6 +95,7 @@ def build_provenance(
         "run": producer.pop("run", None),
         "run_config_hash": producer.pop("run_config_hash", None),
         "inputs": producer.pop("inputs", {}),
+        **({"inventory": inventory} if (inventory := producer.pop("inventory", None)) else {}),
         "package": {
             "name": "dc2tasks",
             "produced_with": (manifest.created_by or {}).get("dc2tasks"),
@@ -119,6 +120,8 @@ def producer_fields(record: Mapping[str, Any], where: object) -> dict[str, Any]:
     out = {k: record[k] for k in PRODUCER_KEYS if k in record}
     if not isinstance(out.get("inputs", {}), Mapping):
         raise InputError(f"{where}: 'inputs' must be a mapping, not {type(out['inputs']).__name__}")
+    if not isinstance(out.get("inventory") or {}, Mapping):
+        raise InputError(f"{where}: 'inventory' must be a mapping, not {type(out['inventory']).__name__}")
     if not isinstance(out.get("jobs", []), list):
         raise InputError(f"{where}: 'jobs' must be a list, not {type(out['jobs']).__name__}")
     return out

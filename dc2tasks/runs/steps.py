@@ -291,7 +291,7 @@ def _manifest_argv(
     for key, value in config.inputs(plan.rerun).items():
         argv += ["--input", f"{key}={value}"]
     if inventory_command(config, plan) is not None:  # the report the inventory task kept
-        argv += ["--input", f"inventory={PurePosixPath(plan.work_dir) / INVENTORY_FILE}"]
+        argv += ["--inventory", str(PurePosixPath(plan.work_dir) / INVENTORY_FILE)]
     return argv
 
 

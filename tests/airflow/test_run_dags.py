@@ -123,6 +123,8 @@ def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
         assert len(load_with_gcr(cfg, [column])[column]) > 0, catalog
         provenance = json.loads((central / directory / "current" / "provenance.json").read_text())
         assert provenance["run"] == "demo"
+        if directory in ("object", "source"):  # made from the repository: its inventory is recorded
+            assert provenance["inventory"]["products"]["object"]["status"] == "complete"
     visits = sorted(sample.visit_ids())
     installed = sorted(
         int(p.stem.split("_")[-1]) for p in (central / "source" / "current").glob("src_visit_*.parquet")

@@ -100,6 +100,25 @@ def test_manifest_with_inputs_and_jobs_from_stdin(made, tmp_path, monkeypatch, c
     assert "--input 'oops': expected KEY=VALUE" in capsys.readouterr().err
 
 
+def test_the_inventory_report_goes_into_the_installed_provenance(made, tmp_path, capsys):
+    src = tmp_path / "object"
+    shutil.copytree(made.object_dir, src, ignore=shutil.ignore_patterns("manifest.json", "provenance.json"))
+    report = {"repository": "/repo", "files": 12, "products": {"object": {"status": "partial",
+              "reason": "patch 3,3 missing"}}}  # fmt: skip
+    (tmp_path / "inventory.json").write_text(json.dumps(report))
+    assert dc2("manifest", str(src), "--run", "demo", "--inventory", str(tmp_path / "inventory.json")) == 0
+    assert json.loads((src / "provenance.json").read_text())["inventory"] == report
+    central = tmp_path / "central"
+    central.mkdir()
+    assert dc2("install", str(src), "--central", str(central), "--product", "object", "--json") == 0
+    version = json.loads(capsys.readouterr().out.split("\n", 1)[1])["version"]
+    installed = json.loads((central / "object" / "versions" / version / "provenance.json").read_text())
+    assert installed["inventory"] == report and installed["run"] == "demo"
+    (tmp_path / "bad.json").write_text(json.dumps([1, 2]))
+    assert dc2("manifest", str(src), "--inventory", str(tmp_path / "bad.json")) == 2
+    assert "bad.json: not a `dc2 inventory` report (no 'products' mapping)" in capsys.readouterr().err
+
+
 def test_manifest_of_an_empty_directory_exits_2(tmp_path, capsys):
     assert dc2("manifest", str(tmp_path)) == 2
     assert capsys.readouterr().err == f"dc2 manifest: error: {tmp_path}: no files to put in a manifest\n"

@@ -74,4 +74,4 @@ def test_inventory_command_scope_and_report_path(tmp_path) -> None:
     dry = plan_run(config, validate_params({"dry_run": True, "products": ["trim_object"]}, config))
     assert inventory_command(config, dry) is None
     manifest = next(c for c in finalize_commands(config, plan, "object") if c.what == "manifest")
-    assert f"inventory=/work/{INVENTORY_FILE}" in manifest.argv
+    assert manifest.argv[manifest.argv.index("--inventory") + 1] == f"/work/{INVENTORY_FILE}"
