@@ -19,6 +19,7 @@ from dc2tasks.runs.params import validate_params
 from dc2tasks.runs.steps import (
     finalize_commands,
     install_command,
+    inventory_command,
     plan_run,
     rendered_catalog_configs,
     step_scripts,
@@ -78,6 +79,8 @@ def test_scripts_make_every_product_and_install_loads_in_gcr(sample, tmp_path) -
     assert scripts["source"].array_size == 2  # 3 visits, 2 per element
     assert scripts["merge_tract"].array_size == 1
     (tmp_path / "central").mkdir()
+    inventory = subprocess.run(inventory_command(config, plan, DC2), capture_output=True, text=True)
+    assert inventory.returncode == 0, inventory.stderr  # as the DAG's first task: its report is kept
     for step in scripts.values():
         for index in range(step.array_size or 1):
             _bash(step.script, index, tmp_path)
