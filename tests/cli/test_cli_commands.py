@@ -39,7 +39,9 @@ COMMANDS = {
         "SOURCE --central --product --group --manifest --catalog-base-dir --jobs --mode "
         "--group-managed --lock-timeout --dry-run --force --no-check --json"
     ),
-    "manifest": "DIR --catalog-config --group --run-config --run --run-config-hash --input --jobs --inventory",
+    "manifest": (
+        "DIR --catalog-config --group --run-config --run --run-config-hash --input --jobs --inventory"
+    ),
     "merge-parquet": "files -o/--output --sort",
     "merge-tract": "repo --rerun --tract --patches --bands -o/--output-dir -j/--jobs",
     "object-pipeline": "repo --rerun --workdir --run --tract --bands --pixel-scale -j/--jobs",
