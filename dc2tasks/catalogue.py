@@ -189,9 +189,6 @@ class Catalogue:
                 return p
         raise KeyError(name)
 
-    def __contains__(self, name: object) -> bool:
-        return any(p.name == name for p in self.products)
-
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.products)

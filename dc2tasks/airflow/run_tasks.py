@@ -21,6 +21,7 @@ from dc2tasks.runs.config import RunConfig
 from dc2tasks.runs.loader import config_hash
 from dc2tasks.runs.params import validate_params
 from dc2tasks.runs.steps import (
+    FinishCommand,
     RunPlan,
     finalize_commands,
     install_command,
@@ -117,12 +118,18 @@ def job_records(config: RunConfig, context: Any, task_ids: list[str]) -> list[di
     return records
 
 
+def _finish_commands(config: RunConfig, plan: RunPlan) -> list[FinishCommand]:
+    """finalize's commands for every product directory of the plan, in order."""
+    dc2, digest = dc2_argv(config), config_hash(config)
+    return [c for d in plan.directories for c in finalize_commands(config, plan, d, dc2, digest)]
+
+
 def render_dry_run(config: RunConfig, plan: RunPlan) -> dict[str, dict[str, Any]]:
     """What finalize would run and the catalog configs it would write, by catalog name."""
+    for command in _finish_commands(config, plan):
+        log.info("dry run: would run %s", shlex.join(command.argv))
     rendered: dict[str, dict[str, Any]] = {}
     for directory in plan.directories:
-        for command in finalize_commands(config, plan, directory, dc2_argv(config), config_hash(config)):
-            log.info("dry run: would run %s", shlex.join(command.argv))
         for name, cfg in rendered_catalog_configs(config, plan, directory).items():
             log.info("dry run: catalog config %s.yaml\n%s", name, yaml.safe_dump(cfg))
             rendered[name] = cfg
@@ -139,12 +146,11 @@ def finalize_task(
         return render_dry_run(config, plan)
     jobs = json.dumps(job_records(config, context, step_task_ids)).encode()
     transport = transport_for(config, config.connections.producer)
-    for directory in plan.directories:
-        for command in finalize_commands(config, plan, directory, dc2_argv(config), config_hash(config)):
-            stdin = jobs if command.jobs_on_stdin else None
-            run = Command(tuple(command.argv), stdin=stdin, timeout=3600)
-            out = checked(transport.run(run), command.what)
-            log.info("%s\n%s", shlex.join(command.argv), out.strip())
+    for command in _finish_commands(config, plan):
+        stdin = jobs if command.jobs_on_stdin else None
+        run = Command(tuple(command.argv), stdin=stdin, timeout=3600)
+        out = checked(transport.run(run), command.what)
+        log.info("%s\n%s", shlex.join(command.argv), out.strip())
     return plan.directories
 
 

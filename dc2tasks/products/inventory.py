@@ -332,7 +332,8 @@ def take_inventory(repo: Gen2Repo, products: Iterable[str], scope: Scope = Scope
 
 
 def _inventory(repo: Gen2Repo, products: Iterable[str], scope: Scope, progress: Progress) -> dict[str, Any]:
-    names = [p for p in CATALOGUE.names if p in set(products)]
+    wanted = set(products)
+    names = [p for p in CATALOGUE.names if p in wanted]
     datasets = list(dict.fromkeys(d for p in names for d in CATALOGUE[p].inputs))
     templates = {d: TEMPLATES[repo.camera].get(d, "") for d in datasets}
     scans = {d: scan_chain(repo, d, scope.keep(is_visit_dataset(templates[d])), progress) for d in datasets}
