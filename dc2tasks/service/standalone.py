@@ -122,6 +122,10 @@ class Standalone:
         _signal_group(self.proc.pid, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.wait(timeout=10)
+        # SIGKILL is delivered, not yet acted on: wait until the group is empty before saying so
+        deadline = time.monotonic() + 10
+        while _group_alive(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
         if self.copier is not None:
             self.copier.join(timeout=10)  # every writer is gone: the copier reads to the end
 
