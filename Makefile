@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo serve test lint lock clean bench
+.PHONY: venv demo serve test lint lock clean bench chaos
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,19 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dc2tasks tests benchmarks
+
+# Whole data runs under faults on the loopback Slurm (needs root; about an hour with 20 runs): prints
+# the tally and writes it to $(CHAOS_TALLY). tests/airflow/test_chaos_cluster.py says what is checked.
+CHAOS_RUNS ?= 20
+CHAOS_CONCURRENCY ?= 4
+CHAOS_WINDOW_S ?= 1200
+CHAOS_SEED ?= $(shell date +%s)
+CHAOS_TALLY ?= chaos-tally.json
+chaos: $(STAMP)
+	bash tests/cluster/system-deps.sh
+	DC2_CHAOS_RUNS=$(CHAOS_RUNS) DC2_CHAOS_CONCURRENCY=$(CHAOS_CONCURRENCY) DC2_CHAOS_WINDOW_S=$(CHAOS_WINDOW_S) \
+	DC2_CHAOS_SEED=$(CHAOS_SEED) DC2_CHAOS_TALLY=$(abspath $(CHAOS_TALLY)) \
+	$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/airflow/test_chaos_cluster.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/object_pipeline.py

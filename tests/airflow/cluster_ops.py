@@ -31,8 +31,22 @@ def wait_sacct(remote: Callable[..., str], name: str, ok: Callable[[list[dict[st
         time.sleep(0.5)
 
 
-def _netns_of(pid: int) -> str:
+def netns_of(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/ns/net")
+
+
+def respawn_in_cluster(env: dict[str, str], name: str, argv: list[str]) -> int:
+    """Start one of the cluster's daemons again, in its network namespace and its own session, as
+    loopback_cluster.sh does; its pid goes to DIR/pids/<name>.pid so `loopback_cluster.sh stop`
+    stops it."""
+    directory = Path(env["DC2_LOOPBACK_DIR"])
+    with open(directory / "log" / f"{name}.out", "ab") as log:
+        p = subprocess.Popen(
+            ["setsid", "nsenter", "-t", env["DC2_SLURM_NETNS_PID"], "-n", "--", *argv],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            env={**os.environ, "SLURM_CONF": env["DC2_SLURM_CONF"]})
+    (directory / "pids" / f"{name}.pid").write_text(f"{p.pid}\n")
+    return p.pid
 
 
 def restart_sshd(env: dict[str, str], down_s: float = 3.0) -> None:
@@ -41,7 +55,7 @@ def restart_sshd(env: dict[str, str], down_s: float = 3.0) -> None:
     The new pid replaces the old one in DIR/pids so loopback_cluster.sh stop still stops it."""
     directory = Path(env["DC2_LOOPBACK_DIR"])
     holder = int(env["DC2_SLURM_NETNS_PID"])
-    target = _netns_of(holder)
+    target = netns_of(holder)
     pid_file = directory / "pids" / "sshd.pid"
     main = int(pid_file.read_text())
     os.killpg(main, signal.SIGTERM)
@@ -49,15 +63,10 @@ def restart_sshd(env: dict[str, str], down_s: float = 3.0) -> None:
         if not proc.name.isdigit():
             continue
         try:
-            if (proc / "comm").read_text().strip() == "sshd" and _netns_of(int(proc.name)) == target:
+            if (proc / "comm").read_text().strip() == "sshd" and netns_of(int(proc.name)) == target:
                 os.kill(int(proc.name), signal.SIGKILL)
         except (OSError, ValueError):
             continue
     time.sleep(down_s)
-    log = open(directory / "log" / "sshd.out", "ab")
-    p = subprocess.Popen(
-        ["setsid", "nsenter", "-t", str(holder), "-n", "--", "/usr/sbin/sshd", "-D", "-f",
-         str(directory / "etc" / "sshd_config"), "-E", str(directory / "log" / "sshd.log")],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ,
-                                                                "SLURM_CONF": env["DC2_SLURM_CONF"]})
-    pid_file.write_text(f"{p.pid}\n")
+    respawn_in_cluster(env, "sshd", ["/usr/sbin/sshd", "-D", "-f", str(directory / "etc" / "sshd_config"),
+                                     "-E", str(directory / "log" / "sshd.log")])

@@ -18,11 +18,7 @@ import grp
 import json
 import os
 import pwd
-import shutil
 import stat
-import subprocess
-import sys
-import sysconfig
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +33,6 @@ from dagrun import load_dag, task_instances, xcom_value
 from dc2tasks.runs.loader import RunConfigError, parse_run_config
 
 ACCOUNT = "dc2"  # tests/cluster/loopback_cluster.sh: `sacctmgr add account dc2`, the user in it
-CENTRAL_GROUP = "dc2central"
 CENTRE = tuple(f"{x},{y}" for x in (2, 3, 4) for y in (2, 3, 4))
 TRACTS = (4850, 4851)
 VISITS_PER_TRACT = 2
@@ -121,86 +116,6 @@ def test_poll_interval_from_the_run_file(airflow_db: str) -> None:
 
 
 # -- the cluster: where the run's files go, how its jobs find dc2 -------------------------------------------
-
-
-def _as_user(user: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runuser", "-u", user, "--", *argv], capture_output=True, text=True, timeout=120,
-                          check=False, cwd="/")
-
-
-@pytest.fixture(scope="module")
-def cluster_user(loopback_cluster: dict[str, str]) -> pwd.struct_passwd:
-    return pwd.getpwnam(loopback_cluster["DC2_SLURM_SSH_USER"])
-
-
-@pytest.fixture(scope="module")
-def central_group(cluster_user: pwd.struct_passwd) -> Iterator[grp.struct_group]:
-    """A supplementary group of the cluster user (added before any SSH login of this module, so the
-    sessions that install have it); removed again if this fixture made it."""
-    user = cluster_user.pw_name
-    try:
-        grp.getgrnam(CENTRAL_GROUP)
-        created = False
-    except KeyError:
-        subprocess.run(["groupadd", CENTRAL_GROUP], check=True)
-        created = True
-    was_member = user in grp.getgrnam(CENTRAL_GROUP).gr_mem
-    subprocess.run(["usermod", "-aG", CENTRAL_GROUP, user], check=True)
-    yield grp.getgrnam(CENTRAL_GROUP)
-    if created:
-        subprocess.run(["groupdel", CENTRAL_GROUP], check=False)
-    elif not was_member:
-        subprocess.run(["gpasswd", "-d", user, CENTRAL_GROUP], check=False, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def run_base(loopback_cluster: dict[str, str], cluster_user: pwd.struct_passwd) -> Iterator[Path]:
-    """A directory in the cluster user's home (where that user may write), owned by the user."""
-    base = Path(loopback_cluster["DC2_SLURM_WORKDIR"]) / "h7-run-dags"
-    base.mkdir(mode=0o755)
-    os.chown(base, cluster_user.pw_uid, cluster_user.pw_gid)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def _readable_environment(dest: Path) -> Path:
-    """This checkout's .venv behind an interpreter the cluster user may execute.
-
-    The .venv's base interpreter can sit where only root may look (here: pyenv under /root, mode
-    700). The system's Python of the same minor version runs the .venv's site-packages just as well
-    (same ABI; dc2tasks is installed editable from this world-readable checkout), so a venv of it
-    whose only content is a .pth adding those site-packages is all the cluster needs. Nothing in the
-    repository changes mode."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    python = shutil.which(f"python{version}", path="/usr/bin:/usr/local/bin")
-    if python is None:
-        pytest.fail(f"no system python{version} for the cluster user to run this .venv's packages with")
-    env = dest / "dc2-env"
-    site_packages = env / "lib" / f"python{version}" / "site-packages"
-    site_packages.mkdir(parents=True)
-    (env / "bin").mkdir()
-    (env / "bin" / "python3").symlink_to(python)
-    (env / "pyvenv.cfg").write_text(f"home = {Path(python).parent}\ninclude-system-site-packages = false\n")
-    repo_site = sysconfig.get_paths()["purelib"]
-    (site_packages / "dc2-checkout.pth").write_text(f"import site; site.addsitedir({repo_site!r})\n")
-    dc2 = env / "bin" / "dc2"
-    dc2.write_text(f"#!{env}/bin/python3\nimport sys\n\nfrom dc2tasks.cli import main\n\nsys.exit(main())\n")
-    dc2.chmod(0o755)
-    return dc2
-
-
-@pytest.fixture(scope="module")
-def cluster_dc2(run_base: Path, cluster_user: pwd.struct_passwd) -> str:
-    """The `slurm.dc2_command` of these runs: this .venv's dc2 if the cluster user can run it."""
-    repo_dc2 = Path(sys.executable).with_name("dc2")
-    direct = _as_user(cluster_user.pw_name, str(repo_dc2), "--version")
-    if direct.returncode == 0:
-        return str(repo_dc2)
-    dc2 = _readable_environment(run_base)
-    answer = _as_user(cluster_user.pw_name, str(dc2), "--version")
-    assert answer.returncode == 0, f"{dc2} --version as {cluster_user.pw_name}: {answer.stderr}"
-    print(f"{repo_dc2} is not executable by {cluster_user.pw_name} ({direct.stderr.strip()}); jobs use {dc2}")
-    return str(dc2)
 
 
 @pytest.fixture(scope="module")

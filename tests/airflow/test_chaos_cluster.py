@@ -1,0 +1,260 @@
+"""Whole data runs under faults (chaos.py): the CI version, and `make chaos` with more runs.
+
+Settings from the environment (the CI version's defaults): DC2_CHAOS_RUNS (3), DC2_CHAOS_CONCURRENCY
+(3), DC2_CHAOS_WINDOW_S (seconds of faults, 150), DC2_CHAOS_GAP_S (mean seconds between faults, 12),
+DC2_CHAOS_SEED (1), DC2_CHAOS_TALLY (where the tally JSON goes; default in the test's tmp dir),
+DC2_CHAOS_TIMEOUT_S (the test's own timeout, 2400).
+
+What must hold whatever the faults did: no Slurm job left running or pending without a task waiting
+for it (after the sweep), no duplicate submission of one task try, every installed data file equal to
+the fault-free reference run's, no partial or temporary file in a central directory, `current`
+always naming a complete version.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import random
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chaos import (
+    FINAL,
+    Injector,
+    Tally,
+    count_jobs,
+    data_checksums,
+    half_switched,
+    job_rows,
+    live_jobs,
+    partial_files,
+    wrong_files,
+)
+from chaos_faults import FAULTS, Lab
+from conftest import SLURM_CONN_ID, ssh_connection_json
+from services import AirflowServices, airflow_services
+
+pytestmark = pytest.mark.cluster
+Remote = Callable[..., str]
+
+PREFIX = "dc2_chaos"
+PRODUCTS = ["object", "trim_object", "dpdd_object", "merged_dpdd_object", "source", "forced_source",
+            "dia_source", "dia_object"]
+STEP_KEYS = ("merge_tract", "trim", "dpdd", "merge_parquet", "gcr", "source", "forced_source", "dia_source",
+             "dia_object")
+
+
+def setting(name: str, default: float) -> float:
+    return float(os.environ.get(f"DC2_CHAOS_{name}", default))
+
+
+def _mount_tmpfs(path: Path, size: str, owner: pwd.struct_passwd, group: grp.struct_group) -> None:
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], check=True)
+    os.chown(path, owner.pw_uid, group.gr_gid)
+
+
+@pytest.fixture(scope="module")
+def file_systems(run_base: Path, cluster_user: pwd.struct_passwd, central_group: grp.struct_group
+                 ) -> Iterator[tuple[Path, Path]]:
+    """Two small file systems this test makes and removes: the runs' work and central directories."""
+    work, central = run_base / "work-fs", run_base / "central-fs"
+    made = []
+    try:
+        for path, size in ((work, "384m"), (central, "384m")):
+            _mount_tmpfs(path, size, cluster_user, central_group)
+            made.append(path)
+        yield work, central
+    finally:
+        for path in made:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture(scope="module")
+def chaos_sample(run_base: Path) -> Any:
+    from dc2tasks.sample import SampleConfig, make_sample_repo
+
+    made = make_sample_repo(run_base / "sample-repo", SampleConfig(
+        tracts=(4850,), patches=("3,3", "3,4", "4,3", "4,4"), objects_per_patch=30, visits=4))
+    made.write_visit_list(run_base / "sample-repo" / "visits.txt")
+    return made
+
+
+def write_run(name: str, dags: Path, base: Path, fs: tuple[Path, Path], sample: Any, dc2: str,
+              user: pwd.struct_passwd, group: grp.struct_group) -> Path:
+    """A demo-shaped run file (Slurm backend over SSH, tract and visit arrays) and its DAG file;
+    the central directory on the central file system, the work directory on the work one."""
+    central = fs[1] / name
+    central.mkdir()
+    os.chown(central, user.pw_uid, group.gr_gid)
+    central.chmod(0o3775)
+    run = {
+        "name": name, "description": "chaos run", "backend": "slurm", "repository": str(sample.root),
+        "rerun": sample.rerun, "tracts": [4850], "visits": str(sample.root / "visits.txt"),
+        "pixel_scale": 0.2, "products": PRODUCTS, "working_dir": str(fs[0] / name),
+        "central": {"dir": str(central), "group": group.gr_name, "group_managed": True},
+        "slurm": {"account": "dc2", "dc2_command": dc2, "poll_interval": 2,
+                  "time": dict.fromkeys(STEP_KEYS, "0:10:00"), "memory": dict.fromkeys(STEP_KEYS, "500M"),
+                  "array_throttle": 2, "visits_per_array_element": 2},
+        "connections": {"producer": SLURM_CONN_ID, "collaboration": SLURM_CONN_ID},
+    }
+    run_file = base / f"{name}.yaml"
+    run_file.write_text(yaml.safe_dump(run, sort_keys=False))
+    (dags / f"dc2_{name}.py").write_text("from dc2tasks.airflow.run_dag import dag_from_run_file\n\n"
+                                         f"dag = dag_from_run_file({str(run_file)!r})\n")
+    return central
+
+
+# -- driving the runs -----------------------------------------------------------------------------------
+
+
+def run_name(dag_id: str) -> str:
+    return dag_id.removeprefix("dc2_")
+
+
+def slurm_steps(s: AirflowServices, dag_id: str) -> int:
+    """The run's tasks that submit a Slurm job (one each when nothing goes wrong)."""
+    tasks = s.api("GET", f"/api/v2/dags/{dag_id}/tasks")["tasks"]
+    return sum(str(t.get("operator_name", "")).endswith("StepOperator") for t in tasks)
+
+
+def run_state(s: AirflowServices, dag_id: str, run_id: str) -> str:
+    return str(s.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+
+def successes(s: AirflowServices) -> int:
+    data = s.api("GET", "/api/v2/dags/~/dagRuns/~/taskInstances?state=success&limit=1")
+    return int(data["total_entries"])
+
+
+def drive(s: AirflowServices, dag_ids: list[str], concurrency: int, until: float) -> dict[str, str]:
+    """Trigger every DAG's run, at most `concurrency` unfinished at once; wait until all are final."""
+    runs: dict[str, str] = {}
+    waiting = list(dag_ids)
+    while time.monotonic() < until:
+        active = [d for d, r in runs.items() if run_state(s, d, r) not in FINAL]
+        while waiting and len(active) < concurrency:
+            dag_id = waiting.pop(0)
+            runs[dag_id] = s.trigger(dag_id)
+            active.append(dag_id)
+        if not waiting and not active:
+            return runs
+        time.sleep(3)
+    raise TimeoutError(f"runs not finished: { {d: run_state(s, d, r) for d, r in runs.items()} }")
+
+
+def operator_retry(s: AirflowServices, runs: dict[str, str], until: float) -> list[str]:
+    """Clear a failed run's failed tasks once, as an operator would, and wait for it again."""
+    failed = [d for d, r in runs.items() if run_state(s, d, r) == "failed"]
+    for dag_id in failed:
+        s.api("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances",
+              {"dry_run": False, "dag_run_id": runs[dag_id], "only_failed": True, "reset_dag_runs": True,
+               "include_downstream": True})
+    s.wait(lambda: all(run_state(s, d, runs[d]) in FINAL for d in failed), max(1, until - time.monotonic()),
+           "runs retried by the operator never finished")
+    return failed
+
+
+def sweep(s: AirflowServices) -> None:
+    """The deployment's orphan sweep, as its schedule would run it."""
+    if "dc2_slurm_sweep" not in {d["dag_id"] for d in s.api("GET", "/api/v2/dags?limit=200")["dags"]}:
+        return
+    run = s.trigger("dc2_slurm_sweep")
+    s.wait(lambda: run_state(s, "dc2_slurm_sweep", run) in FINAL, 300, "the sweep never finished")
+
+
+def healthy(s: AirflowServices, remote: Remote) -> Callable[[str], bool]:
+    def probe(kind: str) -> bool:
+        if kind.startswith(("slurm", "sshd", "job")):
+            states = remote("sinfo", "--noheader", "--format=%T").split()
+            return bool(states) and all(x in ("idle", "mixed", "allocated") for x in states)
+        if kind.startswith(("triggerer", "scheduler")):
+            health = s.api("GET", "/api/v2/monitor/health")
+            return all(health[c]["status"] == "healthy" for c in ("scheduler", "triggerer"))
+        return True
+
+    return probe
+
+
+# -- the test --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab_parts(loopback_cluster: dict[str, str], run_base: Path, file_systems: tuple[Path, Path],
+              chaos_sample: Any, cluster_dc2: str, cluster_user: pwd.struct_passwd,
+              central_group: grp.struct_group) -> Iterator[tuple[AirflowServices, dict[str, Path]]]:
+    dags = run_base / "dags"
+    dags.mkdir()
+    names = ["ref", *(f"{i:02d}" for i in range(int(setting("RUNS", 3))))]
+    centrals = {f"{PREFIX}_{n}": write_run(f"chaos_{n}", dags, run_base, file_systems, chaos_sample,
+                                                cluster_dc2, cluster_user, central_group) for n in names}
+    env = {f"AIRFLOW_CONN_{SLURM_CONN_ID.upper()}": ssh_connection_json(loopback_cluster),
+           "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
+           "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60"}
+    with airflow_services(dags, env, parallelism=8) as s:
+        for dag_id in centrals:
+            s.wait_dag(dag_id, timeout=300)
+        yield s, centrals
+
+
+@pytest.mark.timeout(int(setting("TIMEOUT_S", 2400)))  # the suite's 900 s is for one ordinary test
+def test_data_runs_under_faults(lab_parts: tuple[AirflowServices, dict[str, Path]],
+                                loopback_cluster: dict[str, str], file_systems: tuple[Path, Path],
+                                remote: Remote, tmp_path: Path) -> None:
+    s, centrals = lab_parts
+    seed = int(setting("SEED", 1))
+    window, concurrency = setting("WINDOW_S", 150), int(setting("CONCURRENCY", 3))
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    started = time.monotonic()
+    ref_dag, *dag_ids = centrals
+    ref_run = s.trigger(ref_dag)  # fault-free: the reference every other run's files must equal
+    s.wait(lambda: run_state(s, ref_dag, ref_run) in FINAL, 900, "the reference run never finished")
+    assert run_state(s, ref_dag, ref_run) == "success"
+    reference = data_checksums(centrals[ref_dag], run_name(ref_dag))
+    assert reference, "the reference run installed no data file"
+
+    lab = Lab(loopback_cluster, s, file_systems[0], file_systems[1], dag_ids, random.Random(seed))
+    injector = Injector(lab, window, setting("GAP_S", 12), lambda: successes(s), healthy(s, remote), print)
+    injector.start()
+    runs = drive(s, dag_ids, concurrency, time.monotonic() + window + 1800)
+    injector.stop_event.set()
+    injector.join(timeout=120)
+    first = {d for d, r in runs.items() if run_state(s, d, r) == "success"}
+    retried = operator_retry(s, runs, time.monotonic() + 1200)
+    sweep(s)
+    time.sleep(5)  # a cancel issued by the sweep or a trigger reaches squeue
+
+    tally = Tally(date=datetime.now(UTC).strftime("%Y-%m-%d"), seed=seed, runs=len(dag_ids),
+                  concurrency=concurrency, fault_window_s=window, faults=injector.records)
+    tally.runs_succeeded_first = len(first)
+    tally.runs_succeeded_after_retry = sum(run_state(s, d, runs[d]) == "success" for d in retried)
+    tally.runs_failed = [d for d in dag_ids if run_state(s, d, runs[d]) != "success"]
+    rows = [r for r in job_rows(remote, PREFIX, since) if not r["JobName"].startswith(f"{ref_dag}.")]
+    tally.jobs_needed = slurm_steps(s, ref_dag) * len(dag_ids)
+    tally.jobs_submitted, tally.jobs_resubmitted, tally.duplicate_submissions = count_jobs(rows)
+    tally.orphans = live_jobs(remote, PREFIX)
+    done = {d: centrals[d] for d in dag_ids if run_state(s, d, runs[d]) == "success"}
+    tally.wrong_installed_files = wrong_files({run_name(d): c for d, c in done.items()}, reference)
+    tally.partial_files = [p for d in dag_ids for p in partial_files(centrals[d])]
+    tally.half_switched = [h for d in dag_ids for h in half_switched(centrals[d])]
+    tally.wall_s = round(time.monotonic() - started, 1)
+    out = Path(os.environ.get("DC2_CHAOS_TALLY") or tmp_path / "chaos-tally.json")
+    out.write_text(json.dumps(tally.to_json(), indent=1) + "\n")
+    print(tally.summary(), f"\ntally: {out}")
+
+    assert not injector.errors, injector.errors
+    assert {f.kind for f in tally.faults} == set(FAULTS), "every fault kind at least once"
+    assert tally.orphans == []
+    assert tally.duplicate_submissions == 0
+    assert tally.wrong_installed_files == []
+    assert tally.partial_files == []
+    assert tally.half_switched == []
