@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dc2tasks.products.calib import AB_NJY_ZP, NJY_AT_MAG0
@@ -136,7 +137,8 @@ class MagTally:
         with np.errstate(divide="ignore", invalid="ignore"):
             log_err = np.log10(e)
         good = np.isfinite(log_err)
-        np.add.at(grid, (MAG_BINS.index(m[good]), LOG_ERR_BINS.index(log_err[good])), 1)
+        flat = MAG_BINS.index(m[good]) * grid.shape[1] + LOG_ERR_BINS.index(log_err[good])
+        grid += np.bincount(flat, minlength=grid.size).reshape(grid.shape)
 
 
 @dataclass
@@ -185,6 +187,24 @@ class TruthTally:
 
     def medians(self) -> dict[str, float]:
         return {b: RESIDUAL_BINS.median(c) for b, c in self.residual.items()}
+
+
+def lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `ids`, its index in `sorted_ids` and whether it is there at all."""
+    if not len(sorted_ids):
+        return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return at, sorted_ids[at] == ids
+
+
+def band_masks(batch: pa.Table) -> list[tuple[str, slice | np.ndarray]]:
+    """The bands of a row group's `filter` column, each with the rows in it (a visit has one band:
+    then every row, without a per-row comparison)."""
+    column = batch.column("filter")
+    bands = [str(b) for b in pc.unique(column).to_pylist()]
+    if len(bands) == 1:
+        return [(bands[0], slice(None))]
+    return [(b, pc.equal(column, b).to_numpy(zero_copy_only=False)) for b in sorted(bands)]
 
 
 def duplicated(keys: Sequence[np.ndarray]) -> tuple[int, list[tuple]]:

@@ -37,7 +37,9 @@ from dc2tasks.products.qa.visit_scan import (
     TruthTally,
     ab_magnitude,
     angular_offset_arcsec,
+    band_masks,
     duplicated,
+    lookup,
     row_groups,
     to_njy,
 )
@@ -95,7 +97,9 @@ def unit_files(inputs: QaInputs) -> dict[int, Path]:
 # ---- checks every product has --------------------------------------------------------------------
 
 
-def schema_check(schemas: Mapping[int, pa.Schema], declared: Mapping[int, list[str]]) -> CheckResult:
+def schema_check(
+    schemas: Mapping[int, pa.Schema], declared: Mapping[int, list[str]], unit: str
+) -> CheckResult:
     """One set of names and types in every file, and those names the product's column table's."""
     shapes: dict[tuple, list[int]] = {}
     for unit, schema in schemas.items():
@@ -105,10 +109,10 @@ def schema_check(schemas: Mapping[int, pa.Schema], declared: Mapping[int, list[s
     for shape, units in shapes.items():
         if shape != common:
             diff = sorted(set(shape) ^ set(common))
-            problems.append(f"{_some(units)} differ in {_some([f'{n} {t}' for n, t in diff])}")
+            problems.append(f"{unit} {_some(units)} differ in {_some([f'{n} {t}' for n, t in diff])}")
     undeclared = [u for u, s in schemas.items() if list(s.names) != declared[u]]
     if undeclared:
-        problems.append(f"{_some(undeclared)}: columns other than the product declares")
+        problems.append(f"{unit} {_some(undeclared)}: columns other than the product declares")
     bad = len(shapes) - 1 + len(undeclared)
     detail = "; ".join(problems) or f"{len(common)} columns in {len(schemas)} files"
     return CheckResult("one_schema", "fail" if bad else "pass", len(shapes), "== 1", detail)
@@ -296,18 +300,18 @@ def _truth_of(inputs: QaInputs, visit: int) -> pa.Table | None:
 
 
 def _fold_truth(
-    tally: TruthTally, truth: pa.Table, batch: pa.Table, band: np.ndarray, mag: np.ndarray
+    tally: TruthTally,
+    truth: pa.Table,
+    batch: pa.Table,
+    bands: list[tuple[str, slice | np.ndarray]],
+    mag: np.ndarray,
 ) -> None:
-    ids = batch.column("id").to_numpy()
-    truth_ids = truth.column("id").to_numpy()
-    at = np.minimum(np.searchsorted(truth_ids, ids), max(len(truth_ids) - 1, 0))
-    found = (truth_ids[at] == ids) if len(truth_ids) else np.zeros(len(ids), dtype=bool)
+    at, found = lookup(truth.column("id").to_numpy(), batch.column("id").to_numpy())
     tally.rows += int(found.sum())
     tally.unmatched += int((~found).sum())
     true_mag = ab_magnitude(truth.column("psf_flux_nJy").to_numpy()[at])
-    for b in np.unique(band[found]):
-        sel = found & (band == b)
-        tally.add_residuals(str(b), mag[sel], true_mag[sel])
+    for b, sel in bands:
+        tally.add_residuals(b, mag[sel][found[sel]], true_mag[sel][found[sel]])
     if "coord_ra" in batch.column_names and "ra" in truth.column_names:
         offset = angular_offset_arcsec(
             np.degrees(_float_values(batch, "coord_ra")[found]),
@@ -326,24 +330,23 @@ def _fold_batch(
     flux: tuple[str, str],
     truth: pa.Table | None,
 ) -> None:
-    band = np.asarray(batch.column("filter").to_numpy(zero_copy_only=False), dtype=str)
-    for b in np.unique(band):
-        sel = band == b
-        for c in floats:
-            scan.columns.add(c, str(b), _float_values(batch, c)[sel])
+    bands = band_masks(batch)
+    for c in floats:
+        values = _float_values(batch, c)
+        for b, sel in bands:
+            scan.columns.add(c, b, values[sel])
     fluxmag0 = _float_values(batch, "fluxmag0")
     ps_flux = to_njy(_float_values(batch, flux[0]), fluxmag0)
     ps_err = to_njy(_float_values(batch, flux[1]), fluxmag0)
     mag = ab_magnitude(ps_flux)
     with np.errstate(divide="ignore", invalid="ignore"):
         mag_err = MAGERR_FACTOR * ps_err / ps_flux
-    for b in np.unique(band):
-        sel = band == b
-        scan.mags.add(str(b), mag[sel], mag_err[sel])
+    for b, sel in bands:
+        scan.mags.add(b, mag[sel], mag_err[sel])
     if scan.match is not None:
         scan.match.add(visit, batch.column("objectId").to_numpy(), _float_values(batch, "match_distance"))
     if scan.truth is not None and truth is not None:
-        _fold_truth(scan.truth, truth, batch, band, mag)
+        _fold_truth(scan.truth, truth, batch, bands, mag)
 
 
 def scan_visit_file(scan: VisitScan, inputs: QaInputs, table: VisitTable, visit: int, path: Path) -> None:
@@ -483,7 +486,7 @@ def visit_product_qa(inputs: QaInputs) -> QaReport:
     report.checks += [
         duplicate_check(scan.duplicates, KEYS[table.key], t["max_duplicate_ids"], "visit"),
         column_check(scan.columns),
-        schema_check(scan.schemas, scan.declared),
+        schema_check(scan.schemas, scan.declared, inputs.product.unit),
         magnitude_check(scan.mags, t["max_mag_outside_fraction"]),
     ]
     if scan.match is not None:
@@ -584,14 +587,11 @@ def dia_source_counts(
         if not rx.match(path.name):
             continue
         for batch in row_groups(path, ["objectId", "filter"]):
-            oid = batch.column("objectId").to_numpy()
-            at = np.minimum(np.searchsorted(ids, oid), max(len(ids) - 1, 0))
-            found = (ids[at] == oid) if len(ids) else np.zeros(len(oid), dtype=bool)
+            at, found = lookup(ids, batch.column("objectId").to_numpy())
             total += np.bincount(at[found], minlength=len(ids))
-            band = np.asarray(batch.column("filter").to_numpy(zero_copy_only=False), dtype=str)
-            for b in per_band:
-                sel = found & (band == b)
-                per_band[b] += np.bincount(at[sel], minlength=len(ids))
+            for b, sel in band_masks(batch):
+                if b in per_band:
+                    per_band[b] += np.bincount(at[sel][found[sel]], minlength=len(ids))
     return total, per_band
 
 
@@ -657,7 +657,7 @@ def dia_object_qa(inputs: QaInputs) -> QaReport:
     report.checks += [
         duplicate_check(scan.duplicates, KEYS["dia_object"], t["max_duplicate_ids"], "tract"),
         column_check(scan.columns),
-        schema_check(scan.schemas, scan.declared),
+        schema_check(scan.schemas, scan.declared, inputs.product.unit),
         magnitude_check(scan.mags, t["max_mag_outside_fraction"]),
     ]
     sources = inputs.directory.parent / CATALOGUE["dia_source"].directory

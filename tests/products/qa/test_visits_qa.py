@@ -19,7 +19,7 @@ from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.products.inventory import take_inventory
 from dc2tasks.products.object_pipeline import run_object_pipeline
 from dc2tasks.products.qa import visits as qa_visits
-from dc2tasks.products.qa.core import QaInputs, QaReport, Thresholds, write_qa_json
+from dc2tasks.products.qa.core import CheckResult, QaInputs, QaReport, Thresholds, write_qa_json
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.products.visit_pipeline import run_visit_pipeline
 from dc2tasks.sample import SampleConfig, make_sample_repo
@@ -34,24 +34,11 @@ COMMON = {
     "one_schema",
     "magnitudes_plausible",
 }
+MATCHED = {"matched_fraction", "match_distance_within_radius", "truth_position_offset"}
 CHECKS = {
-    "source": COMMON
-    | {
-        "visits_present",
-        "matched_fraction",
-        "match_distance_within_radius",
-        "truth_mag_offset",
-        "truth_position_offset",
-    },
+    "source": COMMON | MATCHED | {"visits_present", "truth_mag_offset"},
     "forced_source": COMMON | {"visits_present", "truth_mag_offset"},
-    "dia_source": COMMON
-    | {
-        "visits_present",
-        "matched_fraction",
-        "match_distance_within_radius",
-        "truth_mag_offset",
-        "truth_position_offset",
-    },
+    "dia_source": COMMON | MATCHED | {"visits_present", "truth_mag_offset"},
     "dia_object": COMMON | {"tracts_present", "nobs_consistent"},
 }
 PLOTS = {
@@ -105,6 +92,21 @@ def _files(work: Path, product: str) -> list[Path]:
 def _rewrite(path: Path, change: Callable[[pa.Table], pa.Table]) -> None:
     table = pq.read_table(path)
     pq.write_table(change(table).replace_schema_metadata(table.schema.metadata), path)
+
+
+def _unit(path: Path) -> int:
+    return int(path.stem.rsplit("_", 1)[1])
+
+
+def _fault(
+    run, tmp_path: Path, product: str, check: str, change: Callable[[pa.Table], pa.Table], index: int = 0
+) -> tuple[CheckResult, int]:
+    """The named check on a copy of the product whose `index`-th file `change` rewrote, and that
+    file's visit or tract."""
+    work = _copy(run, tmp_path, product)
+    path = _files(work, product)[index]
+    _rewrite(path, change)
+    return _check(_qa(run, product, tmp_path, work), check), _unit(path)
 
 
 def _set(name: str, values: Callable[[np.ndarray], np.ndarray]) -> Callable[[pa.Table], pa.Table]:
@@ -190,12 +192,10 @@ def test_constant_column_is_named(run, tmp_path) -> None:
 
 
 def test_duplicated_source_id(run, tmp_path) -> None:
-    work = _copy(run, tmp_path, "source")
-    path = _files(work, "source")[1]
-    first = int(pq.read_table(path, columns=["id"]).column("id")[0].as_py())
-    _rewrite(path, _set("id", lambda v: np.concatenate([v[:1], v[:1], v[2:]])))
-    check = _check(_qa(run, "source", tmp_path, work), "unique_keys")
-    visit = int(path.stem.rsplit("_", 1)[1])
+    first = pq.read_table(_files(run[1], "source")[1], columns=["id"]).column("id")[0].as_py()
+    check, visit = _fault(
+        run, tmp_path, "source", "unique_keys", _set("id", lambda v: np.concatenate([v[:1], v[:1], v[2:]])), 1
+    )
     assert (check.verdict, check.value, check.threshold) == ("fail", 1, "<= 0")
     assert check.detail == f"key (id); visit {visit}: 1 ({(first,)})"
 
@@ -217,33 +217,25 @@ def test_dropped_visit_file_is_named_missing(run, tmp_path) -> None:
 
 
 def test_file_with_one_column_of_another_dtype(run, tmp_path) -> None:
-    work = _copy(run, tmp_path, "source")
-    path = _files(work, "source")[3]
-    _rewrite(
-        path,
-        lambda t: t.set_column(
+    def narrower(t: pa.Table) -> pa.Table:
+        return t.set_column(
             t.schema.get_field_index("mag_err"), "mag_err", t.column("mag_err").cast(pa.float32())
-        ),
-    )
-    check = _check(_qa(run, "source", tmp_path, work), "one_schema")
-    visit = int(path.stem.rsplit("_", 1)[1])
+        )
+
+    check, visit = _fault(run, tmp_path, "source", "one_schema", narrower, 3)
     assert (check.verdict, check.value) == ("fail", 2)
-    assert check.detail == f"{visit} differ in mag_err double, mag_err float"
+    assert check.detail == f"visit {visit} differ in mag_err double, mag_err float"
 
 
 def test_source_row_matched_beyond_the_radius(run, tmp_path) -> None:
-    work = _copy(run, tmp_path, "source")
-    path = _files(work, "source")[0]
-    matched = int(
-        np.flatnonzero(pq.read_table(path, columns=["objectId"]).column("objectId").to_numpy() >= 0)[0]
-    )
+    ids = pq.read_table(_files(run[1], "source")[0], columns=["objectId"]).column("objectId").to_numpy()
+    matched = int(np.flatnonzero(ids >= 0)[0])
 
     def beyond(d: np.ndarray) -> np.ndarray:
         d[matched] = 1.25
         return d
 
-    _rewrite(path, _set("match_distance", beyond))
-    check = _check(_qa(run, "source", tmp_path, work), "match_distance_within_radius")
+    check, _ = _fault(run, tmp_path, "source", "match_distance_within_radius", _set("match_distance", beyond))
     assert (check.verdict, check.value) == ("fail", 1)
     assert check.detail == "1 matched rows beyond the 1 arcsec radius; worst 1.25 arcsec"
 
@@ -267,12 +259,10 @@ def test_dia_object_without_its_dia_sources_says_so(run, tmp_path) -> None:
 
 
 def test_a_row_lost_against_the_inputs(run, tmp_path) -> None:
-    work = _copy(run, tmp_path, "forced_source")
-    path = _files(work, "forced_source")[0]
-    rows = pq.read_metadata(path).num_rows
-    _rewrite(path, lambda t: t.slice(0, t.num_rows - 1))
-    check = _check(_qa(run, "forced_source", tmp_path, work), "rows_vs_inputs")
-    visit = int(path.stem.rsplit("_", 1)[1])
+    rows = pq.read_metadata(_files(run[1], "forced_source")[0]).num_rows
+    check, visit = _fault(
+        run, tmp_path, "forced_source", "rows_vs_inputs", lambda t: t.slice(0, t.num_rows - 1)
+    )
     assert (check.verdict, check.value) == ("fail", 1)
     assert check.detail == f"visit {visit}: {rows - 1} rows, inputs {rows}"
 
