@@ -102,8 +102,8 @@ def schema_check(
 ) -> CheckResult:
     """One set of names and types in every file, and those names the product's column table's."""
     shapes: dict[tuple, list[int]] = {}
-    for unit, schema in schemas.items():
-        shapes.setdefault(tuple((f.name, str(f.type)) for f in schema), []).append(unit)
+    for number, schema in schemas.items():
+        shapes.setdefault(tuple((f.name, str(f.type)) for f in schema), []).append(number)
     common = max(shapes, key=lambda s: len(shapes[s]))
     problems = []
     for shape, units in shapes.items():
