@@ -87,6 +87,13 @@ def row_groups(path: Path, columns: Sequence[str] | None = None) -> Iterator[pa.
         raise InputError(f"{path}: cannot read it as Parquet: {exc}") from None
 
 
+def read_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputError(f"{path}: cannot read it as Parquet: {exc}") from None
+
+
 @dataclass
 class ColumnTally:
     """Per (column, band): rows, NaNs, finite extremes of the float columns."""

@@ -40,6 +40,7 @@ from dc2tasks.products.qa.visit_scan import (
     band_masks,
     duplicated,
     lookup,
+    read_schema,
     row_groups,
     to_njy,
 )
@@ -111,8 +112,14 @@ def schema_check(
             diff = sorted(set(shape) ^ set(common))
             problems.append(f"{unit} {_some(units)} differ in {_some([f'{n} {t}' for n, t in diff])}")
     undeclared = [u for u, s in schemas.items() if list(s.names) != declared[u]]
-    if undeclared:
-        problems.append(f"{unit} {_some(undeclared)}: columns other than the product declares")
+    for u in undeclared[:SHOWN]:
+        names = schemas[u].names
+        lacks = [c for c in declared[u] if c not in names]
+        extra = [c for c in names if c not in declared[u]]
+        problems.append(
+            f"{unit} {u}: not the declared columns (lacks {_some(lacks) or '-'}; "
+            f"has {_some(extra) or '-'}{'' if lacks or extra else '; in another order'})"
+        )
     bad = len(shapes) - 1 + len(undeclared)
     detail = "; ".join(problems) or f"{len(common)} columns in {len(schemas)} files"
     return CheckResult("one_schema", "fail" if bad else "pass", len(shapes), "== 1", detail)
@@ -349,14 +356,23 @@ def _fold_batch(
         _fold_truth(scan.truth, truth, batch, bands, mag)
 
 
+def declared_floats(schema: pa.Schema, declared: list[str]) -> list[str] | None:
+    """The declared float columns of a file; None when it lacks a declared column (then only the
+    schema check reads it: one_schema names what it lacks)."""
+    if not set(declared) <= set(schema.names):
+        return None
+    return [c for c in declared if pa.types.is_floating(schema.field(c).type)]
+
+
 def scan_visit_file(scan: VisitScan, inputs: QaInputs, table: VisitTable, visit: int, path: Path) -> None:
-    schema = pq.read_schema(path)
+    schema = read_schema(path)
     gen = detect_schema_generation(schema.names)
     scan.schemas[visit] = schema
     scan.declared[visit] = table.columns(gen)
-    floats = [
-        c for c in scan.declared[visit] if c in schema.names and pa.types.is_floating(schema.field(c).type)
-    ]
+    floats = declared_floats(schema, scan.declared[visit])
+    if floats is None:
+        scan.rows[visit] = pq.read_metadata(path).num_rows
+        return
     if scan.match is not None:
         scan.match.radius = _radius(schema)
     truth = _truth_of(inputs, visit)
@@ -559,13 +575,14 @@ def _fold_objects(scan: ObjectScan, batch: pa.Table, floats: list[str], bands: l
 
 
 def scan_object_file(scan: ObjectScan, tract: int, path: Path) -> None:
-    schema = pq.read_schema(path)
+    schema = read_schema(path)
     bands = _object_bands(schema.names)
     scan.schemas[tract] = schema
     scan.declared[tract] = dia_object_columns(bands)
-    floats = [
-        c for c in scan.declared[tract] if c in schema.names and pa.types.is_floating(schema.field(c).type)
-    ]
+    floats = declared_floats(schema, scan.declared[tract])
+    if floats is None:
+        scan.rows[tract] = pq.read_metadata(path).num_rows
+        return
     first = len(scan.ids)
     rows = 0
     for batch in row_groups(path):

@@ -227,6 +227,17 @@ def test_file_with_one_column_of_another_dtype(run, tmp_path) -> None:
     assert check.detail == f"visit {visit} differ in mag_err double, mag_err float"
 
 
+def test_file_without_a_declared_column_is_named_not_read(run, tmp_path) -> None:
+    check, visit = _fault(
+        run, tmp_path, "dia_source", "one_schema", lambda t: t.drop_columns(["fluxmag0"]), 2
+    )
+    assert (check.verdict, check.value) == ("fail", 2)
+    assert check.detail == (
+        f"visit {visit} differ in fluxmag0 double; "
+        f"visit {visit}: not the declared columns (lacks fluxmag0; has -)"
+    )
+
+
 def test_source_row_matched_beyond_the_radius(run, tmp_path) -> None:
     ids = pq.read_table(_files(run[1], "source")[0], columns=["objectId"]).column("objectId").to_numpy()
     matched = int(np.flatnonzero(ids >= 0)[0])
