@@ -149,6 +149,8 @@ def test_good_run_numbers(run, tmp_path) -> None:
     assert 0.5 < _check(report, "matched_fraction").value <= 1.0
     objects = _qa(run, "dia_object", tmp_path)
     assert objects.facts["bands"] == ["g", "r"]
+    curves = objects.facts["light_curves"]
+    assert set(curves) == {"g", "r"} and min(curves.values()) > 10
 
 
 def test_without_inventory_or_truth_those_checks_are_left_out_and_said(run, tmp_path) -> None:
