@@ -19,24 +19,9 @@ from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.products.calib import MAGERR_FACTOR
 from dc2tasks.products.dia_object import dia_object_columns
 from dc2tasks.products.dia_stats import BANDS
+from dc2tasks.products.qa import visit_checks as checks
 from dc2tasks.products.qa import visit_figures as figures
 from dc2tasks.products.qa.core import CheckResult, Plot, QaInputs, QaReport
-from dc2tasks.products.qa.visit_checks import (
-    KEYS,
-    SHOWN,
-    at_most,
-    by_band,
-    column_check,
-    declared_floats,
-    duplicate_check,
-    float_values,
-    mag_plot,
-    magnitude_check,
-    plan_checks,
-    schema_check,
-    some,
-    unit_files,
-)
 from dc2tasks.products.qa.visit_scan import (
     Bins,
     ColumnTally,
@@ -80,7 +65,7 @@ def _fold_objects(scan: ObjectScan, batch: pa.Table, floats: list[str], bands: l
     DIASources in it, where each of them is defined."""
     for c in floats:
         if not c.startswith("psFlux"):
-            scan.columns.add(c, "", float_values(batch, c))
+            scan.columns.add(c, "", checks.float_values(batch, c))
     scan.ids.append(batch.column("diaObjectId").to_numpy())
     nobs = batch.column("nobs").to_numpy()
     scan.nobs.append(nobs)
@@ -91,11 +76,11 @@ def _fold_objects(scan: ObjectScan, batch: pa.Table, floats: list[str], bands: l
         several = ndata >= 2
         for c in floats:
             if c.startswith("psFlux") and c.endswith(f"_{b}"):
-                scan.columns.add(c, "", float_values(batch, c)[several])
-        mean = float_values(batch, f"psFluxMean_{b}")
+                scan.columns.add(c, "", checks.float_values(batch, c)[several])
+        mean = checks.float_values(batch, f"psFluxMean_{b}")
         with np.errstate(divide="ignore", invalid="ignore"):
-            err = MAGERR_FACTOR * float_values(batch, f"psFluxMeanErr_{b}") / mean
-            reduced = float_values(batch, f"psFluxChi2_{b}")[several] / (ndata[several] - 1)
+            err = MAGERR_FACTOR * checks.float_values(batch, f"psFluxMeanErr_{b}") / mean
+            reduced = checks.float_values(batch, f"psFluxChi2_{b}")[several] / (ndata[several] - 1)
             log_chi2 = np.log10(reduced)
         seen = ndata >= 1
         scan.mags.add(b, ab_magnitude(mean[seen]), err[seen])
@@ -107,7 +92,7 @@ def scan_object_file(scan: ObjectScan, tract: int, path: Path) -> None:
     bands = _object_bands(schema.names)
     scan.schemas[tract] = schema
     scan.declared[tract] = dia_object_columns(bands)
-    floats = declared_floats(schema, scan.declared[tract])
+    floats = checks.declared_floats(schema, scan.declared[tract])
     if floats is None:
         scan.rows[tract] = pq.read_metadata(path).num_rows
         return
@@ -140,6 +125,12 @@ def dia_source_counts(
     return total, per_band
 
 
+def _disagreements(ids: np.ndarray, ours: np.ndarray, counted: np.ndarray, what: str, of: str) -> list[str]:
+    """The first few objects whose `what` is not the number of DIASources counted for them."""
+    off = np.flatnonzero(ours != counted)[: checks.SHOWN]
+    return [f"diaObjectId {ids[k]}: {what} {ours[k]}, {counted[k]} {of}" for k in off]
+
+
 def nobs_check(scan: ObjectScan, directory: Path, limit: float) -> CheckResult:
     """nobs and psFluxNdata_<band> of each DIAObject against the DIASources associated with it."""
     ids = np.concatenate(scan.ids)
@@ -148,26 +139,19 @@ def nobs_check(scan: ObjectScan, directory: Path, limit: float) -> CheckResult:
     total, per_band = dia_source_counts(directory, ids, list(scan.ndata))
     nobs = np.concatenate(scan.nobs)[order]
     bad = nobs != total
-    named = [
-        f"diaObjectId {i}: nobs {n}, {c} DIASources"
-        for i, n, c in zip(ids[bad][:SHOWN], nobs[bad][:SHOWN], total[bad][:SHOWN], strict=True)
-    ]
+    named = _disagreements(ids, nobs, total, "nobs", "DIASources")
     for b, counts in per_band.items():
         ndata = np.concatenate(scan.ndata[b])[order]
-        off = ndata != counts
-        bad |= off
-        named += [
-            f"diaObjectId {i}: psFluxNdata_{b} {n}, {c} {b} DIASources"
-            for i, n, c in zip(ids[off][:SHOWN], ndata[off][:SHOWN], counts[off][:SHOWN], strict=True)
-        ]
+        bad |= ndata != counts
+        named += _disagreements(ids, ndata, counts, f"psFluxNdata_{b}", f"{b} DIASources")
     count = int(bad.sum())
-    detail = some(named, count) if count else f"{len(ids)} DIAObjects, {int(total.sum())} DIASources"
-    return at_most("nobs_consistent", count, limit, detail)
+    detail = checks.some(named, count) if count else f"{len(ids)} DIAObjects, {int(total.sum())} DIASources"
+    return checks.at_most("nobs_consistent", count, limit, detail)
 
 
 def _object_plots(inputs: QaInputs, scan: ObjectScan) -> list[Plot]:
     return [
-        mag_plot(inputs, scan.mags, "magMean"),
+        checks.mag_plot(inputs, scan.mags, "magMean"),
         figures.save_plot(
             inputs.out,
             "nobs",
@@ -180,7 +164,7 @@ def _object_plots(inputs: QaInputs, scan: ObjectScan) -> list[Plot]:
             "DIAObject: reduced chi-square of psFlux about its mean, "
             "per band (objects with two or more DIASources in the band)",
             figures.histograms(
-                by_band(scan.chi2), CHI2_BINS, "log10 psFluxChi2 / (psFluxNdata - 1)", "DIAObjects"
+                checks.by_band(scan.chi2), CHI2_BINS, "log10 psFluxChi2 / (psFluxNdata - 1)", "DIAObjects"
             ),
         ),
     ]
@@ -190,7 +174,7 @@ def dia_object_qa(inputs: QaInputs) -> QaReport:
     """DIAObject's checks and plots; nobs against the DIASources of the same run, read from the
     sibling DIASource directory when it is there."""
     t = inputs.thresholds
-    files = unit_files(inputs)
+    files = checks.unit_files(inputs)
     scan = ObjectScan(ColumnTally(), MagTally(t["mag_min"], t["mag_max"]))
     for tract, path in files.items():
         scan_object_file(scan, tract, path)
@@ -200,14 +184,14 @@ def dia_object_qa(inputs: QaInputs) -> QaReport:
     )
     # the per-band statistics are checked over these objects only (see _fold_objects)
     report.facts["light_curves"] = {
-        b: int(sum(int((n >= 2).sum()) for n in scan.ndata[b])) for b in by_band(scan.ndata)
+        b: int(sum(int((n >= 2).sum()) for n in scan.ndata[b])) for b in checks.by_band(scan.ndata)
     }
-    plan_checks(inputs, report, files, scan.rows, "deepDiff_diaObject")
+    checks.plan_checks(inputs, report, files, scan.rows, "deepDiff_diaObject")
     report.checks += [
-        duplicate_check(scan.duplicates, KEYS["dia_object"], t["max_duplicate_ids"], "tract"),
-        column_check(scan.columns),
-        schema_check(scan.schemas, scan.declared, inputs.product.unit),
-        magnitude_check(scan.mags, t["max_mag_outside_fraction"]),
+        checks.duplicate_check(scan.duplicates, checks.KEYS["dia_object"], t["max_duplicate_ids"], "tract"),
+        checks.column_check(scan.columns),
+        checks.schema_check(scan.schemas, scan.declared, inputs.product.unit),
+        checks.magnitude_check(scan.mags, t["max_mag_outside_fraction"]),
     ]
     sources = inputs.directory.parent / CATALOGUE["dia_source"].directory
     if sources.is_dir():

@@ -264,6 +264,23 @@ def test_dia_object_nobs_off_by_one(run, tmp_path) -> None:
     assert check.detail == f"diaObjectId {first}: nobs {nobs + 1}, {nobs} DIASources"
 
 
+def test_dia_object_band_ndata_off_by_one(run, tmp_path) -> None:
+    work = _copy(run, tmp_path, "dia_object", "dia_source")
+    path = _files(work, "dia_object")[0]
+    table = pq.read_table(path, columns=["diaObjectId", "psFluxNdata_r"])
+    some = int(np.flatnonzero(table.column("psFluxNdata_r").to_numpy() > 0)[0])
+    oid, ndata = table.column("diaObjectId")[some].as_py(), table.column("psFluxNdata_r")[some].as_py()
+
+    def less(v: np.ndarray) -> np.ndarray:
+        v[some] -= 1
+        return v
+
+    _rewrite(path, _set("psFluxNdata_r", less))
+    check = _check(_qa(run, "dia_object", tmp_path, work), "nobs_consistent")
+    assert (check.verdict, check.value) == ("fail", 1)
+    assert check.detail == f"diaObjectId {oid}: psFluxNdata_r {ndata - 1}, {ndata} r DIASources"
+
+
 def test_dia_object_without_its_dia_sources_says_so(run, tmp_path) -> None:
     work = _copy(run, tmp_path, "dia_object")
     report = _qa(run, "dia_object", tmp_path, work)
