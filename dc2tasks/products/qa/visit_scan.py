@@ -148,9 +148,42 @@ class MagTally:
         grid += np.bincount(flat, minlength=grid.size).reshape(grid.shape)
 
 
+FOOTPRINT_CELL_ARCSEC = 30.0
+"""Sky cells of the footprint: a few Objects each at DC2 depths, small beside a patch (~13 arcmin)."""
+
+
+def sky_cells(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
+    """The cell of each position: rings of constant declination, each cut into cells of about
+    FOOTPRINT_CELL_ARCSEC along the ring."""
+    size = FOOTPRINT_CELL_ARCSEC / 3600.0
+    ring = np.floor((np.asarray(dec_deg, dtype=np.float64) + 90.0) / size)
+    centre = np.radians(ring * size + size / 2 - 90.0)
+    along = np.floor(np.mod(ra_deg, 360.0) * np.maximum(np.cos(centre), 1e-6) / size)
+    return (ring.astype(np.int64) << 32) + along.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Where a catalog has entries: the sorted sky cells holding at least one."""
+
+    cells: np.ndarray
+
+    @classmethod
+    def of(cls, positions: Iterator[tuple[np.ndarray, np.ndarray]]) -> Footprint:
+        """From (ra, dec) arrays in degrees, e.g. one per row group; one cell set kept, not the rows."""
+        cells = np.zeros(0, dtype=np.int64)
+        for ra, dec in positions:
+            cells = np.union1d(cells, sky_cells(ra, dec))
+        return cls(cells)
+
+    def covers(self, ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
+        return lookup(self.cells, sky_cells(ra_deg, dec_deg))[1]
+
+
 @dataclass
 class MatchTally:
-    """Per visit the rows and matched rows; the binned distances of matches and the worst one."""
+    """Per visit the rows (inside the footprint of what they were matched to, when it is known) and
+    their matched rows; the binned distances of every match and the worst one."""
 
     radius: float
     rows: dict[int, int] = field(default_factory=dict)
@@ -163,11 +196,13 @@ class MatchTally:
     def bins(self) -> Bins:
         return Bins(0.0, 1.5 * self.radius, 60)
 
-    def add(self, visit: int, object_id: np.ndarray, distance: np.ndarray) -> None:
+    def add(
+        self, visit: int, object_id: np.ndarray, distance: np.ndarray, inside: np.ndarray | slice
+    ) -> None:
         hit = object_id >= 0
         d = distance[hit]
-        self.rows[visit] = self.rows.get(visit, 0) + len(object_id)
-        self.matched[visit] = self.matched.get(visit, 0) + int(hit.sum())
+        self.rows[visit] = self.rows.get(visit, 0) + len(object_id[inside])
+        self.matched[visit] = self.matched.get(visit, 0) + int(hit[inside].sum())
         bad = ~(d <= self.radius)  # NaN distance on a matched row counts as beyond
         self.beyond += int(bad.sum())
         if d.size:

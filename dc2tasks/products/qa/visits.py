@@ -17,7 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.products.calib import MAGERR_FACTOR
+from dc2tasks.products.errors import InputError
+from dc2tasks.products.object_index import dpdd_object_files
 from dc2tasks.products.qa import visit_figures as figures
 from dc2tasks.products.qa.core import CheckResult, Plot, QaFunction, QaInputs, QaReport
 from dc2tasks.products.qa.dia_object_checks import dia_object_qa
@@ -37,8 +40,10 @@ from dc2tasks.products.qa.visit_checks import (
     unit_files,
 )
 from dc2tasks.products.qa.visit_scan import (
+    FOOTPRINT_CELL_ARCSEC,
     OFFSET_BINS,
     ColumnTally,
+    Footprint,
     MagTally,
     MatchTally,
     TruthTally,
@@ -78,6 +83,7 @@ class VisitScan:
     rows: dict[int, int] = field(default_factory=dict)
     duplicates: dict[int, tuple[int, list[tuple]]] = field(default_factory=dict)
     no_truth: list[int] = field(default_factory=list)
+    footprint: Footprint | None = None  # of what the rows were matched to, when it is at hand
 
 
 def _flux_columns(table: VisitTable, gen: SchemaGeneration) -> tuple[str, str]:
@@ -146,7 +152,13 @@ def _fold_batch(
     for b, sel in bands:
         scan.mags.add(b, mag[sel], mag_err[sel])
     if scan.match is not None:
-        scan.match.add(visit, batch.column("objectId").to_numpy(), float_values(batch, "match_distance"))
+        inside: np.ndarray | slice = slice(None)
+        if scan.footprint is not None:
+            ra, dec = (np.degrees(float_values(batch, c)) for c in ("coord_ra", "coord_dec"))
+            inside = scan.footprint.covers(ra, dec)
+        scan.match.add(
+            visit, batch.column("objectId").to_numpy(), float_values(batch, "match_distance"), inside
+        )
     if scan.truth is not None and truth is not None:
         _fold_truth(scan.truth, truth, batch, bands, mag)
 
@@ -263,6 +275,33 @@ def _visit_plots(inputs: QaInputs, scan: VisitScan) -> list[Plot]:
     return plots
 
 
+FOOTPRINT_OF = {"object": "dpdd_object"}
+"""The product whose Objects a table of this `match` was matched to (Source: the run's dpdd_object,
+its `--objects`): the matched fraction counts the rows inside its footprint, as a source outside
+every patch's inner region has no Object to match. DIAObjects are too sparse to draw a footprint
+from: DIASources count every row."""
+
+
+def matched_footprint(inputs: QaInputs, table: VisitTable) -> tuple[Footprint | None, str]:
+    """The footprint of what the rows were matched to, and what the matched fraction counts."""
+    product = FOOTPRINT_OF.get(table.match or "")
+    if product is None:
+        return None, "every row"
+    where = inputs.directory.parent / CATALOGUE[product].directory
+    try:
+        files = dpdd_object_files([where])
+    except InputError:
+        return None, f"every row ({where}: no Object tables beside it)"
+    positions = (
+        (t.column("ra").to_numpy(), t.column("dec").to_numpy())
+        for f in files
+        for t in row_groups(f, ["ra", "dec"])
+    )
+    return Footprint.of(positions), (
+        f"rows inside the {product} footprint ({FOOTPRINT_CELL_ARCSEC:g} arcsec cells holding an Object)"
+    )
+
+
 def visit_product_qa(inputs: QaInputs) -> QaReport:
     """The checks and plots of a per-visit product (its table in VISIT_TABLES)."""
     table = VISIT_TABLES[inputs.product.name]
@@ -274,6 +313,7 @@ def visit_product_qa(inputs: QaInputs) -> QaReport:
         MatchTally(DEFAULT_RADIUS_ARCSEC) if table.match else None,
         TruthTally() if inputs.truth is not None else None,
     )
+    scan.footprint, counted = matched_footprint(inputs, table) if table.match else (None, "")
     for visit, path in files.items():
         scan_visit_file(scan, inputs, table, visit, path)
     report = QaReport(inputs.product.name, str(inputs.directory))
@@ -295,6 +335,7 @@ def visit_product_qa(inputs: QaInputs) -> QaReport:
     if scan.match is not None:
         report.checks += match_checks(scan.match, t.values)
         report.facts["match_radius_arcsec"] = scan.match.radius
+        report.facts["matched_fraction_of"] = counted
     if scan.truth is not None:
         report.checks += truth_checks(scan.truth, scan.no_truth, t.values)
     report.plots += _visit_plots(inputs, scan)

@@ -20,6 +20,7 @@ from dc2tasks.products.inventory import take_inventory
 from dc2tasks.products.object_pipeline import run_object_pipeline
 from dc2tasks.products.qa import visits as qa_visits
 from dc2tasks.products.qa.core import CheckResult, QaInputs, QaReport, Thresholds, write_qa_json
+from dc2tasks.products.qa.visit_scan import Footprint, sky_cells
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.products.visit_pipeline import run_visit_pipeline
 from dc2tasks.sample import SampleConfig, make_sample_repo
@@ -153,6 +154,24 @@ def test_good_run_numbers(run, tmp_path) -> None:
     assert set(curves) == {"g", "r"} and min(curves.values()) > 10
 
 
+def test_source_matched_fraction_counts_rows_inside_the_object_footprint(run, tmp_path) -> None:
+    inside = _qa(run, "source", tmp_path)
+    assert "dpdd_object footprint" in inside.facts["matched_fraction_of"]
+    work = _copy(run, tmp_path, "source")  # no dpdd_object beside it: every row counts
+    everywhere = _qa(run, "source", tmp_path, work)
+    assert everywhere.facts["matched_fraction_of"].startswith("every row (")
+    assert _check(everywhere, "matched_fraction").value < _check(inside, "matched_fraction").value
+    assert _qa(run, "dia_source", tmp_path).facts["matched_fraction_of"] == "every row"
+
+
+def test_footprint_cells() -> None:
+    # the first two 4 arcsec apart inside one 30 arcsec cell, the third 30 arcsec south of the first
+    ra, dec = np.array([10.0, 10.0005, 10.0, 200.0]), np.array([-30.004, -30.003, -30.0123, 45.0])
+    footprint = Footprint.of(iter([(ra[:1], dec[:1])]))
+    assert footprint.covers(ra, dec).tolist() == [True, True, False, False]
+    assert len(set(sky_cells(np.array([0.0, 0.0, 0.01]), np.array([0.0, 0.01, 0.0])).tolist())) == 3
+
+
 def test_without_inventory_or_truth_those_checks_are_left_out_and_said(run, tmp_path) -> None:
     report = _qa(run, "source", tmp_path, inventory=None, truth=None)
     names = {c.name for c in report.checks}
@@ -251,6 +270,15 @@ def test_source_row_matched_beyond_the_radius(run, tmp_path) -> None:
     check, _ = _fault(run, tmp_path, "source", "match_distance_within_radius", _set("match_distance", beyond))
     assert (check.verdict, check.value) == ("fail", 1)
     assert check.detail == "1 matched rows beyond the 1 arcsec radius; worst 1.25 arcsec"
+
+
+def test_a_visit_that_matched_nothing(run, tmp_path) -> None:
+    work = _copy(run, tmp_path, "source", "dpdd_object")
+    path = _files(work, "source")[4]
+    _rewrite(path, _set("objectId", lambda v: np.full(len(v), -1)))
+    check = _check(_qa(run, "source", tmp_path, work), "matched_fraction")
+    assert (check.verdict, check.value, check.threshold) == ("fail", 0.0, ">= 0.5 (warn below 0.8)")
+    assert check.detail.startswith(f"lowest: visit {_unit(path)}; ")
 
 
 def test_dia_object_nobs_off_by_one(run, tmp_path) -> None:
