@@ -192,8 +192,11 @@ def scan_visit_file(scan: VisitScan, inputs: QaInputs, table: VisitTable, visit:
 
 def match_checks(match: MatchTally, t: Mapping[str, float]) -> list[CheckResult]:
     fractions = match.fractions()
-    low_visit = min(fractions, key=fractions.__getitem__)
-    low = fractions[low_visit]
+    low_visit: int | str = "-"  # no row to count: nothing matched
+    low = 0.0
+    if fractions:
+        low_visit = min(fractions, key=fractions.__getitem__)
+        low = fractions[low_visit]
     verdict = (
         "fail" if low < t["min_matched_fraction"] else "warn" if low < t["warn_matched_fraction"] else "pass"
     )
@@ -217,17 +220,16 @@ def match_checks(match: MatchTally, t: Mapping[str, float]) -> list[CheckResult]
 
 def truth_checks(truth: TruthTally, no_truth: list[int], t: Mapping[str, float]) -> list[CheckResult]:
     medians = by_band(truth.medians())
-    worst = max((abs(m) for m in medians.values()), default=float("nan"))
+    worst = max((round(abs(m), 6) for m in medians.values()), default=None)  # None: no row had truth
     limit = t["max_truth_mag_offset"]
-    detail = (
-        ", ".join(f"{b}: {m:+.4f}" for b, m in medians.items()) + f" (median mag - truth, {truth.rows} rows)"
-    )
+    per_band = ", ".join(f"{b}: {m:+.4f}" for b, m in medians.items())
+    detail = f"{per_band} (median mag - truth, {truth.rows} rows)" if medians else "no row has a truth"
     if no_truth:
         detail += f"; no truth for visits {some(no_truth)}"
     if truth.unmatched:
         detail += f"; {truth.unmatched} rows not in the truth"
-    verdict = "pass" if medians and worst <= limit else "fail"
-    out = [CheckResult("truth_mag_offset", verdict, round(worst, 6), f"<= {limit:g}", detail)]
+    verdict = "pass" if worst is not None and worst <= limit else "fail"
+    out = [CheckResult("truth_mag_offset", verdict, worst, f"<= {limit:g}", detail)]
     if truth.offset.sum():
         offset = OFFSET_BINS.median(truth.offset)
         out.append(

@@ -336,6 +336,14 @@ def test_zero_point_off_by_a_tenth_against_truth(run, tmp_path) -> None:
     assert _check(report, "magnitudes_plausible").verdict == "pass"
 
 
+def test_truth_directory_without_the_visits_truth_fails(run, tmp_path) -> None:
+    (tmp_path / "truth").mkdir()
+    check = _check(_qa(run, "forced_source", tmp_path, truth=tmp_path / "truth"), "truth_mag_offset")
+    visits = ", ".join(map(str, run[0].visit_ids()))
+    assert (check.verdict, check.value) == ("fail", None)
+    assert check.detail == f"no row has a truth; no truth for visits {visits}"
+
+
 def test_matched_fraction_thresholds_fail_and_warn(run, tmp_path) -> None:
     sample, made, inventory = run
     for values, verdict in (
