@@ -20,6 +20,7 @@ from dc2tasks.products.qa.core import PLOTS_DIR, Plot
 from dc2tasks.products.qa.visit_scan import LOG_ERR_BINS, MAG_BINS, RESIDUAL_BINS, Bins
 
 Draw = Callable[[Figure], None]
+LABELLED_VISITS = 20  # beyond this many visits on an axis, their numbers would overlap
 
 
 def save_plot(out: Path, name: str, caption: str, draw: Draw, size: tuple[float, float] = (6.4, 4.8)) -> Plot:
@@ -51,9 +52,12 @@ def matched_fraction(fractions: Mapping[int, float], low: float, warn: float) ->
         ax.plot(range(len(visits)), [fractions[v] for v in visits], "o")
         ax.axhline(low, color="tab:red", ls="--", label=f"fail below {low:g}")
         ax.axhline(warn, color="tab:orange", ls=":", label=f"warn below {warn:g}")
-        ax.set_xticks(range(len(visits)), [str(v) for v in visits], rotation=90 if len(visits) > 8 else 0)
+        if len(visits) <= LABELLED_VISITS:
+            ax.set_xticks(range(len(visits)), [str(v) for v in visits], rotation=45 if len(visits) > 5 else 0)
+            ax.set_xlabel("visit")
+        else:
+            ax.set_xlabel(f"visit, in number order ({len(visits)} visits)")
         ax.set_ylim(0, 1.05)
-        ax.set_xlabel("visit")
         ax.set_ylabel("matched fraction")
         ax.legend(loc="lower right")
 
@@ -111,7 +115,6 @@ def residuals(hists: Mapping[str, np.ndarray], limit: float) -> Draw:
         for x in (-limit, limit):
             ax.axvline(x, color="tab:red", ls="--")
         ax.set_xlim(-5 * limit, 5 * limit)
-        ax.set_yscale("log")
         ax.set_xlabel("psFlux magnitude - truth (mag)")
         ax.set_ylabel("rows")
         ax.legend(title=f"median within +-{limit:g} mag")
