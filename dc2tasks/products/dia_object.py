@@ -42,6 +42,19 @@ DIA_OBJECT_FIELDS = (
     "base_PsfFlux_instFluxErr",
 )
 SOURCE_COLUMNS = ("objectId", "filter", "slot_PsfFlux_instFlux", "slot_PsfFlux_instFluxErr", "fluxmag0")
+
+
+def dia_object_columns(bands: Sequence[str]) -> list[str]:
+    """Every column of a tract's table, in order, for its bands."""
+    return [
+        "diaObjectId",
+        *DIA_OBJECT_FIELDS,
+        "tract",
+        "patch",
+        *(f"{s}_{b}" for b in bands for s in STAT_COLUMNS),
+    ]
+
+
 def dia_object_file_name(tract: int) -> str:
     return CATALOGUE["dia_object"].file_name(tract=tract)
 
@@ -173,8 +186,7 @@ def dia_object_tract(
             fill = 0 if stat == "psFluxNdata" else np.nan
             columns[name] = _take(stats[name].to_numpy(), where, fill)
     columns["tract"] = np.full(n, tract, dtype=np.int64)
-    order = ["diaObjectId", *DIA_OBJECT_FIELDS, "tract", "patch"]
-    order += [f"{stat}_{b}" for b in bands for stat in STAT_COLUMNS]
+    order = dia_object_columns(bands)
     meta = {
         b"dc2tasks.version": __version__.encode(),
         b"dc2tasks.product": b"dia_object",

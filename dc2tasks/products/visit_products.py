@@ -34,6 +34,7 @@ from dc2tasks.products.visit_tables import VisitTable
 log = logging.getLogger(__name__)
 
 SIGNATURE_KEY = b"dc2tasks.inputs"
+RADIUS_KEY = b"dc2tasks.match_radius_arcsec"  # the radius a file's rows were matched with
 DEFAULT_RADIUS_ARCSEC = 1.0
 
 
@@ -148,7 +149,7 @@ def make_visit(
         SIGNATURE_KEY: signature.encode(),
         b"dc2tasks.version": __version__.encode(),
         b"dc2tasks.product": table.key.encode(),
-        b"dc2tasks.match_radius_arcsec": repr(radius_arcsec).encode(),
+        RADIUS_KEY: repr(radius_arcsec).encode(),
     }
     arrow = _arrow_table(table, gen, columns, meta)
     target.parent.mkdir(parents=True, exist_ok=True)
