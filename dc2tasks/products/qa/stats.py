@@ -1,0 +1,156 @@
+"""Streaming accumulators: what a check or a plot keeps of a product while its rows go past.
+
+A product is read one row group (Parquet) or patch group (HDF5) at a time; each accumulator takes a
+batch of values with `add` and keeps only fixed-size binned arrays (or, for a sky map, one count per
+occupied cell), so a report's memory is one batch plus its bins, whatever the catalog's size.
+Used by every product's checks (Object and visit products alike): nothing here knows a column name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Histogram:
+    """Counts of values in fixed bins; values below or above the edges (and NaN) are counted apart,
+    so a fraction or a quantile is of every finite value seen."""
+
+    edges: np.ndarray
+    counts: np.ndarray = field(init=False)
+    below: int = 0
+    above: int = 0
+    nonfinite: int = 0
+
+    def __post_init__(self) -> None:
+        self.edges = np.asarray(self.edges, dtype=np.float64)
+        self.counts = np.zeros(len(self.edges) - 1, dtype=np.int64)
+
+    @classmethod
+    def linear(cls, low: float, high: float, bins: int) -> Histogram:
+        return cls(np.linspace(low, high, bins + 1))
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(values)
+        self.nonfinite += int(values.size - finite.sum())
+        values = values[finite]
+        self.below += int((values < self.edges[0]).sum())
+        self.above += int((values > self.edges[-1]).sum())
+        self.counts += np.histogram(values, self.edges)[0]
+
+    @property
+    def finite(self) -> int:
+        return int(self.counts.sum()) + self.below + self.above
+
+    @property
+    def centres(self) -> np.ndarray:
+        return 0.5 * (self.edges[1:] + self.edges[:-1])
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile of the finite values, to a bin's width (the bin's centre); NaN when none,
+        -inf / +inf when it lies below / above the edges."""
+        total = self.finite
+        if total == 0:
+            return float("nan")
+        rank = q * total
+        if rank < self.below:
+            return float("-inf")
+        cumulative = self.below + np.cumsum(self.counts)
+        k = int(np.searchsorted(cumulative, rank, side="left"))
+        return float("inf") if k >= len(self.counts) else float(self.centres[k])
+
+
+@dataclass
+class Histogram2D:
+    """Counts of (x, y) pairs in fixed bins; pairs outside the edges or not finite are dropped."""
+
+    xedges: np.ndarray
+    yedges: np.ndarray
+    counts: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.xedges = np.asarray(self.xedges, dtype=np.float64)
+        self.yedges = np.asarray(self.yedges, dtype=np.float64)
+        self.counts = np.zeros((len(self.xedges) - 1, len(self.yedges) - 1), dtype=np.int64)
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        keep = np.isfinite(x) & np.isfinite(y)
+        self.counts += np.histogram2d(x[keep], y[keep], (self.xedges, self.yedges))[0].astype(np.int64)
+
+
+@dataclass
+class SkyGrid:
+    """Counts per cell of a grid of `cell_deg` on (ra cos(dec0), dec), dec0 the first batch's mean
+    declination: cells are kept only where rows fall, and the cells grow (`_coarsen`) so that at
+    most `max_cells` are kept, whatever the footprint."""
+
+    cell_deg: float = 1.0 / 3600
+    max_cells: int = 40_000
+    dec0: float | None = None
+    cells: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def _coarsen(self) -> None:
+        """Double the cell size (each new cell is four old ones) until at most max_cells remain:
+        the map's resolution follows the footprint, its memory does not."""
+        while len(self.cells) > self.max_cells:
+            merged: dict[tuple[int, int], int] = {}
+            for (i, j), n in self.cells.items():
+                merged[(i // 2, j // 2)] = merged.get((i // 2, j // 2), 0) + n
+            self.cells, self.cell_deg = merged, self.cell_deg * 2
+
+    def add(self, ra_deg: np.ndarray, dec_deg: np.ndarray) -> None:
+        ra, dec = np.asarray(ra_deg, np.float64), np.asarray(dec_deg, np.float64)
+        keep = np.isfinite(ra) & np.isfinite(dec)
+        ra, dec = ra[keep], dec[keep]
+        if ra.size == 0:
+            return
+        if self.dec0 is None:
+            self.dec0 = float(dec.mean())
+        ix = np.floor(ra * np.cos(np.radians(self.dec0)) / self.cell_deg).astype(np.int64)
+        iy = np.floor(dec / self.cell_deg).astype(np.int64)
+        pairs, counts = np.unique(np.stack([ix, iy], axis=1), axis=0, return_counts=True)
+        for (i, j), n in zip(pairs.tolist(), counts.tolist(), strict=True):
+            self.cells[(i, j)] = self.cells.get((i, j), 0) + n
+        self._coarsen()
+
+    def image(self) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        """(counts per arcmin² as a 2-d array [dec, ra], extent (ra0, ra1, dec0, dec1) in degrees);
+        ra grows to the left, as on the sky."""
+        if not self.cells:
+            return np.zeros((1, 1)), (0.0, 1.0, 0.0, 1.0)
+        index = np.array(list(self.cells))
+        i0, j0 = index.min(axis=0)
+        i1, j1 = index.max(axis=0)
+        image = np.zeros((j1 - j0 + 1, i1 - i0 + 1))
+        for (i, j), n in self.cells.items():
+            image[j - j0, i - i0] = n
+        image /= (self.cell_deg * 60) ** 2
+        scale = np.cos(np.radians(self.dec0 or 0.0))
+        ra = (i0 * self.cell_deg / scale, (i1 + 1) * self.cell_deg / scale)
+        return image[:, ::-1], (ra[1], ra[0], j0 * self.cell_deg, (j1 + 1) * self.cell_deg)
+
+
+def duplicated_ids(
+    batches: Callable[[], Iterable[np.ndarray]], rows: int, max_ids: int = 4_000_000, examples: int = 5
+) -> tuple[int, list[tuple[int, int]]]:
+    """(rows whose id another row has too, up to `examples` (id, times) pairs) over every id that
+    `batches()` yields. Ids are split by value into enough partitions that one holds at most about
+    `max_ids` of them, one pass over `batches()` per partition, so memory stays bounded whatever
+    the product's rows (one pass, and no split, for up to `max_ids` rows)."""
+    parts = max(1, -(-rows // max_ids))
+    extra = 0
+    found: list[tuple[int, int]] = []
+    for part in range(parts):
+        kept = [ids[ids % parts == part] if parts > 1 else ids for ids in map(np.asarray, batches())]
+        if not kept:
+            continue
+        values, counts = np.unique(np.concatenate(kept), return_counts=True)
+        many = counts > 1
+        extra += int(counts[many].sum())
+        found += list(zip(values[many].tolist(), counts[many].tolist(), strict=True))[: examples - len(found)]
+    return extra, found
