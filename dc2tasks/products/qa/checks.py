@@ -26,8 +26,9 @@ def number(value: float) -> str:
     return f"{value:g}"
 
 
-def at_most(name: str, value: float, key: str, thresholds: Thresholds, detail: str = "",
-            warn_key: str | None = None) -> CheckResult:
+def at_most(
+    name: str, value: float, key: str, thresholds: Thresholds, detail: str = "", warn_key: str | None = None
+) -> CheckResult:
     """Pass when value <= thresholds[key] (NaN fails: nothing was measured)."""
     limit = thresholds[key]
     ok = not math.isnan(value) and value <= limit
@@ -37,8 +38,9 @@ def at_most(name: str, value: float, key: str, thresholds: Thresholds, detail: s
     return CheckResult(name, verdict, _plain(value), f"<= {number(limit)} ({key})", detail)
 
 
-def at_least(name: str, value: float, key: str, thresholds: Thresholds, detail: str = "",
-             warn_key: str | None = None) -> CheckResult:
+def at_least(
+    name: str, value: float, key: str, thresholds: Thresholds, detail: str = "", warn_key: str | None = None
+) -> CheckResult:
     """Pass when value >= thresholds[key]; a warning when it is below thresholds[warn_key]."""
     limit = thresholds[key]
     ok = not math.isnan(value) and value >= limit
@@ -61,8 +63,12 @@ def listed(name: str, problems: Sequence[str], key: str, thresholds: Thresholds,
 
 
 def unit_rows_agreement(
-    name: str, rows: Mapping[tuple, int], expected: Mapping[tuple, int], thresholds: Thresholds,
-    against: str, at_most_expected: bool = False,
+    name: str,
+    rows: Mapping[tuple, int],
+    expected: Mapping[tuple, int],
+    thresholds: Thresholds,
+    against: str,
+    at_most_expected: bool = False,
 ) -> CheckResult:
     """Rows per unit (tract, patch or visit) against what `against` says: the largest difference
     of one unit is the value; each unit that differs is named with both numbers. With

@@ -77,6 +77,7 @@ def parquet_schema(path: Path) -> pa.Schema:
 
 def arrow_schema(columns: Mapping[str, str]) -> pa.Schema:
     """An Arrow schema from {column: numpy dtype name} (an HDF5 group's), for schema_difference."""
+
     def arrow_type(dtype: str) -> pa.DataType:
         kind = np.dtype(dtype).kind
         return pa.string() if kind in "OSU" else pa.from_numpy_dtype(np.dtype(dtype))

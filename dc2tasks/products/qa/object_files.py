@@ -62,8 +62,11 @@ class Batch:
 
 def product_files(product: Product, directory: Path) -> list[Path]:
     rx = re.compile(product.file_pattern)
-    return sorted(p for p in directory.iterdir() if p.is_file() and rx.match(p.name)) if directory.is_dir() \
+    return (
+        sorted(p for p in directory.iterdir() if p.is_file() and rx.match(p.name))
+        if directory.is_dir()
         else []
+    )
 
 
 def file_tract(product: Product, path: Path) -> int | None:
@@ -85,8 +88,9 @@ class ParquetObjects:
         bands = meta.get(b"dc2tasks.bands", b"").decode() or "".join(
             sort_bands({m.group(1) for n in first.names if (m := re.fullmatch(r"mag_(.)", n))})
         )
-        self.ctx = dpdd.Context(SchemaGeneration(int(meta.get(b"dc2tasks.dm_schema_version", b"4"))),
-                                tuple(bands))
+        self.ctx = dpdd.Context(
+            SchemaGeneration(int(meta.get(b"dc2tasks.dm_schema_version", b"4"))), tuple(bands)
+        )
         self.promised = tuple(dpdd.dpdd_names(self.ctx))
         self.used = tuple(dpdd.dpdd_names(self.ctx, used_columns(product)))
 
@@ -97,8 +101,9 @@ class ParquetObjects:
         for f in self.files:
             for table in iter_row_groups(f, dict.fromkeys((*self.promised, *UNIT_COLUMNS))):
                 values = {c: table[c].to_numpy(zero_copy_only=False) for c in table.column_names}
-                yield Batch(f.name, values.get("tract", np.zeros(0)), values.get("patch", np.zeros(0)),
-                            values, values)
+                yield Batch(
+                    f.name, values.get("tract", np.zeros(0)), values.get("patch", np.zeros(0)), values, values
+                )
 
     def ids(self) -> Iterator[np.ndarray]:
         key = id_column(self.product)
@@ -122,8 +127,9 @@ def parquet_unit_rows(files: list[Path]) -> dict[tuple[int, str], int]:
 def add_unit_counts(out: dict[tuple[int, str], int], tracts: np.ndarray, patches: np.ndarray) -> None:
     if len(tracts) == 0:
         return
-    pairs, counts = np.unique(np.stack([tracts.astype(str), patches.astype(str)], axis=1), axis=0,
-                              return_counts=True)
+    pairs, counts = np.unique(
+        np.stack([tracts.astype(str), patches.astype(str)], axis=1), axis=0, return_counts=True
+    )
     for (t, p), n in zip(pairs.tolist(), counts.tolist(), strict=True):
         out[(int(t), p)] = out.get((int(t), p), 0) + n
 
@@ -154,7 +160,9 @@ class Hdf5Objects:
                 tract, patch = hdf5.tract_patch(key)
                 n = len(frame)
                 checked = {c: frame[c].to_numpy() for c in frame.columns}
-                yield Batch(obj.path.name, np.full(n, tract), np.full(n, patch, dtype=object), values, checked)
+                yield Batch(
+                    obj.path.name, np.full(n, tract), np.full(n, patch, dtype=object), values, checked
+                )
 
     def ids(self) -> Iterator[np.ndarray]:
         id_col = [c for c in self.used_columns if c.name == id_column(self.product)]

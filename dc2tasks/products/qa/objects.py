@@ -63,7 +63,9 @@ class Seen:
     errors: dict[str, Histogram2D] = field(default_factory=dict)
     outside: dict[str, list[int]] = field(default_factory=dict)  # mag column: [outside range, finite]
     sky: dict[int, SkyGrid] = field(default_factory=dict)
-    colours: Histogram2D = field(default_factory=lambda: Histogram2D(_edges(COLOUR_BINS), _edges(COLOUR_BINS)))
+    colours: Histogram2D = field(
+        default_factory=lambda: Histogram2D(_edges(COLOUR_BINS), _edges(COLOUR_BINS))
+    )
     truth_mag: dict[str, Histogram] = field(default_factory=dict)
     truth_sep: Histogram = field(default_factory=lambda: Histogram.linear(*RESIDUAL_ARCSEC))
     truth_matched: int = 0
@@ -137,8 +139,9 @@ def _upstream(product: Product, directory: Path) -> tuple[str, Units | None]:
     return up.name, unit_rows_of(up, where)
 
 
-def _planned(inputs: QaInputs, refs: Units | None, upstream: Units | None,
-             truth_rows: Units | None) -> tuple[set[int], set[tuple[int, str]]]:
+def _planned(
+    inputs: QaInputs, refs: Units | None, upstream: Units | None, truth_rows: Units | None
+) -> tuple[set[int], set[tuple[int, str]]]:
     """The planned tracts (given, else the inventory's) and patches (with rows in the inputs, else
     in the product it is made from, else in the truth)."""
     scope = (inputs.inventory or {}).get("scope", {}).get("tracts", ()) if inputs.inventory else ()
@@ -148,29 +151,48 @@ def _planned(inputs: QaInputs, refs: Units | None, upstream: Units | None,
     return tracts, {k for k in patches if k[0] in tracts}
 
 
-def _missing(inputs: QaInputs, files: list[Path], seen_units: Units, tracts: set[int],
-             patches: set[tuple[int, str]]) -> CheckResult:
+def _missing(
+    inputs: QaInputs, files: list[Path], seen_units: Units, tracts: set[int], patches: set[tuple[int, str]]
+) -> CheckResult:
     have_tracts = {t for t, _ in seen_units} | {t for f in files if (t := file_tract(inputs.product, f))}
-    missing = [f"tract {t}" + (f" ({inputs.product.file_name(tract=t)} absent)" if inputs.product.unit == "tract"
-                               else "") for t in sorted(tracts - have_tracts)]
+    missing = [
+        f"tract {t}"
+        + (f" ({inputs.product.file_name(tract=t)} absent)" if inputs.product.unit == "tract" else "")
+        for t in sorted(tracts - have_tracts)
+    ]
     missing += [f"patch {t}/{p}" for t, p in sorted(patches) if t in have_tracts and (t, p) not in seen_units]
-    return listed("units_present", missing, "max_missing_units", inputs.thresholds,
-                  "planned units absent")
+    return listed("units_present", missing, "max_missing_units", inputs.thresholds, "planned units absent")
 
 
-def _row_checks(inputs: QaInputs, seen: Seen, refs: Units | None, upstream: tuple[str, Units | None],
-                truth_rows: Units | None) -> list[CheckResult]:
+def _row_checks(
+    inputs: QaInputs,
+    seen: Seen,
+    refs: Units | None,
+    upstream: tuple[str, Units | None],
+    truth_rows: Units | None,
+) -> list[CheckResult]:
     out = []
     name, up = upstream
     if up is not None:
         out.append(unit_rows_agreement(f"rows_vs_{name}", seen.units, up, inputs.thresholds, name))
     if truth_rows is not None:
-        out.append(unit_rows_agreement("rows_vs_truth", seen.units, truth_rows, inputs.thresholds,
-                                       "primary truth rows"))
+        out.append(
+            unit_rows_agreement(
+                "rows_vs_truth", seen.units, truth_rows, inputs.thresholds, "primary truth rows"
+            )
+        )
     if refs is not None:
         tracts = {t for t, _ in seen.units}
-        out.append(unit_rows_agreement("rows_vs_inputs", seen.units, {k: n for k, n in refs.items() if k[0] in tracts},
-                                       inputs.thresholds, "deepCoadd_ref rows (NAXIS2)", at_most_expected=True))
+        out.append(
+            unit_rows_agreement(
+                "rows_vs_inputs",
+                seen.units,
+                {k: n for k, n in refs.items() if k[0] in tracts},
+                inputs.thresholds,
+                "deepCoadd_ref rows (NAXIS2)",
+                at_most_expected=True,
+            )
+        )
     return out
 
 
@@ -178,57 +200,113 @@ def _column_checks(inputs: QaInputs, seen: Seen, files: ObjectFiles) -> list[Che
     t = inputs.thresholds
     constant = [f"{n} (= {v:g})" for n, v in seen.facts.constant()]
     mismatches = schema_disagreements(files.arrow_schemas())
-    worst = max(((o / f if f else 0.0), c) for c, (o, f) in seen.outside.items()) if seen.outside else (0.0, "")
+    worst = (
+        max(((o / f if f else 0.0), c) for c, (o, f) in seen.outside.items()) if seen.outside else (0.0, "")
+    )
     outside = [f"{c}: {o} of {f}" for c, (o, f) in seen.outside.items() if o]
     return [
         listed("columns_not_all_nan", seen.facts.all_nan(), "max_bad_columns", t, "promised columns all NaN"),
         listed("columns_not_constant", constant, "max_bad_columns", t, "promised float columns constant"),
         listed("one_schema", mismatches, "max_schema_mismatches", t, "files differ from the first"),
-        at_most("magnitudes_in_range", round(worst[0], 6), "max_mag_outside_fraction", t,
-                f"finite magnitudes outside [{t['mag_min']:g}, {t['mag_max']:g}]: {some(outside)}"
-                if outside else ""),
+        at_most(
+            "magnitudes_in_range",
+            round(worst[0], 6),
+            "max_mag_outside_fraction",
+            t,
+            f"finite magnitudes outside [{t['mag_min']:g}, {t['mag_max']:g}]: {some(outside)}"
+            if outside
+            else "",
+        ),
     ]
 
 
 def _id_check(inputs: QaInputs, files: ObjectFiles, rows: int) -> CheckResult:
     extra, examples = duplicated_ids(files.ids, rows)
     shown = some([f"{i} ({n} rows)" for i, n in examples], len(examples))
-    return at_most("ids_unique", extra, "max_duplicate_ids", inputs.thresholds,
-                   f"{extra} rows share their {id_column(inputs.product)}: {shown}" if extra else "")
+    return at_most(
+        "ids_unique",
+        extra,
+        "max_duplicate_ids",
+        inputs.thresholds,
+        f"{extra} rows share their {id_column(inputs.product)}: {shown}" if extra else "",
+    )
 
 
 def _truth_checks(inputs: QaInputs, seen: Seen) -> list[CheckResult]:
     t = inputs.thresholds
     medians = {b: h.quantile(0.5) for b, h in seen.truth_mag.items() if h.finite}
     worst = max((abs(m) for m in medians.values()), default=float("nan"))
-    detail = f"median {PSF_MAG.name.format(b="<b>")} - truth per band: " + ", ".join(f"{b} {m:+.4f}" for b, m in medians.items())
+    detail = f"median {PSF_MAG.name.format(b='<b>')} - truth per band: " + ", ".join(
+        f"{b} {m:+.4f}" for b, m in medians.items()
+    )
     sep = seen.truth_sep.quantile(0.5)
     return [
         at_most("truth_mag_offset", round(worst, 5), "max_truth_mag_offset", t, detail),
-        at_most("truth_position_offset", round(sep, 5), "max_truth_position_arcsec", t,
-                f"median separation of {seen.truth_matched} rows matched by id, arcsec"),
+        at_most(
+            "truth_position_offset",
+            round(sep, 5),
+            "max_truth_position_arcsec",
+            t,
+            f"median separation of {seen.truth_matched} rows matched by id, arcsec",
+        ),
     ]
 
 
 def _plots(out: Path, product: str, seen: Seen) -> list[Plot]:
     mag = PSF_MAG.name
     made = [
-        plots.step_histograms(out, "number_counts", seen.counts, f"{mag} [mag]",
-                              f"{product}: number counts per band ({mag}, legend: finite values)"),
-        plots.density_panels(out, "mag_err_vs_mag", seen.errors, mag, PSF_MAG_ERR.name,
-                             f"{product}: {PSF_MAG_ERR.name} against {mag} per band"),
+        plots.step_histograms(
+            out,
+            "number_counts",
+            seen.counts,
+            f"{mag} [mag]",
+            f"{product}: number counts per band ({mag}, legend: finite values)",
+        ),
+        plots.density_panels(
+            out,
+            "mag_err_vs_mag",
+            seen.errors,
+            mag,
+            PSF_MAG_ERR.name,
+            f"{product}: {PSF_MAG_ERR.name} against {mag} per band",
+        ),
     ]
-    made += [plots.sky_map(out, f"sky_density_tract_{t}", grid, f"tract {t}",
-                           f"{product}: objects per arcmin² in tract {t}") for t, grid in sorted(seen.sky.items())]
+    made += [
+        plots.sky_map(
+            out, f"sky_density_tract_{t}", grid, f"tract {t}", f"{product}: objects per arcmin² in tract {t}"
+        )
+        for t, grid in sorted(seen.sky.items())
+    ]
     if seen.colours.counts.any():
-        made.append(plots.density(out, "colour_colour", seen.colours, "r - i", "g - r",
-                                  f"{product}: g - r against r - i ({mag})"))
+        made.append(
+            plots.density(
+                out,
+                "colour_colour",
+                seen.colours,
+                "r - i",
+                "g - r",
+                f"{product}: g - r against r - i ({mag})",
+            )
+        )
     if seen.truth_mag:
-        made.append(plots.step_histograms(out, "truth_mag_residuals", seen.truth_mag, f"{mag} - truth [mag]",
-                                          f"{product}: magnitude residuals against truth per band"))
-        made.append(plots.step_histograms(out, "truth_position_residuals", {"all": seen.truth_sep},
-                                          "separation from truth [arcsec]",
-                                          f"{product}: position residuals against truth"))
+        made.append(
+            plots.step_histograms(
+                out,
+                "truth_mag_residuals",
+                seen.truth_mag,
+                f"{mag} - truth [mag]",
+                f"{product}: magnitude residuals against truth per band",
+            )
+        )
+        made.append(
+            plots.step_histograms(
+                out,
+                "truth_position_residuals",
+                {"all": seen.truth_sep},
+                "separation from truth [arcsec]",
+                f"{product}: position residuals against truth",
+            )
+        )
     return made
 
 
@@ -240,8 +318,15 @@ def object_qa(inputs: QaInputs) -> QaReport:
     files = product_files(product, inputs.directory)
     report.facts["files"] = [f.name for f in files]
     if not files:
-        report.checks.append(listed("files_present", [f"no {product.files} in {inputs.directory}"],
-                                    "max_missing_units", inputs.thresholds, "products absent"))
+        report.checks.append(
+            listed(
+                "files_present",
+                [f"no {product.files} in {inputs.directory}"],
+                "max_missing_units",
+                inputs.thresholds,
+                "products absent",
+            )
+        )
         return report
     opened = open_product(product, files)
     truth = Truth(inputs.truth) if inputs.truth is not None else None
@@ -250,9 +335,12 @@ def object_qa(inputs: QaInputs) -> QaReport:
     upstream = _upstream(product, inputs.directory)
     truth_rows = truth.primary_rows(sorted({t for t, _ in seen.units})) if truth is not None else None
     tracts, patches = _planned(inputs, refs, upstream[1], truth_rows)
-    report.checks += [_missing(inputs, files, seen.units, tracts, patches),
-                      *_row_checks(inputs, seen, refs, upstream, truth_rows),
-                      _id_check(inputs, opened, seen.rows), *_column_checks(inputs, seen, opened)]
+    report.checks += [
+        _missing(inputs, files, seen.units, tracts, patches),
+        *_row_checks(inputs, seen, refs, upstream, truth_rows),
+        _id_check(inputs, opened, seen.rows),
+        *_column_checks(inputs, seen, opened),
+    ]
     if truth is not None:
         report.checks += _truth_checks(inputs, seen)
     report.plots = _plots(inputs.out, product.name, seen)

@@ -41,8 +41,15 @@ def _figure() -> tuple[plt.Figure, plt.Axes]:
     return fig, ax
 
 
-def step_histograms(out: Path, name: str, hists: Mapping[str, Histogram], xlabel: str, caption: str,
-                    log: bool = True, marks: tuple[float, ...] = ()) -> Plot:
+def step_histograms(
+    out: Path,
+    name: str,
+    hists: Mapping[str, Histogram],
+    xlabel: str,
+    caption: str,
+    log: bool = True,
+    marks: tuple[float, ...] = (),
+) -> Plot:
     """One step line per labelled histogram (e.g. number counts per band); `marks`: vertical lines
     (the thresholds)."""
     fig, ax = _figure()
@@ -59,28 +66,31 @@ def step_histograms(out: Path, name: str, hists: Mapping[str, Histogram], xlabel
     return save(fig, out, name, caption)
 
 
-def density_panels(out: Path, name: str, hists: Mapping[str, Histogram2D], xlabel: str, ylabel: str,
-                   caption: str) -> Plot:
+def density_panels(
+    out: Path, name: str, hists: Mapping[str, Histogram2D], xlabel: str, ylabel: str, caption: str
+) -> Plot:
     """One 2-d histogram panel per label (e.g. magnitude error against magnitude per band)."""
     n = max(1, len(hists))
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), dpi=DPI, layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.2 * cols, 2.8 * rows), dpi=DPI, layout="constrained", squeeze=False
+    )
     for ax, (label, h) in zip(axes.flat, hists.items(), strict=False):
         _mesh(ax, h)
         ax.set_title(label, fontsize="small")
         ax.set_xlabel(xlabel, fontsize="small")
         ax.set_ylabel(ylabel, fontsize="small")
-    for ax in list(axes.flat)[len(hists):]:
+    for ax in list(axes.flat)[len(hists) :]:
         ax.set_axis_off()
     return save(fig, out, name, caption)
 
 
 def _mesh(ax: plt.Axes, h: Histogram2D) -> None:
     counts = np.where(h.counts > 0, h.counts, np.nan).T
-    ax.pcolormesh(h.xedges, h.yedges, counts, norm="log" if np.nanmax(counts, initial=0) > 1 else None,
-                  cmap="viridis")
+    ax.pcolormesh(
+        h.xedges, h.yedges, counts, norm="log" if np.nanmax(counts, initial=0) > 1 else None, cmap="viridis"
+    )
 
 
 def density(out: Path, name: str, h: Histogram2D, xlabel: str, ylabel: str, caption: str) -> Plot:
@@ -96,8 +106,9 @@ def sky_map(out: Path, name: str, grid: SkyGrid, title: str, caption: str) -> Pl
     """Objects per arcmin² over the footprint (ra to the left)."""
     image, extent = grid.image()
     fig, ax = _figure()
-    shown = ax.imshow(image, origin="lower", extent=extent, aspect="auto", cmap="magma",
-                      interpolation="nearest")
+    shown = ax.imshow(
+        image, origin="lower", extent=extent, aspect="auto", cmap="magma", interpolation="nearest"
+    )
     fig.colorbar(shown, ax=ax, label="per arcmin²")
     ax.set_xlabel("ra [deg]")
     ax.set_ylabel("dec [deg]")

@@ -40,15 +40,19 @@ TRUTH_FLUX = "psf_flux_nJy_{b}"
 def input_rows(inventory: Mapping[str, Any], tracts: Iterable[int] = ()) -> dict[tuple[int, str], int]:
     """Rows (NAXIS2) of each patch's deepCoadd_ref in the repository the inventory report names."""
     try:
-        repo = Gen2Repo(Path(inventory["repository"]), [Path(p) for p in inventory["chain"]],
-                        inventory["camera"])
+        repo = Gen2Repo(
+            Path(inventory["repository"]), [Path(p) for p in inventory["chain"]], inventory["camera"]
+        )
     except (KeyError, TypeError) as exc:
         raise InputError(f"the inventory report lacks the repository, chain or camera ({exc})") from None
     scope = Scope(tracts=tuple(tracts) or tuple(inventory.get("scope", {}).get("tracts", ())))
     with Progress("qa inputs", None, "directories") as progress:
         found = scan_chain(repo, REF_DATASET, scope.keep(False), progress)
-    return {(int(k[0]), str(k[1])): int(afw.read_header(f.path).get("NAXIS2", 0) or 0)
-            for k, f in found.items() if not f.problem}
+    return {
+        (int(k[0]), str(k[1])): int(afw.read_header(f.path).get("NAXIS2", 0) or 0)
+        for k, f in found.items()
+        if not f.problem
+    }
 
 
 @dataclass
@@ -56,7 +60,9 @@ class Truth:
     """The truth tables of a sample: `root` is the sample (holding truth/) or truth/ itself."""
 
     root: Path
-    _index: dict[int, tuple[pq.ParquetFile, dict[str, list[int]], dict[str, int]]] = field(default_factory=dict)
+    _index: dict[int, tuple[pq.ParquetFile, dict[str, list[int]], dict[str, int]]] = field(
+        default_factory=dict
+    )
 
     def path(self, tract: int) -> Path:
         base = self.root / TRUTH_DIR if (self.root / TRUTH_DIR).is_dir() else self.root
@@ -103,7 +109,8 @@ class Truth:
             return {c: np.zeros(0) for c in ["objectId", *columns]}
         table = pf.read_row_groups(index, columns=["objectId", "patch", TRUTH_PRIMARY, *columns])
         keep = table[TRUTH_PRIMARY].to_numpy(zero_copy_only=False) & np.isin(
-            table["patch"].to_numpy(zero_copy_only=False), list(patches))
+            table["patch"].to_numpy(zero_copy_only=False), list(patches)
+        )
         values = {c: table[c].to_numpy(zero_copy_only=False)[keep] for c in ["objectId", *columns]}
         order = np.argsort(values["objectId"], kind="stable")
         return {c: v[order] for c, v in values.items()}

@@ -34,7 +34,8 @@ def _check_rows(checks: list[CheckResult]) -> str:
     """Failures first, then warnings, then passes; each group in the order the checks ran."""
     order = sorted(checks, key=lambda c: -VERDICTS.index(c.verdict))
     return "\n".join(
-        f'<tr class="{c.verdict}"><td>{c.verdict.upper()}</td><td>{_text(c.name)}</td><td>{_text(c.value)}</td>'
+        f'<tr class="{c.verdict}"><td>{c.verdict.upper()}</td><td>{_text(c.name)}</td>'
+        f"<td>{_text(c.value)}</td>"
         f'<td>{_text(c.threshold)}</td><td class="detail">{_text(c.detail)}</td></tr>'
         for c in order
     )
@@ -49,7 +50,9 @@ def _fact_value(value: object) -> str:
 def render(report: QaReport) -> str:
     """The page's HTML."""
     failed, warned = len(report.failures), len(report.warnings)
-    facts = "\n".join(f"<tr><th>{_text(k)}</th><td>{_fact_value(v)}</td></tr>" for k, v in report.facts.items())
+    facts = "\n".join(
+        f"<tr><th>{_text(k)}</th><td>{_fact_value(v)}</td></tr>" for k, v in report.facts.items()
+    )
     figures = "\n".join(
         f'<figure><img src="{escape(p.file, quote=True)}" alt="{escape(p.caption, quote=True)}">'
         f"<figcaption>{_text(p.caption)}</figcaption></figure>"

@@ -52,24 +52,47 @@ def read_json_argument(text: str, what: str) -> Any:
 
 
 def make_inputs(
-    directory: Path, product: str, *, out: Path | None = None, thresholds: Mapping[str, object] | None = None,
-    inventory: Mapping[str, Any] | None = None, truth: Path | None = None, tracts: Sequence[int] = (),
+    directory: Path,
+    product: str,
+    *,
+    out: Path | None = None,
+    thresholds: Mapping[str, object] | None = None,
+    inventory: Mapping[str, Any] | None = None,
+    truth: Path | None = None,
+    tracts: Sequence[int] = (),
     visits: Sequence[int] = (),
 ) -> QaInputs:
     if product not in CATALOGUE.names:
         raise InputError(f"unknown product {product!r}; known: {', '.join(CATALOGUE.names)}")
     if not directory.is_dir():
         raise InputError(f"{directory}: not a directory")
+    for what, value in (("--thresholds", thresholds), ("--against", inventory)):
+        if value is not None and not isinstance(value, Mapping):
+            raise InputError(f"{what}: a JSON object, not {type(value).__name__}")
     if truth is not None and not truth.is_dir():
         raise InputError(f"{truth}: no truth directory")
-    return QaInputs(CATALOGUE[product], directory, out or default_out(directory, product),
-                    Thresholds.from_mapping(thresholds), inventory, truth, tuple(tracts), tuple(visits))
+    return QaInputs(
+        CATALOGUE[product],
+        directory,
+        out or default_out(directory, product),
+        Thresholds.from_mapping(thresholds),
+        inventory,
+        truth,
+        tuple(tracts),
+        tuple(visits),
+    )
 
 
 def run_qa(inputs: QaInputs) -> QaReport:
-    """The product's checks; its report directory written (qa.json last: it says the report is whole)."""
-    (inputs.out / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
+    """The product's checks; its report directory written (qa.json last: it says the report is
+    whole). Plots an earlier run drew and this one did not are removed: the directory is this report."""
+    plots = inputs.out / PLOTS_DIR
+    plots.mkdir(parents=True, exist_ok=True)
     report = qa_function(inputs.product)(inputs)
+    drawn = {Path(p.file).name for p in report.plots}
+    for old in plots.glob("*.png"):
+        if old.name not in drawn:
+            old.unlink()
     write_report(report, inputs.out)
     write_qa_json(report, inputs.out)
     return report
