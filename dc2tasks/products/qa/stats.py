@@ -86,18 +86,22 @@ class Histogram2D:
 @dataclass
 class SkyGrid:
     """Counts per cell of a grid of `cell_deg` on (ra cos(dec0), dec), dec0 the first batch's mean
-    declination: cells are kept only where rows fall, and the cells grow (`_coarsen`) so that at
-    most `max_cells` are kept, whatever the footprint."""
+    declination: cells are kept only where rows fall, and the cells grow (`_coarsen`) so that the
+    map spans at most `max_cells`, whatever the footprint."""
 
     cell_deg: float = 1.0 / 3600
-    max_cells: int = 40_000
+    max_cells: int = 10_000
     dec0: float | None = None
     cells: dict[tuple[int, int], int] = field(default_factory=dict)
 
+    def _span(self) -> int:
+        index = np.array(list(self.cells))
+        return int(np.prod(index.max(axis=0) - index.min(axis=0) + 1)) if len(index) else 0
+
     def _coarsen(self) -> None:
-        """Double the cell size (each new cell is four old ones) until at most max_cells remain:
-        the map's resolution follows the footprint, its memory does not."""
-        while len(self.cells) > self.max_cells:
+        """Double the cell size (each new cell is four old ones) until the map's bounding box has
+        at most max_cells: its resolution follows the footprint, its memory and image size do not."""
+        while self._span() > self.max_cells:
             merged: dict[tuple[int, int], int] = {}
             for (i, j), n in self.cells.items():
                 merged[(i // 2, j // 2)] = merged.get((i // 2, j // 2), 0) + n
