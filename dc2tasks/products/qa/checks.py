@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from dc2tasks.products.qa.core import CheckResult, Thresholds, Verdict
+from dc2tasks.products.qa.core import THRESHOLDS, CheckResult, Thresholds, Verdict
 
 SHOWN = 8
 """At most this many names (columns, patches, ids) in a check's detail; the count is always whole."""
@@ -82,3 +82,17 @@ def unit_rows_agreement(
     worst = max((d for d, _ in diffs), default=0)
     detail = f"{len(diffs)} of {len(set(rows) | set(expected))} units differ: {some([t for _, t in diffs])}"
     return at_most(name, worst, "max_row_difference", thresholds, detail if diffs else "")
+
+
+def markdown_table() -> str:
+    """The README's table of thresholds (tests/products/qa checks the README holds exactly this)."""
+    rows = ["| threshold | default | what it bounds |", "| --- | --- | --- |"]
+    bar = "\\|"  # a literal | inside a Markdown table cell
+    rows += [
+        f"| `{name}` | {number(t.default)} | {t.doc.replace('|', bar)} |" for name, t in THRESHOLDS.items()
+    ]
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")
