@@ -101,9 +101,11 @@ class ParquetObjects:
         for f in self.files:
             for table in iter_row_groups(f, dict.fromkeys((*self.promised, *UNIT_COLUMNS))):
                 values = {c: table[c].to_numpy(zero_copy_only=False) for c in table.column_names}
+                del table  # one row group in memory at a time: none held while the next is read
                 yield Batch(
                     f.name, values.get("tract", np.zeros(0)), values.get("patch", np.zeros(0)), values, values
                 )
+                del values
 
     def ids(self) -> Iterator[np.ndarray]:
         key = id_column(self.product)
@@ -125,7 +127,12 @@ def parquet_unit_rows(files: list[Path]) -> dict[tuple[int, str], int]:
 
 
 def add_unit_counts(out: dict[tuple[int, str], int], tracts: np.ndarray, patches: np.ndarray) -> None:
+    """Add a batch's rows per (tract, patch) to `out` (a batch is one patch, nearly always)."""
     if len(tracts) == 0:
+        return
+    if (tracts == tracts[0]).all() and (patches == patches[0]).all():
+        key = (int(tracts[0]), str(patches[0]))
+        out[key] = out.get(key, 0) + len(tracts)
         return
     pairs, counts = np.unique(
         np.stack([tracts.astype(str), patches.astype(str)], axis=1), axis=0, return_counts=True
@@ -160,9 +167,11 @@ class Hdf5Objects:
                 tract, patch = hdf5.tract_patch(key)
                 n = len(frame)
                 checked = {c: frame[c].to_numpy() for c in frame.columns}
+                del frame
                 yield Batch(
                     obj.path.name, np.full(n, tract), np.full(n, patch, dtype=object), values, checked
                 )
+                del values, checked
 
     def ids(self) -> Iterator[np.ndarray]:
         id_col = [c for c in self.used_columns if c.name == id_column(self.product)]

@@ -126,6 +126,7 @@ def _scan(files: ObjectFiles, inputs: QaInputs, truth: Truth | None) -> Seen:
     seen = Seen(tuple(files.ctx.bands), ColumnFacts(files.promised))
     for batch in files.batches():
         _add(seen, batch, inputs, truth)
+        del batch  # not held while the next batch is read
     return seen
 
 
@@ -144,7 +145,7 @@ def _planned(
 ) -> tuple[set[int], set[tuple[int, str]]]:
     """The planned tracts (given, else the inventory's) and patches (with rows in the inputs, else
     in the product it is made from, else in the truth)."""
-    scope = (inputs.inventory or {}).get("scope", {}).get("tracts", ()) if inputs.inventory else ()
+    scope = (inputs.inventory or {}).get("scope", {}).get("tracts", ())
     patches_from = next((u for u in (refs, upstream, truth_rows) if u is not None), {})
     patches = {k for k, n in patches_from.items() if n > 0}
     tracts = set(inputs.tracts or scope) or {t for t, _ in patches}
@@ -253,7 +254,7 @@ def _truth_checks(inputs: QaInputs, seen: Seen) -> list[CheckResult]:
 
 
 def _plots(out: Path, product: str, seen: Seen) -> list[Plot]:
-    mag = PSF_MAG.name
+    mag, err = (c.name.format(b="<b>") for c in (PSF_MAG, PSF_MAG_ERR))
     made = [
         plots.step_histograms(
             out,
@@ -267,8 +268,8 @@ def _plots(out: Path, product: str, seen: Seen) -> list[Plot]:
             "mag_err_vs_mag",
             seen.errors,
             mag,
-            PSF_MAG_ERR.name,
-            f"{product}: {PSF_MAG_ERR.name} against {mag} per band",
+            err,
+            f"{product}: {err} against {mag} per band",
         ),
     ]
     made += [

@@ -28,6 +28,7 @@ class Histogram:
     def __post_init__(self) -> None:
         self.edges = np.asarray(self.edges, dtype=np.float64)
         self.counts = np.zeros(len(self.edges) - 1, dtype=np.int64)
+        self._uniform = bool(np.allclose(np.diff(self.edges), self.edges[1] - self.edges[0]))
 
     @classmethod
     def linear(cls, low: float, high: float, bins: int) -> Histogram:
@@ -38,9 +39,12 @@ class Histogram:
         finite = np.isfinite(values)
         self.nonfinite += int(values.size - finite.sum())
         values = values[finite]
-        self.below += int((values < self.edges[0]).sum())
-        self.above += int((values > self.edges[-1]).sum())
-        self.counts += np.histogram(values, self.edges)[0]
+        low, high = self.edges[0], self.edges[-1]
+        self.below += int((values < low).sum())
+        self.above += int((values > high).sum())
+        # equal bins (as `linear` makes) take numpy's arithmetic path, not a sort of the values
+        bins = len(self.counts) if self._uniform else self.edges
+        self.counts += np.histogram(values, bins, range=(low, high))[0]
 
     @property
     def finite(self) -> int:
@@ -83,29 +87,40 @@ class Histogram2D:
         self.counts += np.histogram2d(x[keep], y[keep], (self.xedges, self.yedges))[0].astype(np.int64)
 
 
+_IY_OFFSET = 1 << 30  # cell keys: ix * 2**31 + iy + 2**30 (|iy| < 2**30 even for 1" cells)
+
+
 @dataclass
 class SkyGrid:
     """Counts per cell of a grid of `cell_deg` on (ra cos(dec0), dec), dec0 the first batch's mean
-    declination: cells are kept only where rows fall, and the cells grow (`_coarsen`) so that the
-    map spans at most `max_cells`, whatever the footprint."""
+    declination: cells are kept only where rows fall (sorted keys and their counts), and the cells
+    grow (`_coarsen`) so that the map spans at most `max_cells`, whatever the footprint."""
 
     cell_deg: float = 1.0 / 3600
     max_cells: int = 10_000
     dec0: float | None = None
-    cells: dict[tuple[int, int], int] = field(default_factory=dict)
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
-    def _span(self) -> int:
-        index = np.array(list(self.cells))
-        return int(np.prod(index.max(axis=0) - index.min(axis=0) + 1)) if len(index) else 0
+    def _cells(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.keys // (1 << 31), self.keys % (1 << 31) - _IY_OFFSET
+
+    def _merge(self, ix: np.ndarray, iy: np.ndarray, counts: np.ndarray) -> None:
+        keys, inverse = np.unique(ix * (1 << 31) + iy + _IY_OFFSET, return_inverse=True)
+        self.keys, self.counts = (
+            keys,
+            np.bincount(inverse, weights=counts, minlength=len(keys)).astype(np.int64),
+        )
 
     def _coarsen(self) -> None:
         """Double the cell size (each new cell is four old ones) until the map's bounding box has
         at most max_cells: its resolution follows the footprint, its memory and image size do not."""
-        while self._span() > self.max_cells:
-            merged: dict[tuple[int, int], int] = {}
-            for (i, j), n in self.cells.items():
-                merged[(i // 2, j // 2)] = merged.get((i // 2, j // 2), 0) + n
-            self.cells, self.cell_deg = merged, self.cell_deg * 2
+        while self.keys.size:
+            ix, iy = self._cells()
+            if (ix.max() - ix.min() + 1) * (iy.max() - iy.min() + 1) <= self.max_cells:
+                return
+            self._merge(ix // 2, iy // 2, self.counts)
+            self.cell_deg *= 2
 
     def add(self, ra_deg: np.ndarray, dec_deg: np.ndarray) -> None:
         ra, dec = np.asarray(ra_deg, np.float64), np.asarray(dec_deg, np.float64)
@@ -117,23 +132,23 @@ class SkyGrid:
             self.dec0 = float(dec.mean())
         ix = np.floor(ra * np.cos(np.radians(self.dec0)) / self.cell_deg).astype(np.int64)
         iy = np.floor(dec / self.cell_deg).astype(np.int64)
-        pairs, counts = np.unique(np.stack([ix, iy], axis=1), axis=0, return_counts=True)
-        for (i, j), n in zip(pairs.tolist(), counts.tolist(), strict=True):
-            self.cells[(i, j)] = self.cells.get((i, j), 0) + n
+        old_ix, old_iy = self._cells()
+        self._merge(
+            np.concatenate([old_ix, ix]),
+            np.concatenate([old_iy, iy]),
+            np.concatenate([self.counts, np.ones(ix.size, np.int64)]),
+        )
         self._coarsen()
 
     def image(self) -> tuple[np.ndarray, tuple[float, float, float, float]]:
         """(counts per arcmin² as a 2-d array [dec, ra], extent (ra0, ra1, dec0, dec1) in degrees);
         ra grows to the left, as on the sky."""
-        if not self.cells:
+        if not self.keys.size:
             return np.zeros((1, 1)), (0.0, 1.0, 0.0, 1.0)
-        index = np.array(list(self.cells))
-        i0, j0 = index.min(axis=0)
-        i1, j1 = index.max(axis=0)
+        ix, iy = self._cells()
+        i0, j0, i1, j1 = ix.min(), iy.min(), ix.max(), iy.max()
         image = np.zeros((j1 - j0 + 1, i1 - i0 + 1))
-        for (i, j), n in self.cells.items():
-            image[j - j0, i - i0] = n
-        image /= (self.cell_deg * 60) ** 2
+        image[iy - j0, ix - i0] = self.counts / (self.cell_deg * 60) ** 2
         scale = np.cos(np.radians(self.dec0 or 0.0))
         ra = (i0 * self.cell_deg / scale, (i1 + 1) * self.cell_deg / scale)
         return image[:, ::-1], (ra[1], ra[0], j0 * self.cell_deg, (j1 + 1) * self.cell_deg)
