@@ -43,8 +43,10 @@ Units = dict[tuple[int, str], int]
 MAG_BINS = (14.0, 32.0, 72)
 MAGERR_BINS = (0.0, 0.5, 50)
 COLOUR_BINS = (-1.0, 3.0, 80)
-RESIDUAL_MAG = (-0.5, 0.5, 2000)  # 0.0005 mag bins: the median to a quarter of a milli-mag
-RESIDUAL_ARCSEC = (0.0, 2.0, 4000)
+# 0.0005 mag / arcsec bins centred on 0.0, 0.0005, ...: a median to a quarter of a thousandth, and
+# exactly 0 where the values are
+RESIDUAL_MAG = (-0.50025, 0.50025, 2001)
+RESIDUAL_ARCSEC = (-0.00025, 1.99975, 4000)
 
 
 def _edges(spec: tuple[float, float, int]) -> np.ndarray:

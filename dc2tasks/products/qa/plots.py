@@ -40,7 +40,7 @@ def _figure() -> tuple[plt.Figure, plt.Axes]:
     # fixed margins: a layout engine measures every tick label of every draw, and costs more than
     # the plot
     fig, ax = plt.subplots(figsize=SIZE, dpi=DPI)
-    fig.subplots_adjust(left=0.12, right=0.9, bottom=0.11, top=0.92)
+    fig.subplots_adjust(left=0.15, right=0.9, bottom=0.11, top=0.92)
     return fig, ax
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tables
 
 from dc2tasks.products.inventory import Scope, take_inventory
 from dc2tasks.products.qa.core import QA_FILE, REPORT_FILE, read_qa_json
@@ -172,3 +173,19 @@ def test_thresholds_reach_the_checks(work_copy):
     c = check(report, "magnitudes_in_range")
     assert c.verdict == "fail" and c.value > 0.01
     assert "outside [10, 20]" in c.detail
+
+
+def test_hdf5_product_with_a_dropped_patch_group(work_copy):
+    """The trimmed Object file read group by group: a group removed is a missing patch, and its rows
+    are named against the Object file it was trimmed from."""
+    path = work_copy / f"object/trim_object_tract_{TRACT}.hdf5"
+    with tables.open_file(str(path), mode="a") as h5:
+        key = sorted(g._v_name for g in h5.root._f_iter_nodes("Group"))[-1]
+        rows = int(h5.get_node(f"/{key}/axis1").nrows)
+        h5.remove_node(f"/{key}", recursive=True)
+    patch = ",".join(key.split("_")[-1])
+    report = qa(work_copy, "trim_object")
+    assert f"patch {TRACT}/{patch}" in check(report, "units_present").detail
+    c = check(report, "rows_vs_object")
+    assert (c.verdict, c.value) == ("fail", rows)
+    assert f"{TRACT}/{patch}: 0 rows, object {rows}" in c.detail
