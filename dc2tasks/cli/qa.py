@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from dc2tasks.catalogue import CATALOGUE
@@ -23,7 +24,8 @@ copies them with the product.
 
 Prints each failed or warned check to stderr and a summary line to stdout (--json: qa.json).
 Exit 0 when the report is written; {FAILED_EXIT} when a check failed and --enforce is given; 2 for bad input.
-Thresholds (--thresholds '{{"mag_max": 30}}' or a JSON file): {", ".join(THRESHOLDS)}.
+Thresholds (--thresholds '{{"mag_max": 30}}' or a JSON file; README "Quality checks"):
+{textwrap.fill(", ".join(THRESHOLDS), 100)}.
 """
 
 
@@ -44,8 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--truth", type=Path, metavar="DIR", help="truth tables (a sample's truth/ directory)")
     p.add_argument("--thresholds", metavar="JSON_OR_FILE", help="threshold overrides")
-    p.add_argument("--tracts", type=nonneg_int, nargs="+", default=(), help="planned tracts")
-    p.add_argument("--visits", type=nonneg_int, nargs="+", default=(), help="planned visits")
+    p.add_argument("--tracts", type=nonneg_int, nargs="+", help="planned tracts")
+    p.add_argument("--visits", type=nonneg_int, nargs="+", help="planned visits")
     p.add_argument(
         "-o",
         "--output",
@@ -76,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         thresholds=read_json_argument(args.thresholds, "--thresholds") if args.thresholds else None,
         inventory=read_json_argument(str(args.against), "--against") if args.against else None,
         truth=args.truth,
-        tracts=args.tracts,
-        visits=args.visits,
+        tracts=args.tracts or (),
+        visits=args.visits or (),
     )
     report = run_qa(inputs)
     _record_in_manifest(args.directory, inputs.out, report)
