@@ -46,7 +46,9 @@ THRESHOLDS: dict[str, Threshold] = {
     "max_schema_mismatches": Threshold(0, "files whose column names or dtypes differ from the first file's"),
     "mag_min": Threshold(10.0, "brightest plausible magnitude"),
     "mag_max": Threshold(35.0, "faintest plausible magnitude"),
-    "max_mag_outside_fraction": Threshold(0.01, "fraction of finite magnitudes outside [mag_min, mag_max]"),
+    "max_mag_outside_fraction": Threshold(
+        0.01, "fraction of magnitudes (not NaN) outside [mag_min, mag_max] or infinite"
+    ),
     "min_matched_fraction": Threshold(0.5, "Source / DIASource rows matched to an Object / DIAObject"),
     "warn_matched_fraction": Threshold(0.8, "below this matched fraction: a warning"),
     "max_truth_mag_offset": Threshold(0.02, "|median magnitude - truth| per band, mag"),

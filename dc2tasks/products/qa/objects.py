@@ -63,7 +63,7 @@ class Seen:
     units: Units = field(default_factory=dict)
     counts: dict[str, Histogram] = field(default_factory=dict)
     errors: dict[str, Histogram2D] = field(default_factory=dict)
-    outside: dict[str, list[int]] = field(default_factory=dict)  # mag column: [outside range, finite]
+    outside: dict[str, list[int]] = field(default_factory=dict)  # mag column: [outside range, not NaN]
     sky: dict[int, SkyGrid] = field(default_factory=dict)
     colours: Histogram2D = field(
         default_factory=lambda: Histogram2D(_edges(COLOUR_BINS), _edges(COLOUR_BINS))
@@ -89,10 +89,11 @@ def _add(seen: Seen, batch: Batch, inputs: QaInputs, truth: Truth | None) -> Non
         seen.errors.setdefault(b, Histogram2D(_edges(MAG_BINS), _edges(MAGERR_BINS))).add(mag, err)
         for col in MAGNITUDES:
             values = np.asarray(v[col.name.format(b=b)], dtype=np.float64)
-            finite = values[np.isfinite(values)]
+            # NaN: not measured (a negative flux); an infinite magnitude is a wrong one, outside
+            measured = values[~np.isnan(values)]
             tally = seen.outside.setdefault(col.name.format(b=b), [0, 0])
-            tally[0] += int(((finite < low) | (finite > high)).sum())
-            tally[1] += int(finite.size)
+            tally[0] += int(((measured < low) | (measured > high)).sum())
+            tally[1] += int(measured.size)
     for tract in np.unique(batch.tracts).tolist():
         rows = batch.tracts == tract
         seen.sky.setdefault(int(tract), SkyGrid()).add(v[POSITION[0]][rows], v[POSITION[1]][rows])
@@ -216,7 +217,7 @@ def _column_checks(inputs: QaInputs, seen: Seen, files: ObjectFiles) -> list[Che
             round(worst[0], 6),
             "max_mag_outside_fraction",
             t,
-            f"finite magnitudes outside [{t['mag_min']:g}, {t['mag_max']:g}]: {some(outside)}"
+            f"magnitudes (not NaN) outside [{t['mag_min']:g}, {t['mag_max']:g}] or infinite: {some(outside)}"
             if outside
             else "",
         ),

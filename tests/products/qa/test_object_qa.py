@@ -189,3 +189,15 @@ def test_hdf5_product_with_a_dropped_patch_group(work_copy):
     c = check(report, "rows_vs_object")
     assert (c.verdict, c.value) == ("fail", rows)
     assert f"{TRACT}/{patch}: 0 rows, object {rows}" in c.detail
+
+
+def test_an_infinite_magnitude_is_out_of_range(work_copy):
+    def infinite(t, i):
+        mags = t["mag_i"].to_numpy(zero_copy_only=False).copy()
+        mags[: max(1, t.num_rows // 20)] = np.inf  # 5% of the rows
+        return set_column(t, "mag_i", mags)
+
+    rewrite(work_copy / DPDD, infinite)
+    c = check(qa(work_copy, "dpdd_object"), "magnitudes_in_range")
+    assert c.verdict == "fail" and c.value >= 0.04
+    assert "mag_i: " in c.detail and "or infinite" in c.detail
