@@ -34,14 +34,18 @@ def largest_row_group_mb(path: Path) -> float:
 
 
 CHILD = """
-import resource, sys, time
+import re, sys, time
+from pathlib import Path
 from dc2tasks.cli import main
 import dc2tasks.products.qa.objects  # what every qa job imports, measured apart from the checks
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def peak_mb():  # this program's own high-water mark (getrusage's counts the forked parent's too)
+    return int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+base = peak_mb()
 start = time.perf_counter()
 rc = main(sys.argv[1:])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"  after its imports: {time.perf_counter() - start:.2f} s; peak memory {peak:.0f} MB, "
+print(f"  after its imports: {time.perf_counter() - start:.2f} s; peak memory {peak_mb():.0f} MB, "
       f"{base:.0f} MB of it the imports")
 sys.exit(rc)
 """
