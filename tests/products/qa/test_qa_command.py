@@ -73,3 +73,9 @@ def test_report_joins_the_manifest_and_is_installed(work_copy, tmp_path, capsys)
         product_dir / "qa/dpdd_object" / REPORT_FILE).read_bytes()
     assert (installed / "merged_dpdd_object" / "plots" / "number_counts.png").is_file()
     assert not any(Path(p).name.startswith(".manifest") for p in installed.parent.iterdir())
+
+
+def test_a_product_without_files_fails(tmp_path, capsys):
+    assert main(["qa", str(tmp_path), "--product", "dpdd_object", "--enforce"]) == FAILED_EXIT
+    err = capsys.readouterr().err
+    assert "FAIL files_present: 1" in err and "no dpdd_object_tract_{tract}.parquet in" in err
