@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/object_pipeline.py
 	$(BIN)/python benchmarks/visit_products.py
 	$(BIN)/python benchmarks/inventory.py
+	$(BIN)/python benchmarks/qa.py
 	$(BIN)/python benchmarks/slurm_polling.py
 
 # Rebuild the lock from requirements/requirements.in in a scratch venv.

@@ -12,6 +12,7 @@ are `manifest.json` and `provenance.json` at the top (written by us).
 from __future__ import annotations
 
 import errno
+import fcntl
 import getpass
 import hashlib
 import json
@@ -148,8 +149,11 @@ def build_manifest(product_dir: str | os.PathLike[str]) -> Manifest:
 
 def write_manifest(product_dir: str | os.PathLike[str]) -> Manifest:
     """Checksum every file of the product and write `manifest.json` into it, atomically."""
-    manifest = build_manifest(product_dir)
-    with atomic_path(Path(product_dir) / MANIFEST_NAME) as tmp:
+    return _write(Path(product_dir), build_manifest(product_dir))
+
+
+def _write(product_dir: Path, manifest: Manifest) -> Manifest:
+    with atomic_path(product_dir / MANIFEST_NAME) as tmp:
         tmp.write_text(json.dumps(manifest.to_json(), indent=1) + "\n", encoding="utf-8")
     return manifest
 
@@ -218,3 +222,33 @@ def read_manifest(path: str | os.PathLike[str], dir_fd: int | None = None, where
     except InputError as exc:
         raise InputError(f"cannot read the manifest: {exc}") from None
     return manifest_from_json(data, str(where))
+
+
+LOCK_NAME = ".manifest.lock"
+"""Serialises changes to a product directory's manifest (hidden: never a product file)."""
+
+
+def _entry(product_dir: Path, name: str) -> FileEntry:
+    path = product_dir / check_entry_name(name, str(product_dir))
+    st = os.lstat(path) if os.path.lexists(path) else None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{path}: not a regular file; it cannot be added to the manifest")
+    return FileEntry(name, st.st_size, sha256_file(path))
+
+
+def append_files(product_dir: str | os.PathLike[str], names: list[str], under: str | None = None) -> Manifest:
+    """Add files of the product directory to its existing manifest: an entry of the same name is
+    replaced, and with `under` (a folder, e.g. a QA report's) every earlier entry below it is
+    dropped first, so a file a re-run no longer writes is not left listed. Under an exclusive lock
+    of LOCK_NAME (the products sharing a directory append their reports concurrently), written to
+    a temporary name and renamed; the other entries and the creation record are kept."""
+    product_dir = Path(product_dir)
+    fd = os.open(product_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "r+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = read_manifest(product_dir / MANIFEST_NAME)
+        added = {name: _entry(product_dir, name) for name in names}
+        prefix = f"{under.rstrip('/')}/" if under else None
+        kept = [e for e in old.files if e.name not in added and not (prefix and e.name.startswith(prefix))]
+        files = tuple(sorted((*kept, *added.values()), key=lambda e: e.name))
+        return _write(product_dir, Manifest(files, old.created, old.created_by))

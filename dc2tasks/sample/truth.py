@@ -17,12 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dc2tasks.products.atomic import atomic_path
+from dc2tasks.products.qa.references import TRUTH_DIR, TRUTH_FILE
 from dc2tasks.sample.coadd import PatchContext, placement_flags, psf_moments
 from dc2tasks.sample.objects import Objects
 
 
 def truth_path(root: Path, tract: int) -> Path:
-    return root / "truth" / f"object_truth_tract_{tract}.parquet"
+    return root / TRUTH_DIR / TRUTH_FILE.format(tract=tract)
 
 
 def truth_batch(objs: Objects, ctx: PatchContext, written: dict[str, bool]) -> pa.Table:

@@ -44,6 +44,9 @@ COMMANDS = {
     ),
     "merge-parquet": "files -o/--output --sort",
     "merge-tract": "repo --rerun --tract --patches --bands -o/--output-dir -j/--jobs",
+    "qa": (
+        "PRODUCT_DIR --product --against --truth --thresholds --tracts --visits -o/--output --enforce --json"
+    ),
     "object-pipeline": "repo --rerun --workdir --run --tract --bands --pixel-scale -j/--jobs",
     "reruns": (
         "REPO --facts --marker --quiet-hours --owner --max-entries --own-rerun --product "

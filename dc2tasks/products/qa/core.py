@@ -42,9 +42,13 @@ THRESHOLDS: dict[str, Threshold] = {
     "max_missing_units": Threshold(0, "planned tracts / patches / visits absent from the product"),
     "max_row_difference": Threshold(0, "rows lost or gained against the inputs' rows, per patch or visit"),
     "max_duplicate_ids": Threshold(0, "rows whose id (or per-visit key) is not unique"),
+    "max_bad_columns": Threshold(0, "float columns the DPDD promises that are all NaN, or constant"),
+    "max_schema_mismatches": Threshold(0, "files whose column names or dtypes differ from the first file's"),
     "mag_min": Threshold(10.0, "brightest plausible magnitude"),
     "mag_max": Threshold(35.0, "faintest plausible magnitude"),
-    "max_mag_outside_fraction": Threshold(0.01, "fraction of finite magnitudes outside [mag_min, mag_max]"),
+    "max_mag_outside_fraction": Threshold(
+        0.01, "fraction of magnitudes (not NaN) outside [mag_min, mag_max] or infinite"
+    ),
     "min_matched_fraction": Threshold(0.5, "Source / DIASource rows matched to an Object / DIAObject"),
     "warn_matched_fraction": Threshold(0.8, "below this matched fraction: a warning"),
     "max_truth_mag_offset": Threshold(0.02, "|median magnitude - truth| per band, mag"),

@@ -1,0 +1,110 @@
+"""Per-column facts gathered batch by batch, and the one-schema rule across a product's files.
+
+`ColumnFacts` keeps, per column, the rows seen, the finite values and the smallest and largest
+value: enough to say a column is all NaN (no finite value in any row) or constant (every finite
+value the same), without keeping a value. Floats are checked for both; integer and boolean columns
+(flags, counts) may be constant in a correct catalog (no saturated object in a small field), so
+they are not. Used by every product's checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dc2tasks.products.errors import InputError
+from dc2tasks.products.parquet_merge import schema_difference
+
+
+@dataclass
+class ColumnFact:
+    rows: int = 0
+    finite: int = 0
+    low: float = float("inf")
+    high: float = float("-inf")
+
+    def add(self, values: np.ndarray) -> None:
+        self.rows += len(values)
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            self.finite += int(finite.size)
+            self.low = min(self.low, float(finite.min()))
+            self.high = max(self.high, float(finite.max()))
+
+    @property
+    def all_nan(self) -> bool:
+        return self.rows > 0 and self.finite == 0
+
+    @property
+    def constant(self) -> bool:
+        return self.finite > 1 and self.low == self.high
+
+
+@dataclass
+class ColumnFacts:
+    """Facts of the float columns among `names` (others are ignored) over every batch added."""
+
+    names: tuple[str, ...]
+    facts: dict[str, ColumnFact] = field(default_factory=dict)
+
+    def add(self, batch: Mapping[str, np.ndarray]) -> None:
+        for name in self.names:
+            values = batch.get(name)
+            if values is None:
+                continue
+            values = np.asarray(values)
+            if values.dtype.kind == "f":
+                self.facts.setdefault(name, ColumnFact()).add(values)
+
+    def all_nan(self) -> list[str]:
+        return [n for n, f in self.facts.items() if f.all_nan]
+
+    def constant(self) -> list[tuple[str, float]]:
+        return [(n, f.low) for n, f in self.facts.items() if f.constant]
+
+
+def parquet_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.ParquetFile(path).schema_arrow
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise InputError(f"{path}: not a readable Parquet file: {exc}") from None
+
+
+def arrow_schema(columns: Mapping[str, str]) -> pa.Schema:
+    """An Arrow schema from {column: numpy dtype name} (an HDF5 group's), for schema_difference."""
+
+    def arrow_type(dtype: str) -> pa.DataType:
+        kind = np.dtype(dtype).kind
+        return pa.string() if kind in "OSU" else pa.from_numpy_dtype(np.dtype(dtype))
+
+    return pa.schema([(name, arrow_type(dtype)) for name, dtype in columns.items()])
+
+
+def schema_disagreements(schemas: Mapping[str, pa.Schema]) -> list[str]:
+    """Each file whose column names or types differ from the first file's, with what differs (names
+    and types, not order: readers select columns by name)."""
+    items = list(schemas.items())
+    if not items:
+        return []
+    first_name, first = items[0]
+    out = []
+    for name, schema in items[1:]:
+        same = set(schema.names) == set(first.names) and all(
+            schema.field(n).type == first.field(n).type for n in schema.names
+        )
+        if not same:
+            out.append(f"{name}: {schema_difference(schema, first, first_name)}")
+    return out
+
+
+def iter_row_groups(path: Path, columns: Iterable[str] | None = None) -> Iterable[pa.Table]:
+    """A Parquet file's row groups one at a time (the columns named, or all)."""
+    pf = pq.ParquetFile(path)
+    wanted = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+    for i in range(pf.num_row_groups):
+        yield pf.read_row_group(i, columns=wanted)

@@ -1,0 +1,208 @@
+"""An Object product's files read for its checks: patch by patch, in DPDD names, never whole.
+
+Parquet files (DPDD, merged DPDD) are read row group by row group; HDF5 files (Object, trimmed
+Object) group by group (one group per patch), only the native columns the DPDD table needs, and
+the few DPDD values the checks use (id, position, magnitudes) computed from them with that table.
+Which columns a file promises comes from dc2tasks.products.dpdd: the DPDD names for Parquet, their
+native columns for HDF5.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from dc2tasks.catalogue import CATALOGUE, Product
+from dc2tasks.products import dpdd, hdf5, hdf5_safety, object_schema
+from dc2tasks.products.errors import InputError
+from dc2tasks.products.qa.columns import arrow_schema, iter_row_groups, parquet_schema
+from dc2tasks.products.repo import sort_bands
+from dc2tasks.products.schema import SchemaGeneration
+
+MAG_UNIT = "mag(AB)"
+MAGNITUDES = tuple(c for c in dpdd.OBJECT_COLUMNS if c.unit == MAG_UNIT and c.per_band)
+"""Every calibrated magnitude the DPDD promises per band (PSF and CModel): the range check's."""
+PSF_MAG = MAGNITUDES[0]
+PSF_MAG_ERR = next(c for c in dpdd.OBJECT_COLUMNS if c.description == f"Error on {PSF_MAG.name}")
+POSITION = ("ra", "dec")
+UNIT_COLUMNS = dpdd.LOCATION_COLUMNS  # (tract, patch) of each DPDD row
+
+
+def id_column(product: Product) -> str:
+    """The id column of an Object product (a merged product's is its parts')."""
+    for name in reversed(CATALOGUE.with_inputs(product.name)):
+        catalog = CATALOGUE[name].catalog
+        if catalog is not None:
+            return catalog.id_column
+    raise InputError(f"{product.name}: no catalog names its id column")
+
+
+def used_columns(product: Product) -> tuple[dpdd.DpddColumn, ...]:
+    """The DPDD columns the checks and plots read beyond the NaN check: id, position, magnitudes."""
+    wanted = {id_column(product), *POSITION, PSF_MAG_ERR.name, *(c.name for c in MAGNITUDES)}
+    return tuple(c for c in dpdd.OBJECT_COLUMNS if c.name in wanted)
+
+
+@dataclass
+class Batch:
+    """One patch (or row group) of one file: DPDD values of the used columns, the columns whose
+    NaN/constant facts are checked, and each row's (tract, patch)."""
+
+    file: str
+    tracts: np.ndarray
+    patches: np.ndarray
+    values: Mapping[str, np.ndarray]
+    checked: Mapping[str, np.ndarray]
+
+
+def product_files(product: Product, directory: Path) -> list[Path]:
+    rx = re.compile(product.file_pattern)
+    return (
+        sorted(p for p in directory.iterdir() if p.is_file() and rx.match(p.name))
+        if directory.is_dir()
+        else []
+    )
+
+
+def file_tract(product: Product, path: Path) -> int | None:
+    """The tract in a per-tract file's name."""
+    if product.unit != "tract":
+        return None
+    m = re.fullmatch(product.file_pattern.replace(r"\d+", r"(\d+)").rstrip("$"), path.name)
+    return int(m.group(1)) if m else None
+
+
+class ParquetObjects:
+    """A DPDD product's Parquet files."""
+
+    def __init__(self, product: Product, files: list[Path]) -> None:
+        self.product, self.files = product, files
+        self.schemas = {f.name: parquet_schema(f) for f in files}
+        first = next(iter(self.schemas.values()))
+        meta = first.metadata or {}
+        bands = meta.get(b"dc2tasks.bands", b"").decode() or "".join(
+            sort_bands({m.group(1) for n in first.names if (m := re.fullmatch(r"mag_(.)", n))})
+        )
+        self.ctx = dpdd.Context(
+            SchemaGeneration(int(meta.get(b"dc2tasks.dm_schema_version", b"4"))), tuple(bands)
+        )
+        self.promised = tuple(dpdd.dpdd_names(self.ctx))
+        self.used = tuple(dpdd.dpdd_names(self.ctx, used_columns(product)))
+
+    def arrow_schemas(self) -> dict[str, pa.Schema]:
+        return self.schemas
+
+    def batches(self) -> Iterator[Batch]:
+        for f in self.files:
+            for table in iter_row_groups(f, dict.fromkeys((*self.promised, *UNIT_COLUMNS))):
+                values = {c: table[c].to_numpy(zero_copy_only=False) for c in table.column_names}
+                del table  # one row group in memory at a time: none held while the next is read
+                yield Batch(
+                    f.name, values.get("tract", np.zeros(0)), values.get("patch", np.zeros(0)), values, values
+                )
+                del values
+
+    def ids(self) -> Iterator[np.ndarray]:
+        key = id_column(self.product)
+        for f in self.files:
+            for table in iter_row_groups(f, [key]):
+                yield table[key].to_numpy()
+
+    def unit_rows(self) -> dict[tuple[int, str], int]:
+        return parquet_unit_rows(self.files)
+
+
+def parquet_unit_rows(files: list[Path]) -> dict[tuple[int, str], int]:
+    """Rows per (tract, patch) of DPDD Parquet files, from those two columns only."""
+    out: dict[tuple[int, str], int] = {}
+    for f in files:
+        for table in iter_row_groups(f, UNIT_COLUMNS):
+            add_unit_counts(out, table["tract"].to_numpy(), table["patch"].to_numpy(zero_copy_only=False))
+    return out
+
+
+def add_unit_counts(out: dict[tuple[int, str], int], tracts: np.ndarray, patches: np.ndarray) -> None:
+    """Add a batch's rows per (tract, patch) to `out` (a batch is one patch, nearly always)."""
+    if len(tracts) == 0:
+        return
+    if (tracts == tracts[0]).all() and (patches == patches[0]).all():
+        key = (int(tracts[0]), str(patches[0]))
+        out[key] = out.get(key, 0) + len(tracts)
+        return
+    pairs, counts = np.unique(
+        np.stack([tracts.astype(str), patches.astype(str)], axis=1), axis=0, return_counts=True
+    )
+    for (t, p), n in zip(pairs.tolist(), counts.tolist(), strict=True):
+        out[(int(t), p)] = out.get((int(t), p), 0) + n
+
+
+class Hdf5Objects:
+    """An Object or trimmed Object product's HDF5 files (one group per patch)."""
+
+    def __init__(self, product: Product, files: list[Path]) -> None:
+        self.product, self.files = product, files
+        self.opened = [object_schema.open_object_file(f) for f in files]  # scanned for pickles first
+        self.schema = object_schema.schema_for(self.opened[0])
+        self.ctx = self.schema.context()
+        self.promised = tuple(dpdd.native_columns(self.ctx))
+        self.used_columns = used_columns(product)
+        self.used = tuple(dpdd.dpdd_names(self.ctx, self.used_columns))
+
+    def arrow_schemas(self) -> dict[str, pa.Schema]:
+        return {
+            obj.path.name: arrow_schema({c: d for cols in obj.groups.values() for c, d in cols.items()})
+            for obj in self.opened
+        }
+
+    def batches(self) -> Iterator[Batch]:
+        for obj in self.opened:
+            for key in obj.groups:
+                frame = object_schema.read_group(obj, key, list(self.promised), self.schema)
+                values = dpdd.compute(frame, self.ctx, self.used_columns)
+                tract, patch = hdf5.tract_patch(key)
+                n = len(frame)
+                checked = {c: frame[c].to_numpy() for c in frame.columns}
+                del frame
+                yield Batch(
+                    obj.path.name, np.full(n, tract), np.full(n, patch, dtype=object), values, checked
+                )
+                del values, checked
+
+    def ids(self) -> Iterator[np.ndarray]:
+        id_col = [c for c in self.used_columns if c.name == id_column(self.product)]
+        natives = dpdd.native_columns(self.ctx, id_col)
+        for obj in self.opened:
+            for key in obj.groups:
+                frame = object_schema.read_group(obj, key, natives, self.schema)
+                yield dpdd.compute(frame, self.ctx, id_col)[id_col[0].name]
+
+    def unit_rows(self) -> dict[tuple[int, str], int]:
+        return hdf5_unit_rows(self.files)
+
+
+def hdf5_unit_rows(files: list[Path]) -> dict[tuple[int, str], int]:
+    """Rows per (tract, patch) of Object HDF5 files, from each group's index length only (each file
+    scanned for pickles first: PyTables unpickles some attributes)."""
+    for f in files:
+        hdf5_safety.scan_file(f)
+    return {hdf5.tract_patch(key): hdf5.group_rows(f, key) for f in files for key in hdf5.group_keys(f)}
+
+
+ObjectFiles = ParquetObjects | Hdf5Objects
+
+
+def open_product(product: Product, files: list[Path]) -> ObjectFiles:
+    return (ParquetObjects if files[0].suffix == ".parquet" else Hdf5Objects)(product, files)
+
+
+def unit_rows_of(product: Product, directory: Path) -> dict[tuple[int, str], int] | None:
+    """Rows per (tract, patch) of a product's files in a directory; None when it has none."""
+    files = product_files(product, directory)
+    if not files:
+        return None
+    return parquet_unit_rows(files) if files[0].suffix == ".parquet" else hdf5_unit_rows(files)

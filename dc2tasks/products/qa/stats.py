@@ -1,0 +1,175 @@
+"""Streaming accumulators: what a check or a plot keeps of a product while its rows go past.
+
+A product is read one row group (Parquet) or patch group (HDF5) at a time; each accumulator takes a
+batch of values with `add` and keeps only fixed-size binned arrays (or, for a sky map, one count per
+occupied cell), so a report's memory is one batch plus its bins, whatever the catalog's size.
+Used by every product's checks (Object and visit products alike): nothing here knows a column name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Histogram:
+    """Counts of values in fixed bins; values below or above the edges (and NaN) are counted apart,
+    so a fraction or a quantile is of every finite value seen."""
+
+    edges: np.ndarray
+    counts: np.ndarray = field(init=False)
+    below: int = 0
+    above: int = 0
+    nonfinite: int = 0
+
+    def __post_init__(self) -> None:
+        self.edges = np.asarray(self.edges, dtype=np.float64)
+        self.counts = np.zeros(len(self.edges) - 1, dtype=np.int64)
+        self._uniform = bool(np.allclose(np.diff(self.edges), self.edges[1] - self.edges[0]))
+
+    @classmethod
+    def linear(cls, low: float, high: float, bins: int) -> Histogram:
+        return cls(np.linspace(low, high, bins + 1))
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(values)
+        self.nonfinite += int(values.size - finite.sum())
+        values = values[finite]
+        low, high = self.edges[0], self.edges[-1]
+        self.below += int((values < low).sum())
+        self.above += int((values > high).sum())
+        # equal bins (as `linear` makes) take numpy's arithmetic path, not a sort of the values
+        bins = len(self.counts) if self._uniform else self.edges
+        self.counts += np.histogram(values, bins, range=(low, high))[0]
+
+    @property
+    def finite(self) -> int:
+        return int(self.counts.sum()) + self.below + self.above
+
+    @property
+    def centres(self) -> np.ndarray:
+        return 0.5 * (self.edges[1:] + self.edges[:-1])
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile of the finite values, to a bin's width (the bin's centre); NaN when none,
+        -inf / +inf when it lies below / above the edges."""
+        total = self.finite
+        if total == 0:
+            return float("nan")
+        rank = q * total
+        if rank < self.below:
+            return float("-inf")
+        cumulative = self.below + np.cumsum(self.counts)
+        k = int(np.searchsorted(cumulative, rank, side="left"))
+        return float("inf") if k >= len(self.counts) else float(self.centres[k])
+
+
+@dataclass
+class Histogram2D:
+    """Counts of (x, y) pairs in fixed bins; pairs outside the edges or not finite are dropped."""
+
+    xedges: np.ndarray
+    yedges: np.ndarray
+    counts: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.xedges = np.asarray(self.xedges, dtype=np.float64)
+        self.yedges = np.asarray(self.yedges, dtype=np.float64)
+        self.counts = np.zeros((len(self.xedges) - 1, len(self.yedges) - 1), dtype=np.int64)
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        keep = np.isfinite(x) & np.isfinite(y)
+        self.counts += np.histogram2d(x[keep], y[keep], (self.xedges, self.yedges))[0].astype(np.int64)
+
+
+_IY_OFFSET = 1 << 30  # cell keys: ix * 2**31 + iy + 2**30 (|iy| < 2**30 even for 1" cells)
+
+
+@dataclass
+class SkyGrid:
+    """Counts per cell of a grid of `cell_deg` on (ra cos(dec0), dec), dec0 the first batch's mean
+    declination: cells are kept only where rows fall (sorted keys and their counts), and the cells
+    grow (`_coarsen`) so that the map spans at most `max_cells`, whatever the footprint."""
+
+    cell_deg: float = 1.0 / 3600
+    max_cells: int = 10_000
+    dec0: float | None = None
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def _cells(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.keys // (1 << 31), self.keys % (1 << 31) - _IY_OFFSET
+
+    def _merge(self, ix: np.ndarray, iy: np.ndarray, counts: np.ndarray) -> None:
+        keys, inverse = np.unique(ix * (1 << 31) + iy + _IY_OFFSET, return_inverse=True)
+        self.keys, self.counts = (
+            keys,
+            np.bincount(inverse, weights=counts, minlength=len(keys)).astype(np.int64),
+        )
+
+    def _coarsen(self) -> None:
+        """Double the cell size (each new cell is four old ones) until the map's bounding box has
+        at most max_cells: its resolution follows the footprint, its memory and image size do not."""
+        while self.keys.size:
+            ix, iy = self._cells()
+            if (ix.max() - ix.min() + 1) * (iy.max() - iy.min() + 1) <= self.max_cells:
+                return
+            self._merge(ix // 2, iy // 2, self.counts)
+            self.cell_deg *= 2
+
+    def add(self, ra_deg: np.ndarray, dec_deg: np.ndarray) -> None:
+        ra, dec = np.asarray(ra_deg, np.float64), np.asarray(dec_deg, np.float64)
+        keep = np.isfinite(ra) & np.isfinite(dec)
+        ra, dec = ra[keep], dec[keep]
+        if ra.size == 0:
+            return
+        if self.dec0 is None:
+            self.dec0 = float(dec.mean())
+        ix = np.floor(ra * np.cos(np.radians(self.dec0)) / self.cell_deg).astype(np.int64)
+        iy = np.floor(dec / self.cell_deg).astype(np.int64)
+        old_ix, old_iy = self._cells()
+        self._merge(
+            np.concatenate([old_ix, ix]),
+            np.concatenate([old_iy, iy]),
+            np.concatenate([self.counts, np.ones(ix.size, np.int64)]),
+        )
+        self._coarsen()
+
+    def image(self) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        """(counts per arcmin² as a 2-d array [dec, ra], extent (ra0, ra1, dec0, dec1) in degrees);
+        ra grows to the left, as on the sky."""
+        if not self.keys.size:
+            return np.zeros((1, 1)), (0.0, 1.0, 0.0, 1.0)
+        ix, iy = self._cells()
+        i0, j0, i1, j1 = ix.min(), iy.min(), ix.max(), iy.max()
+        image = np.zeros((j1 - j0 + 1, i1 - i0 + 1))
+        image[iy - j0, ix - i0] = self.counts / (self.cell_deg * 60) ** 2
+        scale = np.cos(np.radians(self.dec0 or 0.0))
+        ra = (i0 * self.cell_deg / scale, (i1 + 1) * self.cell_deg / scale)
+        return image[:, ::-1], (ra[1], ra[0], j0 * self.cell_deg, (j1 + 1) * self.cell_deg)
+
+
+def duplicated_ids(
+    batches: Callable[[], Iterable[np.ndarray]], rows: int, max_ids: int = 4_000_000, examples: int = 5
+) -> tuple[int, list[tuple[int, int]]]:
+    """(rows whose id another row has too, up to `examples` (id, times) pairs) over every id that
+    `batches()` yields. Ids are split by value into enough partitions that one holds at most about
+    `max_ids` of them, one pass over `batches()` per partition, so memory stays bounded whatever
+    the product's rows (one pass, and no split, for up to `max_ids` rows)."""
+    parts = max(1, -(-rows // max_ids))
+    extra = 0
+    found: list[tuple[int, int]] = []
+    for part in range(parts):
+        kept = [ids[ids % parts == part] if parts > 1 else ids for ids in map(np.asarray, batches())]
+        if not kept:
+            continue
+        values, counts = np.unique(np.concatenate(kept), return_counts=True)
+        many = counts > 1
+        extra += int(counts[many].sum())
+        found += list(zip(values[many].tolist(), counts[many].tolist(), strict=True))[: examples - len(found)]
+    return extra, found
