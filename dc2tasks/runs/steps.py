@@ -376,7 +376,8 @@ def install_command(
         argv.append("--dry-run")
     if plan.force:
         argv.append("--force")
-    argv += ["--qa-mode", plan.qa]
-    if approved_by is not None:
-        argv += ["--approved-by", approved_by]
+    if not plan.dry_run:  # a dry run installs nothing, so it gates nothing
+        argv += ["--qa-mode", plan.qa]
+        if approved_by is not None:
+            argv += ["--approved-by", approved_by]
     return argv
