@@ -103,3 +103,30 @@ def remote(ssh_config: Callable[..., object]) -> Iterator[Callable[..., str]]:
 
     yield run
     transport.close()
+
+
+CENTRE = tuple(f"{x},{y}" for x in (2, 3, 4) for y in (2, 3, 4))
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture
+def demo_dags(tmp_path, monkeypatch, airflow_db):
+    """The demo run's sample repository, and the DAG files where `dag.test()` looks for them; the
+    qa jobs run `dc2 qa` (its test double until the real command is merged: qa_double.py)."""
+    from qa_double import use_qa_double
+
+    from dc2tasks.sample import SampleConfig, make_sample_repo
+
+    demo = tmp_path / "demo"
+    monkeypatch.setenv("DC2_DEMO_DIR", str(demo))
+    sample = make_sample_repo(
+        demo / "sample-repo", SampleConfig(patches=CENTRE, objects_per_patch=80, visits=3)
+    )
+    sample.write_visit_list(demo / "sample-repo" / "visits.txt")
+    (demo / "central").mkdir()
+    folder = Path(airflow_db) / "dags"
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(DAGS, folder)
+    use_qa_double(monkeypatch, tmp_path)
+    return sample, demo, folder

@@ -8,13 +8,11 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 from dagrun import load_dag, task_instances, xcom_value
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
-CENTRE = tuple(f"{x},{y}" for x in (2, 3, 4) for y in (2, 3, 4))
 
 
 def _dagbag(folder: Path):
@@ -58,11 +56,16 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
         "dia_source",
         "dia_object",
         "finalize",
+        *(f"qa.{p}" for p in demo.get_task("finalize").config.products),
+        "approve_qa",
         "install",
     }
-    assert set(demo.params.keys()) == {"products", "tracts", "visits", "rerun", "dry_run", "force"}
+    assert set(demo.params.keys()) == {"products", "tracts", "visits", "rerun", "dry_run", "force", "qa"}
     assert demo.get_task("source").upstream_task_ids == {"object.dpdd"}
-    assert demo.get_task("install").upstream_task_ids == {"finalize"}
+    assert demo.get_task("qa.source").upstream_task_ids == {"finalize"}
+    made = demo.get_task("finalize").config.products
+    assert demo.get_task("approve_qa").upstream_task_ids == {f"qa.{p}" for p in made}
+    assert demo.get_task("install").upstream_task_ids == {"approve_qa"}
     assert demo.get_task("plan").upstream_task_ids == {"inventory"}
 
     broken = tmp_path / "dags"
@@ -82,25 +85,6 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
         "dc2_run1.2p_v4",
         "dc2_run1.2p_v4_archive",
     ]
-
-
-@pytest.fixture
-def demo_dags(tmp_path, monkeypatch, airflow_db):
-    """The demo run's sample repository, and the DAG files where `dag.test()` looks for them."""
-    from dc2tasks.sample import SampleConfig, make_sample_repo
-
-    demo = tmp_path / "demo"
-    monkeypatch.setenv("DC2_DEMO_DIR", str(demo))
-    sample = make_sample_repo(
-        demo / "sample-repo", SampleConfig(patches=CENTRE, objects_per_patch=80, visits=3)
-    )
-    sample.write_visit_list(demo / "sample-repo" / "visits.txt")
-    (demo / "central").mkdir()
-    folder = Path(airflow_db) / "dags"
-    if folder.exists():
-        shutil.rmtree(folder)
-    shutil.copytree(DAGS, folder)
-    return sample, demo, folder
 
 
 def _states(dr) -> dict[str, str]:
