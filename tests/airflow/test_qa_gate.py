@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -118,25 +119,34 @@ def api_server(airflow_db, tmp_path):
         services.stop_all()
 
 
+def _run_ids(services, dag_id: str) -> list[str]:
+    try:
+        return [r["dag_run_id"] for r in services.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]]
+    except RuntimeError:  # 404 until dag.test() has written the DAG and its run
+        return []
+
+
 def _answer_when_asked(services, dag_id: str, option: str, answers: dict) -> threading.Thread:
     """In the background: wait until the approval task awaits input, then answer it as the UI does
-    (PATCH .../taskInstances/approve_qa/-1/hitlDetails)."""
+    (PATCH .../taskInstances/approve_qa/-1/hitlDetails). On any error the run is marked failed,
+    so dag.test() returns instead of waiting for an answer that will not come."""
 
     def run() -> None:
+        run_id = None
         try:
-            runs = {}
-            services.wait(lambda: runs.update(services.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")) or
-                          bool(runs.get("dag_runs")), 600, "no run")
-            run_id = runs["dag_runs"][-1]["dag_run_id"]
-            services.wait_ti(dag_id, run_id, "approve_qa", "awaiting_input", timeout=600)
-            detail = services.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve_qa/-1"
-                                         "/hitlDetails")
-            answers["body"] = detail.get("body")
-            answers["response"] = services.api(
-                "PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve_qa/-1/hitlDetails",
-                {"chosen_options": [option], "params_input": {}})
+            services.wait(lambda: bool(_run_ids(services, dag_id)), 600, "no run of the DAG")
+            run_id = _run_ids(services, dag_id)[-1]
+            services.wait_ti(dag_id, run_id, "approve_qa", "awaiting_input", timeout=900)
+            run = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
+            path = f"{run}/taskInstances/approve_qa/-1/hitlDetails"
+            answers["body"] = services.api("GET", path).get("body")
+            answer = {"chosen_options": [option], "params_input": {}}
+            answers["response"] = services.api("PATCH", path, answer)
         except Exception as exc:  # reported by the test, not lost in the thread
             answers["error"] = repr(exc)
+            if run_id is not None:
+                run = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
+                services.api("PATCH", run, {"state": "failed"})
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
