@@ -127,15 +127,19 @@ def _run_ids(services, dag_id: str) -> list[str]:
 
 
 def _answer_when_asked(services, dag_id: str, option: str, answers: dict) -> threading.Thread:
-    """In the background: wait until the approval task awaits input, then answer it as the UI does
-    (PATCH .../taskInstances/approve_qa/-1/hitlDetails). On any error the run is marked failed,
-    so dag.test() returns instead of waiting for an answer that will not come."""
+    """In the background: wait until the approval task of the DAG's next run awaits input, then
+    answer it as the UI does (PATCH .../taskInstances/approve_qa/-1/hitlDetails). On any error the
+    run is marked failed, so dag.test() returns instead of waiting for an answer that never comes."""
+    earlier = set(_run_ids(services, dag_id))  # the session's database holds other tests' runs
+
+    def new_runs() -> list[str]:
+        return [r for r in _run_ids(services, dag_id) if r not in earlier]
 
     def run() -> None:
         run_id = None
         try:
-            services.wait(lambda: bool(_run_ids(services, dag_id)), 600, "no run of the DAG")
-            run_id = _run_ids(services, dag_id)[-1]
+            services.wait(lambda: bool(new_runs()), 600, "no new run of the DAG")
+            (run_id,) = new_runs()
             services.wait_ti(dag_id, run_id, "approve_qa", "awaiting_input", timeout=900)
             run = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
             path = f"{run}/taskInstances/approve_qa/-1/hitlDetails"
