@@ -99,7 +99,8 @@ def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
     dr = dag.test()
     states = _states(dr)
     assert str(dr.state) == "success", states
-    assert set(states.values()) == {"success"}
+    assert states.pop("approve_qa") == "skipped", states  # qa mode enforce: no approval asked
+    assert set(states.values()) == {"success"}, states
     central = demo / "central"
     for directory, catalog, column in INSTALLED:
         assert (central / directory / "current").is_symlink()
@@ -148,6 +149,7 @@ def test_dry_run_shows_every_job_and_config_and_changes_nothing(demo_dags) -> No
     dr = dag.test(run_conf={"dry_run": True})
     states = _states(dr)
     assert str(dr.state) == "success", states
+    assert states.pop("approve_qa") == "skipped", states  # qa mode enforce: no approval asked
     assert set(states.values()) == {"success"}, states
     for task_id in ("object.merge_tract", "object.dpdd", "source", "dia_object"):
         assert "would be accepted" in xcom_value(dr, task_id), task_id  # emulated `sbatch --test-only`

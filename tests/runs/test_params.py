@@ -65,6 +65,7 @@ def test_every_param_has_a_description_and_a_default(run12p):
 
 
 HOSTILE = [
+    ({"qa": "warn; rm -rf ~"}, "qa: 'warn; rm -rf ~' is refused; the QA gate is one of enforce, warn"),
     ({"tracts": ["../../etc/passwd"]}, "tracts[0]: '../../etc/passwd' is refused; a tract is an integer"),
     ({"tracts": [4850, "4851; rm -rf ~"]}, "tracts[1]: '4851; rm -rf ~' is refused"),
     ({"tracts": ["$(reboot)"]}, "tracts[0]: '$(reboot)' is refused"),
@@ -102,7 +103,7 @@ def test_hostile_values_are_refused_with_the_param_named(run12p, conf, message):
     assert message in str(info.value)
 
 
-PARAM_NAMES = {"products", "tracts", "visits", "rerun", "dry_run", "force"}
+PARAM_NAMES = {"products", "tracts", "visits", "rerun", "dry_run", "force", "qa"}
 
 
 @pytest.mark.parametrize("conf", [c for c, _ in HOSTILE if set(c) <= PARAM_NAMES])
