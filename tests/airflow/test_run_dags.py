@@ -56,14 +56,14 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
         "dia_source",
         "dia_object",
         "finalize",
-        *(f"qa.{p}" for p in demo.get_task("finalize").config.products),
+        *(f"qa.{p}" for p in demo.get_task("object.dpdd").config.products),
         "approve_qa",
         "install",
     }
     assert set(demo.params.keys()) == {"products", "tracts", "visits", "rerun", "dry_run", "force", "qa"}
     assert demo.get_task("source").upstream_task_ids == {"object.dpdd"}
     assert demo.get_task("qa.source").upstream_task_ids == {"finalize"}
-    made = demo.get_task("finalize").config.products
+    made = demo.get_task("object.dpdd").config.products
     assert demo.get_task("approve_qa").upstream_task_ids == {f"qa.{p}" for p in made}
     assert demo.get_task("install").upstream_task_ids == {"approve_qa"}
     assert demo.get_task("plan").upstream_task_ids == {"inventory"}

@@ -306,7 +306,7 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
     states = {task_id: str(ti.state) for task_id, ti in tis.items()}
     assert str(dr.state) == "success", states
     assert states.pop("approve_qa") == "skipped", states  # qa mode enforce: no approval asked
-    qa = [f"qa.{p}" for p in dag.get_task("finalize").config.products]  # `dc2 qa` jobs on the cluster
+    qa = [f"qa.{p}" for p in dag.get_task("object.dpdd").config.products]  # `dc2 qa` jobs on the cluster
     assert states == dict.fromkeys([*TRACT_STEPS, *SINGLE_STEPS, *VISIT_STEPS, "inventory", "plan",
                                     "finalize", *qa, "install"], "success")
     assert {ti.try_number for ti in tis.values()} == {1}
