@@ -454,7 +454,7 @@ CATALOGUE = Catalogue(
             ),
         ),
     ),
-    extra_step_keys=("gcr",),  # run files may set limits for it; no job uses them
+    extra_step_keys=("gcr", "qa"),  # gcr: run files may set limits, no job uses them; qa: `dc2 qa` jobs
 )
 """Every product, in the order the DAG makes them."""
 

@@ -3,7 +3,9 @@
     inventory ─ plan ─┬─ object: merge_tract ─ trim ─ dpdd ─ merge_parquet ─┐
                       │                          └──────── source ──────────┤
                       ├─ forced_source ─────────────────────────────────────┤
-                      └─ dia_source ─ dia_object ───────────────────────────┴─ finalize ─ install
+                      └─ dia_source ─ dia_object ───────────────────────────┴─ finalize ─┐
+                                                                                               │
+                      ┌─ qa.<product> (one `dc2 qa` job per product) ─┬─ approve_qa ─ install ─┘
 
 The steps and their edges come from the product catalogue (dc2tasks.catalogue): a step waits for
 the steps of the products it needs or uses that the run makes. `inventory` lists what the repository
@@ -13,7 +15,10 @@ trigger's params into a RunPlan (XCom) every later task reads; a step the plan d
 skipped, and skips do not stop the steps after it (trigger rule none_failed), so a run of only
 `source` uses the Object tables an earlier run left. `finalize` writes each product's GCRCatalogs
 configs, schema and manifest as the producer (with every job's sacct record for the provenance);
-`install` copies them into the central directory as the collaboration account.
+the `qa` group checks each product (`dc2 qa`), and the gate (trigger param `qa`) decides: `enforce`
+fails a product's qa task on a failed check, so nothing is installed; `warn` installs anyway;
+`approve` waits at `approve_qa` for a person's answer in the UI. `install` copies the products into
+the central directory as the collaboration account, through the same gate (`dc2 install --qa-mode`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Param, TaskGroup, get_current_context, task
 
 from dc2tasks.airflow import run_tasks
+from dc2tasks.airflow.operators.qa import APPROVE_TASK, QA_GROUP, QaApprovalOperator, QaStepOperator
 from dc2tasks.airflow.operators.step import PLAN_TASK, RunStepOperator
 from dc2tasks.catalogue import CATALOGUE, Product
 from dc2tasks.runs.config import RunConfig
@@ -73,6 +79,17 @@ def _step_operators(config: RunConfig) -> dict[str, RunStepOperator]:
     return ops
 
 
+def _qa_operators(config: RunConfig) -> list[QaStepOperator]:
+    """One `dc2 qa` step per product the run file makes, in the `qa` group (`qa.<product>`)."""
+    poll = float(config.slurm.poll_interval or (2 if config.backend == "local" else 30))
+    with TaskGroup(QA_GROUP):
+        return [
+            QaStepOperator(task_id=p.name, config=config, product=p.name, poll_interval=poll)
+            for p in CATALOGUE
+            if p.name in config.products
+        ]
+
+
 def _upstream(config: RunConfig, product: Product) -> list[str]:
     return [p.name for p in CATALOGUE.upstream(product.name, config.products)]
 
@@ -103,6 +120,13 @@ def build_dag(config: RunConfig, run_file: str | os.PathLike[str]) -> DAG:
         finalize = task(task_id="finalize", trigger_rule="none_failed")(
             lambda: run_tasks.finalize_task(config, get_current_context(), step_ids)
         )()
+        qa = _qa_operators(config)
+        qa_ids = [o.task_id for o in qa]
+        approve = QaApprovalOperator(
+            task_id=APPROVE_TASK, config=config, qa_task_ids=qa_ids, trigger_rule="none_failed"
+        )
+        # none_failed: a product the plan skips skips its qa, which does not stop install; a failed
+        # qa task (enforce) or a rejected approval does
         install = task(task_id="install", trigger_rule="none_failed")(
             lambda: run_tasks.install_task(config, get_current_context())
         )()
@@ -111,7 +135,8 @@ def build_dag(config: RunConfig, run_file: str | os.PathLike[str]) -> DAG:
             for before in upstream or [plan]:
                 before >> op
             op >> finalize
-        finalize >> install
+        finalize >> qa
+        qa >> approve >> install
     return dag
 
 

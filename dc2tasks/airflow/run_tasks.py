@@ -15,6 +15,7 @@ import yaml
 from airflow.sdk.exceptions import AirflowFailException
 
 from dc2tasks.airflow.hooks import SlurmHook
+from dc2tasks.airflow.operators.qa import APPROVE_TASK
 from dc2tasks.airflow.operators.step import PLAN_TASK, dc2_argv
 from dc2tasks.products.inventory import summary
 from dc2tasks.runs.config import RunConfig
@@ -154,14 +155,25 @@ def finalize_task(
     return plan.directories
 
 
+def approver(plan: RunPlan, context: Any) -> str | None:
+    """Who approved the QA reports (the approval task's answer), in the gate's approve mode."""
+    if plan.qa != "approve" or plan.dry_run:
+        return None
+    answer = context["ti"].xcom_pull(task_ids=APPROVE_TASK) or {}
+    if not answer.get("approved_by"):
+        raise AirflowFailException(f"qa mode approve: {APPROVE_TASK} recorded no approval; nothing installed")
+    return str(answer["approved_by"])
+
+
 def install_task(config: RunConfig, context: Any) -> dict[str, Any]:
-    """Every product directory installed into the central directory as the collaboration account;
-    `dc2 install --json` answers with its result, by directory."""
+    """Every product directory installed into the central directory as the collaboration account,
+    through the run's quality gate; `dc2 install --json` answers with its result, by directory."""
     plan = pulled_plan(context)
+    approved_by = approver(plan, context)
     transport = transport_for(config, config.connections.collaboration)
     results: dict[str, Any] = {}
     for directory in plan.directories:
-        argv = install_command(config, plan, directory, dc2_argv(config))
+        argv = install_command(config, plan, directory, dc2_argv(config), approved_by)
         out = checked(transport.run(Command(tuple(argv), timeout=6 * 3600)), f"install {directory}")
         try:
             results[directory] = json.loads(out)

@@ -15,6 +15,7 @@ from typing import Any
 from dc2tasks import names
 from dc2tasks.cli.args import add_command
 from dc2tasks.install.policy import CENTRAL_MODES, DEFAULT_MODE
+from dc2tasks.install.qa_gate import DEFAULT_QA_MODE, QA_MODES
 from dc2tasks.products.errors import InputError
 
 INSTALL_DESCRIPTION = """\
@@ -28,6 +29,11 @@ cp -pr`). Run it on the machine that holds the central directory, as the account
      (2550 / 2555 with --group-managed)
   5. rename to CENTRAL/PRODUCT/versions/VERSION and switch CENTRAL/PRODUCT/current to it atomically
   6. write CENTRAL/PRODUCT/catalog_configs/*.yaml with base_dir = CENTRAL/PRODUCT/current
+
+Before anything, the quality gate: every QA report of the product (SOURCE/qa/<product>/qa.json, made
+by `dc2 qa` and listed in the manifest) is read; with --qa-mode enforce (the default) a failed check
+refuses the install, naming the product and its failed checks; warn and approve install it and
+record the failures they override (and who approved) in provenance.json.
 
 Any failure before step 5 (checksum, missing file, config that does not load, chgrp refused, disk
 full) removes the staging directory: what was installed stays as it was. The previous version is
@@ -98,6 +104,16 @@ def _register_install(sub: argparse._SubParsersAction) -> None:
         "--no-check",
         action="store_true",
         help="skip loading the catalog configs (not advised; HDF5 files are still scanned)",
+    )
+    p.add_argument(
+        "--qa-mode",
+        choices=QA_MODES,
+        default=DEFAULT_QA_MODE,
+        help="enforce: a failed QA check refuses the install; warn: install and record the failures; "
+        "approve: as warn, with --approved-by",
+    )
+    p.add_argument(
+        "--approved-by", metavar="USER", help="who approved the QA reports (with --qa-mode approve)"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON (for the DAG)")
     p.set_defaults(func=run, dc2_install_command="install")
@@ -189,6 +205,8 @@ def _install(args: argparse.Namespace) -> int:
         mode=args.mode,
         group_managed=args.group_managed,
         lock_timeout=args.lock_timeout,
+        qa_mode=args.qa_mode,
+        approved_by=args.approved_by,
     )
     if args.json:
         out = {k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()}

@@ -64,6 +64,7 @@ from dc2tasks.install.manifest import (
 )
 from dc2tasks.install.policy import DEFAULT_MODE, STAGING_UMASK, CentralMode, ModePolicy, resolve_group
 from dc2tasks.install.provenance import build_provenance, read_producer_record
+from dc2tasks.install.qa_gate import DEFAULT_QA_MODE, QaMode, check_mode, read_gate
 from dc2tasks.install.types import CopyFile, InstallResult
 from dc2tasks.products.errors import InputError
 
@@ -244,6 +245,8 @@ def install_product(
     mode: CentralMode = DEFAULT_MODE,
     group_managed: bool = False,
     lock_timeout: float = 0.0,
+    qa_mode: QaMode = DEFAULT_QA_MODE,
+    approved_by: str | None = None,
     copy_file: CopyFile = copy_and_hash,
     chown: Chown = os.fchown,
 ) -> InstallResult:
@@ -255,15 +258,17 @@ def install_product(
     producer's part of the provenance (default `<source_dir>/provenance.json` if present). `mode`
     and `group_managed`: the run file's `central.mode` / `central.group_managed` (policy.py).
     `lock_timeout`: seconds to wait for another install of the product. A repeat of an install
-    whose content is already current does nothing unless `force`.
+    whose content is already current does nothing unless `force`. `qa_mode` and `approved_by`: the
+    quality gate (qa_gate.py): `enforce` refuses a product whose QA reports hold a failed check.
     """
+    check_mode(qa_mode, approved_by)
     umask = os.umask(STAGING_UMASK)  # nothing made here gets a mode we did not give it explicitly
     try:
         return _install(
             Path(source_dir), Path(central_dir), product, resolve_group(group), manifest,
             catalog_base_dir=catalog_base_dir, check=check, producer_record=producer_record,
             jobs=jobs, force=force, dry_run=dry_run, mode=mode, group_managed=group_managed,
-            lock_timeout=lock_timeout, copy_file=copy_file, chown=chown,
+            lock_timeout=lock_timeout, qa=(qa_mode, approved_by), copy_file=copy_file, chown=chown,
         )  # fmt: skip
     finally:
         os.umask(umask)
@@ -273,7 +278,8 @@ def _install(
     source: Path, central: Path, product: str, gid: int, manifest: Manifest | str | os.PathLike[str] | None,
     *, catalog_base_dir: str | None, check: Check | None, producer_record: Mapping[str, Any] | None,
     jobs: Iterable[Mapping[str, Any] | object], force: bool, dry_run: bool, mode: CentralMode,
-    group_managed: bool, lock_timeout: float, copy_file: CopyFile, chown: Chown,
+    group_managed: bool, lock_timeout: float, qa: tuple[QaMode, str | None], copy_file: CopyFile,
+    chown: Chown,
 ) -> InstallResult:  # fmt: skip
     start = time.perf_counter()
     source = source.resolve()
@@ -292,6 +298,8 @@ def _install(
             )
         if producer_record is None:
             producer_record = read_producer_record(source_fd, source / PROVENANCE_NAME)
+        gate = read_gate(source_fd, source, manifest, *qa, open_source)
+        gate.check(product)  # before anything in the central directory is made or changed
         base_dir = catalog_base_dir or str(layout.current)
         with layout.open(policy) as tree, tree.lock(lock_timeout):
             previous = tree.current_version()
@@ -302,12 +310,12 @@ def _install(
                 return InstallResult(
                     "unchanged", product, layout.root, version=previous, previous=previous,
                     files=len(manifest.files), bytes=manifest.total_bytes,
-                    seconds=time.perf_counter() - start, catalog_configs=configs,
+                    seconds=time.perf_counter() - start, catalog_configs=configs, qa=gate.provenance(),
                 )  # fmt: skip
             now = datetime.now(UTC).isoformat(timespec="seconds")
             version = layout.new_version_name(manifest, now, tree.versions_taken())
             stage = _Stage(tree, source, source_fd, manifest, version, policy)
-            checks = stage.run(now, check, producer_record, jobs, copy_file, chown)
+            checks = stage.run(now, check, producer_record, gate.provenance(), jobs, copy_file, chown)
             try:
                 configs = write_installed_configs(tree, layout.version_dir(version), base_dir, policy)
             except (OSError, InputError) as exc:
@@ -320,7 +328,7 @@ def _install(
     return InstallResult(
         "installed", product, layout.root, version=version, previous=previous,
         files=len(manifest.files), bytes=manifest.total_bytes, seconds=time.perf_counter() - start,
-        catalog_configs=configs, checks=checks,
+        catalog_configs=configs, checks=checks, qa=gate.provenance(),
     )  # fmt: skip
 
 
@@ -340,7 +348,8 @@ class _Stage:
 
     def run(
         self, now: str, check: Check | None, producer_record: Mapping[str, Any] | None,
-        jobs: Iterable[Mapping[str, Any] | object], copy_file: CopyFile, chown: Chown,
+        qa: Mapping[str, Any], jobs: Iterable[Mapping[str, Any] | object], copy_file: CopyFile,
+        chown: Chown,
     ) -> list[str]:  # fmt: skip
         try:
             checked = check_sources(self.source_fd, self.source, self.manifest)  # before anything is staged
@@ -355,6 +364,7 @@ class _Stage:
             record = build_provenance(
                 self.manifest, product=self.tree.layout.product, version=self.version, installed_at=now,
                 central_dir=str(self.tree.layout.central), producer_record=producer_record, jobs=jobs,
+                qa=qa,
             )  # fmt: skip
             _write_json_at(fd, PROVENANCE_NAME, record)
             self._still_ours(made)

@@ -84,8 +84,10 @@ def build_provenance(
     central_dir: str,
     producer_record: Mapping[str, Any] | None = None,
     jobs: Iterable[Mapping[str, Any] | object] = (),
+    qa: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The record installed with a version: the producer's part plus what the install verified."""
+    """The record installed with a version: the producer's part plus what the install verified
+    and, when given, its quality gate (`qa`: mode, verdicts, overridden failures, approver)."""
     producer = producer_fields(producer_record or {}, "the producer's record")
     all_jobs = [job_record(j) for j in producer.pop("jobs", [])] + [job_record(j) for j in jobs]
     record: dict[str, Any] = {
@@ -109,6 +111,7 @@ def build_provenance(
         "timestamps": {"produced": manifest.created, "installed": installed_at},
         "produced_by": {k: v for k, v in (manifest.created_by or {}).items() if k != "dc2tasks"},
         "installed_by": {**who_where(), "central_dir": central_dir},
+        **({"qa": dict(qa)} if qa is not None else {}),
     }
     return record
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 CopyFile = Callable[[int, int], tuple[int, str]]
 """Copy from an open source descriptor to an open staged file: (bytes, sha256)."""
@@ -23,6 +23,7 @@ class InstallResult:
     seconds: float = 0.0
     catalog_configs: list[Path] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
+    qa: dict[str, Any] = field(default_factory=dict)  # the quality gate's provenance record
 
     def summary(self) -> str:
         what = {"installed": "installed", "unchanged": "already installed", "dry-run": "dry run"}[self.status]
@@ -32,4 +33,9 @@ class InstallResult:
         lines.append(f"  current: {self.product_dir / 'current'}")
         lines += [f"  config: {p}" for p in self.catalog_configs]
         lines += [f"  checked: {c}" for c in self.checks]
+        lines += [f"  qa {p}: {v}" for p, v in self.qa.get("verdicts", {}).items()]
+        lines += [
+            f"  qa overridden: {o['product']} {o['check']} = {o['value']} ({o['threshold']})"
+            for o in self.qa.get("overridden", [])
+        ]
         return "\n".join(lines)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -32,6 +32,9 @@ from pydantic import (
 from dc2tasks import names
 from dc2tasks.catalogue import BANDS, CATALOGUE
 from dc2tasks.install.policy import DEFAULT_MODE, CentralMode
+from dc2tasks.install.qa_gate import DEFAULT_QA_MODE, QaMode
+from dc2tasks.products.errors import InputError
+from dc2tasks.products.qa.core import Thresholds
 from dc2tasks.products.visit_lists import read_visit_file as read_visit_file  # re-exported
 from dc2tasks.products.visit_lists import select_visits
 from dc2tasks.slurm import validate as slurm_validate
@@ -347,6 +350,25 @@ class RerunRule(_Strict):
         return self
 
 
+class QaSettings(_Strict):
+    """The quality gate between `finalize` and `install` (`dc2 qa` per product)."""
+
+    mode: QaMode = Field(
+        DEFAULT_QA_MODE,
+        description="enforce: a failed check stops the run before install; warn: install anyway and record "
+        "the failures; approve: wait for a person's approval in the UI (the trigger param `qa` overrides it)",
+    )
+    thresholds: dict[str, Any] = Field(
+        default_factory=dict, description="threshold name -> number (dc2tasks.products.qa.core.THRESHOLDS)"
+    )
+    truth: PathStr | None = Field(None, description="a directory of truth tables the checks compare with")
+
+    @property
+    def limits(self) -> Thresholds:
+        """The thresholds the checks are held to: the defaults with this run's values."""
+        return Thresholds.from_mapping(self.thresholds)
+
+
 ARCHIVED_PRODUCT: dict[str, str] = {"full": "object", "trimmed": "trim_object"}
 """What an Object archive's files are, by `object_source.kind`: the files of this catalogue product
 (its file names and columns), as a run made them earlier."""
@@ -411,6 +433,7 @@ class RunConfig(_Strict):
     central: Central
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     connections: Connections = Field(default_factory=Connections)
+    qa: QaSettings = Field(default_factory=QaSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -455,6 +478,16 @@ class RunConfig(_Strict):
                 raise ValueError("an empty visit list; leave `visits` out instead")
             _no_duplicates(v)
         return v
+
+    @model_validator(mode="after")
+    def _qa_thresholds(self) -> RunConfig:
+        """Checked here, not on QaSettings, so the message's own field path (`qa.thresholds.mag_min`)
+        is the one the run file's error names."""
+        try:
+            Thresholds.from_mapping(self.qa.thresholds)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

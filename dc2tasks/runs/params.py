@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 
 from dc2tasks import names
+from dc2tasks.install.qa_gate import QA_MODES
 from dc2tasks.products.errors import InputError
 from dc2tasks.runs.config import RunConfig
 
@@ -38,6 +39,7 @@ class TriggerParams:
     rerun: str | None
     dry_run: bool
     force: bool
+    qa: str = "enforce"  # the quality gate's mode (dc2tasks.install.qa_gate.QA_MODES)
 
 
 def params_schema(config: RunConfig) -> dict[str, dict[str, Any]]:
@@ -87,6 +89,15 @@ def params_schema(config: RunConfig) -> dict[str, dict[str, Any]]:
             "it is identical to the installed one.",
             "default": False,
         },
+        "qa": {
+            "type": "string",
+            "title": "QA gate",
+            "description": "enforce: a failed quality check stops the run before install; warn: install "
+            "anyway (the failures go into the provenance); approve: wait for someone to approve the QA "
+            f"reports in the UI (Required actions) before install. Run file default: {config.qa.mode}.",
+            "enum": list(QA_MODES),
+            "default": config.qa.mode,
+        },
     }
 
 
@@ -125,6 +136,7 @@ _HINTS = {
     "rerun": f"a rerun is {names.RERUN.hint}",
     "dry_run": "true or false",
     "force": "true or false",
+    "qa": "the QA gate is one of " + ", ".join(QA_MODES),
 }
 
 
@@ -172,4 +184,5 @@ def validate_params(params: Mapping[str, Any] | None, config: RunConfig) -> Trig
         rerun=value["rerun"] or config.rerun,
         dry_run=bool(value["dry_run"]),
         force=bool(value["force"]),
+        qa=str(value["qa"]),
     )

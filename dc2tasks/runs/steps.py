@@ -10,6 +10,7 @@ before the job starts; visit arrays pass the whole list and each element takes i
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ class RunPlan:
     dry_run: bool
     force: bool
     skipped: dict[str, str] = field(default_factory=dict)  # product -> why the inventory skips it
+    qa: str = "enforce"  # the quality gate's mode for this run (the trigger param `qa`)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -88,6 +90,7 @@ def plan_run(config: RunConfig, params: TriggerParams, skipped: Mapping[str, str
         dry_run=params.dry_run,
         force=params.force,
         skipped=dict(skipped or {}),
+        qa=params.qa,
     )
 
 
@@ -116,6 +119,13 @@ def inventory_command(
     if not plan.dry_run:
         argv += ["-o", str(PurePosixPath(plan.work_dir) / INVENTORY_FILE)]
     return argv
+
+
+def inventory_report(config: RunConfig, plan: RunPlan) -> str | None:
+    """Where the run's inventory task kept its JSON report; None when it lists nothing."""
+    if inventory_command(config, plan) is None:
+        return None
+    return str(PurePosixPath(plan.work_dir) / INVENTORY_FILE)
 
 
 def inventory_skips(products: Sequence[str], report: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
@@ -216,6 +226,30 @@ def step_scripts(config: RunConfig, plan: RunPlan, dc2: str = "dc2") -> dict[str
     return {p.step: step_script(p, config, plan, dc2) for p in CATALOGUE if plan.makes(p.name)}
 
 
+QA_STEP = "qa"
+"""The slurm.time / slurm.memory key of every product's `dc2 qa` job (the catalogue's extra key)."""
+
+
+def qa_script(product: Product, config: RunConfig, plan: RunPlan, dc2: str = "dc2") -> StepScript:
+    """The job of one product's quality checks: `dc2 qa` on its directory as finalize left it,
+    against the run's inventory and truth, with the run file's thresholds and the plan's tracts and
+    visits; `--enforce` (exit 3 when a check fails) only when the gate enforces."""
+    args: list[object] = [str(PurePosixPath(plan.work_dir) / product.directory), "--product", product.name]
+    if (report := inventory_report(config, plan)) is not None:
+        args += ["--against", report]
+    if config.qa.truth is not None:
+        args += ["--truth", config.qa.truth]
+    if config.qa.thresholds:
+        args += ["--thresholds", json.dumps(config.qa.thresholds, sort_keys=True, separators=(",", ":"))]
+    if plan.tracts:
+        args += ["--tracts", *plan.tracts]
+    if plan.visits:
+        args += ["--visits", *plan.visits]
+    if plan.qa == "enforce":
+        args.append("--enforce")
+    return StepScript(QA_STEP, _header(dc2) + _dc2(dc2, "qa", *args) + "\n")
+
+
 def catalog_config_dir(plan: RunPlan) -> PurePosixPath:
     return PurePosixPath(plan.work_dir) / "gcr-catalogs"
 
@@ -290,8 +324,8 @@ def _manifest_argv(
         argv += ["--group", config.central.group]
     for key, value in config.inputs(plan.rerun).items():
         argv += ["--input", f"{key}={value}"]
-    if inventory_command(config, plan) is not None:  # the report the inventory task kept
-        argv += ["--inventory", str(PurePosixPath(plan.work_dir) / INVENTORY_FILE)]
+    if (report := inventory_report(config, plan)) is not None:
+        argv += ["--inventory", report]
     return argv
 
 
@@ -313,9 +347,14 @@ def finalize_commands(
 
 
 def install_command(
-    config: RunConfig, plan: RunPlan, directory: str, dc2: str | Sequence[str] = "dc2"
+    config: RunConfig,
+    plan: RunPlan,
+    directory: str,
+    dc2: str | Sequence[str] = "dc2",
+    approved_by: str | None = None,
 ) -> list[str]:
-    """argv of the install of one product directory, run as the collaboration account."""
+    """argv of the install of one product directory, run as the collaboration account, through
+    the run's quality gate (`approved_by`: who approved, in the gate's approve mode)."""
     argv = [
         *([dc2] if isinstance(dc2, str) else dc2),
         "install",
@@ -337,4 +376,8 @@ def install_command(
         argv.append("--dry-run")
     if plan.force:
         argv.append("--force")
+    if not plan.dry_run:  # a dry run installs nothing, so it gates nothing
+        argv += ["--qa-mode", plan.qa]
+        if approved_by is not None:
+            argv += ["--approved-by", approved_by]
     return argv

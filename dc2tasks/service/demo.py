@@ -13,6 +13,7 @@ AIRFLOW_HOME (<workdir>/airflow, shared with `dc2 serve`) is kept private as `dc
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
@@ -28,6 +29,7 @@ import yaml
 from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.private import NotPrivateError, private_home, tightened_note
 from dc2tasks.products.calib import AB_NJY_ZP
+from dc2tasks.products.qa.core import QA_DIR, REPORT_FILE
 from dc2tasks.service.airflow_env import airflow_command, airflow_env
 from dc2tasks.service.demo_sample import DEMO_SEED, make_central, make_demo_sample
 
@@ -168,10 +170,28 @@ def run_demo(workdir: str | Path, seed: int = DEMO_SEED, jobs: int = 2, airflow:
             catalog: central / d / "catalog_configs" / f"{catalog}.yaml" for d, catalog, _ in INSTALLED
         }
         print(f"Installed into {central}:")
+        for line in qa_lines(central):
+            print(line)
     else:
         cfg_dir = run_in_process(workdir, sample, jobs)
         configs = {catalog: cfg_dir / f"{catalog}.yaml" for _, catalog, _ in INSTALLED}
     return summarise(sample, configs)
+
+
+def qa_lines(central: Path) -> list[str]:
+    """Each installed product's QA verdict (from its version's provenance) and its report's page,
+    in the version directory it was installed with."""
+    lines = []
+    for directory in CATALOGUE.directories(CATALOGUE.names):
+        version = (central / directory / "current").resolve()
+        try:
+            qa = json.loads((version / "provenance.json").read_text()).get("qa") or {}
+        except OSError:
+            continue  # not installed by this run
+        for product, verdict in qa.get("verdicts", {}).items():
+            report = version / QA_DIR / product / REPORT_FILE
+            lines.append(f"  QA {product:<20} {verdict:<5} report {report}")
+    return lines
 
 
 def scan_hdf5(configs: dict[str, Path]) -> None:

@@ -190,3 +190,25 @@ def cluster_dc2(run_base: Path, cluster_user: pwd.struct_passwd) -> str:
     assert answer.returncode == 0, f"{dc2} --version as {cluster_user.pw_name}: {answer.stderr}"
     print(f"{repo_dc2} is not executable by {cluster_user.pw_name} ({direct.stderr.strip()}); jobs use {dc2}")
     return str(dc2)
+
+CENTRE = tuple(f"{x},{y}" for x in (2, 3, 4) for y in (2, 3, 4))
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture
+def demo_dags(tmp_path, monkeypatch, airflow_db):
+    """The demo run's sample repository, and the DAG files where `dag.test()` looks for them."""
+    from dc2tasks.sample import SampleConfig, make_sample_repo
+
+    demo = tmp_path / "demo"
+    monkeypatch.setenv("DC2_DEMO_DIR", str(demo))
+    sample = make_sample_repo(
+        demo / "sample-repo", SampleConfig(patches=CENTRE, objects_per_patch=80, visits=3)
+    )
+    sample.write_visit_list(demo / "sample-repo" / "visits.txt")
+    (demo / "central").mkdir()
+    folder = Path(airflow_db) / "dags"
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(DAGS, folder)
+    return sample, demo, folder

@@ -8,13 +8,11 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 from dagrun import load_dag, task_instances, xcom_value
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
-CENTRE = tuple(f"{x},{y}" for x in (2, 3, 4) for y in (2, 3, 4))
 
 
 def _dagbag(folder: Path):
@@ -58,11 +56,16 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
         "dia_source",
         "dia_object",
         "finalize",
+        *(f"qa.{p}" for p in demo.get_task("object.dpdd").config.products),
+        "approve_qa",
         "install",
     }
-    assert set(demo.params.keys()) == {"products", "tracts", "visits", "rerun", "dry_run", "force"}
+    assert set(demo.params.keys()) == {"products", "tracts", "visits", "rerun", "dry_run", "force", "qa"}
     assert demo.get_task("source").upstream_task_ids == {"object.dpdd"}
-    assert demo.get_task("install").upstream_task_ids == {"finalize"}
+    assert demo.get_task("qa.source").upstream_task_ids == {"finalize"}
+    made = demo.get_task("object.dpdd").config.products
+    assert demo.get_task("approve_qa").upstream_task_ids == {f"qa.{p}" for p in made}
+    assert demo.get_task("install").upstream_task_ids == {"approve_qa"}
     assert demo.get_task("plan").upstream_task_ids == {"inventory"}
 
     broken = tmp_path / "dags"
@@ -84,25 +87,6 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
     ]
 
 
-@pytest.fixture
-def demo_dags(tmp_path, monkeypatch, airflow_db):
-    """The demo run's sample repository, and the DAG files where `dag.test()` looks for them."""
-    from dc2tasks.sample import SampleConfig, make_sample_repo
-
-    demo = tmp_path / "demo"
-    monkeypatch.setenv("DC2_DEMO_DIR", str(demo))
-    sample = make_sample_repo(
-        demo / "sample-repo", SampleConfig(patches=CENTRE, objects_per_patch=80, visits=3)
-    )
-    sample.write_visit_list(demo / "sample-repo" / "visits.txt")
-    (demo / "central").mkdir()
-    folder = Path(airflow_db) / "dags"
-    if folder.exists():
-        shutil.rmtree(folder)
-    shutil.copytree(DAGS, folder)
-    return sample, demo, folder
-
-
 def _states(dr) -> dict[str, str]:
     return {task_id: str(ti.state) for task_id, ti in task_instances(dr).items()}
 
@@ -115,7 +99,8 @@ def test_demo_run_end_to_end_with_the_local_backend(demo_dags) -> None:
     dr = dag.test()
     states = _states(dr)
     assert str(dr.state) == "success", states
-    assert set(states.values()) == {"success"}
+    assert states.pop("approve_qa") == "skipped", states  # qa mode enforce: no approval asked
+    assert set(states.values()) == {"success"}, states
     central = demo / "central"
     for directory, catalog, column in INSTALLED:
         assert (central / directory / "current").is_symlink()
@@ -164,6 +149,7 @@ def test_dry_run_shows_every_job_and_config_and_changes_nothing(demo_dags) -> No
     dr = dag.test(run_conf={"dry_run": True})
     states = _states(dr)
     assert str(dr.state) == "success", states
+    assert states.pop("approve_qa") == "skipped", states  # qa mode enforce: no approval asked
     assert set(states.values()) == {"success"}, states
     for task_id in ("object.merge_tract", "object.dpdd", "source", "dia_object"):
         assert "would be accepted" in xcom_value(dr, task_id), task_id  # emulated `sbatch --test-only`

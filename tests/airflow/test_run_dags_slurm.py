@@ -220,8 +220,10 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
     tis = task_instances(dr)
     states = {task_id: str(ti.state) for task_id, ti in tis.items()}
     assert str(dr.state) == "success", states
+    assert states.pop("approve_qa") == "skipped", states  # qa mode enforce: no approval asked
+    qa = [f"qa.{p}" for p in dag.get_task("object.dpdd").config.products]  # `dc2 qa` jobs on the cluster
     assert states == dict.fromkeys([*TRACT_STEPS, *SINGLE_STEPS, *VISIT_STEPS, "inventory", "plan",
-                                    "finalize", "install"], "success")
+                                    "finalize", *qa, "install"], "success")
     assert {ti.try_number for ti in tis.values()} == {1}
 
     # every product was made by real Slurm jobs under the step's deterministic name
@@ -296,6 +298,7 @@ def test_dry_run_asks_slurm_submits_nothing_and_leaves_the_central_directory(
     dr = dag.test(run_conf={"dry_run": True})
     states = {task_id: str(ti.state) for task_id, ti in task_instances(dr).items()}
     assert str(dr.state) == "success", states
+    assert states.pop("approve_qa") == "skipped", states  # qa mode enforce: no approval asked
     assert set(states.values()) == {"success"}, states
 
     steps = (*TRACT_STEPS, *SINGLE_STEPS, *VISIT_STEPS)

@@ -37,7 +37,7 @@ COMMANDS = {
     "inventory": "repo --rerun --products --tracts --visits --visit-file --bands -o/--output --json",
     "install": (
         "SOURCE --central --product --group --manifest --catalog-base-dir --jobs --mode "
-        "--group-managed --lock-timeout --dry-run --force --no-check --json"
+        "--group-managed --lock-timeout --dry-run --force --no-check --qa-mode --approved-by --json"
     ),
     "manifest": (
         "DIR --catalog-config --group --run-config --run --run-config-hash --input --jobs --inventory"

@@ -31,6 +31,16 @@ def test_defaults_are_everything_of_the_run(run12p):
     assert p.tracts == () and p.visits == ()
     assert p.rerun == "coadd-v4"
     assert p.dry_run is False and p.force is False
+    assert p.qa == "enforce"  # the run file has no qa key: the gate enforces
+
+
+def test_the_qa_param_defaults_to_the_run_files_mode(run12p):
+    warned = run12p.model_copy(update={"qa": run12p.qa.model_copy(update={"mode": "warn"})})
+    assert params_schema(warned)["qa"]["default"] == "warn"
+    assert validate_params({}, warned).qa == "warn"
+    assert validate_params({"qa": "approve"}, warned).qa == "approve"
+    with pytest.raises(ParamsError, match="qa: 'ignore' is refused; the QA gate is one of enforce, w"):
+        validate_params({"qa": "ignore"}, run12p)
 
 
 def test_a_subset_in_the_run_order(run12p):
@@ -46,7 +56,7 @@ def test_a_subset_in_the_run_order(run12p):
 
 def test_every_param_has_a_description_and_a_default(run12p):
     schema = params_schema(run12p)
-    assert sorted(schema) == ["dry_run", "force", "products", "rerun", "tracts", "visits"]
+    assert sorted(schema) == ["dry_run", "force", "products", "qa", "rerun", "tracts", "visits"]
     for name, s in schema.items():
         assert len(s["description"]) > 20, name
         assert "default" in s, name
@@ -55,6 +65,7 @@ def test_every_param_has_a_description_and_a_default(run12p):
 
 
 HOSTILE = [
+    ({"qa": "warn; rm -rf ~"}, "qa: 'warn; rm -rf ~' is refused; the QA gate is one of enforce, warn"),
     ({"tracts": ["../../etc/passwd"]}, "tracts[0]: '../../etc/passwd' is refused; a tract is an integer"),
     ({"tracts": [4850, "4851; rm -rf ~"]}, "tracts[1]: '4851; rm -rf ~' is refused"),
     ({"tracts": ["$(reboot)"]}, "tracts[0]: '$(reboot)' is refused"),
@@ -92,7 +103,7 @@ def test_hostile_values_are_refused_with_the_param_named(run12p, conf, message):
     assert message in str(info.value)
 
 
-PARAM_NAMES = {"products", "tracts", "visits", "rerun", "dry_run", "force"}
+PARAM_NAMES = {"products", "tracts", "visits", "rerun", "dry_run", "force", "qa"}
 
 
 @pytest.mark.parametrize("conf", [c for c, _ in HOSTILE if set(c) <= PARAM_NAMES])

@@ -187,6 +187,13 @@ def test_slurm_settings_render_into_sbatch_scripts():
         (minimal(central={"dir": "/c", "gcr_base_dir": {"style": "site_relative"}}), "central.gcr_base_dir",
          "needs site_root"),
         (minimal(connections={"producer": "nersc prod"}), "connections.producer", "not an Airflow conn"),
+        (minimal(qa={"mode": "strict"}), "qa.mode", "'enforce', 'warn' or 'approve'"),
+        (minimal(qa={"thresholds": {"mag_mni": 12}}), "qa.thresholds", "unknown threshold 'mag_mni'; known:"),
+        (minimal(qa={"thresholds": {"mag_min": "12"}}), "qa.thresholds.mag_min", "a finite number, not '12'"),
+        (minimal(qa={"thresholds": {"mag_min": True}}), "qa.thresholds.mag_min", "a finite number, not True"),
+        (minimal(qa={"truth": "/t/$(id)"}), "qa.truth", "is not allowed in a path"),
+        (minimal(qa={"when": "always"}), "qa.when", "unknown key"),
+        (minimal(slurm={"time": {"qa": "never"}}), "slurm.time.qa", "'never' is not a Slurm"),
     ],
 )  # fmt: skip
 def test_invalid_field_is_named_with_the_file(tmp_path, monkeypatch, data, field, message):

@@ -137,3 +137,33 @@ def test_auto_pixel_scale_is_refused_for_object_steps(sample, tmp_path) -> None:
         plan_run(config, validate_params({}, config))
     plan = plan_run(config, validate_params({"products": ["forced_source"]}, config))
     assert list(step_scripts(config, plan)) == ["forced_source"]
+
+
+def test_qa_script_golden(sample, tmp_path) -> None:
+    """One `dc2 qa` job per product: against the inventory's report, the truth, the run file's
+    thresholds and the plan's tracts and visits; --enforce only when the gate enforces."""
+    from dc2tasks.catalogue import CATALOGUE
+    from dc2tasks.runs.steps import qa_script
+
+    truth = sample.root / "truth"
+    config = _config(tmp_path, sample.root, [11, 12], qa={"truth": str(truth), "thresholds": {"mag_max": 30}})
+    plan = plan_run(config, validate_params({}, config))
+    work = tmp_path / "work"
+    step = qa_script(CATALOGUE["trim_object"], config, plan, "/opt/dc2")
+    assert (step.step, step.array_size) == ("qa", None)
+    assert step.script == (
+        "set -euo pipefail\n/opt/dc2 --version\n"
+        f"/opt/dc2 qa {work}/object --product trim_object --against {work}/inventory.json --truth {truth} "
+        "--thresholds '{\"mag_max\":30}' --tracts 4850 --visits 11 12 --enforce\n"
+    )
+    warn = plan_run(config, validate_params({"qa": "warn", "products": ["forced_source"]}, config))
+    assert qa_script(CATALOGUE["forced_source"], config, warn, "dc2").script.splitlines()[-1] == (
+        f"dc2 qa {work}/forced_source --product forced_source --against {work}/inventory.json "
+        f"--truth {truth} " + "--thresholds '{\"mag_max\":30}' --tracts 4850 --visits 11 12"
+    )
+    assert install_command(config, warn, "forced_source")[-2:] == ["--qa-mode", "warn"]
+    approve = plan_run(config, validate_params({"qa": "approve"}, config))
+    assert install_command(config, approve, "object", approved_by="alice")[-4:] == [
+        "--qa-mode", "approve", "--approved-by", "alice"]
+    dry = plan_run(config, validate_params({"dry_run": True}, config))  # installs nothing: no gate
+    assert "--qa-mode" not in install_command(config, dry, "object")

@@ -20,7 +20,7 @@ from dc2tasks.airflow.hooks import SlurmHook
 from dc2tasks.airflow.operators.slurm import SlurmJobOperator, job_name_for, output_pattern
 from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.runs.config import RunConfig
-from dc2tasks.runs.steps import RunPlan, StepScript, step_scripts
+from dc2tasks.runs.steps import RunPlan, StepScript, step_script
 from dc2tasks.slurm import SlurmJob
 from dc2tasks.slurm.commands import Command
 
@@ -74,24 +74,29 @@ def dc2_argv(config: RunConfig) -> list[str]:
 
 
 class RunStepOperator(SlurmJobOperator):
-    """:param config: the run; :param step: the key of dc2tasks.runs.steps.step_scripts."""
+    """:param config: the run; :param step: a product's step (the catalogue's `step`), or another
+    job of a product (`product` names it, e.g. its QA)."""
 
-    def __init__(self, *, config: RunConfig, step: str, **kwargs: Any) -> None:
+    def __init__(self, *, config: RunConfig, step: str, product: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("slurm_conn_id", config.connections.producer if config.backend == "slurm" else None)
         super().__init__(job=PLACEHOLDER, **kwargs)
         self.config = config
         self.step = step
+        self.product = product or CATALOGUE.by_step(step).name
+
+    def script_for(self, plan: RunPlan) -> StepScript:
+        """The job this task runs for the plan (a product the plan makes)."""
+        return step_script(CATALOGUE[self.product], self.config, plan, dc2_command(self.config))
 
     def execute(self, context: Context) -> Any:
         ti = context["ti"]
         plan = RunPlan.from_dict(ti.xcom_pull(task_ids=PLAN_TASK))
-        scripts = step_scripts(self.config, plan, dc2_command(self.config))
-        if self.step not in scripts:
+        if not plan.makes(self.product):
             made = ", ".join(plan.products)
-            why = plan.skipped.get(CATALOGUE.by_step(self.step).name)
+            why = plan.skipped.get(self.product)
             reason = f"the inventory skips it: {why}" if why else f"products: {made}"
-            raise AirflowSkipException(f"this run does not make {self.step} ({reason})")
-        self.job = job_for(self.config, scripts[self.step])
+            raise AirflowSkipException(f"this run does not make {self.product} ({reason})")
+        self.job = job_for(self.config, self.script_for(plan))
         self.log_dir = f"{plan.work_dir}/logs"
         if plan.dry_run:
             return self._dry_run(context)

@@ -144,8 +144,17 @@ def write_qa_json(report: QaReport, out_dir: Path) -> Path:
 def read_qa_json(path: Path) -> dict[str, Any]:
     """A report as written by write_qa_json; InputError naming the file when it is not one."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: not a QA report ({exc})") from None
+    return parse_qa_json(text, path)
+
+
+def parse_qa_json(text: str | bytes, path: object) -> dict[str, Any]:
+    """A report's content (read by the caller: `dc2 install` reads it no-follow); `path` names it."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
         raise InputError(f"{path}: not a QA report ({exc})") from None
     if not isinstance(data, dict) or data.get("verdict") not in VERDICTS:
         raise InputError(f"{path}: not a QA report (no verdict)")
