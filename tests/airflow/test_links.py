@@ -133,7 +133,8 @@ def test_installed_products_link(finished_run: dict[str, Any], no_templates: Non
     assert result["object"]["product_dir"] == str(central / "object")
     assert (central / "object" / "current").is_symlink()
     link = InstalledProductsLink()
-    assert link.get_link(None, ti_key=tis["install"]) == f"file://{central}"
+    # the reports app's page, relative to the UI's base URL (the UI opens only http(s) and its own origin)
+    assert link.get_link(None, ti_key=tis["install"]) == f"dc2/dags/{DAG_ID}/installed"
 
     run_id = finished_run["run_id"]
     monkeypatch.setenv("DC2_PRODUCTS_URL", "https://portal.example.org{central_dir}/?dag={dag_id}&run={run_id}")
@@ -194,6 +195,7 @@ def test_plugin_is_discovered_and_serves_the_links(finished_run: dict[str, Any],
     assert dc2["operator_extra_links"] == [
         "<dc2_plugin.SlurmTaskJobLink object>",
         "<dc2_plugin.InstallTaskProductsLink object>",
+        "<dc2_plugin.TaskQaReportLink object>",
     ]
 
     # what the API server does for GET .../taskInstances/{task}/links: the DAG as serialized, its
@@ -204,9 +206,14 @@ def test_plugin_is_discovered_and_serves_the_links(finished_run: dict[str, Any],
     )
     links = json.loads(served.stdout.strip().splitlines()[-1])
     job_id = read_xcom(finished_run["tis"]["slurm"], "slurm_job_id")
-    central = finished_run["central"]
+    run_id = finished_run["run_id"]
     assert links == {
         "slurm": {"Slurm job": ["SlurmTaskJobLink", f"https://my.nersc.gov/jobinfo.php?jid={job_id}"]},
-        "install": {"Installed products": ["InstallTaskProductsLink", f"file://{central}"]},
-        "install_dry_run": {"Installed products": ["InstallTaskProductsLink", ""]},
+        "install": {
+            "Installed products": ["InstallTaskProductsLink", f"dc2/dags/{DAG_ID}/installed"],
+            "QA report": ["TaskQaReportLink", f"dc2/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/qa"],
+        },
+        "install_dry_run": {
+            "Installed products": ["InstallTaskProductsLink", ""], "QA report": ["TaskQaReportLink", ""],
+        },
     }
