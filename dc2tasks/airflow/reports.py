@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dc2tasks.airflow.compat import configured_dags_folder
+from dc2tasks.airflow.run_dag import dag_id_for
 from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.install.errors import InstallError
 from dc2tasks.install.fdops import FILE_FLAGS, open_parent, opened
@@ -73,8 +74,6 @@ _cache: dict[tuple[str, tuple[tuple[str, int], ...]], dict[str, RunAreas]] = {}
 
 def deployed_runs(directory: Path | None = None) -> dict[str, RunAreas]:
     """The areas of every valid run file, by DAG id; read again when a run file changes."""
-    from dc2tasks.airflow.run_dag import dag_id_for  # the DAG factory is loaded only when asked
-
     directory = directory or runs_dir()
     try:
         stamp = tuple(sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(directory) if e.is_file()))
@@ -115,6 +114,10 @@ def read_served_file(run: RunAreas, area: str, relative: str) -> tuple[bytes, st
                     return fh.read(), content_type
     except (OSError, InstallError) as exc:  # missing, a symlink, not a directory: all the same answer
         raise NotServed(404, str(exc)) from None
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _json_file(path: Path) -> dict[str, Any]:
@@ -196,10 +199,6 @@ def installed_products(run: RunAreas) -> list[InstalledRow]:
         for version in names:
             out += _version_rows(central, directory, version, version == current)
     return out
-
-
-def _mapping(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _version_rows(central: Path, directory: str, version: str, current: bool) -> list[InstalledRow]:

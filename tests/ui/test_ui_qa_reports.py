@@ -107,7 +107,8 @@ def test_qa_report_view_installed_products_link_and_refusal_without_login(chromi
                     login(page, served)
 
                 with ui.step("Installed products link opens the installed versions"):
-                    page.goto(f"{served.url}/dags/{DAG}/runs/{quoted}/tasks/install")
+                    # a task's extra links are on its Details tab
+                    page.goto(f"{served.url}/dags/{DAG}/runs/{quoted}/tasks/install/details")
                     link = page.get_by_role("link", name="Installed products")
                     href = link.evaluate("a => a.href")  # as the browser resolves it
                     assert href == f"{served.url}/dc2/dags/{DAG}/installed", href
