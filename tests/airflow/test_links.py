@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from dagrun import DC2_IN_DAG
 
 from dc2tasks.airflow.links import InstalledProductsLink, SlurmJobLink, central_dir_of, read_xcom
 
@@ -23,24 +24,14 @@ REPO = Path(__file__).resolve().parents[2]
 PLUGINS = REPO / "plugins"
 DAG_ID = "dc2_links_test"
 
-DAG_FILE = """\
-import json
-import subprocess
-import sys
-from pathlib import Path
-
+DAG_FILE = DC2_IN_DAG + """
 from airflow.sdk import DAG, task
 
 from dc2tasks.airflow.operators.slurm import SlurmJobOperator
 from dc2tasks.slurm import SlurmJob
 
-DC2 = str(Path(sys.executable).with_name("dc2"))
 WORK = {work!r}
 CENTRAL = {central!r}
-
-
-def dc2(*args):
-    return subprocess.run([DC2, *args], check=True, capture_output=True, text=True).stdout
 
 
 def install_product(product, *flags):

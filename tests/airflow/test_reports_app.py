@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote, urljoin
 
 import pytest
+from dagrun import DC2_IN_DAG, TaskKey, load_dag
 
 from dc2tasks.airflow.links import QaReportLink, read_xcom
 
@@ -26,21 +27,11 @@ DAG_ID = f"dc2_{RUN}"
 ROWS = 1234
 EVIL = '<img src=x onerror="alert(1)">'
 
-DAG_FILE = """\
-import json
-import subprocess
-import sys
-from pathlib import Path
-
+DAG_FILE = DC2_IN_DAG + """
 from airflow.sdk import DAG, TaskGroup, get_current_context, task
 
-DC2 = str(Path(sys.executable).with_name("dc2"))
 WORK = {work!r}
 CENTRAL = {central!r}
-
-
-def dc2(*args):
-    return subprocess.run([DC2, *args], check=True, capture_output=True, text=True).stdout
 
 
 with DAG({dag_id!r}, schedule=None, catchup=False) as dag:
@@ -113,8 +104,6 @@ def deployed(airflow_db: str, tmp_path_factory: pytest.TempPathFactory) -> dict[
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{DAG_ID}.py"
     path.write_text(DAG_FILE.format(work=str(work), central=str(central), dag_id=DAG_ID, evil=EVIL))
-    from dagrun import load_dag
-
     dr = load_dag(path).test()
     assert str(dr.state) == "success"
     # planted after the install (which refuses symlinks): a link to a file and one to a directory
@@ -235,8 +224,6 @@ def test_only_report_files_under_the_run_directories_are_served(
 
 
 def test_links_to_the_run_page(deployed: dict[str, Any]) -> None:
-    from dagrun import TaskKey
-
     run_id = deployed["run_id"]
     url = f"dc2/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/qa"
     link = QaReportLink()
