@@ -77,6 +77,16 @@ def login(page: Any, served: Served) -> None:
     page.wait_for_url(lambda url: "/auth/login" not in url)
 
 
+def report_frame(page: Any, ending: str, timeout: float = 60) -> Any:
+    """The frame that navigated to a URL ending with `ending`, once it has loaded."""
+    deadline = time.monotonic() + timeout
+    while (frame := page.frame(url=lambda url: url.endswith(ending))) is None:
+        assert time.monotonic() < deadline, f"no frame at *{ending}: {[f.url for f in page.frames]}"
+        page.wait_for_timeout(250)
+    frame.wait_for_load_state()
+    return frame
+
+
 def loaded_images(frame: Any) -> list[int]:
     """naturalWidth of every image of a page (0: it did not load), once each has finished."""
     return frame.locator("img").evaluate_all(
@@ -100,7 +110,7 @@ def test_qa_report_view_installed_products_link_and_refusal_without_login(chromi
                 anonymous = browser.new_page()
                 assert anonymous.goto(run_page).status == 401
 
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page = browser.new_page(viewport={"width": 1400, "height": 1600})
                 page.set_default_timeout(60_000)
                 ui = Steps(page, tmp_path / "screenshots")
                 with ui.step("login"):
@@ -132,9 +142,7 @@ def test_qa_report_view_installed_products_link_and_refusal_without_login(chromi
                 with ui.step("a product's report: the check table and its plots"):
                     product, report = sorted(reports.items())[0]
                     view.locator(f'tr[id="{product}"]').get_by_role("link", name="report").click()
-                    frame = page.frame(url=lambda url: url.endswith(f"/qa/{product}/index.html"))
-                    assert frame is not None, [f.url for f in page.frames]
-                    frame.wait_for_load_state()
+                    frame = report_frame(page, f"/qa/{product}/index.html")
                     table_text = frame.locator("table").first.inner_text()
                     for check in report["checks"]:
                         assert check["name"] in table_text
