@@ -98,6 +98,52 @@ def stored_xcom(ti_key: TaskInstanceKeyLike, key: str) -> Any:
     return None if row is None else row[0]
 
 
+def stored_xcoms(dag_id: str, run_id: str, key: str) -> dict[str, Any]:
+    """The XCom `key` of every (unmapped) task of one DAG run that pushed it, by task id, as stored.
+
+    Checked on 3.3.2: as `stored_xcom`, for the reports app on the API server (reports_app.py), which
+    lists a run's `qa_report` XComs without knowing its task ids."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.execute(
+            XComModel.get_many(key=key, run_id=run_id, dag_ids=dag_id, map_indexes=-1)
+            .with_only_columns(XComModel.task_id, XComModel.value)
+        ).all()
+    return {str(task_id): value for task_id, value in rows}
+
+
+# -- the reports app on the API server -----------------------------------------------------------
+
+
+async def require_dag_run_read(request: Any) -> None:
+    """Refuse (401 / 403) a request to a plugin route unless its user may read the runs of the DAG
+    named by the route's `dag_id`: the same login and permission as the Airflow UI's own pages.
+
+    Checked on 3.3.2: a plugin's `fastapi_apps` get no authentication from Airflow (docs: "Plugins",
+    FastAPI apps) and there is no public dependency for it. `airflow.api_fastapi.core_api.security`'s
+    `get_user` (an `Authorization: Bearer` token, else the `_token` cookie the UI's login sets, so a
+    browser following a link is logged in) and `requires_access_dag("GET", DagAccessEntity.RUN)`
+    are what the core API's run routes depend on; they are called here with the request rather
+    than declared as FastAPI dependencies because importing that module takes seconds, and plugins
+    are imported by every task process too. No upstream issue found."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user, requires_access_dag
+    from starlette.concurrency import run_in_threadpool
+
+    user = await get_user(request, None, await bearer_scheme(request))
+    await run_in_threadpool(requires_access_dag("GET", DagAccessEntity.RUN), request, user)
+
+
+def configured_dags_folder() -> str:
+    """`[core] dags_folder` of this deployment (checked on 3.3.2: `airflow.configuration.conf`; the
+    Task SDK's configuration is not the API server's)."""
+    from airflow.configuration import conf
+
+    return str(conf.get("core", "dags_folder"))
+
+
 # -- the triggerer -------------------------------------------------------------------------------
 
 _DETACHED: set[asyncio.Task[None]] = set()  # tasks started by `detached`, held until they end

@@ -1,4 +1,4 @@
-"""Extra links in the task view: a Slurm task's job page, and a run's installed products.
+"""Extra links in the task view: a Slurm task's job page, a run's QA reports and installed products.
 
 Why each link reads XCom in two ways: Airflow 3 resolves a link in two places. On the worker, at the
 end of a try, the Task SDK calls `get_link` of every link the operator declares and stores the URL as
@@ -9,8 +9,10 @@ context. Reading the same XComs both ways gives the same URL in both places.
 The URL templates come from the environment of the process that resolves the link (so a site sets them
 once for its deployment): `DC2_SLURM_JOB_URL` (placeholders `{job_id}`, `{cluster}`) and
 `DC2_PRODUCTS_URL` (`{central_dir}`, `{dag_id}`, `{run_id}`). No value, no link: an empty string,
-which the UI does not show. Note that the Airflow 3.3 UI shows only http(s) and mailto links; the
-`file://` default of DC2_PRODUCTS_URL names the directory in the API but is not clickable there.
+which the UI does not show. The Airflow 3.3 UI shows only http(s) and mailto links and links of its
+own origin; a relative URL is resolved against the UI's base URL (its pages have a `<base>`), so the
+default of DC2_PRODUCTS_URL and the "QA report" link name pages of the reports app
+(reports_app.py, mounted by the plugin at `REPORTS_MOUNT`) relative to it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ SLURM_JOB_URL_ENV = "DC2_SLURM_JOB_URL"
 DEFAULT_SLURM_JOB_URL = "https://my.nersc.gov/jobinfo.php?jid={job_id}"
 SLURM_CLUSTER_ENV = "DC2_SLURM_CLUSTER"
 PRODUCTS_URL_ENV = "DC2_PRODUCTS_URL"
-DEFAULT_PRODUCTS_URL = "file://{central_dir}"
+REPORTS_MOUNT = "dc2"
+"""Where the plugin mounts the reports app, under the API server's base URL; its routes:"""
+RUN_QA_PATH = "dags/{dag_id}/runs/{run_id}/qa"
+INSTALLED_PATH = "dags/{dag_id}/installed"
+FILES_PATH = "dags/{dag_id}/files"
+DEFAULT_PRODUCTS_URL = f"{REPORTS_MOUNT}/{INSTALLED_PATH}"
+QA_REPORT_KEY = "qa_report"
+"""The XCom of a qa task: {"product", "verdict", "report_dir", "failures"}."""
 INSTALLED_STATES = ("installed", "unchanged")  # a dry run installs nothing: no link
 
 
@@ -106,3 +115,24 @@ class InstalledProductsLink(BaseOperatorLink):
         template = os.environ.get(PRODUCTS_URL_ENV) or DEFAULT_PRODUCTS_URL
         values = {"central_dir": central_dir, "dag_id": ti_key.dag_id, "run_id": ti_key.run_id}
         return fill_template(template, PRODUCTS_URL_ENV, values)
+
+
+def run_qa_url(dag_id: str, run_id: str) -> str:
+    """The reports app's page of one DAG run, relative to the UI's base URL."""
+    path = RUN_QA_PATH.format(dag_id=quote(dag_id, safe=""), run_id=quote(run_id, safe=""))
+    return f"{REPORTS_MOUNT}/{path}"
+
+
+class QaReportLink(BaseOperatorLink):
+    """A run's QA reports: on a qa task (its XCom `qa_report`, the page's row of its product) and on
+    the install task (when it installed something)."""
+
+    name = "QA report"
+
+    def get_link(self, operator: Any, *, ti_key: TaskInstanceKeyLike) -> str:  # type: ignore[override]
+        report = read_xcom(ti_key, QA_REPORT_KEY)
+        if isinstance(report, dict) and isinstance(report.get("product"), str):
+            return f"{run_qa_url(ti_key.dag_id, ti_key.run_id)}#{quote(report['product'], safe='')}"
+        if central_dir_of(read_xcom(ti_key, "return_value")) is not None:
+            return run_qa_url(ti_key.dag_id, ti_key.run_id)
+        return ""

@@ -148,6 +148,8 @@ def serve_env(workdir: Path, port: int) -> dict[str, str]:
         AIRFLOW__API_AUTH__JWT_SECRET=_jwt_secret(home),
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="30",
         AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
+        # the dc2 plugin beside the DAGs: the task links, the QA reports and the "QA report" view
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(Path(env["AIRFLOW__CORE__DAGS_FOLDER"]).parent / "plugins"),
     )
     return env
 

@@ -14,6 +14,21 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
+DC2_IN_DAG = """\
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+DC2 = str(Path(sys.executable).with_name("dc2"))
+
+
+def dc2(*args):
+    return subprocess.run([DC2, *args], check=True, capture_output=True, text=True).stdout
+"""
+"""The head of a DAG file whose tasks run the installed `dc2` (no braces: templates append to it)."""
+
+
 DAG_TEMPLATE = """\
 import sys
 from datetime import timedelta

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from dagrun import DC2_IN_DAG
 
 from dc2tasks.airflow.links import InstalledProductsLink, SlurmJobLink, central_dir_of, read_xcom
 
@@ -23,24 +24,14 @@ REPO = Path(__file__).resolve().parents[2]
 PLUGINS = REPO / "plugins"
 DAG_ID = "dc2_links_test"
 
-DAG_FILE = """\
-import json
-import subprocess
-import sys
-from pathlib import Path
-
+DAG_FILE = DC2_IN_DAG + """
 from airflow.sdk import DAG, task
 
 from dc2tasks.airflow.operators.slurm import SlurmJobOperator
 from dc2tasks.slurm import SlurmJob
 
-DC2 = str(Path(sys.executable).with_name("dc2"))
 WORK = {work!r}
 CENTRAL = {central!r}
-
-
-def dc2(*args):
-    return subprocess.run([DC2, *args], check=True, capture_output=True, text=True).stdout
 
 
 def install_product(product, *flags):
@@ -133,7 +124,8 @@ def test_installed_products_link(finished_run: dict[str, Any], no_templates: Non
     assert result["object"]["product_dir"] == str(central / "object")
     assert (central / "object" / "current").is_symlink()
     link = InstalledProductsLink()
-    assert link.get_link(None, ti_key=tis["install"]) == f"file://{central}"
+    # the reports app's page, relative to the UI's base URL (the UI opens only http(s) and its own origin)
+    assert link.get_link(None, ti_key=tis["install"]) == f"dc2/dags/{DAG_ID}/installed"
 
     run_id = finished_run["run_id"]
     monkeypatch.setenv("DC2_PRODUCTS_URL", "https://portal.example.org{central_dir}/?dag={dag_id}&run={run_id}")
@@ -194,6 +186,7 @@ def test_plugin_is_discovered_and_serves_the_links(finished_run: dict[str, Any],
     assert dc2["operator_extra_links"] == [
         "<dc2_plugin.SlurmTaskJobLink object>",
         "<dc2_plugin.InstallTaskProductsLink object>",
+        "<dc2_plugin.TaskQaReportLink object>",
     ]
 
     # what the API server does for GET .../taskInstances/{task}/links: the DAG as serialized, its
@@ -204,9 +197,14 @@ def test_plugin_is_discovered_and_serves_the_links(finished_run: dict[str, Any],
     )
     links = json.loads(served.stdout.strip().splitlines()[-1])
     job_id = read_xcom(finished_run["tis"]["slurm"], "slurm_job_id")
-    central = finished_run["central"]
+    run_id = finished_run["run_id"]
     assert links == {
         "slurm": {"Slurm job": ["SlurmTaskJobLink", f"https://my.nersc.gov/jobinfo.php?jid={job_id}"]},
-        "install": {"Installed products": ["InstallTaskProductsLink", f"file://{central}"]},
-        "install_dry_run": {"Installed products": ["InstallTaskProductsLink", ""]},
+        "install": {
+            "Installed products": ["InstallTaskProductsLink", f"dc2/dags/{DAG_ID}/installed"],
+            "QA report": ["TaskQaReportLink", f"dc2/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/qa"],
+        },
+        "install_dry_run": {
+            "Installed products": ["InstallTaskProductsLink", ""], "QA report": ["TaskQaReportLink", ""],
+        },
     }

@@ -7,6 +7,7 @@ the test also sees it stop every process it started.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,10 +15,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dc2tasks.service.netns import live_processes
 
@@ -107,3 +111,45 @@ def dc2_serve(workdir: Path, port: int, startup_timeout: float = 240,
             if members := group_members(served.group):
                 served.leftover = members
                 os.killpg(served.group, signal.SIGKILL)
+
+
+class Steps:
+    """Names each UI step; a failure inside one saves a screenshot and says where it is."""
+
+    def __init__(self, page: Any, shots: Path) -> None:
+        self.page = page
+        self.shots = shots
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            self.shots.mkdir(parents=True, exist_ok=True)
+            shot = self.shots / f"{name.replace(' ', '_')}.png"
+            try:
+                self.page.screenshot(path=str(shot), full_page=True)
+                where = f"screenshot: {shot}"
+            except Exception as shot_error:
+                where = f"no screenshot ({shot_error})"
+            raise AssertionError(f"UI step '{name}' failed at {self.page.url}: {exc}\n{where}") from exc
+
+
+def rest(base: str, path: str, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(base + path, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+def token(base: str, user: str, password: str) -> str:
+    body = json.dumps({"username": user, "password": password}).encode()
+    req = urllib.request.Request(base + "/auth/token", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return str(json.load(resp)["access_token"])

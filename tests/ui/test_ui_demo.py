@@ -19,13 +19,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from served_demo import CHROMIUM_FLAGS, Served, dc2_serve, free_port
+from served_demo import CHROMIUM_FLAGS, Served, Steps, dc2_serve, free_port, rest, token
 
 from dc2tasks import __version__
 
@@ -33,28 +31,6 @@ DAG = "dc2_demo"
 VISIT = 4950001  # the sample repository's second visit: the only one this run makes
 SKIPPED_VISIT = 4950000
 RUN_TIMEOUT = 300.0
-
-
-class Steps:
-    """Names each UI step; a failure inside one saves a screenshot and says where it is."""
-
-    def __init__(self, page: Any, shots: Path) -> None:
-        self.page = page
-        self.shots = shots
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:
-            self.shots.mkdir(parents=True, exist_ok=True)
-            shot = self.shots / f"{name.replace(' ', '_')}.png"
-            try:
-                self.page.screenshot(path=str(shot), full_page=True)
-                where = f"screenshot: {shot}"
-            except Exception as shot_error:
-                where = f"no screenshot ({shot_error})"
-            raise AssertionError(f"UI step '{name}' failed at {self.page.url}: {exc}\n{where}") from exc
 
 
 def grid_state(page: Any, run_id: str, task_id: str) -> str | None:
@@ -71,26 +47,6 @@ def grid_state(page: Any, run_id: str, task_id: str) -> str | None:
         return None
     m = re.search(r"State:\s*(\w+)", text)
     return m[1].lower() if m else None
-
-
-def rest(base: str, path: str, token: str | None = None) -> tuple[int, Any]:
-    headers = {"Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(base + path, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as e:
-        return e.code, None
-
-
-def token(base: str, user: str, password: str) -> str:
-    body = json.dumps({"username": user, "password": password}).encode()
-    req = urllib.request.Request(base + "/auth/token", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return str(json.load(resp)["access_token"])
 
 
 def api_try_number(served: Served, run_id: str, task_id: str) -> int:
