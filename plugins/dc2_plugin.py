@@ -9,7 +9,7 @@ and the install task, a plain `@task`, gets its links without a custom operator.
 
 Airflow matches a plugin link to an operator by exact class, so each operator class is listed; the
 "Installed products" and "QA report" links are offered to every `@task` (`compat.TASKFLOW_OPERATOR`)
-and to the run steps, and are empty (not shown) unless the task pushed what they read.
+and to the qa steps, and are empty (not shown) unless the task pushed what they read.
 
 The view's `href` is relative to the UI's base URL; the UI fills `{DAG_ID}` and `{RUN_ID}` in it.
 """
@@ -28,13 +28,14 @@ from dc2tasks.airflow.links import (
     QaReportLink,
     SlurmJobLink,
 )
+from dc2tasks.airflow.operators.qa import QaStepOperator
 from dc2tasks.airflow.operators.slurm import SlurmJobOperator
 from dc2tasks.airflow.operators.step import RunStepOperator
 from dc2tasks.airflow.reports_app import create_app
 
 
 class SlurmTaskJobLink(SlurmJobLink):
-    operators: ClassVar[list[type[Any]]] = [SlurmJobOperator, RunStepOperator]
+    operators: ClassVar[list[type[Any]]] = [SlurmJobOperator, RunStepOperator, QaStepOperator]
 
 
 class InstallTaskProductsLink(InstalledProductsLink):
@@ -42,7 +43,7 @@ class InstallTaskProductsLink(InstalledProductsLink):
 
 
 class TaskQaReportLink(QaReportLink):
-    operators: ClassVar[list[type[Any]]] = [RunStepOperator, TASKFLOW_OPERATOR]
+    operators: ClassVar[list[type[Any]]] = [QaStepOperator, TASKFLOW_OPERATOR]
 
 
 class Dc2Plugin(AirflowPlugin):

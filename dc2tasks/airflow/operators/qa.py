@@ -23,6 +23,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from dc2tasks.airflow.hooks import SlurmHook
+from dc2tasks.airflow.links import QA_REPORT_KEY
 from dc2tasks.airflow.operators.step import PLAN_TASK, RunStepOperator, dc2_command
 from dc2tasks.airflow.outcome import JobReport
 from dc2tasks.catalogue import CATALOGUE
@@ -33,7 +34,6 @@ from dc2tasks.runs.steps import QA_STEP, RunPlan, StepScript, qa_script
 
 QA_GROUP = "qa"
 APPROVE_TASK = "approve_qa"
-QA_XCOM = "qa_report"
 MAX_REPORT_BYTES = 16 << 20
 
 
@@ -95,7 +95,7 @@ class QaStepOperator(RunStepOperator):
             self.log.warning("qa %s: warning: %s", self.product, describe_check(check))
         for check in failures:
             self.log.error("qa %s: FAILED (qa mode %s): %s", self.product, plan.qa, describe_check(check))
-        ti.xcom_push(key=QA_XCOM, value={
+        ti.xcom_push(key=QA_REPORT_KEY, value={
             "product": self.product, "verdict": qa["verdict"], "report_dir": report_dir,
             "failures": [c.get("name") for c in failures]})
         return qa
@@ -129,7 +129,7 @@ class QaApprovalOperator(ApprovalOperator):
         if plan.qa != "approve" or plan.dry_run:
             why = "a dry run" if plan.dry_run else f"qa mode {plan.qa}"
             raise AirflowSkipException(f"{why}: no approval asked")
-        reports = [r for t in self.qa_task_ids if (r := ti.xcom_pull(task_ids=t, key=QA_XCOM))]
+        reports = [r for t in self.qa_task_ids if (r := ti.xcom_pull(task_ids=t, key=QA_REPORT_KEY))]
         self.body = approval_body(reports)
         self.log.info("waiting for approval:\n%s", self.body)
         return super().execute(context)
