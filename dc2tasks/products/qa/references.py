@@ -33,6 +33,14 @@ TRUTH_DIR = "truth"
 TRUTH_FILE = "object_truth_tract_{tract}.parquet"
 """The sample's truth table of a tract, in `<sample>/truth/` (dc2tasks.sample.truth writes it)."""
 
+VISIT_TRUTH_FILES = {
+    "source": "source_truth_visit_{visit}.parquet",
+    "forced_source": "forced_truth_visit_{visit}.parquet",
+    "dia_source": "dia_source_truth_visit_{visit}.parquet",
+}
+"""A visit's truth table of each visit product, in `<sample>/truth/` (dc2tasks.sample.visit_truth
+writes them)."""
+
 TRUTH_PRIMARY = "is_primary"
 TRUTH_FLUX = "psf_flux_nJy_{b}"
 
@@ -55,6 +63,11 @@ def input_rows(inventory: Mapping[str, Any], tracts: Iterable[int] = ()) -> dict
     }
 
 
+def truth_dir(root: Path) -> Path:
+    """The truth tables' directory: `root` is a sample (holding truth/) or truth/ itself."""
+    return root / TRUTH_DIR if (root / TRUTH_DIR).is_dir() else root
+
+
 @dataclass
 class Truth:
     """The truth tables of a sample: `root` is the sample (holding truth/) or truth/ itself."""
@@ -65,8 +78,7 @@ class Truth:
     )
 
     def path(self, tract: int) -> Path:
-        base = self.root / TRUTH_DIR if (self.root / TRUTH_DIR).is_dir() else self.root
-        return base / TRUTH_FILE.format(tract=tract)
+        return truth_dir(self.root) / TRUTH_FILE.format(tract=tract)
 
     def _tract(self, tract: int) -> tuple[pq.ParquetFile, dict[str, list[int]], dict[str, int]] | None:
         """The tract's file, its row groups by patch and its primary rows by patch (read once, from
@@ -114,12 +126,3 @@ class Truth:
         values = {c: table[c].to_numpy(zero_copy_only=False)[keep] for c in ["objectId", *columns]}
         order = np.argsort(values["objectId"], kind="stable")
         return {c: v[order] for c, v in values.items()}
-
-
-def match_ids(ids: np.ndarray, truth_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows of `ids` found in the sorted `truth_ids`, their index there)."""
-    if truth_ids.size == 0:
-        return np.zeros(len(ids), bool), np.zeros(0, np.int64)
-    where = np.clip(np.searchsorted(truth_ids, ids), 0, truth_ids.size - 1)
-    found = truth_ids[where] == ids
-    return found, where[found]

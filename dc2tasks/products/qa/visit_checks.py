@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,9 +22,10 @@ from dc2tasks.products import afw
 from dc2tasks.products.dia_stats import BANDS
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.object_index import dia_object_files
-from dc2tasks.products.qa import visit_figures as figures
-from dc2tasks.products.qa.core import CheckResult, Plot, QaInputs, QaReport
-from dc2tasks.products.qa.visit_scan import ColumnTally, MagTally
+from dc2tasks.products.qa import checks, plots
+from dc2tasks.products.qa.columns import ColumnFacts, schema_disagreements
+from dc2tasks.products.qa.core import CheckResult, Plot, QaInputs, QaReport, Thresholds
+from dc2tasks.products.qa.visit_scan import MagTally
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.products.visit_tables import ADDED_COLUMNS, VISIT_TABLES, VisitTable
 
@@ -39,17 +41,6 @@ PER_EXPOSURE = tuple(c for c in ADDED_COLUMNS if c not in ("mag", "mag_err"))
 """Columns one value per detector by construction: not expected to vary within a band."""
 
 V = TypeVar("V")
-SHOWN = 8  # ids, visits or columns named in a check's detail
-
-
-def some(items: Sequence[object], count: int | None = None) -> str:
-    count = len(items) if count is None else count
-    shown = ", ".join(map(str, list(items)[:SHOWN]))
-    return shown + (f" and {count - SHOWN} more" if count > SHOWN else "")
-
-
-def at_most(name: str, value: float, limit: float, detail: str = "") -> CheckResult:
-    return CheckResult(name, "pass" if value <= limit else "fail", value, f"<= {limit:g}", detail)
 
 
 def unit_files(inputs: QaInputs) -> dict[int, Path]:
@@ -70,85 +61,71 @@ def unit_files(inputs: QaInputs) -> dict[int, Path]:
 
 
 def schema_check(
-    schemas: Mapping[int, pa.Schema], declared: Mapping[int, list[str]], unit: str
+    schemas: Mapping[int, pa.Schema], declared: Mapping[int, list[str]], thresholds: Thresholds, unit: str
 ) -> CheckResult:
-    """One set of names and types in every file, and those names the product's column table's."""
-    shapes: dict[tuple, list[int]] = {}
-    for number, schema in schemas.items():
-        shapes.setdefault(tuple((f.name, str(f.type)) for f in schema), []).append(number)
-    common = max(shapes, key=lambda s: len(shapes[s]))
-    problems = []
-    for shape, units in shapes.items():
-        if shape != common:
-            diff = sorted(set(shape) ^ set(common))
-            problems.append(f"{unit} {some(units)} differ in {some([f'{n} {t}' for n, t in diff])}")
+    """One set of names and types in every file (columns.schema_disagreements), and those names the
+    product's column table's, in its order."""
+    problems = schema_disagreements({f"{unit} {u}": s for u, s in schemas.items()})
     undeclared = [u for u, s in schemas.items() if list(s.names) != declared[u]]
-    for u in undeclared[:SHOWN]:
+    for u in undeclared[: checks.SHOWN]:
         names = schemas[u].names
         lacks = [c for c in declared[u] if c not in names]
         extra = [c for c in names if c not in declared[u]]
         problems.append(
-            f"{unit} {u}: not the declared columns (lacks {some(lacks) or '-'}; "
-            f"has {some(extra) or '-'}{'' if lacks or extra else '; in another order'})"
+            f"{unit} {u}: not the declared columns (lacks {checks.some(lacks) or '-'}; "
+            f"has {checks.some(extra) or '-'}{'' if lacks or extra else '; in another order'})"
         )
-    bad = len(shapes) - 1 + len(undeclared)
-    detail = "; ".join(problems) or f"{len(common)} columns in {len(schemas)} files"
-    return CheckResult("one_schema", "fail" if bad else "pass", len(shapes), "== 1", detail)
-
-
-def column_check(tally: ColumnTally) -> CheckResult:
-    nan = tally.all_nan()
-    const = tally.constant(skip=PER_EXPOSURE)
-    named = [f"{c} ({b}) all NaN" if b else f"{c} all NaN" for c, b in nan]
-    named += [
-        f"{c} ({b}) constant {tally.lo[(c, b)]:g}" if b else f"{c} constant {tally.lo[(c, b)]:g}"
-        for c, b in const
-    ]
-    checked = len({c for c, _ in tally.rows})
-    detail = some(named) if named else f"{checked} float columns"
-    return CheckResult("columns_not_nan_or_constant", "fail" if named else "pass", len(named), "== 0", detail)
+    return checks.listed("one_schema", problems, "max_schema_mismatches", thresholds, "schema problems")
 
 
 def duplicate_check(
-    duplicates: Mapping[int, tuple[int, list[tuple]]], keys: Sequence[str], limit: float, unit: str
+    duplicates: Mapping[int, tuple[int, list[tuple]]], keys: Sequence[str], thresholds: Thresholds, unit: str
 ) -> CheckResult:
     total = sum(n for n, _ in duplicates.values())
-    named = [f"{unit} {u}: {n} ({some(ex)})" for u, (n, ex) in duplicates.items() if n]
-    detail = f"key ({', '.join(keys)}); " + (some(named) if named else "every key unique")
-    return at_most("unique_keys", total, limit, detail)
+    named = [f"{unit} {u}: {n} ({checks.some(ex)})" for u, (n, ex) in duplicates.items() if n]
+    detail = f"key ({', '.join(keys)}); " + (checks.some(named) if named else "every key unique")
+    return checks.at_most("ids_unique", total, "max_duplicate_ids", thresholds, detail)
 
 
 def missing_check(
-    planned: Sequence[int], files: Mapping[int, Path], empty: set[int], limit: float, unit: str
+    planned: Sequence[int], files: Mapping[int, Path], empty: set[int], thresholds: Thresholds, unit: str
 ) -> CheckResult:
-    missing = [u for u in planned if u not in files and u not in empty]
-    detail = f"{unit}s missing: {some(missing)}" if missing else f"all {len(planned)} planned {unit}s present"
-    return at_most(f"{unit}s_present", len(missing), limit, detail)
+    missing = [f"{unit} {u}" for u in planned if u not in files and u not in empty]
+    return checks.listed("units_present", missing, "max_missing_units", thresholds, "planned units absent")
 
 
-def rows_check(rows: Mapping[int, int], expected: Mapping[int, int], limit: float, unit: str) -> CheckResult:
-    off = {
-        u: rows.get(u, 0) - n for u, n in expected.items() if u in rows and abs(rows.get(u, 0) - n) > limit
-    }
-    worst = max((abs(d) for d in off.values()), default=0)
-    named = [f"{unit} {u}: {rows[u]} rows, inputs {expected[u]}" for u in off]
-    detail = some(named) if named else f"{sum(rows.values())} rows as the inputs' in {len(rows)} {unit}s"
-    return at_most("rows_vs_inputs", worst, limit, detail)
-
-
-def magnitude_check(mags: MagTally, limit: float) -> CheckResult:
-    finite = sum(mags.finite.values())
-    outside = sum(mags.outside.values())
-    fraction = outside / finite if finite else 1.0
-    per_band = ", ".join(f"{b}: {mags.outside[b]} of {n}" for b, n in sorted(mags.finite.items()))
-    detail = f"outside [{mags.mag_min:g}, {mags.mag_max:g}]: {per_band}" if finite else "no finite magnitude"
-    return CheckResult(
-        "magnitudes_plausible",
-        "pass" if fraction <= limit else "fail",
-        round(fraction, 6),
-        f"<= {limit:g}",
-        detail,
+def rows_check(rows: Mapping[int, int], expected: Mapping[int, int], thresholds: Thresholds) -> CheckResult:
+    """Rows of each file against its inputs' (a missing file is units_present's)."""
+    return checks.unit_rows_agreement(
+        "rows_vs_inputs",
+        {(u,): n for u, n in rows.items()},
+        {(u,): n for u, n in expected.items() if u in rows},
+        thresholds,
+        "inputs",
     )
+
+
+@dataclass
+class FileScan:
+    """What every visit product's (and DIAObject's) checks keep of its files, file by file."""
+
+    columns: ColumnFacts
+    mags: MagTally
+    schemas: dict[int, pa.Schema] = field(default_factory=dict)
+    declared: dict[int, list[str]] = field(default_factory=dict)
+    rows: dict[int, int] = field(default_factory=dict)
+    duplicates: dict[int, tuple[int, list[tuple]]] = field(default_factory=dict)
+
+
+def file_checks(inputs: QaInputs, scan: FileScan, keys: Sequence[str]) -> list[CheckResult]:
+    """The checks every one of these products has (the plan's aside: plan_checks)."""
+    t, unit = inputs.thresholds, inputs.product.unit
+    return [
+        duplicate_check(scan.duplicates, keys, t, unit),
+        *checks.column_checks(scan.columns, t),
+        schema_check(scan.schemas, scan.declared, t, unit),
+        checks.magnitude_check(scan.mags.range, t),
+    ]
 
 
 def by_band(values: Mapping[str, V]) -> dict[str, V]:
@@ -157,12 +134,13 @@ def by_band(values: Mapping[str, V]) -> dict[str, V]:
 
 
 def mag_plot(inputs: QaInputs, mags: MagTally, what: str) -> Plot:
-    return figures.save_plot(
+    return plots.density_panels(
         inputs.out,
         "mag_err_vs_mag",
-        f"{what}: magnitude error against magnitude, per band (rows per bin, log colour)",
-        figures.mag_err_vs_mag(by_band(mags.grid), what),
-        size=(10.0, 6.4),
+        by_band(mags.errors),
+        f"{what} [mag]",
+        "magnitude error",
+        f"{inputs.product.name}: magnitude error against {what}, per band (rows per bin, log colour)",
     )
 
 
@@ -222,14 +200,14 @@ def plan_checks(
             expected = input_visit_rows(inputs.inventory, VISIT_TABLES[inputs.product.name], units)
         else:
             expected = input_tract_rows(inputs.inventory, units)
-        report.checks.append(rows_check(rows, expected, t["max_row_difference"], unit))
+        report.checks.append(rows_check(rows, expected, t))
     else:
         report.facts["inputs"] = "not given (no inventory): rows against the inputs not checked"
     if planned is None:
         report.facts["planned"] = f"not given: the {unit}s of the files are checked"
         return
     empty = {u for u, n in expected.items() if n == 0}  # no input rows: no file is right
-    report.checks.append(missing_check(planned, files, empty, t["max_missing_units"], unit))
+    report.checks.append(missing_check(planned, files, empty, t, unit))
 
 
 def declared_floats(schema: pa.Schema, declared: list[str]) -> list[str] | None:
