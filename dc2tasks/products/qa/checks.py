@@ -64,6 +64,15 @@ def listed(name: str, problems: Sequence[str], key: str, thresholds: Thresholds,
     return at_most(name, len(problems), key, thresholds, detail)
 
 
+def ids_unique(
+    extra: int, examples: Sequence[tuple[object, int]], key: str, thresholds: Thresholds
+) -> CheckResult:
+    """No two rows with one id (`stats.duplicated_ids`'s count: every row of a repeated id)."""
+    shown = some([f"{i} ({n} rows)" for i, n in examples], len(examples))
+    detail = f"{extra} rows share their {key}: {shown}" if extra else ""
+    return at_most("ids_unique", extra, "max_duplicate_ids", thresholds, detail)
+
+
 def none_counted(name: str, count: int, detail: str = "") -> CheckResult:
     """Pass when nothing is counted: for what no threshold may allow (a match beyond the radius the
     matcher was given)."""

@@ -24,8 +24,8 @@ from dc2tasks.products.qa import visit_checks as checks
 from dc2tasks.products.qa.checks import SHOWN, at_most, some
 from dc2tasks.products.qa.columns import ColumnFacts, iter_row_groups, parquet_schema
 from dc2tasks.products.qa.core import CheckResult, Plot, QaInputs, QaReport, Thresholds
-from dc2tasks.products.qa.stats import Histogram, RangeTally, lookup
-from dc2tasks.products.qa.visit_scan import MagTally, band_masks, duplicated
+from dc2tasks.products.qa.stats import Histogram, RangeTally, duplicated_ids, lookup
+from dc2tasks.products.qa.visit_scan import MagTally, band_masks
 
 NOBS_BINS = (0.5, 50.5, 50)
 CHI2_BINS = (-2.0, 3.0, 50)  # log10 of psFluxChi2 / (psFluxNdata - 1)
@@ -90,7 +90,7 @@ def scan_object_file(scan: ObjectScan, tract: int, path: Path) -> None:
         _fold_objects(scan, batch, floats, bands)
     scan.rows[tract] = rows
     ids = scan.ids[first:]
-    scan.duplicates[tract] = duplicated([np.concatenate(ids)]) if ids else (0, [])
+    scan.duplicates[tract] = duplicated_ids(lambda: ids, rows)
 
 
 def dia_source_counts(

@@ -22,9 +22,9 @@ from dc2tasks.products.qa import plots
 from dc2tasks.products.qa.checks import (
     at_most,
     column_checks,
+    ids_unique,
     listed,
     magnitude_check,
-    some,
     unit_rows_agreement,
 )
 from dc2tasks.products.qa.columns import ColumnFacts, schema_disagreements
@@ -218,14 +218,7 @@ def _column_checks(inputs: QaInputs, seen: Seen, files: ObjectFiles) -> list[Che
 
 def _id_check(inputs: QaInputs, files: ObjectFiles, rows: int) -> CheckResult:
     extra, examples = duplicated_ids(files.ids, rows)
-    shown = some([f"{i} ({n} rows)" for i, n in examples], len(examples))
-    return at_most(
-        "ids_unique",
-        extra,
-        "max_duplicate_ids",
-        inputs.thresholds,
-        f"{extra} rows share their {id_column(inputs.product)}: {shown}" if extra else "",
-    )
+    return ids_unique(extra, examples, id_column(inputs.product), inputs.thresholds)
 
 
 def _truth_checks(inputs: QaInputs, seen: Seen) -> list[CheckResult]:

@@ -198,23 +198,32 @@ def mag_err_histogram() -> Histogram2D:
 
 def duplicated_ids(
     batches: Callable[[], Iterable[np.ndarray]], rows: int, max_ids: int = 4_000_000, examples: int = 5
-) -> tuple[int, list[tuple[int, int]]]:
+) -> tuple[int, list[tuple[object, int]]]:
     """(rows whose id another row has too, up to `examples` (id, times) pairs) over every id that
-    `batches()` yields. Ids are split by value into enough partitions that one holds at most about
-    `max_ids` of them, one pass over `batches()` per partition, so memory stays bounded whatever
-    the product's rows (one pass, and no split, for up to `max_ids` rows)."""
+    `batches()` yields. An id is one value, or a row of a 2-d array (a key of several columns, e.g.
+    objectId and detector: then a tuple). Ids are split by (their first column's) value into enough
+    partitions that one holds at most about `max_ids` of them, one pass over `batches()` per
+    partition, so memory stays bounded whatever the product's rows (one pass, and no split, for up
+    to `max_ids` rows)."""
     parts = max(1, -(-rows // max_ids))
     extra = 0
-    found: list[tuple[int, int]] = []
+    found: list[tuple[object, int]] = []
     for part in range(parts):
-        kept = [ids[ids % parts == part] if parts > 1 else ids for ids in map(np.asarray, batches())]
+        kept = [ids[_first(ids) % parts == part] if parts > 1 else ids for ids in map(np.asarray, batches())]
         if not kept:
             continue
-        values, counts = np.unique(np.concatenate(kept), return_counts=True)
+        ids = np.concatenate(kept)
+        # axis=0 (a row as the id) only where needed: it sorts a void view, slower than numbers
+        values, counts = np.unique(ids, return_counts=True, **({"axis": 0} if ids.ndim > 1 else {}))
         many = counts > 1
+        keys = [tuple(v) if isinstance(v, list) else v for v in values[many].tolist()]
         extra += int(counts[many].sum())
-        found += list(zip(values[many].tolist(), counts[many].tolist(), strict=True))[: examples - len(found)]
+        found += list(zip(keys, counts[many].tolist(), strict=True))[: examples - len(found)]
     return extra, found
+
+
+def _first(ids: np.ndarray) -> np.ndarray:
+    return ids if ids.ndim == 1 else ids[:, 0]
 
 
 def lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

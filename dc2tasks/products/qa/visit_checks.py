@@ -79,12 +79,16 @@ def schema_check(
 
 
 def duplicate_check(
-    duplicates: Mapping[int, tuple[int, list[tuple]]], keys: Sequence[str], thresholds: Thresholds, unit: str
+    duplicates: Mapping[int, tuple[int, list[tuple[object, int]]]],
+    keys: Sequence[str],
+    thresholds: Thresholds,
+    unit: str,
 ) -> CheckResult:
-    total = sum(n for n, _ in duplicates.values())
-    named = [f"{unit} {u}: {n} ({checks.some(ex)})" for u, (n, ex) in duplicates.items() if n]
-    detail = f"key ({', '.join(keys)}); " + (checks.some(named) if named else "every key unique")
-    return checks.at_most("ids_unique", total, "max_duplicate_ids", thresholds, detail)
+    """Keys unique within each file (stats.duplicated_ids of each), the files' counts summed."""
+    extra = sum(n for n, _ in duplicates.values())
+    examples = [(f"{unit} {u}: {k}", n) for u, (_, found) in duplicates.items() for k, n in found]
+    key = keys[0] if len(keys) == 1 else f"({', '.join(keys)})"
+    return checks.ids_unique(extra, examples, f"{key} within a {unit}", thresholds)
 
 
 def missing_check(
@@ -114,7 +118,7 @@ class FileScan:
     schemas: dict[int, pa.Schema] = field(default_factory=dict)
     declared: dict[int, list[str]] = field(default_factory=dict)
     rows: dict[int, int] = field(default_factory=dict)
-    duplicates: dict[int, tuple[int, list[tuple]]] = field(default_factory=dict)
+    duplicates: dict[int, tuple[int, list[tuple[object, int]]]] = field(default_factory=dict)
 
 
 def file_checks(inputs: QaInputs, scan: FileScan, keys: Sequence[str]) -> list[CheckResult]:

@@ -121,16 +121,8 @@ def band_masks(batch: pa.Table) -> list[tuple[str, slice | np.ndarray]]:
     return [(b, pc.equal(column, b).to_numpy(zero_copy_only=False)) for b in sorted(bands)]
 
 
-def duplicated(keys: Sequence[np.ndarray]) -> tuple[int, list[tuple]]:
-    """Rows beyond the first of each key (a key being one value from each array), and a few keys."""
-    n = len(keys[0])
-    if n < 2:
-        return 0, []
-    order = np.lexsort(keys[::-1])
-    same = np.ones(n - 1, dtype=bool)
-    for k in keys:
-        s = k[order]
-        same &= s[1:] == s[:-1]
-    rows = order[1:][same]
-    examples = list(dict.fromkeys(tuple(int(k[r]) for k in keys) for r in rows[:20]))[:5]
-    return int(same.sum()), examples
+def key_values(batch: pa.Table, keys: Sequence[str]) -> np.ndarray:
+    """A row group's keys, for stats.duplicated_ids: one column's values, or rows of several."""
+    if len(keys) == 1:
+        return batch.column(keys[0]).to_numpy()
+    return np.column_stack([batch.column(k).to_numpy() for k in keys])

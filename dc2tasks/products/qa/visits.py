@@ -26,7 +26,7 @@ from dc2tasks.products.qa.columns import ColumnFacts, iter_row_groups, parquet_s
 from dc2tasks.products.qa.core import CheckResult, Plot, QaFunction, QaInputs, QaReport, Thresholds
 from dc2tasks.products.qa.dia_object_checks import dia_object_qa
 from dc2tasks.products.qa.references import VISIT_TRUTH_FILES, truth_dir
-from dc2tasks.products.qa.stats import RangeTally, lookup, separation_arcsec
+from dc2tasks.products.qa.stats import RangeTally, duplicated_ids, lookup, separation_arcsec
 from dc2tasks.products.qa.visit_checks import (
     KEYS,
     PER_EXPOSURE,
@@ -46,7 +46,7 @@ from dc2tasks.products.qa.visit_scan import (
     MatchTally,
     TruthTally,
     band_masks,
-    duplicated,
+    key_values,
 )
 from dc2tasks.products.schema import SchemaGeneration, detect_schema_generation
 from dc2tasks.products.visit_products import DEFAULT_RADIUS_ARCSEC, RADIUS_KEY
@@ -156,17 +156,14 @@ def scan_visit_file(scan: VisitScan, inputs: QaInputs, table: VisitTable, visit:
     truth = _truth_of(inputs, visit)
     if scan.truth is not None and truth is None:
         scan.no_truth.append(visit)
-    keys = KEYS[table.key]
-    parts: list[list[np.ndarray]] = []
+    keys: list[np.ndarray] = []
     rows = 0
     for batch in iter_row_groups(path):
         rows += batch.num_rows
-        parts.append([batch.column(k).to_numpy() for k in keys])
+        keys.append(key_values(batch, KEYS[table.key]))
         _fold_batch(scan, visit, batch, floats, _flux_columns(table, gen), truth)
     scan.rows[visit] = rows
-    scan.duplicates[visit] = (
-        duplicated([np.concatenate([p[i] for p in parts]) for i in range(len(keys))]) if parts else (0, [])
-    )
+    scan.duplicates[visit] = duplicated_ids(lambda: keys, rows)
 
 
 def match_checks(match: MatchTally, t: Thresholds) -> list[CheckResult]:

@@ -220,8 +220,8 @@ def test_duplicated_source_id(run, tmp_path) -> None:
     check, visit = _fault(
         run, tmp_path, "source", "ids_unique", _set("id", lambda v: np.concatenate([v[:1], v[:1], v[2:]])), 1
     )
-    assert (check.verdict, check.value, check.threshold) == ("fail", 1, "<= 0 (max_duplicate_ids)")
-    assert check.detail == f"key (id); visit {visit}: 1 ({(first,)})"
+    assert (check.verdict, check.value, check.threshold) == ("fail", 2, "<= 0 (max_duplicate_ids)")
+    assert check.detail == f"2 rows share their id within a visit: visit {visit}: {first} (2 rows)"
 
 
 def test_dropped_visit_file_is_named_missing(run, tmp_path) -> None:
