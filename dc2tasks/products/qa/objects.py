@@ -37,7 +37,7 @@ from dc2tasks.products.qa.object_files import (
     Batch,
     ObjectFiles,
     add_unit_counts,
-    file_tract,
+    file_unit,
     id_column,
     open_product,
     product_files,
@@ -164,7 +164,7 @@ def _planned(
 def _missing(
     inputs: QaInputs, files: list[Path], seen_units: Units, tracts: set[int], patches: set[tuple[int, str]]
 ) -> CheckResult:
-    have_tracts = {t for t, _ in seen_units} | {t for f in files if (t := file_tract(inputs.product, f))}
+    have_tracts = {t for t, _ in seen_units} | {t for f in files if (t := file_unit(inputs.product, f))}
     missing = [
         f"tract {t}"
         + (f" ({inputs.product.file_name(tract=t)} absent)" if inputs.product.unit == "tract" else "")

@@ -1,4 +1,7 @@
-"""What an Object product is compared with: the repository's inputs and the truth tables.
+"""What a product is compared with: the repository's inputs and the truth tables.
+
+The inventory's repository (`inventory_repo`) and a catalog's rows from its header (`header_rows`)
+serve every product; for the Object products:
 
 - The inputs (`dc2 qa --against INVENTORY`): the inventory report names the repository, its rerun
   chain and camera; each patch's `deepCoadd_ref` is found along that chain as the inventory found
@@ -45,22 +48,28 @@ TRUTH_PRIMARY = "is_primary"
 TRUTH_FLUX = "psf_flux_nJy_{b}"
 
 
-def input_rows(inventory: Mapping[str, Any], tracts: Iterable[int] = ()) -> dict[tuple[int, str], int]:
-    """Rows (NAXIS2) of each patch's deepCoadd_ref in the repository the inventory report names."""
+def inventory_repo(inventory: Mapping[str, Any]) -> Gen2Repo:
+    """The repository an inventory report names, with the rerun chain and camera it found."""
     try:
-        repo = Gen2Repo(
+        return Gen2Repo(
             Path(inventory["repository"]), [Path(p) for p in inventory["chain"]], inventory["camera"]
         )
     except (KeyError, TypeError) as exc:
         raise InputError(f"the inventory report lacks the repository, chain or camera ({exc})") from None
+
+
+def header_rows(path: Path) -> int:
+    """A FITS catalog's rows from its header (NAXIS2) only: the rows the pipelines wrote."""
+    return int(afw.read_header(path).get("NAXIS2", 0) or 0)
+
+
+def input_rows(inventory: Mapping[str, Any], tracts: Iterable[int] = ()) -> dict[tuple[int, str], int]:
+    """Rows (NAXIS2) of each patch's deepCoadd_ref in the repository the inventory report names."""
+    repo = inventory_repo(inventory)
     scope = Scope(tracts=tuple(tracts) or tuple(inventory.get("scope", {}).get("tracts", ())))
     with Progress("qa inputs", None, "directories") as progress:
         found = scan_chain(repo, REF_DATASET, scope.keep(False), progress)
-    return {
-        (int(k[0]), str(k[1])): int(afw.read_header(f.path).get("NAXIS2", 0) or 0)
-        for k, f in found.items()
-        if not f.problem
-    }
+    return {(int(k[0]), str(k[1])): header_rows(f.path) for k, f in found.items() if not f.problem}
 
 
 def truth_dir(root: Path) -> Path:

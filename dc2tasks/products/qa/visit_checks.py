@@ -9,7 +9,6 @@ and the report's facts say so.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +17,15 @@ from typing import TypeVar
 import numpy as np
 import pyarrow as pa
 
-from dc2tasks.products import afw
 from dc2tasks.products.dia_stats import BANDS
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.object_index import dia_object_files
 from dc2tasks.products.qa import checks, plots
 from dc2tasks.products.qa.columns import ColumnFacts, schema_disagreements
 from dc2tasks.products.qa.core import CheckResult, Plot, QaInputs, QaReport, Thresholds
+from dc2tasks.products.qa.object_files import file_unit, product_files
+from dc2tasks.products.qa.references import header_rows, inventory_repo
 from dc2tasks.products.qa.visit_scan import MagTally
-from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.products.visit_tables import ADDED_COLUMNS, VISIT_TABLES, VisitTable
 
 KEYS: dict[str, tuple[str, ...]] = {
@@ -45,13 +44,8 @@ V = TypeVar("V")
 
 def unit_files(inputs: QaInputs) -> dict[int, Path]:
     """The product's files by tract or visit number; InputError when there is none."""
-    rx = re.compile(inputs.product.file_pattern)
-    number = re.compile(r"(\d+)")
-    files = {}
-    if inputs.directory.is_dir():
-        for f in sorted(inputs.directory.iterdir()):
-            if rx.match(f.name):
-                files[int(number.findall(f.name)[-1])] = f
+    found = product_files(inputs.product, inputs.directory)
+    files = {u: f for f in found if (u := file_unit(inputs.product, f)) is not None}
     if not files:
         raise InputError(f"{inputs.directory}: no {inputs.product.files} files: nothing to check")
     return files
@@ -151,27 +145,16 @@ def mag_plot(inputs: QaInputs, mags: MagTally, what: str) -> Plot:
 # ---- the inputs: the inventory's repository, headers only -------------------------------------------
 
 
-def _inventory_repo(inventory: Mapping) -> Gen2Repo:
-    try:
-        return Gen2Repo.open(inventory["repository"])
-    except (KeyError, TypeError) as exc:
-        raise InputError(f"the inventory report names no repository ({exc})") from None
-
-
-def _naxis2(path: Path) -> int:
-    return int(afw.read_header(path).get("NAXIS2", 0) or 0)
-
-
 def input_visit_rows(inventory: Mapping, table: VisitTable, visits: Sequence[int]) -> dict[int, int]:
     """Rows of the visit's per-detector catalogs, from their headers (NAXIS2)."""
-    repo = _inventory_repo(inventory)
-    return {v: sum(_naxis2(p) for _, p in repo.discover(table.dataset, visit=v)) for v in visits}
+    repo = inventory_repo(inventory)
+    return {v: sum(header_rows(p) for _, p in repo.discover(table.dataset, visit=v)) for v in visits}
 
 
 def input_tract_rows(inventory: Mapping, tracts: Sequence[int]) -> dict[int, int]:
     out = dict.fromkeys(tracts, 0)
-    for tract, _, path in dia_object_files(_inventory_repo(inventory), tracts):
-        out[tract] += _naxis2(path)
+    for tract, _, path in dia_object_files(inventory_repo(inventory), tracts):
+        out[tract] += header_rows(path)
     return out
 
 
@@ -186,7 +169,7 @@ def planned_units(inputs: QaInputs, unit: str, dataset: str) -> list[int] | None
     scope = inputs.inventory.get("scope", {}).get(f"{unit}s") or []
     if scope:
         return [int(u) for u in scope]
-    found = _inventory_repo(inputs.inventory).discover(dataset)
+    found = inventory_repo(inputs.inventory).discover(dataset)
     return sorted({int(d[unit]) for d, _ in found})  # type: ignore[call-overload]
 
 
