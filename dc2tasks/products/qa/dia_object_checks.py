@@ -6,7 +6,6 @@ the DIASources of the same run, which are read one row group at a time, two colu
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +18,11 @@ from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.products.calib import MAGERR_FACTOR, ab_magnitude
 from dc2tasks.products.dia_object import dia_object_columns
 from dc2tasks.products.dia_stats import BANDS
-from dc2tasks.products.qa import plots
-from dc2tasks.products.qa import visit_checks as checks
+from dc2tasks.products.qa import plots, visit_checks
 from dc2tasks.products.qa.checks import SHOWN, at_most, some
 from dc2tasks.products.qa.columns import ColumnFacts, iter_row_groups, parquet_schema
 from dc2tasks.products.qa.core import CheckResult, Plot, QaInputs, QaReport, Thresholds
+from dc2tasks.products.qa.object_files import product_files
 from dc2tasks.products.qa.stats import Histogram, RangeTally, duplicated_ids, lookup
 from dc2tasks.products.qa.visit_scan import MagTally, band_masks
 
@@ -32,7 +31,7 @@ CHI2_BINS = (-2.0, 3.0, 50)  # log10 of psFluxChi2 / (psFluxNdata - 1)
 
 
 @dataclass
-class ObjectScan(checks.FileScan):
+class ObjectScan(visit_checks.FileScan):
     """DIAObject's counters and bins; its ids, nobs and per-band Ndata (one number per object) are
     kept for the comparison with the DIASources."""
 
@@ -52,7 +51,7 @@ def _fold_objects(scan: ObjectScan, batch: pa.Table, floats: list[str], bands: l
     DIASources in it, where each of them is defined."""
     for c in floats:
         if not c.startswith("psFlux"):
-            scan.columns.add_column(c, checks.float_values(batch, c))
+            scan.columns.add_column(c, visit_checks.float_values(batch, c))
     scan.ids.append(batch.column("diaObjectId").to_numpy())
     nobs = batch.column("nobs").to_numpy()
     scan.nobs.append(nobs)
@@ -63,11 +62,11 @@ def _fold_objects(scan: ObjectScan, batch: pa.Table, floats: list[str], bands: l
         several = ndata >= 2
         for c in floats:
             if c.startswith("psFlux") and c.endswith(f"_{b}"):
-                scan.columns.add_column(c, checks.float_values(batch, c)[several])
-        mean = checks.float_values(batch, f"psFluxMean_{b}")
+                scan.columns.add_column(c, visit_checks.float_values(batch, c)[several])
+        mean = visit_checks.float_values(batch, f"psFluxMean_{b}")
         with np.errstate(divide="ignore", invalid="ignore"):
-            err = MAGERR_FACTOR * checks.float_values(batch, f"psFluxMeanErr_{b}") / mean
-            reduced = checks.float_values(batch, f"psFluxChi2_{b}")[several] / (ndata[several] - 1)
+            err = MAGERR_FACTOR * visit_checks.float_values(batch, f"psFluxMeanErr_{b}") / mean
+            reduced = visit_checks.float_values(batch, f"psFluxChi2_{b}")[several] / (ndata[several] - 1)
             log_chi2 = np.log10(reduced)
         seen = ndata >= 1
         scan.mags.add(b, ab_magnitude(mean[seen]), err[seen])
@@ -79,7 +78,7 @@ def scan_object_file(scan: ObjectScan, tract: int, path: Path) -> None:
     bands = _object_bands(schema.names)
     scan.schemas[tract] = schema
     scan.declared[tract] = dia_object_columns(bands)
-    floats = checks.declared_floats(schema, scan.declared[tract])
+    floats = visit_checks.declared_floats(schema, scan.declared[tract])
     if floats is None:
         scan.rows[tract] = pq.read_metadata(path).num_rows
         return
@@ -97,12 +96,9 @@ def dia_source_counts(
     directory: Path, ids: np.ndarray, bands: Sequence[str]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """For each of `ids` (sorted), its DIASources, in all and per band, from the DIASource files."""
-    rx = re.compile(CATALOGUE["dia_source"].file_pattern)
     total = np.zeros(len(ids), dtype=np.int64)
     per_band = {b: np.zeros(len(ids), dtype=np.int64) for b in bands}
-    for path in sorted(directory.iterdir()):
-        if not rx.match(path.name):
-            continue
+    for path in product_files(CATALOGUE["dia_source"], directory):
         for batch in iter_row_groups(path, ["objectId", "filter"]):
             at, found = lookup(ids, batch.column("objectId").to_numpy())
             total += np.bincount(at[found], minlength=len(ids))
@@ -138,14 +134,14 @@ def nobs_check(scan: ObjectScan, directory: Path, thresholds: Thresholds) -> Che
 
 def _object_plots(inputs: QaInputs, scan: ObjectScan) -> list[Plot]:
     return [
-        checks.mag_plot(inputs, scan.mags, "magMean"),
+        visit_checks.mag_plot(inputs, scan.mags, "magMean"),
         plots.step_histograms(
             inputs.out, "nobs", {"all": scan.nobs_hist}, "nobs", "DIAObject: DIASources per object (nobs)"
         ),
         plots.step_histograms(
             inputs.out,
             "variability",
-            checks.by_band(scan.chi2),
+            visit_checks.by_band(scan.chi2),
             "log10 psFluxChi2 / (psFluxNdata - 1)",
             "DIAObject: reduced chi-square of psFlux about its mean, "
             "per band (objects with two or more DIASources in the band)",
@@ -157,7 +153,7 @@ def dia_object_qa(inputs: QaInputs) -> QaReport:
     """DIAObject's checks and plots; nobs against the DIASources of the same run, read from the
     sibling DIASource directory when it is there."""
     t = inputs.thresholds
-    files = checks.unit_files(inputs)
+    files = visit_checks.unit_files(inputs)
     scan = ObjectScan(ColumnFacts(), MagTally(RangeTally(t["mag_min"], t["mag_max"])))
     for tract, path in files.items():
         scan_object_file(scan, tract, path)
@@ -167,10 +163,10 @@ def dia_object_qa(inputs: QaInputs) -> QaReport:
     )
     # the per-band statistics are checked over these objects only (see _fold_objects)
     report.facts["light_curves"] = {
-        b: int(sum(int((n >= 2).sum()) for n in scan.ndata[b])) for b in checks.by_band(scan.ndata)
+        b: int(sum(int((n >= 2).sum()) for n in scan.ndata[b])) for b in visit_checks.by_band(scan.ndata)
     }
-    checks.plan_checks(inputs, report, files, scan.rows, "deepDiff_diaObject")
-    report.checks += checks.file_checks(inputs, scan, checks.KEYS["dia_object"])
+    visit_checks.plan_checks(inputs, report, files, scan.rows, "deepDiff_diaObject")
+    report.checks += visit_checks.file_checks(inputs, scan, visit_checks.KEYS["dia_object"])
     sources = inputs.directory.parent / CATALOGUE["dia_source"].directory
     if sources.is_dir():
         report.checks.append(nobs_check(scan, sources, t))
