@@ -23,6 +23,20 @@ NJY_AT_MAG0 = 10 ** (AB_NJY_ZP / 2.5)  # 10**12.56 nJy
 MAGERR_FACTOR = 2.5 / math.log(10)
 
 
+def ab_magnitude(flux_njy: np.ndarray) -> np.ndarray:
+    """AB magnitudes of fluxes in nJy; NaN where a flux is not positive (no magnitude to give)."""
+    flux_njy = np.asarray(flux_njy, dtype=np.float64)
+    positive = flux_njy > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(positive, AB_NJY_ZP - 2.5 * np.log10(np.where(positive, flux_njy, 1.0)), np.nan)
+
+
+def to_njy(counts: np.ndarray, fluxmag0: np.ndarray | float) -> np.ndarray:
+    """Instrumental counts in nJy with F0 (one, or each row's: as the GCRCatalogs readers compute
+    psFlux)."""
+    return np.asarray(counts, dtype=np.float64) * (NJY_AT_MAG0 / np.asarray(fluxmag0, dtype=np.float64))
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Flux of a zero-magnitude source (F0) and its error; `era` is "calib" or "photocalib"."""
@@ -83,7 +97,7 @@ class Calibration:
         return mag, err
 
     def nanojansky(self, flux: np.ndarray) -> np.ndarray:
-        return np.asarray(flux, dtype=np.float64) * NJY_AT_MAG0 / self.fluxmag0
+        return to_njy(flux, self.fluxmag0)
 
 
 def read_photocalib_archive(path: Path, hdus: list[fits.Hdu], archive_id: int | None) -> tuple[float, float]:

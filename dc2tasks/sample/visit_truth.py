@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from dc2tasks.products.qa.references import TRUTH_DIR, VISIT_TRUTH_FILES
 from dc2tasks.sample.truth import TruthWriter
 
 _I8, _F8, _STR, _BOOL = pa.int64(), pa.float64(), pa.string(), pa.bool_()
@@ -77,15 +78,16 @@ DIA_OBJECT_SCHEMA = pa.schema(
     ]
 )
 KIND_SCHEMAS = {"source": SOURCE_SCHEMA, "forced": FORCED_SCHEMA, "dia_source": DIA_SOURCE_SCHEMA}
-_FILE_PREFIX = {"source": "source_truth", "forced": "forced_truth", "dia_source": "dia_source_truth"}
+KIND_PRODUCT = {"source": "source", "forced": "forced_source", "dia_source": "dia_source"}
+"""The visit product whose QA reads each kind's truth (by that product's file name)."""
 
 
 def visit_truth_path(root: Path, kind: str, visit: int) -> Path:
-    return root / "truth" / f"{_FILE_PREFIX[kind]}_visit_{visit}.parquet"
+    return root / TRUTH_DIR / VISIT_TRUTH_FILES[KIND_PRODUCT[kind]].format(visit=visit)
 
 
 def dia_object_truth_path(root: Path, tract: int) -> Path:
-    return root / "truth" / f"dia_object_truth_tract_{tract}.parquet"
+    return root / TRUTH_DIR / f"dia_object_truth_tract_{tract}.parquet"
 
 
 def truth_table(schema: pa.Schema, columns: dict[str, np.ndarray]) -> pa.Table:

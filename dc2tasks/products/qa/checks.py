@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from dc2tasks.products.qa.columns import ColumnFacts
 from dc2tasks.products.qa.core import THRESHOLDS, CheckResult, Thresholds, Verdict
+from dc2tasks.products.qa.stats import RangeTally
 
 SHOWN = 8
 """At most this many names (columns, patches, ids) in a check's detail; the count is always whole."""
@@ -60,6 +62,48 @@ def listed(name: str, problems: Sequence[str], key: str, thresholds: Thresholds,
     """A check whose value is how many things are wrong (`problems`, each named in the detail)."""
     detail = f"{len(problems)} {what}: {some(problems)}" if problems else ""
     return at_most(name, len(problems), key, thresholds, detail)
+
+
+def ids_unique(
+    extra: int, examples: Sequence[tuple[object, int]], key: str, thresholds: Thresholds
+) -> CheckResult:
+    """No two rows with one id (`stats.duplicated_ids`'s count: every row of a repeated id)."""
+    shown = some([f"{i} ({n} rows)" for i, n in examples], len(examples))
+    detail = f"{extra} rows share their {key}: {shown}" if extra else ""
+    return at_most("ids_unique", extra, "max_duplicate_ids", thresholds, detail)
+
+
+def none_counted(name: str, count: int, detail: str = "") -> CheckResult:
+    """Pass when nothing is counted: for what no threshold may allow (a match beyond the radius the
+    matcher was given)."""
+    return CheckResult(name, "pass" if count == 0 else "fail", count, "== 0", detail)
+
+
+def column_checks(facts: ColumnFacts, thresholds: Thresholds) -> list[CheckResult]:
+    """No float column all NaN, none constant (the rules of dc2tasks.products.qa.columns)."""
+    constant = [f"{n} (= {v:g})" for n, v in facts.constant()]
+    return [
+        listed(
+            "columns_not_all_nan", facts.all_nan(), "max_bad_columns", thresholds, "float columns all NaN"
+        ),
+        listed("columns_not_constant", constant, "max_bad_columns", thresholds, "float columns constant"),
+    ]
+
+
+def magnitude_check(mags: RangeTally, thresholds: Thresholds) -> CheckResult:
+    """The largest fraction of one magnitude column's (or band's) values outside [mag_min, mag_max];
+    fails when no magnitude was measured at all."""
+    outside = [f"{c}: {o} of {mags.measured[c]}" for c, o in mags.outside.items() if o]
+    detail = (
+        f"magnitudes (not NaN) outside [{mags.low:g}, {mags.high:g}] or infinite: {some(outside)}"
+        if outside
+        else ""
+    )
+    if not any(mags.measured.values()):
+        detail = "no magnitude measured"
+    return at_most(
+        "magnitudes_in_range", round(mags.worst(), 6), "max_mag_outside_fraction", thresholds, detail
+    )
 
 
 def unit_rows_agreement(

@@ -9,7 +9,7 @@ they are not. Used by every product's checks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,25 +47,36 @@ class ColumnFact:
 
 @dataclass
 class ColumnFacts:
-    """Facts of the float columns among `names` (others are ignored) over every batch added."""
+    """Facts of float columns over every batch added: of those among `names` (`add`), or of any
+    one given (`add_column`, with a label such as a band, facts of each label kept apart). `fixed`:
+    columns one value by construction (e.g. one per exposure), never reported constant."""
 
-    names: tuple[str, ...]
-    facts: dict[str, ColumnFact] = field(default_factory=dict)
+    names: tuple[str, ...] = ()
+    fixed: tuple[str, ...] = ()
+    facts: dict[tuple[str, str], ColumnFact] = field(default_factory=dict)
 
     def add(self, batch: Mapping[str, np.ndarray]) -> None:
         for name in self.names:
             values = batch.get(name)
-            if values is None:
-                continue
-            values = np.asarray(values)
-            if values.dtype.kind == "f":
-                self.facts.setdefault(name, ColumnFact()).add(values)
+            if values is not None:
+                self.add_column(name, values)
+
+    def add_column(self, name: str, values: np.ndarray, label: str = "") -> None:
+        values = np.asarray(values)
+        if values.dtype.kind == "f":
+            self.facts.setdefault((name, label), ColumnFact()).add(values)
+
+    @staticmethod
+    def _shown(key: tuple[str, str]) -> str:
+        return f"{key[0]} ({key[1]})" if key[1] else key[0]
 
     def all_nan(self) -> list[str]:
-        return [n for n, f in self.facts.items() if f.all_nan]
+        return [self._shown(k) for k, f in self.facts.items() if f.all_nan]
 
     def constant(self) -> list[tuple[str, float]]:
-        return [(n, f.low) for n, f in self.facts.items() if f.constant]
+        return [
+            (self._shown(k), f.low) for k, f in self.facts.items() if f.constant and k[0] not in self.fixed
+        ]
 
 
 def parquet_schema(path: Path) -> pa.Schema:
@@ -102,9 +113,13 @@ def schema_disagreements(schemas: Mapping[str, pa.Schema]) -> list[str]:
     return out
 
 
-def iter_row_groups(path: Path, columns: Iterable[str] | None = None) -> Iterable[pa.Table]:
-    """A Parquet file's row groups one at a time (the columns named, or all)."""
-    pf = pq.ParquetFile(path)
-    wanted = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-    for i in range(pf.num_row_groups):
-        yield pf.read_row_group(i, columns=wanted)
+def iter_row_groups(path: Path, columns: Iterable[str] | None = None) -> Iterator[pa.Table]:
+    """A Parquet file's row groups one at a time (the columns named that it has, or all);
+    InputError naming the file when it cannot be read as Parquet."""
+    try:
+        pf = pq.ParquetFile(path)
+        wanted = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+        for i in range(pf.num_row_groups):
+            yield pf.read_row_group(i, columns=wanted)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputError(f"{path}: not a readable Parquet file: {exc}") from None

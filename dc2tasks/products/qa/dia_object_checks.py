@@ -6,7 +6,6 @@ the DIASources of the same run, which are read one row group at a time, two colu
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,44 +15,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dc2tasks.catalogue import CATALOGUE
-from dc2tasks.products.calib import MAGERR_FACTOR
+from dc2tasks.products.calib import MAGERR_FACTOR, ab_magnitude
 from dc2tasks.products.dia_object import dia_object_columns
 from dc2tasks.products.dia_stats import BANDS
-from dc2tasks.products.qa import visit_checks as checks
-from dc2tasks.products.qa import visit_figures as figures
-from dc2tasks.products.qa.core import CheckResult, Plot, QaInputs, QaReport
-from dc2tasks.products.qa.visit_scan import (
-    Bins,
-    ColumnTally,
-    MagTally,
-    ab_magnitude,
-    band_masks,
-    duplicated,
-    lookup,
-    read_schema,
-    row_groups,
-)
+from dc2tasks.products.qa import plots, visit_checks
+from dc2tasks.products.qa.checks import SHOWN, at_most, some
+from dc2tasks.products.qa.columns import ColumnFacts, iter_row_groups, parquet_schema
+from dc2tasks.products.qa.core import CheckResult, Plot, QaInputs, QaReport, Thresholds
+from dc2tasks.products.qa.object_files import product_files
+from dc2tasks.products.qa.stats import Histogram, RangeTally, duplicated_ids, lookup
+from dc2tasks.products.qa.visit_scan import MagTally, band_masks
 
-NOBS_BINS = Bins(0.5, 50.5, 50)
-CHI2_BINS = Bins(-2.0, 3.0, 50)  # log10 of psFluxChi2 / (psFluxNdata - 1)
+NOBS_BINS = (0.5, 50.5, 50)
+CHI2_BINS = (-2.0, 3.0, 50)  # log10 of psFluxChi2 / (psFluxNdata - 1)
 
 
 @dataclass
-class ObjectScan:
+class ObjectScan(visit_checks.FileScan):
     """DIAObject's counters and bins; its ids, nobs and per-band Ndata (one number per object) are
     kept for the comparison with the DIASources."""
 
-    columns: ColumnTally
-    mags: MagTally
-    schemas: dict[int, pa.Schema] = field(default_factory=dict)
-    declared: dict[int, list[str]] = field(default_factory=dict)
-    rows: dict[int, int] = field(default_factory=dict)
-    duplicates: dict[int, tuple[int, list[tuple]]] = field(default_factory=dict)
     ids: list[np.ndarray] = field(default_factory=list)
     nobs: list[np.ndarray] = field(default_factory=list)
     ndata: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    nobs_hist: np.ndarray = field(default_factory=NOBS_BINS.empty)
-    chi2: dict[str, np.ndarray] = field(default_factory=dict)
+    nobs_hist: Histogram = field(default_factory=lambda: Histogram.linear(*NOBS_BINS))
+    chi2: dict[str, Histogram] = field(default_factory=dict)
 
 
 def _object_bands(names: Sequence[str]) -> list[str]:
@@ -65,58 +51,55 @@ def _fold_objects(scan: ObjectScan, batch: pa.Table, floats: list[str], bands: l
     DIASources in it, where each of them is defined."""
     for c in floats:
         if not c.startswith("psFlux"):
-            scan.columns.add(c, "", checks.float_values(batch, c))
+            scan.columns.add_column(c, visit_checks.float_values(batch, c))
     scan.ids.append(batch.column("diaObjectId").to_numpy())
     nobs = batch.column("nobs").to_numpy()
     scan.nobs.append(nobs)
-    NOBS_BINS.add(scan.nobs_hist, nobs.astype(np.float64))
+    scan.nobs_hist.add(nobs)
     for b in bands:
         ndata = batch.column(f"psFluxNdata_{b}").to_numpy()
         scan.ndata.setdefault(b, []).append(ndata)
         several = ndata >= 2
         for c in floats:
             if c.startswith("psFlux") and c.endswith(f"_{b}"):
-                scan.columns.add(c, "", checks.float_values(batch, c)[several])
-        mean = checks.float_values(batch, f"psFluxMean_{b}")
+                scan.columns.add_column(c, visit_checks.float_values(batch, c)[several])
+        mean = visit_checks.float_values(batch, f"psFluxMean_{b}")
         with np.errstate(divide="ignore", invalid="ignore"):
-            err = MAGERR_FACTOR * checks.float_values(batch, f"psFluxMeanErr_{b}") / mean
-            reduced = checks.float_values(batch, f"psFluxChi2_{b}")[several] / (ndata[several] - 1)
+            err = MAGERR_FACTOR * visit_checks.float_values(batch, f"psFluxMeanErr_{b}") / mean
+            reduced = visit_checks.float_values(batch, f"psFluxChi2_{b}")[several] / (ndata[several] - 1)
             log_chi2 = np.log10(reduced)
         seen = ndata >= 1
         scan.mags.add(b, ab_magnitude(mean[seen]), err[seen])
-        CHI2_BINS.add(scan.chi2.setdefault(b, CHI2_BINS.empty()), log_chi2)
+        scan.chi2.setdefault(b, Histogram.linear(*CHI2_BINS)).add(log_chi2)
 
 
 def scan_object_file(scan: ObjectScan, tract: int, path: Path) -> None:
-    schema = read_schema(path)
+    schema = parquet_schema(path)
     bands = _object_bands(schema.names)
     scan.schemas[tract] = schema
     scan.declared[tract] = dia_object_columns(bands)
-    floats = checks.declared_floats(schema, scan.declared[tract])
+    floats = visit_checks.declared_floats(schema, scan.declared[tract])
     if floats is None:
         scan.rows[tract] = pq.read_metadata(path).num_rows
         return
     first = len(scan.ids)
     rows = 0
-    for batch in row_groups(path):
+    for batch in iter_row_groups(path):
         rows += batch.num_rows
         _fold_objects(scan, batch, floats, bands)
     scan.rows[tract] = rows
     ids = scan.ids[first:]
-    scan.duplicates[tract] = duplicated([np.concatenate(ids)]) if ids else (0, [])
+    scan.duplicates[tract] = duplicated_ids(lambda: ids, rows)
 
 
 def dia_source_counts(
     directory: Path, ids: np.ndarray, bands: Sequence[str]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """For each of `ids` (sorted), its DIASources, in all and per band, from the DIASource files."""
-    rx = re.compile(CATALOGUE["dia_source"].file_pattern)
     total = np.zeros(len(ids), dtype=np.int64)
     per_band = {b: np.zeros(len(ids), dtype=np.int64) for b in bands}
-    for path in sorted(directory.iterdir()):
-        if not rx.match(path.name):
-            continue
-        for batch in row_groups(path, ["objectId", "filter"]):
+    for path in product_files(CATALOGUE["dia_source"], directory):
+        for batch in iter_row_groups(path, ["objectId", "filter"]):
             at, found = lookup(ids, batch.column("objectId").to_numpy())
             total += np.bincount(at[found], minlength=len(ids))
             for b, sel in band_masks(batch):
@@ -127,11 +110,11 @@ def dia_source_counts(
 
 def _disagreements(ids: np.ndarray, ours: np.ndarray, counted: np.ndarray, what: str, of: str) -> list[str]:
     """The first few objects whose `what` is not the number of DIASources counted for them."""
-    off = np.flatnonzero(ours != counted)[: checks.SHOWN]
+    off = np.flatnonzero(ours != counted)[:SHOWN]
     return [f"diaObjectId {ids[k]}: {what} {ours[k]}, {counted[k]} {of}" for k in off]
 
 
-def nobs_check(scan: ObjectScan, directory: Path, limit: float) -> CheckResult:
+def nobs_check(scan: ObjectScan, directory: Path, thresholds: Thresholds) -> CheckResult:
     """nobs and psFluxNdata_<band> of each DIAObject against the DIASources associated with it."""
     ids = np.concatenate(scan.ids)
     order = np.argsort(ids, kind="stable")
@@ -145,27 +128,23 @@ def nobs_check(scan: ObjectScan, directory: Path, limit: float) -> CheckResult:
         bad |= ndata != counts
         named += _disagreements(ids, ndata, counts, f"psFluxNdata_{b}", f"{b} DIASources")
     count = int(bad.sum())
-    detail = checks.some(named, count) if count else f"{len(ids)} DIAObjects, {int(total.sum())} DIASources"
-    return checks.at_most("nobs_consistent", count, limit, detail)
+    detail = some(named, count) if count else f"{len(ids)} DIAObjects, {int(total.sum())} DIASources"
+    return at_most("nobs_consistent", count, "max_nobs_mismatch", thresholds, detail)
 
 
 def _object_plots(inputs: QaInputs, scan: ObjectScan) -> list[Plot]:
     return [
-        checks.mag_plot(inputs, scan.mags, "magMean"),
-        figures.save_plot(
-            inputs.out,
-            "nobs",
-            "DIAObject: DIASources per object (nobs)",
-            figures.histograms({"all": scan.nobs_hist}, NOBS_BINS, "nobs", "DIAObjects"),
+        visit_checks.mag_plot(inputs, scan.mags, "magMean"),
+        plots.step_histograms(
+            inputs.out, "nobs", {"all": scan.nobs_hist}, "nobs", "DIAObject: DIASources per object (nobs)"
         ),
-        figures.save_plot(
+        plots.step_histograms(
             inputs.out,
             "variability",
+            visit_checks.by_band(scan.chi2),
+            "log10 psFluxChi2 / (psFluxNdata - 1)",
             "DIAObject: reduced chi-square of psFlux about its mean, "
             "per band (objects with two or more DIASources in the band)",
-            figures.histograms(
-                checks.by_band(scan.chi2), CHI2_BINS, "log10 psFluxChi2 / (psFluxNdata - 1)", "DIAObjects"
-            ),
         ),
     ]
 
@@ -174,8 +153,8 @@ def dia_object_qa(inputs: QaInputs) -> QaReport:
     """DIAObject's checks and plots; nobs against the DIASources of the same run, read from the
     sibling DIASource directory when it is there."""
     t = inputs.thresholds
-    files = checks.unit_files(inputs)
-    scan = ObjectScan(ColumnTally(), MagTally(t["mag_min"], t["mag_max"]))
+    files = visit_checks.unit_files(inputs)
+    scan = ObjectScan(ColumnFacts(), MagTally(RangeTally(t["mag_min"], t["mag_max"])))
     for tract, path in files.items():
         scan_object_file(scan, tract, path)
     report = QaReport(inputs.product.name, str(inputs.directory))
@@ -184,18 +163,13 @@ def dia_object_qa(inputs: QaInputs) -> QaReport:
     )
     # the per-band statistics are checked over these objects only (see _fold_objects)
     report.facts["light_curves"] = {
-        b: int(sum(int((n >= 2).sum()) for n in scan.ndata[b])) for b in checks.by_band(scan.ndata)
+        b: int(sum(int((n >= 2).sum()) for n in scan.ndata[b])) for b in visit_checks.by_band(scan.ndata)
     }
-    checks.plan_checks(inputs, report, files, scan.rows, "deepDiff_diaObject")
-    report.checks += [
-        checks.duplicate_check(scan.duplicates, checks.KEYS["dia_object"], t["max_duplicate_ids"], "tract"),
-        checks.column_check(scan.columns),
-        checks.schema_check(scan.schemas, scan.declared, inputs.product.unit),
-        checks.magnitude_check(scan.mags, t["max_mag_outside_fraction"]),
-    ]
+    visit_checks.plan_checks(inputs, report, files, scan.rows, "deepDiff_diaObject")
+    report.checks += visit_checks.file_checks(inputs, scan, visit_checks.KEYS["dia_object"])
     sources = inputs.directory.parent / CATALOGUE["dia_source"].directory
     if sources.is_dir():
-        report.checks.append(nobs_check(scan, sources, t["max_nobs_mismatch"]))
+        report.checks.append(nobs_check(scan, sources, t))
     else:
         report.facts["dia_source"] = f"{sources}: not there; nobs against the DIASources not checked"
     report.plots += _object_plots(inputs, scan)

@@ -69,9 +69,9 @@ def product_files(product: Product, directory: Path) -> list[Path]:
     )
 
 
-def file_tract(product: Product, path: Path) -> int | None:
-    """The tract in a per-tract file's name."""
-    if product.unit != "tract":
+def file_unit(product: Product, path: Path) -> int | None:
+    """The tract or visit in a per-tract or per-visit file's name (None for other products)."""
+    if product.unit not in ("tract", "visit"):
         return None
     m = re.fullmatch(product.file_pattern.replace(r"\d+", r"(\d+)").rstrip("$"), path.name)
     return int(m.group(1)) if m else None

@@ -17,9 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from dc2tasks.catalogue import CATALOGUE, Product
-from dc2tasks.products.calib import AB_NJY_ZP
+from dc2tasks.products.calib import ab_magnitude
 from dc2tasks.products.qa import plots
-from dc2tasks.products.qa.checks import at_most, listed, some, unit_rows_agreement
+from dc2tasks.products.qa.checks import (
+    at_most,
+    column_checks,
+    ids_unique,
+    listed,
+    magnitude_check,
+    unit_rows_agreement,
+)
 from dc2tasks.products.qa.columns import ColumnFacts, schema_disagreements
 from dc2tasks.products.qa.core import CheckResult, Plot, QaInputs, QaReport
 from dc2tasks.products.qa.object_files import (
@@ -30,27 +37,30 @@ from dc2tasks.products.qa.object_files import (
     Batch,
     ObjectFiles,
     add_unit_counts,
-    file_tract,
+    file_unit,
     id_column,
     open_product,
     product_files,
     unit_rows_of,
 )
-from dc2tasks.products.qa.references import TRUTH_FLUX, Truth, input_rows, match_ids
-from dc2tasks.products.qa.stats import Histogram, Histogram2D, SkyGrid, duplicated_ids
+from dc2tasks.products.qa.references import TRUTH_FLUX, Truth, input_rows
+from dc2tasks.products.qa.stats import (
+    MAG_BINS,
+    RESIDUAL_ARCSEC,
+    RESIDUAL_MAG,
+    Histogram,
+    Histogram2D,
+    RangeTally,
+    SkyGrid,
+    duplicated_ids,
+    lookup,
+    mag_err_histogram,
+    separation_arcsec,
+)
+from dc2tasks.products.qa.stats import edges as _edges
 
 Units = dict[tuple[int, str], int]
-MAG_BINS = (14.0, 32.0, 72)
-MAGERR_BINS = (0.0, 0.5, 50)
 COLOUR_BINS = (-1.0, 3.0, 80)
-# 0.0005 mag / arcsec bins centred on 0.0, 0.0005, ...: a median to a quarter of a thousandth, and
-# exactly 0 where the values are
-RESIDUAL_MAG = (-0.50025, 0.50025, 2001)
-RESIDUAL_ARCSEC = (-0.00025, 1.99975, 4000)
-
-
-def _edges(spec: tuple[float, float, int]) -> np.ndarray:
-    return np.linspace(spec[0], spec[1], spec[2] + 1)
 
 
 @dataclass
@@ -63,7 +73,7 @@ class Seen:
     units: Units = field(default_factory=dict)
     counts: dict[str, Histogram] = field(default_factory=dict)
     errors: dict[str, Histogram2D] = field(default_factory=dict)
-    outside: dict[str, list[int]] = field(default_factory=dict)  # mag column: [outside range, not NaN]
+    outside: RangeTally = field(default_factory=lambda: RangeTally(0.0, 0.0))  # per magnitude column
     sky: dict[int, SkyGrid] = field(default_factory=dict)
     colours: Histogram2D = field(
         default_factory=lambda: Histogram2D(_edges(COLOUR_BINS), _edges(COLOUR_BINS))
@@ -82,18 +92,12 @@ def _add(seen: Seen, batch: Batch, inputs: QaInputs, truth: Truth | None) -> Non
     seen.rows += n
     add_unit_counts(seen.units, batch.tracts, batch.patches)
     seen.facts.add(batch.checked)
-    low, high = inputs.thresholds["mag_min"], inputs.thresholds["mag_max"]
     for b in seen.bands:
         mag, err = v[_psf(b)], v[PSF_MAG_ERR.name.format(b=b)]
         seen.counts.setdefault(b, Histogram(_edges(MAG_BINS))).add(mag)
-        seen.errors.setdefault(b, Histogram2D(_edges(MAG_BINS), _edges(MAGERR_BINS))).add(mag, err)
+        seen.errors.setdefault(b, mag_err_histogram()).add(mag, err)
         for col in MAGNITUDES:
-            values = np.asarray(v[col.name.format(b=b)], dtype=np.float64)
-            # NaN: not measured (a negative flux); an infinite magnitude is a wrong one, outside
-            measured = values[~np.isnan(values)]
-            tally = seen.outside.setdefault(col.name.format(b=b), [0, 0])
-            tally[0] += int(((measured < low) | (measured > high)).sum())
-            tally[1] += int(measured.size)
+            seen.outside.add(col.name.format(b=b), v[col.name.format(b=b)])
     for tract in np.unique(batch.tracts).tolist():
         rows = batch.tracts == tract
         seen.sky.setdefault(int(tract), SkyGrid()).add(v[POSITION[0]][rows], v[POSITION[1]][rows])
@@ -113,20 +117,22 @@ def _add_truth(seen: Seen, batch: Batch, truth: Truth, key: str) -> None:
         t = truth.rows(int(tract), patches, ["ra", "dec", *flux])
         if t is None:
             continue
-        found, where = match_ids(np.asarray(batch.values[key])[rows], t["objectId"])
+        at, found = lookup(t["objectId"], np.asarray(batch.values[key])[rows])
+        where = at[found]
         seen.truth_matched += int(found.sum())
         for b, f in zip(seen.bands, flux, strict=True):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                true_mag = AB_NJY_ZP - 2.5 * np.log10(t[f][where])
+            true_mag = ab_magnitude(t[f][where])
             mag = np.asarray(batch.values[_psf(b)], np.float64)[rows][found]
             seen.truth_mag.setdefault(b, Histogram.linear(*RESIDUAL_MAG)).add(mag - true_mag)
         ra, dec = (np.asarray(batch.values[c], np.float64)[rows][found] for c in POSITION)
-        dra = (ra - t["ra"][where]) * np.cos(np.radians(dec))
-        seen.truth_sep.add(np.hypot(dra, dec - t["dec"][where]) * 3600)
+        seen.truth_sep.add(separation_arcsec(ra, dec, t["ra"][where], t["dec"][where]))
 
 
 def _scan(files: ObjectFiles, inputs: QaInputs, truth: Truth | None) -> Seen:
-    seen = Seen(tuple(files.ctx.bands), ColumnFacts(files.promised))
+    t = inputs.thresholds
+    seen = Seen(
+        tuple(files.ctx.bands), ColumnFacts(files.promised), outside=RangeTally(t["mag_min"], t["mag_max"])
+    )
     for batch in files.batches():
         _add(seen, batch, inputs, truth)
         del batch  # not held while the next batch is read
@@ -158,7 +164,7 @@ def _planned(
 def _missing(
     inputs: QaInputs, files: list[Path], seen_units: Units, tracts: set[int], patches: set[tuple[int, str]]
 ) -> CheckResult:
-    have_tracts = {t for t, _ in seen_units} | {t for f in files if (t := file_tract(inputs.product, f))}
+    have_tracts = {t for t, _ in seen_units} | {t for f in files if (t := file_unit(inputs.product, f))}
     missing = [
         f"tract {t}"
         + (f" ({inputs.product.file_name(tract=t)} absent)" if inputs.product.unit == "tract" else "")
@@ -202,38 +208,17 @@ def _row_checks(
 
 def _column_checks(inputs: QaInputs, seen: Seen, files: ObjectFiles) -> list[CheckResult]:
     t = inputs.thresholds
-    constant = [f"{n} (= {v:g})" for n, v in seen.facts.constant()]
     mismatches = schema_disagreements(files.arrow_schemas())
-    worst = (
-        max(((o / f if f else 0.0), c) for c, (o, f) in seen.outside.items()) if seen.outside else (0.0, "")
-    )
-    outside = [f"{c}: {o} of {f}" for c, (o, f) in seen.outside.items() if o]
     return [
-        listed("columns_not_all_nan", seen.facts.all_nan(), "max_bad_columns", t, "promised columns all NaN"),
-        listed("columns_not_constant", constant, "max_bad_columns", t, "promised float columns constant"),
+        *column_checks(seen.facts, t),
         listed("one_schema", mismatches, "max_schema_mismatches", t, "files differ from the first"),
-        at_most(
-            "magnitudes_in_range",
-            round(worst[0], 6),
-            "max_mag_outside_fraction",
-            t,
-            f"magnitudes (not NaN) outside [{t['mag_min']:g}, {t['mag_max']:g}] or infinite: {some(outside)}"
-            if outside
-            else "",
-        ),
+        magnitude_check(seen.outside, t),
     ]
 
 
 def _id_check(inputs: QaInputs, files: ObjectFiles, rows: int) -> CheckResult:
     extra, examples = duplicated_ids(files.ids, rows)
-    shown = some([f"{i} ({n} rows)" for i, n in examples], len(examples))
-    return at_most(
-        "ids_unique",
-        extra,
-        "max_duplicate_ids",
-        inputs.thresholds,
-        f"{extra} rows share their {id_column(inputs.product)}: {shown}" if extra else "",
-    )
+    return ids_unique(extra, examples, id_column(inputs.product), inputs.thresholds)
 
 
 def _truth_checks(inputs: QaInputs, seen: Seen) -> list[CheckResult]:

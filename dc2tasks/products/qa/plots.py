@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import matplotlib
 
@@ -89,7 +90,8 @@ def density_panels(
     n = max(1, len(hists))
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), dpi=DPI, squeeze=False)
+    size = (max(3.2 * cols, SIZE[0]), max(2.8 * rows, SIZE[1]))  # one band: not smaller than the rest
+    fig, axes = plt.subplots(rows, cols, figsize=size, dpi=DPI, squeeze=False)
     fig.subplots_adjust(left=0.08, right=0.97, bottom=0.1, top=0.93, wspace=0.35, hspace=0.45)
     for ax, (label, h) in zip(axes.flat, hists.items(), strict=False):
         _mesh(ax, h)
@@ -114,6 +116,37 @@ def density(out: Path, name: str, h: Histogram2D, xlabel: str, ylabel: str, capt
     _mesh(ax, h)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    return save(fig, out, name, caption)
+
+
+LABELLED_UNITS = 20
+"""Beyond this many units (visits) on an axis their numbers would overlap: then only counted."""
+
+
+def unit_values(
+    out: Path,
+    name: str,
+    values: Mapping[int, float],
+    unit: str,
+    ylabel: str,
+    caption: str,
+    lines: Mapping[str, float] = MappingProxyType({}),
+) -> Plot:
+    """One point per unit (e.g. each visit's matched fraction), in the order given; `lines`:
+    labelled horizontal lines (the thresholds)."""
+    fig, ax = _figure()
+    units = list(values)
+    ax.plot(range(len(units)), [values[u] for u in units], "o")
+    for (label, y), style in zip(lines.items(), (":", "--", "-."), strict=False):
+        ax.axhline(y, color="grey", linestyle=style, label=label)
+    if len(units) <= LABELLED_UNITS:
+        ax.set_xticks(range(len(units)), [str(u) for u in units], rotation=45 if len(units) > 5 else 0)
+        ax.set_xlabel(unit)
+    else:
+        ax.set_xlabel(f"{unit}, in number order ({len(units)} {unit}s)")
+    ax.set_ylabel(ylabel)
+    if lines:
+        ax.legend(fontsize="small", loc="lower right")
     return save(fig, out, name, caption)
 
 

@@ -1,4 +1,7 @@
-"""What an Object product is compared with: the repository's inputs and the truth tables.
+"""What a product is compared with: the repository's inputs and the truth tables.
+
+The inventory's repository (`inventory_repo`) and a catalog's rows from its header (`header_rows`)
+serve every product; for the Object products:
 
 - The inputs (`dc2 qa --against INVENTORY`): the inventory report names the repository, its rerun
   chain and camera; each patch's `deepCoadd_ref` is found along that chain as the inventory found
@@ -33,26 +36,45 @@ TRUTH_DIR = "truth"
 TRUTH_FILE = "object_truth_tract_{tract}.parquet"
 """The sample's truth table of a tract, in `<sample>/truth/` (dc2tasks.sample.truth writes it)."""
 
+VISIT_TRUTH_FILES = {
+    "source": "source_truth_visit_{visit}.parquet",
+    "forced_source": "forced_truth_visit_{visit}.parquet",
+    "dia_source": "dia_source_truth_visit_{visit}.parquet",
+}
+"""A visit's truth table of each visit product, in `<sample>/truth/` (dc2tasks.sample.visit_truth
+writes them)."""
+
 TRUTH_PRIMARY = "is_primary"
 TRUTH_FLUX = "psf_flux_nJy_{b}"
 
 
-def input_rows(inventory: Mapping[str, Any], tracts: Iterable[int] = ()) -> dict[tuple[int, str], int]:
-    """Rows (NAXIS2) of each patch's deepCoadd_ref in the repository the inventory report names."""
+def inventory_repo(inventory: Mapping[str, Any]) -> Gen2Repo:
+    """The repository an inventory report names, with the rerun chain and camera it found."""
     try:
-        repo = Gen2Repo(
+        return Gen2Repo(
             Path(inventory["repository"]), [Path(p) for p in inventory["chain"]], inventory["camera"]
         )
     except (KeyError, TypeError) as exc:
         raise InputError(f"the inventory report lacks the repository, chain or camera ({exc})") from None
+
+
+def header_rows(path: Path) -> int:
+    """A FITS catalog's rows from its header (NAXIS2) only: the rows the pipelines wrote."""
+    return int(afw.read_header(path).get("NAXIS2", 0) or 0)
+
+
+def input_rows(inventory: Mapping[str, Any], tracts: Iterable[int] = ()) -> dict[tuple[int, str], int]:
+    """Rows (NAXIS2) of each patch's deepCoadd_ref in the repository the inventory report names."""
+    repo = inventory_repo(inventory)
     scope = Scope(tracts=tuple(tracts) or tuple(inventory.get("scope", {}).get("tracts", ())))
     with Progress("qa inputs", None, "directories") as progress:
         found = scan_chain(repo, REF_DATASET, scope.keep(False), progress)
-    return {
-        (int(k[0]), str(k[1])): int(afw.read_header(f.path).get("NAXIS2", 0) or 0)
-        for k, f in found.items()
-        if not f.problem
-    }
+    return {(int(k[0]), str(k[1])): header_rows(f.path) for k, f in found.items() if not f.problem}
+
+
+def truth_dir(root: Path) -> Path:
+    """The truth tables' directory: `root` is a sample (holding truth/) or truth/ itself."""
+    return root / TRUTH_DIR if (root / TRUTH_DIR).is_dir() else root
 
 
 @dataclass
@@ -65,8 +87,7 @@ class Truth:
     )
 
     def path(self, tract: int) -> Path:
-        base = self.root / TRUTH_DIR if (self.root / TRUTH_DIR).is_dir() else self.root
-        return base / TRUTH_FILE.format(tract=tract)
+        return truth_dir(self.root) / TRUTH_FILE.format(tract=tract)
 
     def _tract(self, tract: int) -> tuple[pq.ParquetFile, dict[str, list[int]], dict[str, int]] | None:
         """The tract's file, its row groups by patch and its primary rows by patch (read once, from
@@ -114,12 +135,3 @@ class Truth:
         values = {c: table[c].to_numpy(zero_copy_only=False)[keep] for c in ["objectId", *columns]}
         order = np.argsort(values["objectId"], kind="stable")
         return {c: v[order] for c, v in values.items()}
-
-
-def match_ids(ids: np.ndarray, truth_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows of `ids` found in the sorted `truth_ids`, their index there)."""
-    if truth_ids.size == 0:
-        return np.zeros(len(ids), bool), np.zeros(0, np.int64)
-    where = np.clip(np.searchsorted(truth_ids, ids), 0, truth_ids.size - 1)
-    found = truth_ids[where] == ids
-    return found, where[found]

@@ -13,6 +13,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dc2tasks.products.matching import chord_to_arcsec, unit_vectors
+
+MAG_BINS = (14.0, 32.0, 72)
+MAGERR_BINS = (0.0, 0.5, 50)
+# 0.0005 mag / arcsec bins centred on 0.0, 0.0005, ...: a median to a quarter of a thousandth, and
+# exactly 0 where the values are
+RESIDUAL_MAG = (-0.50025, 0.50025, 2001)
+RESIDUAL_ARCSEC = (-0.00025, 1.99975, 4000)
+"""Bins (low, high, count) every product's magnitude plots and truth residuals share."""
+
+
+def edges(spec: tuple[float, float, int]) -> np.ndarray:
+    return np.linspace(spec[0], spec[1], spec[2] + 1)
+
 
 @dataclass
 class Histogram:
@@ -32,7 +46,7 @@ class Histogram:
 
     @classmethod
     def linear(cls, low: float, high: float, bins: int) -> Histogram:
-        return cls(np.linspace(low, high, bins + 1))
+        return cls(edges((low, high, bins)))
 
     def add(self, values: np.ndarray) -> None:
         values = np.asarray(values, dtype=np.float64)
@@ -66,6 +80,29 @@ class Histogram:
         cumulative = self.below + np.cumsum(self.counts)
         k = int(np.searchsorted(cumulative, rank, side="left"))
         return float("inf") if k >= len(self.counts) else float(self.centres[k])
+
+
+@dataclass
+class RangeTally:
+    """Per label (a column, a band): values not NaN, and how many of them lie outside [low, high]
+    (an infinite value is outside: a wrong value, where NaN is one not measured)."""
+
+    low: float
+    high: float
+    outside: dict[str, int] = field(default_factory=dict)
+    measured: dict[str, int] = field(default_factory=dict)
+
+    def add(self, label: str, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        values = values[~np.isnan(values)]
+        outside = int(((values < self.low) | (values > self.high)).sum())
+        self.outside[label] = self.outside.get(label, 0) + outside
+        self.measured[label] = self.measured.get(label, 0) + int(values.size)
+
+    def worst(self) -> float:
+        """The largest fraction outside of one label; NaN when no value was measured at all."""
+        fractions = [self.outside[k] / n for k, n in self.measured.items() if n]
+        return max(fractions) if fractions else float("nan")
 
 
 @dataclass
@@ -154,22 +191,50 @@ class SkyGrid:
         return image[:, ::-1], (ra[1], ra[0], j0 * self.cell_deg, (j1 + 1) * self.cell_deg)
 
 
+def mag_err_histogram() -> Histogram2D:
+    """Magnitude error against magnitude (MAG_BINS x MAGERR_BINS), as every report plots it."""
+    return Histogram2D(edges(MAG_BINS), edges(MAGERR_BINS))
+
+
 def duplicated_ids(
     batches: Callable[[], Iterable[np.ndarray]], rows: int, max_ids: int = 4_000_000, examples: int = 5
-) -> tuple[int, list[tuple[int, int]]]:
+) -> tuple[int, list[tuple[object, int]]]:
     """(rows whose id another row has too, up to `examples` (id, times) pairs) over every id that
-    `batches()` yields. Ids are split by value into enough partitions that one holds at most about
-    `max_ids` of them, one pass over `batches()` per partition, so memory stays bounded whatever
-    the product's rows (one pass, and no split, for up to `max_ids` rows)."""
+    `batches()` yields. An id is one value, or a row of a 2-d array (a key of several columns, e.g.
+    objectId and detector: then a tuple). Ids are split by (their first column's) value into enough
+    partitions that one holds at most about `max_ids` of them, one pass over `batches()` per
+    partition, so memory stays bounded whatever the product's rows (one pass, and no split, for up
+    to `max_ids` rows)."""
     parts = max(1, -(-rows // max_ids))
     extra = 0
-    found: list[tuple[int, int]] = []
+    found: list[tuple[object, int]] = []
     for part in range(parts):
-        kept = [ids[ids % parts == part] if parts > 1 else ids for ids in map(np.asarray, batches())]
+        kept = [ids[_first(ids) % parts == part] if parts > 1 else ids for ids in map(np.asarray, batches())]
         if not kept:
             continue
-        values, counts = np.unique(np.concatenate(kept), return_counts=True)
+        ids = np.concatenate(kept)
+        # axis=0 (a row as the id) only where needed: it sorts a void view, slower than numbers
+        values, counts = np.unique(ids, return_counts=True, **({"axis": 0} if ids.ndim > 1 else {}))
         many = counts > 1
+        keys = [tuple(v) if isinstance(v, list) else v for v in values[many].tolist()]
         extra += int(counts[many].sum())
-        found += list(zip(values[many].tolist(), counts[many].tolist(), strict=True))[: examples - len(found)]
+        found += list(zip(keys, counts[many].tolist(), strict=True))[: examples - len(found)]
     return extra, found
+
+
+def _first(ids: np.ndarray) -> np.ndarray:
+    return ids if ids.ndim == 1 else ids[:, 0]
+
+
+def lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `ids`, its index in `sorted_ids` and whether it is there at all."""
+    if not len(sorted_ids):
+        return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return at, sorted_ids[at] == ids
+
+
+def separation_arcsec(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: np.ndarray) -> np.ndarray:
+    """Great-circle separation of positions in degrees, in arcsec, as the matcher measures it."""
+    chord = np.linalg.norm(unit_vectors(ra1, dec1) - unit_vectors(ra2, dec2), axis=1)
+    return chord_to_arcsec(chord)

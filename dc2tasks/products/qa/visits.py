@@ -8,7 +8,6 @@ module.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,43 +17,36 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dc2tasks.catalogue import CATALOGUE
-from dc2tasks.products.calib import MAGERR_FACTOR
+from dc2tasks.products.calib import MAGERR_FACTOR, ab_magnitude, to_njy
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.object_index import dpdd_object_files
-from dc2tasks.products.qa import visit_figures as figures
-from dc2tasks.products.qa.core import CheckResult, Plot, QaFunction, QaInputs, QaReport
+from dc2tasks.products.qa import plots
+from dc2tasks.products.qa.checks import at_least, at_most, none_counted, some
+from dc2tasks.products.qa.columns import ColumnFacts, iter_row_groups, parquet_schema
+from dc2tasks.products.qa.core import CheckResult, Plot, QaFunction, QaInputs, QaReport, Thresholds
 from dc2tasks.products.qa.dia_object_checks import dia_object_qa
+from dc2tasks.products.qa.references import VISIT_TRUTH_FILES, truth_dir
+from dc2tasks.products.qa.stats import RangeTally, duplicated_ids, lookup, separation_arcsec
 from dc2tasks.products.qa.visit_checks import (
     KEYS,
-    at_most,
+    PER_EXPOSURE,
+    FileScan,
     by_band,
-    column_check,
     declared_floats,
-    duplicate_check,
+    file_checks,
     float_values,
     mag_plot,
-    magnitude_check,
     plan_checks,
-    schema_check,
-    some,
     unit_files,
 )
 from dc2tasks.products.qa.visit_scan import (
     FOOTPRINT_CELL_ARCSEC,
-    OFFSET_BINS,
-    ColumnTally,
     Footprint,
     MagTally,
     MatchTally,
     TruthTally,
-    ab_magnitude,
-    angular_offset_arcsec,
     band_masks,
-    duplicated,
-    lookup,
-    read_schema,
-    row_groups,
-    to_njy,
+    key_values,
 )
 from dc2tasks.products.schema import SchemaGeneration, detect_schema_generation
 from dc2tasks.products.visit_products import DEFAULT_RADIUS_ARCSEC, RADIUS_KEY
@@ -62,26 +54,13 @@ from dc2tasks.products.visit_tables import VISIT_TABLES, VisitTable
 
 __all__ = ["dia_object_qa", "dia_source_qa", "forced_source_qa", "source_qa"]
 
-TRUTH_FILES = {
-    "source": "source_truth_visit_{visit}.parquet",
-    "forced_source": "forced_truth_visit_{visit}.parquet",
-    "dia_source": "dia_source_truth_visit_{visit}.parquet",
-}
-"""A visit's truth table in a truth directory (the sample generator writes them under these names)."""
-
 
 @dataclass
-class VisitScan:
+class VisitScan(FileScan):
     """Everything the checks and plots of a visit product need, from one pass over its files."""
 
-    columns: ColumnTally
-    mags: MagTally
-    match: MatchTally | None
-    truth: TruthTally | None
-    schemas: dict[int, pa.Schema] = field(default_factory=dict)
-    declared: dict[int, list[str]] = field(default_factory=dict)
-    rows: dict[int, int] = field(default_factory=dict)
-    duplicates: dict[int, tuple[int, list[tuple]]] = field(default_factory=dict)
+    match: MatchTally | None = None
+    truth: TruthTally | None = None
     no_truth: list[int] = field(default_factory=list)
     footprint: Footprint | None = None  # of what the rows were matched to, when it is at hand
 
@@ -100,7 +79,7 @@ def _radius(schema: pa.Schema) -> float:
 def _truth_of(inputs: QaInputs, visit: int) -> pa.Table | None:
     if inputs.truth is None:
         return None
-    path = inputs.truth / TRUTH_FILES[inputs.product.name].format(visit=visit)
+    path = truth_dir(inputs.truth) / VISIT_TRUTH_FILES[inputs.product.name].format(visit=visit)
     if not path.is_file():
         return None
     t = pq.read_table(path)
@@ -121,13 +100,13 @@ def _fold_truth(
     for b, sel in bands:
         tally.add_residuals(b, mag[sel][found[sel]], true_mag[sel][found[sel]])
     if "coord_ra" in batch.column_names and "ra" in truth.column_names:
-        offset = angular_offset_arcsec(
+        offset = separation_arcsec(
             np.degrees(float_values(batch, "coord_ra")[found]),
             np.degrees(float_values(batch, "coord_dec")[found]),
             truth.column("ra").to_numpy()[at][found],
             truth.column("dec").to_numpy()[at][found],
         )
-        OFFSET_BINS.add(tally.offset, offset)
+        tally.offset.add(offset)
 
 
 def _fold_batch(
@@ -142,7 +121,7 @@ def _fold_batch(
     for c in floats:
         values = float_values(batch, c)
         for b, sel in bands:
-            scan.columns.add(c, b, values[sel])
+            scan.columns.add_column(c, values[sel], b)
     fluxmag0 = float_values(batch, "fluxmag0")
     ps_flux = to_njy(float_values(batch, flux[0]), fluxmag0)
     ps_err = to_njy(float_values(batch, flux[1]), fluxmag0)
@@ -164,7 +143,7 @@ def _fold_batch(
 
 
 def scan_visit_file(scan: VisitScan, inputs: QaInputs, table: VisitTable, visit: int, path: Path) -> None:
-    schema = read_schema(path)
+    schema = parquet_schema(path)
     gen = detect_schema_generation(schema.names)
     scan.schemas[visit] = schema
     scan.declared[visit] = table.columns(gen)
@@ -177,37 +156,32 @@ def scan_visit_file(scan: VisitScan, inputs: QaInputs, table: VisitTable, visit:
     truth = _truth_of(inputs, visit)
     if scan.truth is not None and truth is None:
         scan.no_truth.append(visit)
-    keys = KEYS[table.key]
-    parts: list[list[np.ndarray]] = []
+    keys: list[np.ndarray] = []
     rows = 0
-    for batch in row_groups(path):
+    for batch in iter_row_groups(path):
         rows += batch.num_rows
-        parts.append([batch.column(k).to_numpy() for k in keys])
+        keys.append(key_values(batch, KEYS[table.key]))
         _fold_batch(scan, visit, batch, floats, _flux_columns(table, gen), truth)
     scan.rows[visit] = rows
-    scan.duplicates[visit] = (
-        duplicated([np.concatenate([p[i] for p in parts]) for i in range(len(keys))]) if parts else (0, [])
-    )
+    scan.duplicates[visit] = duplicated_ids(lambda: keys, rows)
 
 
-def match_checks(match: MatchTally, t: Mapping[str, float]) -> list[CheckResult]:
+def match_checks(match: MatchTally, t: Thresholds) -> list[CheckResult]:
     fractions = match.fractions()
     low_visit: int | str = "-"  # no row to count: nothing matched
     low = 0.0
     if fractions:
         low_visit = min(fractions, key=fractions.__getitem__)
         low = fractions[low_visit]
-    verdict = (
-        "fail" if low < t["min_matched_fraction"] else "warn" if low < t["warn_matched_fraction"] else "pass"
-    )
     matched = sum(match.matched.values())
-    fraction = CheckResult(
+    fraction = at_least(
         "matched_fraction",
-        verdict,
         round(low, 6),
-        f">= {t['min_matched_fraction']:g} (warn below {t['warn_matched_fraction']:g})",
+        "min_matched_fraction",
+        t,
         f"lowest: visit {low_visit}; {matched} of {sum(match.rows.values())} rows matched in "
         f"{len(fractions)} visits",
+        warn_key="warn_matched_fraction",
     )
     detail = (
         f"{match.beyond} matched rows beyond the {match.radius:g} arcsec radius; "
@@ -215,66 +189,74 @@ def match_checks(match: MatchTally, t: Mapping[str, float]) -> list[CheckResult]
         if match.beyond
         else f"every match within {match.radius:g} arcsec; worst {match.worst:.4g} arcsec"
     )
-    return [fraction, at_most("match_distance_within_radius", match.beyond, 0, detail)]
+    return [fraction, none_counted("match_distance_within_radius", match.beyond, detail)]
 
 
-def truth_checks(truth: TruthTally, no_truth: list[int], t: Mapping[str, float]) -> list[CheckResult]:
+def truth_checks(truth: TruthTally, no_truth: list[int], t: Thresholds) -> list[CheckResult]:
     medians = by_band(truth.medians())
-    worst = max((round(abs(m), 6) for m in medians.values()), default=None)  # None: no row had truth
-    limit = t["max_truth_mag_offset"]
+    worst = max((round(abs(m), 6) for m in medians.values()), default=float("nan"))  # NaN: no truth
     per_band = ", ".join(f"{b}: {m:+.4f}" for b, m in medians.items())
     detail = f"{per_band} (median mag - truth, {truth.rows} rows)" if medians else "no row has a truth"
     if no_truth:
         detail += f"; no truth for visits {some(no_truth)}"
     if truth.unmatched:
         detail += f"; {truth.unmatched} rows not in the truth"
-    verdict = "pass" if worst is not None and worst <= limit else "fail"
-    out = [CheckResult("truth_mag_offset", verdict, worst, f"<= {limit:g}", detail)]
-    if truth.offset.sum():
-        offset = OFFSET_BINS.median(truth.offset)
+    out = [at_most("truth_mag_offset", worst, "max_truth_mag_offset", t, detail)]
+    if truth.offset.finite:
+        offset = truth.offset.quantile(0.5)
         out.append(
             at_most(
                 "truth_position_offset",
                 round(offset, 6),
-                t["max_truth_position_arcsec"],
-                f"median offset from truth {offset:.4f} arcsec over {int(truth.offset.sum())} rows",
+                "max_truth_position_arcsec",
+                t,
+                f"median offset from truth {offset:.4f} arcsec over {truth.offset.finite} rows",
             )
         )
     return out
 
 
 def _visit_plots(inputs: QaInputs, scan: VisitScan) -> list[Plot]:
-    t, name = inputs.thresholds, inputs.product.name
-    plots = [mag_plot(inputs, scan.mags, "psFlux magnitude")]
-    if scan.match is not None:
-        plots.append(
-            figures.save_plot(
-                inputs.out,
+    t, name, out = inputs.thresholds, inputs.product.name, inputs.out
+    made = [mag_plot(inputs, scan.mags, "psFlux magnitude")]
+    if scan.match is not None and scan.match.distances is not None:
+        made.append(
+            plots.unit_values(
+                out,
                 "matched_fraction",
+                scan.match.fractions(),
+                "visit",
+                "matched fraction",
                 f"{name}: fraction of each visit's rows matched",
-                figures.matched_fraction(
-                    scan.match.fractions(), t["min_matched_fraction"], t["warn_matched_fraction"]
-                ),
+                {
+                    f"fail below {t['min_matched_fraction']:g}": t["min_matched_fraction"],
+                    f"warn below {t['warn_matched_fraction']:g}": t["warn_matched_fraction"],
+                },
             )
         )
-        plots.append(
-            figures.save_plot(
-                inputs.out,
+        made.append(
+            plots.step_histograms(
+                out,
                 "match_distance",
-                f"{name}: distance to the matched object (the radius dashed)",
-                figures.match_distance(scan.match.bins, scan.match.counts, scan.match.radius),
+                {"matched rows": scan.match.distances},
+                "match distance [arcsec]",
+                f"{name}: distance to the matched object (the radius dotted)",
+                marks=(scan.match.radius,),
             )
         )
     if scan.truth is not None and scan.truth.residual:
-        plots.append(
-            figures.save_plot(
-                inputs.out,
+        limit = t["max_truth_mag_offset"]
+        made.append(
+            plots.step_histograms(
+                out,
                 "truth_residuals",
-                f"{name}: psFlux magnitude minus the truth's, per band",
-                figures.residuals(by_band(scan.truth.residual), t["max_truth_mag_offset"]),
+                by_band(scan.truth.residual),
+                "psFlux magnitude - truth [mag]",
+                f"{name}: psFlux magnitude minus the truth's, per band (+-max_truth_mag_offset dotted)",
+                marks=(-limit, limit),
             )
         )
-    return plots
+    return made
 
 
 FOOTPRINT_OF = {"object": "dpdd_object"}
@@ -297,7 +279,7 @@ def matched_footprint(inputs: QaInputs, table: VisitTable) -> tuple[Footprint | 
     positions = (
         (t.column("ra").to_numpy(), t.column("dec").to_numpy())
         for f in files
-        for t in row_groups(f, ["ra", "dec"])
+        for t in iter_row_groups(f, ["ra", "dec"])
     )
     return Footprint.of(positions), (
         f"rows inside the {product} footprint ({FOOTPRINT_CELL_ARCSEC:g} arcsec cells holding an Object)"
@@ -310,10 +292,10 @@ def visit_product_qa(inputs: QaInputs) -> QaReport:
     t = inputs.thresholds
     files = unit_files(inputs)
     scan = VisitScan(
-        ColumnTally(),
-        MagTally(t["mag_min"], t["mag_max"]),
-        MatchTally(DEFAULT_RADIUS_ARCSEC) if table.match else None,
-        TruthTally() if inputs.truth is not None else None,
+        ColumnFacts(fixed=PER_EXPOSURE),
+        MagTally(RangeTally(t["mag_min"], t["mag_max"])),
+        match=MatchTally(DEFAULT_RADIUS_ARCSEC) if table.match else None,
+        truth=TruthTally() if inputs.truth is not None else None,
     )
     scan.footprint, counted = matched_footprint(inputs, table) if table.match else (None, "")
     for visit, path in files.items():
@@ -323,23 +305,18 @@ def visit_product_qa(inputs: QaInputs) -> QaReport:
         files=len(files),
         rows=sum(scan.rows.values()),
         visits=sorted(files),
-        bands=list(by_band(scan.mags.finite)),
+        bands=list(by_band(scan.mags.range.measured)),
     )
     if inputs.truth is None:
         report.facts["truth"] = "not given: residuals against truth not checked"
     plan_checks(inputs, report, files, scan.rows, table.dataset)
-    report.checks += [
-        duplicate_check(scan.duplicates, KEYS[table.key], t["max_duplicate_ids"], "visit"),
-        column_check(scan.columns),
-        schema_check(scan.schemas, scan.declared, inputs.product.unit),
-        magnitude_check(scan.mags, t["max_mag_outside_fraction"]),
-    ]
+    report.checks += file_checks(inputs, scan, KEYS[table.key])
     if scan.match is not None:
-        report.checks += match_checks(scan.match, t.values)
+        report.checks += match_checks(scan.match, t)
         report.facts["match_radius_arcsec"] = scan.match.radius
         report.facts["matched_fraction_of"] = counted
     if scan.truth is not None:
-        report.checks += truth_checks(scan.truth, scan.no_truth, t.values)
+        report.checks += truth_checks(scan.truth, scan.no_truth, t)
     report.plots += _visit_plots(inputs, scan)
     return report
 

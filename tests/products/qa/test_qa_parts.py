@@ -14,7 +14,7 @@ from dc2tasks.products.qa.checks import at_least, at_most, unit_rows_agreement
 from dc2tasks.products.qa.columns import ColumnFacts
 from dc2tasks.products.qa.core import CheckResult, Plot, QaReport, Thresholds
 from dc2tasks.products.qa.report import render
-from dc2tasks.products.qa.stats import Histogram, SkyGrid, duplicated_ids
+from dc2tasks.products.qa.stats import Histogram, RangeTally, SkyGrid, duplicated_ids
 
 
 def test_histogram_counts_outside_apart_and_gives_quantiles():
@@ -41,6 +41,23 @@ def test_duplicated_ids_in_bounded_partitions(max_ids):
     assert len(passes) == (1 if max_ids > 43 else 7)
 
 
+@pytest.mark.parametrize("max_ids", [1_000_000, 2])
+def test_duplicated_keys_of_several_columns(max_ids):
+    # (objectId, detector): one object measured twice on detector 4; on two detectors it is not a repeat
+    keys = [np.array([[7, 4], [7, 5], [8, 4]]), np.array([[7, 4], [9, 1]])]
+    extra, examples = duplicated_ids(lambda: iter(keys), rows=5, max_ids=max_ids)
+    assert (extra, examples) == (2, [((7, 4), 2)])
+
+
+def test_range_tally_counts_infinite_as_outside_and_nothing_measured_as_nan():
+    tally = RangeTally(10.0, 30.0)
+    tally.add("g", np.array([5.0, 20.0, np.nan, np.inf]))
+    tally.add("r", np.array([20.0, 21.0]))
+    assert (tally.outside, tally.measured) == ({"g": 2, "r": 0}, {"g": 3, "r": 2})
+    assert tally.worst() == pytest.approx(2 / 3)
+    assert np.isnan(RangeTally(10.0, 30.0).worst())
+
+
 def test_sky_grid_coarsens_to_its_bound():
     grid = SkyGrid(max_cells=100)
     rng = np.random.default_rng(1)
@@ -58,6 +75,15 @@ def test_column_facts_find_all_nan_and_constant_floats_only():
                    "flag": np.zeros(3, bool)})
     assert facts.all_nan() == ["a"]
     assert facts.constant() == [("b", 2.0)]
+
+
+def test_column_facts_by_label_and_fixed_columns():
+    facts = ColumnFacts(fixed=("fluxmag0",))
+    for band in "gr":
+        facts.add_column("psFlux", np.full(3, np.inf if band == "g" else 1.0), band)
+        facts.add_column("fluxmag0", np.full(3, 2.0), band)
+    assert facts.all_nan() == ["psFlux (g)"]  # no finite value: all-infinite counts as all NaN
+    assert facts.constant() == [("psFlux (r)", 1.0)]  # fluxmag0 is one value by construction
 
 
 def test_checks_hold_values_to_named_thresholds():

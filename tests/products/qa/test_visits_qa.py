@@ -20,6 +20,7 @@ from dc2tasks.products.inventory import take_inventory
 from dc2tasks.products.object_pipeline import run_object_pipeline
 from dc2tasks.products.qa import visits as qa_visits
 from dc2tasks.products.qa.core import CheckResult, QaInputs, QaReport, Thresholds, write_qa_json
+from dc2tasks.products.qa.references import VISIT_TRUTH_FILES
 from dc2tasks.products.qa.visit_scan import Footprint, sky_cells
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.products.visit_pipeline import run_visit_pipeline
@@ -30,17 +31,19 @@ CENTRE = tuple(f"{x},{y}" for x in (2, 3, 4) for y in (2, 3, 4))
 PRODUCTS = ("source", "forced_source", "dia_source", "dia_object")
 COMMON = {
     "rows_vs_inputs",
-    "unique_keys",
-    "columns_not_nan_or_constant",
+    "units_present",
+    "ids_unique",
+    "columns_not_all_nan",
+    "columns_not_constant",
     "one_schema",
-    "magnitudes_plausible",
+    "magnitudes_in_range",
 }
 MATCHED = {"matched_fraction", "match_distance_within_radius", "truth_position_offset"}
 CHECKS = {
-    "source": COMMON | MATCHED | {"visits_present", "truth_mag_offset"},
-    "forced_source": COMMON | {"visits_present", "truth_mag_offset"},
-    "dia_source": COMMON | MATCHED | {"visits_present", "truth_mag_offset"},
-    "dia_object": COMMON | {"tracts_present", "nobs_consistent"},
+    "source": COMMON | MATCHED | {"truth_mag_offset"},
+    "forced_source": COMMON | {"truth_mag_offset"},
+    "dia_source": COMMON | MATCHED | {"truth_mag_offset"},
+    "dia_object": COMMON | {"nobs_consistent"},
 }
 PLOTS = {
     "source": {"mag_err_vs_mag", "matched_fraction", "match_distance", "truth_residuals"},
@@ -175,7 +178,7 @@ def test_footprint_cells() -> None:
 def test_without_inventory_or_truth_those_checks_are_left_out_and_said(run, tmp_path) -> None:
     report = _qa(run, "source", tmp_path, inventory=None, truth=None)
     names = {c.name for c in report.checks}
-    assert not names & {"rows_vs_inputs", "visits_present", "truth_mag_offset", "truth_position_offset"}
+    assert not names & {"rows_vs_inputs", "units_present", "truth_mag_offset", "truth_position_offset"}
     assert "no inventory" in report.facts["inputs"]
     assert "not given" in report.facts["planned"] and "not given" in report.facts["truth"]
     assert "truth_residuals" not in {p.name for p in report.plots}
@@ -186,7 +189,7 @@ def test_truth_file_names_are_the_samples(run) -> None:
     sample, _, _ = run
     visit = sample.visit_ids()[0]
     for product, kind in (("source", "source"), ("forced_source", "forced"), ("dia_source", "dia_source")):
-        name = qa_visits.TRUTH_FILES[product].format(visit=visit)
+        name = VISIT_TRUTH_FILES[product].format(visit=visit)
         assert visit_truth_path(sample.root, kind, visit) == sample.root / "truth" / name
         assert sample.visit_truth(kind, visit).name == name
 
@@ -198,27 +201,27 @@ def test_all_nan_column_is_named_per_band(run, tmp_path) -> None:
     work = _copy(run, tmp_path, "source")
     for f in _files(work, "source"):
         _rewrite(f, _set("slot_ApFlux_instFlux", lambda v: np.full(len(v), np.nan)))
-    check = _check(_qa(run, "source", tmp_path, work), "columns_not_nan_or_constant")
+    check = _check(_qa(run, "source", tmp_path, work), "columns_not_all_nan")
     assert (check.verdict, check.value) == ("fail", 2)
-    assert check.detail == "slot_ApFlux_instFlux (g) all NaN, slot_ApFlux_instFlux (r) all NaN"
+    assert check.detail == "2 float columns all NaN: slot_ApFlux_instFlux (g), slot_ApFlux_instFlux (r)"
 
 
 def test_constant_column_is_named(run, tmp_path) -> None:
     work = _copy(run, tmp_path, "forced_source")
     for f in _files(work, "forced_source"):
         _rewrite(f, _set("mag_err", lambda v: np.full(len(v), 0.25)))
-    check = _check(_qa(run, "forced_source", tmp_path, work), "columns_not_nan_or_constant")
+    check = _check(_qa(run, "forced_source", tmp_path, work), "columns_not_constant")
     assert (check.verdict, check.value) == ("fail", 2)
-    assert check.detail == "mag_err (g) constant 0.25, mag_err (r) constant 0.25"
+    assert check.detail == "2 float columns constant: mag_err (g) (= 0.25), mag_err (r) (= 0.25)"
 
 
 def test_duplicated_source_id(run, tmp_path) -> None:
     first = pq.read_table(_files(run[1], "source")[1], columns=["id"]).column("id")[0].as_py()
     check, visit = _fault(
-        run, tmp_path, "source", "unique_keys", _set("id", lambda v: np.concatenate([v[:1], v[:1], v[2:]])), 1
+        run, tmp_path, "source", "ids_unique", _set("id", lambda v: np.concatenate([v[:1], v[:1], v[2:]])), 1
     )
-    assert (check.verdict, check.value, check.threshold) == ("fail", 1, "<= 0")
-    assert check.detail == f"key (id); visit {visit}: 1 ({(first,)})"
+    assert (check.verdict, check.value, check.threshold) == ("fail", 2, "<= 0 (max_duplicate_ids)")
+    assert check.detail == f"2 rows share their id within a visit: visit {visit}: {first} (2 rows)"
 
 
 def test_dropped_visit_file_is_named_missing(run, tmp_path) -> None:
@@ -227,14 +230,14 @@ def test_dropped_visit_file_is_named_missing(run, tmp_path) -> None:
     dropped = sample.visit_ids()[2]
     (work / "dia_source" / CATALOGUE["dia_source"].file_name(visit=dropped)).unlink()
     report = _qa(run, "dia_source", tmp_path, work)  # the plan: the inventory's repository's visits
-    check = _check(report, "visits_present")
+    check = _check(report, "units_present")
     assert (check.verdict, check.value) == ("fail", 1)
-    assert check.detail == f"visits missing: {dropped}"
+    assert check.detail == f"1 planned units absent: visit {dropped}"
     given = _check(
         _qa(run, "dia_source", tmp_path, work, inventory=None, visits=tuple(sample.visit_ids())),
-        "visits_present",
+        "units_present",
     )
-    assert (given.verdict, given.value, given.detail) == ("fail", 1, f"visits missing: {dropped}")
+    assert (given.verdict, given.value, given.detail) == ("fail", 1, check.detail)
 
 
 def test_file_with_one_column_of_another_dtype(run, tmp_path) -> None:
@@ -244,8 +247,12 @@ def test_file_with_one_column_of_another_dtype(run, tmp_path) -> None:
         )
 
     check, visit = _fault(run, tmp_path, "source", "one_schema", narrower, 3)
-    assert (check.verdict, check.value) == ("fail", 2)
-    assert check.detail == f"visit {visit} differ in mag_err double, mag_err float"
+    assert (check.verdict, check.value) == ("fail", 1)
+    first = _unit(_files(run[1], "source")[0])
+    assert check.detail == (
+        f"1 schema problems: visit {visit}: its columns differ from visit {first}'s "
+        "(types mag_err (float, not double)): remake it from the same schema as the others"
+    )
 
 
 def test_file_without_a_declared_column_is_named_not_read(run, tmp_path) -> None:
@@ -253,8 +260,10 @@ def test_file_without_a_declared_column_is_named_not_read(run, tmp_path) -> None
         run, tmp_path, "dia_source", "one_schema", lambda t: t.drop_columns(["fluxmag0"]), 2
     )
     assert (check.verdict, check.value) == ("fail", 2)
+    first = _unit(_files(run[1], "dia_source")[0])
     assert check.detail == (
-        f"visit {visit} differ in fluxmag0 double; "
+        f"2 schema problems: visit {visit}: its columns differ from visit {first}'s (lacks fluxmag0): "
+        f"remake it from the same schema as the others, "
         f"visit {visit}: not the declared columns (lacks fluxmag0; has -)"
     )
 
@@ -277,7 +286,7 @@ def test_a_visit_that_matched_nothing(run, tmp_path) -> None:
     path = _files(work, "source")[4]
     _rewrite(path, _set("objectId", lambda v: np.full(len(v), -1)))
     check = _check(_qa(run, "source", tmp_path, work), "matched_fraction")
-    assert (check.verdict, check.value, check.threshold) == ("fail", 0.0, ">= 0.5 (warn below 0.8)")
+    assert (check.verdict, check.value, check.threshold) == ("fail", 0.0, ">= 0.5 (min_matched_fraction)")
     assert check.detail.startswith(f"lowest: visit {_unit(path)}; ")
 
 
@@ -322,7 +331,8 @@ def test_a_row_lost_against_the_inputs(run, tmp_path) -> None:
         run, tmp_path, "forced_source", "rows_vs_inputs", lambda t: t.slice(0, t.num_rows - 1)
     )
     assert (check.verdict, check.value) == ("fail", 1)
-    assert check.detail == f"visit {visit}: {rows - 1} rows, inputs {rows}"
+    units = len(_files(run[1], "forced_source"))
+    assert check.detail == f"1 of {units} units differ: {visit}: {rows - 1} rows, inputs {rows}"
 
 
 def test_zero_point_off_by_a_tenth_against_truth(run, tmp_path) -> None:
@@ -333,7 +343,7 @@ def test_zero_point_off_by_a_tenth_against_truth(run, tmp_path) -> None:
     check = _check(report, "truth_mag_offset")
     assert check.verdict == "fail" and check.value == pytest.approx(0.1, abs=0.001)
     assert check.detail.startswith("g: +0.1000, r: +0.1000")
-    assert _check(report, "magnitudes_plausible").verdict == "pass"
+    assert _check(report, "magnitudes_in_range").verdict == "pass"
 
 
 def test_truth_directory_without_the_visits_truth_fails(run, tmp_path) -> None:
@@ -372,6 +382,6 @@ def test_implausible_magnitudes(run, tmp_path) -> None:
         Thresholds.from_mapping({"mag_max": 15.0}),
         inventory,
     )
-    check = _check(qa_visits.dia_source_qa(inputs), "magnitudes_plausible")
+    check = _check(qa_visits.dia_source_qa(inputs), "magnitudes_in_range")
     assert check.verdict == "fail" and check.value > 0.5
-    assert check.threshold == "<= 0.01" and "outside [10, 15]" in check.detail
+    assert check.threshold == "<= 0.01 (max_mag_outside_fraction)" and "outside [10, 15]" in check.detail
