@@ -80,7 +80,9 @@ def source_check(sample, data: dict[str, np.ndarray]) -> float:
 
 
 def run_airflow(workdir: Path) -> int:
-    """`airflow db migrate` then `airflow dags test dc2_demo`; the full log goes to a file."""
+    """`airflow db migrate`, `airflow dags test dc2_demo`, then its run's task logs written and its
+    trigger rows removed (dc2tasks.airflow.dags_test, run as a process: this layer never imports
+    Airflow); the full log goes to a file."""
     env = airflow_env(workdir)
     env["DC2_TRIGGER_MIN_WAIT_S"] = "0"  # `dags test` runs triggers inline: no executor race to avoid
     home = Path(env["AIRFLOW_HOME"])
@@ -88,8 +90,10 @@ def run_airflow(workdir: Path) -> int:
         return 1
     airflow = airflow_command()
     logfile = home / "dags-test.log"
+    # then make the run read like one the service made: task log files, no trigger rows left
+    finish = [sys.executable, "-m", "dc2tasks.airflow.dags_test", DEMO_DAG, str(logfile)]
     with open(logfile, "w") as out:
-        for argv in ([airflow, "db", "migrate"], [airflow, "dags", "test", DEMO_DAG]):
+        for argv in ([airflow, "db", "migrate"], [airflow, "dags", "test", DEMO_DAG], finish):
             print(f"$ {' '.join(argv[1:])}  (log: {logfile})", flush=True)
             start = time.perf_counter()
             r = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)

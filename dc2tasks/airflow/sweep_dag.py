@@ -1,0 +1,71 @@
+"""The `dc2_slurm_sweep` DAG: the orphan sweep (`sweep.py`) every few minutes, one task per cluster.
+
+The clusters are the Slurm connections the run files name (`connections.producer` of each run with
+`backend: slurm`; the local backend for `backend: local`), so a cluster serving several runs is
+listed once per sweep, with one `squeue`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, task
+
+from dc2tasks.airflow.sweep import DEFAULT_GRACE_S, sweep
+from dc2tasks.runs.config import RunConfig
+from dc2tasks.runs.loader import load_run_dir
+
+SWEEP_DAG_ID = "dc2_slurm_sweep"
+SCHEDULE_ENV = "DC2_SLURM_SWEEP_SCHEDULE"
+DEFAULT_SCHEDULE = "*/5 * * * *"
+GRACE_ENV = "DC2_SLURM_SWEEP_GRACE_S"
+LOCAL = "local"
+log = logging.getLogger(__name__)
+
+
+def slurm_conn_id(config: RunConfig) -> str | None:
+    """The connection a run's jobs go through (None: the local backend), as its steps use it."""
+    return config.connections.producer if config.backend == "slurm" else None
+
+
+def clusters(configs: list[RunConfig]) -> list[str | None]:
+    """Each connection once, the local backend (None) first."""
+    conns = {slurm_conn_id(c) for c in configs}
+    return sorted(conns, key=lambda c: (c is not None, c or ""))
+
+
+def _sweep_task(conn_id: str | None) -> Any:
+    label = re.sub(r"[^A-Za-z0-9_]", "_", conn_id or LOCAL)
+
+    @task(task_id=f"sweep__{label}", retries=1, retry_delay=timedelta(minutes=1),
+          execution_timeout=timedelta(minutes=10))
+    def run_sweep() -> list[dict[str, Any]]:
+        grace = float(os.environ.get(GRACE_ENV) or DEFAULT_GRACE_S)
+        return [a.__dict__ for a in sweep(conn_id, grace_s=grace)]
+
+    return run_sweep()
+
+
+def build_sweep_dag(runs_dir: str | os.PathLike[str]) -> DAG:
+    configs, errors = load_run_dir(runs_dir)
+    for path, error in errors.items():
+        log.warning("slurm sweep: run file %s left out:\n%s", path, error)
+    conns = clusters(list(configs.values()))
+    dag = DAG(
+        dag_id=SWEEP_DAG_ID,
+        description="Cancel this deployment's Slurm jobs that no task instance waits for",
+        schedule=os.environ.get(SCHEDULE_ENV) or DEFAULT_SCHEDULE,
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["dc2", "slurm"],
+        doc_md=f"Clusters: {', '.join(c or LOCAL for c in conns) or 'none'}.\n\n" + (__doc__ or ""),
+    )
+    with dag:
+        for conn in conns:
+            _sweep_task(conn)
+    return dag
