@@ -47,7 +47,8 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
         "dc2_run1.2p_v4_archive",
         "dc2_slurm_sweep",
     ]
-    assert [t.task_id for t in bag.get_dag("dc2_slurm_sweep").tasks] == ["sweep__local", "sweep__nersc_producer"]
+    sweeps = [t.task_id for t in bag.get_dag("dc2_slurm_sweep").tasks]
+    assert sweeps == ["sweep__local", "sweep__nersc_producer"]
     demo = bag.get_dag("dc2_demo")
     assert {t.task_id for t in demo.tasks} == {
         "inventory",

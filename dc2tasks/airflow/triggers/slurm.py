@@ -125,6 +125,9 @@ class SlurmJobTrigger(BaseTrigger):
             )
             return
         ti = self.task_instance
+        if ti is None:  # nothing to check the job against: the sweep will judge it
+            self.log.warning("on_kill without a task instance: not cancelling Slurm job %s", self.job_id)
+            return
         poller = get_poller(await abackend(self.slurm_conn_id))
         owner = await asyncio.to_thread(SlurmHook(self.slurm_conn_id).owner)
         client = AsyncSlurmClient(poller.client.transport, owner=owner)
