@@ -7,24 +7,22 @@ listed once per sweep, with one `squeue`.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task
 
+from dc2tasks.airflow.periodic import periodic_dag, run_configs
 from dc2tasks.airflow.sweep import DEFAULT_GRACE_S, sweep
 from dc2tasks.runs.config import RunConfig
-from dc2tasks.runs.loader import load_run_dir
 
 SWEEP_DAG_ID = "dc2_slurm_sweep"
 SCHEDULE_ENV = "DC2_SLURM_SWEEP_SCHEDULE"
 DEFAULT_SCHEDULE = "*/5 * * * *"
 GRACE_ENV = "DC2_SLURM_SWEEP_GRACE_S"
 LOCAL = "local"
-log = logging.getLogger(__name__)
 
 
 def slurm_conn_id(config: RunConfig) -> str | None:
@@ -51,20 +49,10 @@ def _sweep_task(conn_id: str | None) -> Any:
 
 
 def build_sweep_dag(runs_dir: str | os.PathLike[str]) -> DAG:
-    configs, errors = load_run_dir(runs_dir)
-    for path, error in errors.items():
-        log.warning("slurm sweep: run file %s left out:\n%s", path, error)
-    conns = clusters(list(configs.values()))
-    dag = DAG(
-        dag_id=SWEEP_DAG_ID,
-        description="Cancel this deployment's Slurm jobs that no task instance waits for",
-        schedule=os.environ.get(SCHEDULE_ENV) or DEFAULT_SCHEDULE,
-        start_date=datetime(2024, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        tags=["dc2", "slurm"],
-        doc_md=f"Clusters: {', '.join(c or LOCAL for c in conns) or 'none'}.\n\n" + (__doc__ or ""),
-    )
+    conns = clusters(run_configs(runs_dir, "slurm sweep"))
+    doc = f"Clusters: {', '.join(c or LOCAL for c in conns) or 'none'}.\n\n" + (__doc__ or "")
+    dag = periodic_dag(SWEEP_DAG_ID, "Cancel this deployment's Slurm jobs that no task instance waits for",
+                       SCHEDULE_ENV, DEFAULT_SCHEDULE, ["dc2", "slurm"], doc)
     with dag:
         for conn in conns:
             _sweep_task(conn)
