@@ -3,7 +3,8 @@ api-server: tests/airflow/services.py) and the local Slurm emulator, the demo's 
 - a task deferred and waiting, its trigger live, keeps its job through 10 sweeps;
 - a task marked failed while deferred, before any triggerer has started its trigger, keeps running
   its job (no `on_kill` exists to cancel it) until the next sweep cancels it; a dry run and a sweep
-  inside the grace period only say what they would do.
+  inside the grace period only say what they would do;
+- a task marked failed while its trigger runs has its job cancelled by the trigger's `on_kill`.
 The sweeps run as a person runs them: `python -m dc2tasks.airflow.sweep` in the service's environment.
 The same on the loopback Slurm over SSH is marked `cluster`.
 """
@@ -113,6 +114,17 @@ def sweep_scenario(s: AirflowServices, dag_id: str, conn: str | None, slurm: Slu
         assert state(job_b) == "CANCELLED"
         assert state(job_a) == "RUNNING"
         assert s.ti(dag_id, run_a, "wait")["state"] == "deferred"
+
+        # a user's mark failed, the trigger live: its on_kill cancels the job at once (it is alive,
+        # this task instance's, signed for try 1)
+        s.start("triggerer")
+        s.wait(lambda: s.task_log(dag_id, run_a, "wait", 1).count(f"waiting for Slurm job {job_a}") >= 2,
+               120, "the new triggerer never took run A's trigger up")
+        s.set_state(dag_id, run_a, "wait", "failed")
+        slurm.wait([job_a], timeout=60)
+        assert state(job_a) == "CANCELLED"
+        s.wait(lambda: f"task killed by a user action: cancelling Slurm job {job_a} (try 1)"
+               in s.task_log(dag_id, run_a, "wait", 1), 60, "no cancel in the task log")
     finally:
         slurm.cancel([job_a])
 
