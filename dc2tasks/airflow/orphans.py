@@ -13,12 +13,12 @@ restarting, or cleared in a run still going) on this try, or on a later try that
 yet (it may reattach to this one) or recorded this one, keeps its job.
 
 An `on_kill` is told by Airflow that a user cleared or marked the task, so it asks only that the job
-be this task instance's, signed for its try, and alive (`kill_verdict`).
+be this task instance's, signed for its try, and alive, and that the task is not DEFERRED (another
+trigger waits for the job) (`kill_verdict`).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,6 @@ from dc2tasks.slurm import JobInfo
 WAITING_STATES = frozenset({"running", "deferred", "queued", "scheduled", "up_for_retry",
                             "up_for_reschedule", "restarting"})
 LIVE_RUN_STATES = frozenset({"queued", "running"})
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

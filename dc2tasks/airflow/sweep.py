@@ -23,10 +23,11 @@ not a `dc2` subcommand: `dc2` never imports Airflow, and the sweep needs its dat
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from dc2tasks.airflow import compat
 from dc2tasks.airflow.hooks import SlurmHook
@@ -126,11 +127,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave jobs submitted less than this many seconds ago (default %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="log what would be cancelled; cancel nothing")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="job names to look at (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the cancellations as one JSON list")
     args = p.parse_args(argv)
     if args.grace < 0:
         p.error("--grace must be >= 0")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     actions = sweep(args.conn, grace_s=args.grace, dry_run=args.dry_run, prefix=args.prefix)
+    if args.json:
+        print(json.dumps([asdict(a) for a in actions]))
+        return 0
     for a in actions:
         print(f"{'cancelled' if a.cancelled else 'would cancel'} {a.job_id} {a.name} ({a.task}, "
               f"try {a.try_number}): {a.reason}")

@@ -7,15 +7,20 @@ listed once per sweep, with one `squeue`.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
+import subprocess
+import sys
 from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from dc2tasks.airflow.periodic import periodic_dag, run_configs
-from dc2tasks.airflow.sweep import DEFAULT_GRACE_S, sweep
+from dc2tasks.airflow.sweep import DEFAULT_GRACE_S
 from dc2tasks.runs.config import RunConfig
 
 SWEEP_DAG_ID = "dc2_slurm_sweep"
@@ -23,6 +28,7 @@ SCHEDULE_ENV = "DC2_SLURM_SWEEP_SCHEDULE"
 DEFAULT_SCHEDULE = "*/5 * * * *"
 GRACE_ENV = "DC2_SLURM_SWEEP_GRACE_S"
 LOCAL = "local"
+log = logging.getLogger(__name__)
 
 
 def slurm_conn_id(config: RunConfig) -> str | None:
@@ -36,6 +42,14 @@ def clusters(configs: list[RunConfig]) -> list[str | None]:
     return sorted(conns, key=lambda c: (c is not None, c or ""))
 
 
+def sweep_argv(conn_id: str | None, grace_s: float) -> list[str]:
+    """The sweep as a process of its own: Airflow 3's task processes may not reach the metadata
+    database (`block_orm_access` in airflow/sdk/execution_time/supervisor.py, checked on 3.3.2), and
+    the sweep must read every task instance; a child process reads Airflow's configuration afresh."""
+    return [sys.executable, "-m", "dc2tasks.airflow.sweep", "--json", "--grace", str(grace_s),
+            *(["--conn", conn_id] if conn_id else [])]
+
+
 def _sweep_task(conn_id: str | None) -> Any:
     label = re.sub(r"[^A-Za-z0-9_]", "_", conn_id or LOCAL)
 
@@ -43,7 +57,12 @@ def _sweep_task(conn_id: str | None) -> Any:
           execution_timeout=timedelta(minutes=10))
     def run_sweep() -> list[dict[str, Any]]:
         grace = float(os.environ.get(GRACE_ENV) or DEFAULT_GRACE_S)
-        return [a.__dict__ for a in sweep(conn_id, grace_s=grace)]
+        r = subprocess.run(sweep_argv(conn_id, grace), capture_output=True, text=True, check=False)
+        for line in r.stderr.splitlines():  # the sweep's log: every cancellation and why
+            log.info("%s", line)
+        if r.returncode != 0:
+            raise AirflowFailException(f"the sweep of {conn_id or LOCAL} failed (exit {r.returncode})")
+        return json.loads(r.stdout)
 
     return run_sweep()
 
