@@ -127,14 +127,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave jobs submitted less than this many seconds ago (default %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="log what would be cancelled; cancel nothing")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="job names to look at (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the cancellations as one JSON list")
+    p.add_argument("--json", action="store_true", help="print the cancellations as one JSON list, last")
     args = p.parse_args(argv)
     if args.grace < 0:
         p.error("--grace must be >= 0")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     actions = sweep(args.conn, grace_s=args.grace, dry_run=args.dry_run, prefix=args.prefix)
     if args.json:
-        print(json.dumps([asdict(a) for a in actions]))
+        print(json.dumps([asdict(a) for a in actions]), flush=True)
         return 0
     for a in actions:
         print(f"{'cancelled' if a.cancelled else 'would cancel'} {a.job_id} {a.name} ({a.task}, "

@@ -58,11 +58,13 @@ def _sweep_task(conn_id: str | None) -> Any:
     def run_sweep() -> list[dict[str, Any]]:
         grace = float(os.environ.get(GRACE_ENV) or DEFAULT_GRACE_S)
         r = subprocess.run(sweep_argv(conn_id, grace), capture_output=True, text=True, check=False)
-        for line in r.stderr.splitlines():  # the sweep's log: every cancellation and why
+        *logged, last = "\n".join((r.stderr, r.stdout)).strip().splitlines() or [""]
+        for line in logged:  # the sweep's log (every cancellation and why), Airflow's too
             log.info("%s", line)
         if r.returncode != 0:
-            raise AirflowFailException(f"the sweep of {conn_id or LOCAL} failed (exit {r.returncode})")
-        return json.loads(r.stdout)
+            raise AirflowFailException(f"the sweep of {conn_id or LOCAL} failed (exit {r.returncode}): "
+                                       f"{last}")
+        return json.loads(last)  # --json: the last line
 
     return run_sweep()
 
