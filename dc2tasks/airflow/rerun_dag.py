@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,10 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from dc2tasks.airflow.hooks import SlurmHook
 from dc2tasks.airflow.operators.step import dc2_argv
-from dc2tasks.airflow.periodic import periodic_dag, run_configs
 from dc2tasks.airflow.run_dag import dag_id_for
 from dc2tasks.products.errors import InputError
 from dc2tasks.runs.config import RunConfig
+from dc2tasks.runs.loader import load_run_dir
 from dc2tasks.runs.reruns import (
     JsonRerunStore,
     WatchReport,
@@ -150,13 +150,24 @@ def _changed_task(config: RunConfig) -> Any:
 
 
 def build_watcher_dag(runs_dir: str | os.PathLike[str]) -> DAG:
-    watched = [c for c in run_configs(runs_dir, "rerun watcher") if c.watch_reruns]
+    configs, errors = load_run_dir(runs_dir)
+    for path, error in errors.items():
+        log.warning("rerun watcher: run file %s left out:\n%s", path, error)
+    watched = [c for _, c in sorted(configs.items()) if c.watch_reruns]
     doc = (
         f"Watches the repositories of {', '.join(c.name for c in watched) or 'no run'} "
         f"(run files in `{runs_dir}` with `watch_reruns: true`).\n\n" + (__doc__ or "")
     )
-    dag = periodic_dag(WATCHER_DAG_ID, "Trigger each data run's DAG once per new rerun of its repository",
-                       SCHEDULE_ENV, DEFAULT_SCHEDULE, ["dc2", "reruns"], doc)
+    dag = DAG(
+        dag_id=WATCHER_DAG_ID,
+        description="Trigger each data run's DAG once per new rerun of its repository",
+        schedule=os.environ.get(SCHEDULE_ENV) or DEFAULT_SCHEDULE,
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["dc2", "reruns"],
+        doc_md=doc,
+    )
     with dag:
         for config in watched:
             found = _find_task(config)

@@ -15,9 +15,11 @@ sweep (between sbatch and the task's state reaching the database is a window no 
 Every cancellation (and, with `dry_run`, every one that would be made) is logged with the job, its
 task and why.
 
-For a person: `dc2-sweep [--dry-run] [--grace S] [--conn ID]` (or `python -m dc2tasks.airflow.sweep`),
-with the service's environment (AIRFLOW_HOME, and for the local backend DC2_LOCAL_SLURM_DIR). It is
-not a `dc2` subcommand: `dc2` never imports Airflow, and the sweep needs its database.
+`dc2-sweep [--dry-run] [--grace S] [--conn ID]` (or `python -m dc2tasks.airflow.sweep`), with the
+service's environment (AIRFLOW_HOME, and for the local backend DC2_LOCAL_SLURM_DIR), by hand or from
+cron where the scheduler runs. It is not a `dc2` subcommand (`dc2` never imports Airflow) nor a DAG
+task (Airflow 3 blocks a task process's access to the metadata database: `block_orm_access` in
+airflow/sdk/execution_time/supervisor.py, checked on 3.3.2), and the sweep needs that database.
 """
 
 from __future__ import annotations

@@ -25,8 +25,7 @@ def _dagbag(folder: Path):
 
 def test_every_run_file_has_its_dag_file() -> None:
     runs = sorted(p.stem for p in (DAGS / "runs").glob("*.yaml"))
-    stubs = sorted(p.name for p in DAGS.glob("dc2_*.py")
-                   if p.name not in ("dc2_rerun_watcher.py", "dc2_slurm_sweep.py"))
+    stubs = sorted(p.name for p in DAGS.glob("dc2_*.py") if p.name != "dc2_rerun_watcher.py")
     assert stubs == sorted(f"dc2_{r.replace('.', '_').replace('-', '_')}.py" for r in runs)
     for r in runs:
         text = (DAGS / f"dc2_{r.replace('.', '_').replace('-', '_')}.py").read_text()
@@ -45,10 +44,7 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
         "dc2_run1.2p_v3",
         "dc2_run1.2p_v4",
         "dc2_run1.2p_v4_archive",
-        "dc2_slurm_sweep",
     ]
-    sweeps = [t.task_id for t in bag.get_dag("dc2_slurm_sweep").tasks]
-    assert sweeps == ["sweep__local", "sweep__nersc_producer"]
     demo = bag.get_dag("dc2_demo")
     assert {t.task_id for t in demo.tasks} == {
         "inventory",
@@ -85,7 +81,6 @@ def test_dags_load_and_a_bad_run_file_breaks_only_its_own(tmp_path, monkeypatch,
         "dc2_run1.2p_v3",
         "dc2_run1.2p_v4",
         "dc2_run1.2p_v4_archive",
-        "dc2_slurm_sweep",
     ]
 
 

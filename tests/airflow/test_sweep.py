@@ -12,7 +12,6 @@ The same on the loopback Slurm over SSH is marked `cluster`.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -27,8 +26,6 @@ from dc2tasks.airflow.job_name import job_name_for
 from dc2tasks.slurm import SlurmClient
 from dc2tasks.slurm.transports import LocalTransport
 from dc2tasks.slurm.transports.ssh import SSHConfig, SSHTransport
-
-DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 SWEEP_DAG = """\
 from airflow.sdk import DAG
@@ -60,15 +57,8 @@ def sweep_services(dags: Path, dag_id: str, conn: str | None, env: dict[str, str
 @pytest.fixture(scope="module")
 def local_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServices]:
     dags = tmp_path_factory.mktemp("sweep-dags")
-    # the sweep DAG too, for the demo's run file (the local backend); its scheduled runs must not
-    # cancel anything the scenario is still looking at: a grace period of an hour
-    (dags / "runs").mkdir()
-    shutil.copy(DAGS / "dc2_slurm_sweep.py", dags)
-    shutil.copy(DAGS / "runs" / "demo.yaml", dags / "runs")
-    env = {"DC2_LOCAL_SLURM_DIR": str(dags.parent / "local-slurm"), "DC2_SLURM_SWEEP_GRACE_S": "3600",
-           "DC2_DEMO_DIR": str(dags.parent / "demo")}
+    env = {"DC2_LOCAL_SLURM_DIR": str(dags.parent / "local-slurm")}
     with sweep_services(dags, "dc2_sweep_local", None, env) as s:  # the sweep's default prefix is dc2_
-        s.wait_dag("dc2_slurm_sweep")
         yield s
 
 
@@ -145,15 +135,6 @@ def test_a_waiting_task_keeps_its_job_and_a_task_marked_failed_before_its_trigge
     s = local_services
     sweep_scenario(s, "dc2_sweep_local", None, SlurmClient(LocalTransport(s.env["DC2_LOCAL_SLURM_DIR"])))
 
-
-def test_the_sweep_dag_runs_on_a_real_worker(local_services: AirflowServices) -> None:
-    """A task process may not reach the metadata database (Airflow 3); the DAG's task runs the sweep
-    as a process of its own, which may."""
-    s = local_services
-    run = s.trigger("dc2_slurm_sweep")
-    s.wait_ti("dc2_slurm_sweep", run, "sweep__local", "success", timeout=180)
-    assert s.xcom("dc2_slurm_sweep", run, "sweep__local", "return_value") in ([], "[]")
-    assert "sweep of local: " in s.task_log("dc2_slurm_sweep", run, "sweep__local", 1)
 
 
 @pytest.mark.cluster
