@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, Protocol
 
 from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
@@ -264,3 +265,133 @@ async def wait_out_defer_race(started: float) -> None:
     """Sleep until `trigger_min_wait_s()` after `started` (the running loop's time)."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, trigger_min_wait_s() - (loop.time() - started)))
+
+
+# -- a task's state, from a trigger or a task --------------------------------------------------
+
+def task_state(ti: TaskInstanceKeyLike) -> str | None:
+    """The current state of the task instance `ti` (None: cleared, or not found). Blocking.
+
+    Checked on 3.3.2: `RuntimeTaskInstance.get_task_states` sends the Task SDK's `GetTaskStates`
+    through `SUPERVISOR_COMMS` (a task's or the triggerer's) and answers {run_id: {task_id: state}}
+    (mapped tasks as `task_id_<map index>`). A trigger has no public way to read its task's state
+    (pull request apache/airflow#65590 considered a `get_task_state` and dropped it); `on_kill` asks
+    it to tell a hand-over from a user action (orphans.kill_verdict)."""
+    states = RuntimeTaskInstance.get_task_states(
+        dag_id=ti.dag_id, map_index=ti.map_index if ti.map_index >= 0 else None,
+        task_ids=[ti.task_id], run_ids=[ti.run_id])
+    by_task = states.get(ti.run_id, {})
+    key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}_{ti.map_index}"
+    return by_task.get(key, by_task.get(ti.task_id))
+
+
+async def read_task_state(ti: TaskInstanceKeyLike, trigger_log: Any = log) -> str | None:
+    """`task_state` from a trigger, within STATE_TIMEOUT_S; None (and a warning) when it cannot be read."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(task_state, ti), timeout=STATE_TIMEOUT_S)
+    except Exception as e:  # the supervisor link is all there is to ask
+        trigger_log.warning("could not read the state of task %s (%s)", ti.task_id, e or type(e).__name__)
+        return None
+
+
+# -- the metadata database, outside any task (the sweep, the demo) ------------------------------
+
+def task_instances(dag_ids: list[str], xcom_key: str) -> list[dict[str, Any]]:
+    """Every task instance of `dag_ids`: its keys, state, try, its run's state and its XCom `xcom_key`.
+
+    Checked on 3.3.2: `airflow.models.taskinstance.TaskInstance`, `airflow.models.dagrun.DagRun`,
+    `airflow.models.xcom.XComModel` (value as stored: JSON) and `airflow.utils.session.
+    create_session`. The orphan sweep must see every task instance, whatever its state, to match
+    each running Slurm job to the task it was submitted for; the REST API would need a user and a
+    page per run. No upstream issue: the ORM is Airflow's, not a public interface."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import and_, select
+
+    ti, dr, xc = TaskInstance, DagRun, XComModel
+    query = (
+        select(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.state, ti.try_number, dr.state, xc.value)
+        .join(dr, and_(dr.dag_id == ti.dag_id, dr.run_id == ti.run_id))
+        .outerjoin(xc, and_(xc.dag_id == ti.dag_id, xc.run_id == ti.run_id, xc.task_id == ti.task_id,
+                            xc.map_index == ti.map_index, xc.key == xcom_key))
+        .where(ti.dag_id.in_(dag_ids))
+    )
+    fields = ("dag_id", "task_id", "run_id", "map_index", "state", "try_number", "run_state", "xcom")
+    with create_session() as session:
+        return [dict(zip(fields, (str(v) if hasattr(v, "value") else v for v in row), strict=True))
+                for row in session.execute(query)]
+
+
+def dag_ids_known() -> list[str]:
+    """Every DAG id the metadata database knows (checked on 3.3.2: `airflow.models.dag.DagModel`).
+
+    The sweep asks it for the DAGs whose job-name prefix a listed job's name starts with; a job of a
+    DAG no longer known has no task instance either. No upstream issue: the ORM is Airflow's."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return list(session.scalars(select(DagModel.dag_id)))
+
+
+FINISHED_TI_STATES = ("success", "failed", "skipped", "upstream_failed", "removed")
+
+
+def delete_finished_triggers(dag_id: str, run_id: str) -> int:
+    """Delete the trigger rows of the finished task instances of one DAG run; how many.
+
+    Checked on 3.3.2: `airflow dags test` (`DAG.test`, airflow/sdk/definitions/dag.py) runs each
+    deferred task's trigger inline and resumes the task, but leaves the `trigger` row and the task
+    instance's `trigger_id`; only a triggerer's `Trigger.clean_unused` removes them, and a triggerer
+    started later (`dc2 serve`) first runs those triggers, then cancels them as a user action, which
+    calls `on_kill` for a task that ended long ago (issue #14). Deleting them as `clean_unused` would
+    (`airflow.models.trigger.Trigger`, `TaskInstance.trigger_id`) leaves nothing for it to start.
+    No upstream issue found."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import Trigger
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, select, update
+
+    ti = TaskInstance
+    with create_session() as session:
+        ids = list(session.scalars(select(ti.trigger_id).where(
+            ti.dag_id == dag_id, ti.run_id == run_id, ti.trigger_id.is_not(None),
+            ti.state.in_(FINISHED_TI_STATES))))
+        if not ids:
+            return 0
+        session.execute(update(ti).where(ti.trigger_id.in_(ids)).values(trigger_id=None))
+        session.execute(delete(Trigger).where(Trigger.id.in_(ids)))
+    return len(ids)
+
+
+def task_log_folder() -> Path:
+    """Where task logs go on this machine (`[logging] base_log_folder`)."""
+    from airflow.configuration import conf
+
+    return Path(conf.get("logging", "base_log_folder")).expanduser()
+
+
+def task_log_path(dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> Path:
+    """The file Airflow's task log reader reads for one try of a task instance.
+
+    Checked on 3.3.2: `FileTaskHandler._render_filename(ti, try_number)` (airflow/utils/log/
+    file_task_handler.py) renders the DAG run's own log template (`log_template` table, by default
+    `dag_id=/run_id=/task_id=/[map_index=/]attempt=N.log`) under base_log_folder, and the API
+    server's log endpoint reads that file first. `airflow dags test` never writes it (its tasks log
+    to the console), so the demo writes it (dags_test.py). No public way to ask for the path; no
+    upstream issue found."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.log.file_task_handler import FileTaskHandler
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    folder = task_log_folder()
+    with create_session() as session:
+        ti = session.scalars(select(TaskInstance).where(
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id,
+            TaskInstance.map_index == map_index)).one()
+        relative = FileTaskHandler(str(folder))._render_filename(ti, try_number, session=session)
+    return folder / relative

@@ -27,6 +27,7 @@ from urllib.parse import quote
 from airflow.sdk import BaseOperatorLink
 
 from dc2tasks.airflow.compat import TaskInstanceKeyLike, in_task_process, stored_xcom, task_xcom
+from dc2tasks.airflow.job_name import JOB_ID_XCOM
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class SlurmJobLink(BaseOperatorLink):
     name = "Slurm job"
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKeyLike) -> str:  # type: ignore[override]
-        job_id = read_xcom(ti_key, "slurm_job_id")
+        job_id = read_xcom(ti_key, JOB_ID_XCOM)
         if not job_id:
             return ""
         job = read_xcom(ti_key, "slurm_job")

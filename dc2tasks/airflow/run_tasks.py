@@ -15,6 +15,7 @@ import yaml
 from airflow.sdk.exceptions import AirflowFailException
 
 from dc2tasks.airflow.hooks import SlurmHook
+from dc2tasks.airflow.job_name import JOB_ID_XCOM
 from dc2tasks.airflow.operators.qa import APPROVE_TASK
 from dc2tasks.airflow.operators.step import PLAN_TASK, dc2_argv
 from dc2tasks.products.inventory import summary
@@ -107,7 +108,7 @@ def plan_task(config: RunConfig, context: Any) -> dict[str, Any]:
 def job_records(config: RunConfig, context: Any, task_ids: list[str]) -> list[dict[str, Any]]:
     """sacct's view of every job this run's steps submitted, for provenance.json."""
     ti = context["ti"]
-    ids = [str(i) for i in (ti.xcom_pull(task_ids=t, key="slurm_job_id") for t in task_ids) if i]
+    ids = [str(i) for i in (ti.xcom_pull(task_ids=t, key=JOB_ID_XCOM) for t in task_ids) if i]
     if not ids:
         return []
     conn_id = config.connections.producer if config.backend == "slurm" else None

@@ -1,4 +1,4 @@
-"""The Slurm client: submit, find_by_name, status, cancel, read_log.
+"""The Slurm client: submit, find_by_name, list_by_prefix, status, cancel, read_log.
 
 Why exchanges: each operation is written once, as an `Exchange`, a generator that yields `Command`s
 and receives `CommandResult`s (no I/O inside). `SlurmClient` drives an exchange with a blocking
@@ -162,6 +162,13 @@ class _Exchanges:
         self._check("squeue", r)
         return [j for j in c.parse_squeue(r.out) if j.name == name]
 
+    def list_by_prefix(self, prefix: str) -> Exchange[list[JobInfo]]:
+        """Every job (array element) not yet ended whose name starts with `prefix` and that is ours
+        (`Owner`): one squeue, whatever the number of jobs."""
+        r = yield c.squeue_listing(self.user, self.timeout)
+        self._check("squeue", r)
+        return self.owner.keep(c.parse_listing(r.out, prefix), f"jobs named {prefix}*")
+
     def cancel(self, ids: Iterable[str | int]) -> Exchange[None]:
         r = yield c.scancel(c.job_ids(ids), self.timeout)
         self._check("scancel", r)
@@ -230,6 +237,9 @@ class SlurmClient:
     def elements_by_name(self, name: str) -> list[JobInfo]:
         return self._drive(self._exchanges.elements_by_name(name))
 
+    def list_by_prefix(self, prefix: str) -> list[JobInfo]:
+        return self._drive(self._exchanges.list_by_prefix(prefix))
+
     def cancel(self, ids: Iterable[str | int]) -> None:
         self._drive(self._exchanges.cancel(ids))
 
@@ -281,6 +291,9 @@ class AsyncSlurmClient:
 
     async def elements_by_name(self, name: str) -> list[JobInfo]:
         return await self._drive(self._exchanges.elements_by_name(name))
+
+    async def list_by_prefix(self, prefix: str) -> list[JobInfo]:
+        return await self._drive(self._exchanges.list_by_prefix(prefix))
 
     async def cancel(self, ids: Iterable[str | int]) -> None:
         await self._drive(self._exchanges.cancel(ids))

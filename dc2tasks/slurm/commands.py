@@ -11,6 +11,7 @@ import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from dc2tasks.slurm import validate as v
 from dc2tasks.slurm.job import ArraySpec
@@ -19,6 +20,8 @@ from dc2tasks.slurm.states import Outcome, SlurmState, parse_exit_code
 SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "Elapsed", "MaxRSS", "NodeList", "User", "Comment")
 """Comment last: another user's comment may hold a `|`, which then stays inside the comment."""
 SQUEUE_FORMAT = "%i|%j|%T|%u|%k"
+LISTING_FORMAT = "%i|%j|%T|%V|%u|%k"
+"""`squeue_listing`'s: SQUEUE_FORMAT with the submit time (%V, local time, ISO 8601) before the user."""
 ACCOUNTING_DISABLED = ("accounting is disabled", "accounting storage is disabled")
 DEFAULT_TIMEOUT = 60.0
 DBD_PLACEHOLDER_NAME = "allocation"
@@ -71,6 +74,8 @@ class JobInfo:
     reason: str = ""
     user: str = ""
     """The account the job belongs to (squeue %u, sacct User, scontrol UserId)."""
+    submitted: float | None = None
+    """When it was submitted (epoch seconds): only `squeue_listing` asks for it."""
 
     @property
     def outcome(self) -> Outcome:
@@ -134,6 +139,14 @@ def squeue_by_name(name: str, user: str, timeout: float = DEFAULT_TIMEOUT) -> Co
          f"--format={SQUEUE_FORMAT}"),
         timeout=timeout,
     )
+
+
+def squeue_listing(user: str, timeout: float = DEFAULT_TIMEOUT) -> Command:
+    """Every job of `user` slurmctld still holds that has not ended (squeue's default states), one
+    line per array element. squeue's `--name` matches whole names only, so a listing by name prefix
+    asks for all of the account's jobs and `parse_listing` keeps the prefix."""
+    return Command(("squeue", "--noheader", "--array", _user(user), f"--format={LISTING_FORMAT}"),
+                   timeout=timeout)
 
 
 def scancel(ids: Iterable[str], timeout: float = DEFAULT_TIMEOUT) -> Command:
@@ -289,20 +302,49 @@ def parse_scontrol(text: str) -> list[JobInfo]:
     return list(out.values())
 
 
-def parse_squeue(text: str) -> list[JobInfo]:
-    """Parse `squeue --format=%i|%j|%T|%u|%k` (no exit codes: squeue does not report them)."""
-    out: list[JobInfo] = []
+def _squeue_lines(text: str, fmt: str) -> list[list[str]]:
+    """The `|`-separated fields of each line of squeue's `--format=fmt` output (the comment, last,
+    may itself hold a `|`)."""
+    count = fmt.count("|") + 1
+    rows = []
     for line in text.splitlines():
         if not line.strip():
             continue
-        f = line.split("|", 4)
-        if len(f) != 5:
-            raise ValueError(f"squeue: expected 5 fields ({SQUEUE_FORMAT}), got {line!r}")
-        jid, name, state, user, comment = f
-        for one in expand_array_ids(jid.strip()):
-            out.append(JobInfo(job_id=one, name=name, state=SlurmState.parse(state), user=user.strip(),
-                               comment="" if comment == "(null)" else comment))
+        f = line.split("|", count - 1)
+        if len(f) != count:
+            raise ValueError(f"squeue: expected {count} fields ({fmt}), got {line!r}")
+        rows.append(f)
+    return rows
+
+
+def _squeue_infos(jid: str, name: str, state: str, user: str, comment: str,
+                  submitted: float | None = None) -> list[JobInfo]:
+    """One JobInfo per element of a squeue line (a pending array's range expanded)."""
+    return [JobInfo(job_id=one, name=name, state=SlurmState.parse(state), user=user.strip(),
+                    comment="" if comment == "(null)" else comment, submitted=submitted)
+            for one in expand_array_ids(jid.strip())]
+
+
+def parse_squeue(text: str) -> list[JobInfo]:
+    """Parse `squeue --format=%i|%j|%T|%u|%k` (no exit codes: squeue does not report them)."""
+    return [j for f in _squeue_lines(text, SQUEUE_FORMAT) for j in _squeue_infos(*f)]
+
+
+def parse_listing(text: str, prefix: str) -> list[JobInfo]:
+    """Parse `squeue --format=LISTING_FORMAT`, keeping the jobs whose name starts with `prefix`."""
+    out: list[JobInfo] = []
+    for jid, name, state, submitted, user, comment in _squeue_lines(text, LISTING_FORMAT):
+        if name.startswith(prefix):
+            out += _squeue_infos(jid, name, state, user, comment, _submit_time(submitted))
     return out
+
+
+def _submit_time(text: str) -> float | None:
+    """squeue's %V (`2026-12-02T09:35:01`, the cluster's local time) -> epoch seconds; None if absent."""
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        return None
 
 
 def select(infos: Iterable[JobInfo], wanted: Iterable[str]) -> dict[str, JobInfo]:

@@ -30,6 +30,7 @@ class ProbeTrigger(BaseTrigger):
             "deferred": compat.ti_count(self.key, ["deferred"]),
             "queued": compat.ti_count(self.key, ["queued"]),
             "handed_over": await compat.handed_to_another_triggerer(self.key),
+            "state": await compat.read_task_state(self.key),
             "in_triggerer": compat.in_triggerer_process(),
         })
 
@@ -47,6 +48,8 @@ class ProbeOperator(BaseOperator):
             "running": compat.ti_count(ti, ["running"]),
             "deferred": compat.ti_count(ti, ["deferred"]),
             "push_succeeded": compat.ti_count(pushed, ["success"]),
+            "state": compat.task_state(ti),
+            "push_state": compat.task_state(pushed),
         }
         ti.xcom_push(key="in_task", value=report)
         self.defer(trigger=ProbeTrigger(ti.dag_id, ti.task_id, ti.run_id), method_name="resume")

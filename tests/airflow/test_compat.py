@@ -178,6 +178,8 @@ def test_inside_a_task(probe_run: dict[str, Any]) -> None:
         "running": 1,  # GetTICount through the supervisor: the probe itself is running...
         "deferred": 0,  # ...and not deferred
         "push_succeeded": 1,
+        "state": "running",  # GetTaskStates through the supervisor (what on_kill asks)
+        "push_state": "success",
     }
 
 
@@ -188,10 +190,29 @@ def test_inside_a_trigger(probe_run: dict[str, Any]) -> None:
     # definitions/dag.py), so here it reads QUEUED and a kill would count as a user action; that a
     # real triggerer's trigger reads DEFERRED and leaves the job alone is tests/airflow/
     # test_services_cluster.py::test_a_trigger_handed_to_another_triggerer_leaves_its_job_running.
-    assert report == {"deferred": 0, "queued": 1, "handed_over": False, "in_triggerer": False}
+    assert report == {"deferred": 0, "queued": 1, "handed_over": False, "in_triggerer": False,
+                      "state": "queued"}
 
 
 def test_stored_xcom_is_the_value_as_stored(probe_run: dict[str, Any]) -> None:
     push = probe_run["tis"]["push"]
     assert compat.stored_xcom(push, "return_value") == "1"  # a string, not decoded into 1
     assert compat.stored_xcom(push, "no_such_key") is None
+
+
+def test_the_database_side_items(probe_run: dict[str, Any]) -> None:
+    """What the sweep and the demo read and change in the metadata database, on a real dag.test() run:
+    every task instance with its run's state and an XCom; `dag.test()`'s leftover trigger row, which
+    the demo deletes; and the task log path the UI reads."""
+    probe = probe_run["tis"]["probe"]
+    rows = {r["task_id"]: r for r in compat.task_instances([DAG_ID], "in_task")}
+    assert set(rows) == {"push", "probe"}
+    assert {k: rows["probe"][k] for k in ("state", "try_number", "run_state", "map_index")} == {
+        "state": "success", "try_number": 1, "run_state": "success", "map_index": -1}
+    assert isinstance(rows["probe"]["xcom"], dict) and rows["push"]["xcom"] is None
+    assert DAG_ID in compat.dag_ids_known()
+    assert compat.delete_finished_triggers(DAG_ID, probe.run_id) == 1  # what `dag.test()` left behind
+    assert compat.delete_finished_triggers(DAG_ID, probe.run_id) == 0
+    path = compat.task_log_path(DAG_ID, probe.run_id, "probe", -1, 1)
+    run = f"run_id={probe.run_id}"
+    assert path == compat.task_log_folder() / f"dag_id={DAG_ID}" / run / "task_id=probe" / "attempt=1.log"

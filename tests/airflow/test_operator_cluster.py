@@ -17,7 +17,7 @@ from cluster_ops import restart_sshd, wait_sacct
 from conftest import signed
 from dagrun import run_dag
 
-from dc2tasks.airflow.operators.slurm import job_name_for
+from dc2tasks.airflow.job_name import job_name_for
 
 pytestmark = pytest.mark.cluster
 Remote = Callable[..., str]

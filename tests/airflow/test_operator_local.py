@@ -18,7 +18,8 @@ from dc2tasks.airflow.hooks import (
     configured_token,
     local_job_token,
 )
-from dc2tasks.airflow.operators.slurm import job_name_for, output_pattern
+from dc2tasks.airflow.job_name import job_name_for
+from dc2tasks.airflow.operators.slurm import output_pattern
 from dc2tasks.airflow.outcome import JobReport, SlurmJobCancelled, SlurmJobFailed
 from dc2tasks.airflow.retry import decide_retry
 from dc2tasks.slurm import FoundJob, Owner, SlurmJob, SlurmState

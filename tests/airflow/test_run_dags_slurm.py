@@ -210,7 +210,7 @@ def _tree(root: Path) -> list[tuple[object, ...]]:
 def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any], remote: Remote,
                                                  sample: Any, cluster_user: pwd.struct_passwd,
                                                  central_group: grp.struct_group) -> None:
-    from dc2tasks.airflow.operators.slurm import job_name_for
+    from dc2tasks.airflow.job_name import job_name_for
     from dc2tasks.service.demo import load_with_gcr, truth_check
 
     dag = make_run("h7_slurm")
@@ -290,7 +290,7 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
 def test_dry_run_asks_slurm_submits_nothing_and_leaves_the_central_directory(
     make_run: Callable[[str], Any], remote: Remote, central_group: grp.struct_group
 ) -> None:
-    from dc2tasks.airflow.operators.slurm import job_name_for
+    from dc2tasks.airflow.job_name import job_name_for
 
     dag = make_run("h7_slurm_dry")
     central = _central_of(dag)
@@ -337,7 +337,7 @@ def test_a_run_whose_inputs_are_absent_fails_at_inventory_and_submits_nothing(
     """`source` of a visit the repository does not have: `inventory` (over SSH on the login node, no
     job) fails naming why, no other task runs, and sacct knows no job of the run. Kept simple: one
     trigger, the dry-run test's barrier job, one sacct query per step."""
-    from dc2tasks.airflow.operators.slurm import job_name_for
+    from dc2tasks.airflow.job_name import job_name_for
 
     dag = make_run("inv_absent")
     dr = dag.test(run_conf={"products": ["source"], "visits": [999999]})

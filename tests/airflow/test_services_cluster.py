@@ -17,7 +17,7 @@ from cluster_ops import wait_sacct
 from conftest import SLURM_CONN_ID, signed, ssh_connection_json
 from services import AirflowServices, airflow_services
 
-from dc2tasks.airflow.operators.slurm import job_name_for
+from dc2tasks.airflow.job_name import job_name_for
 
 pytestmark = pytest.mark.cluster
 Remote = Callable[..., str]

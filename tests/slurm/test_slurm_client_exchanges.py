@@ -232,3 +232,22 @@ def test_logs_are_read_without_following_links(caplog: pytest.LogCaptureFixture)
         "dd", "if=/logs/x.out", "bs=65536", "skip=26", "count=10", "iflag=nofollow,skip_bytes,count_bytes",
         "status=none")]
     assert "iflag=nofollow,skip_bytes,count_bytes" in t.sent[0].argv
+
+
+def test_the_listing_expands_pending_ranges_keeps_the_prefix_and_reads_submit_times() -> None:
+    from datetime import datetime
+
+    from dc2tasks.slurm.commands import LISTING_FORMAT, parse_listing, squeue_listing
+
+    cmd = squeue_listing("dc2test")
+    assert cmd.argv == ("squeue", "--noheader", "--array", "--user=dc2test", f"--format={LISTING_FORMAT}")
+    out = ("12_[3-4]|dc2_demo.source.r-1|PENDING|2026-12-02T09:35:01|dc2test|dc2:try=1:x|y\n"
+           "13|other.job|RUNNING|2026-12-02T09:35:02|dc2test|(null)\n"
+           "14|dc2_demo.trim.r-2|RUNNING|N/A|dc2test|(null)\n")
+    listed = parse_listing(out, "dc2_")
+    assert [(j.job_id, j.state.base, j.comment) for j in listed] == [
+        ("12_3", "PENDING", "dc2:try=1:x|y"), ("12_4", "PENDING", "dc2:try=1:x|y"), ("14", "RUNNING", "")]
+    assert listed[0].submitted == datetime(2026, 12, 2, 9, 35, 1).timestamp()
+    assert listed[2].submitted is None
+    with pytest.raises(ValueError, match="expected 6 fields"):
+        parse_listing("12|dc2_x|RUNNING\n", "dc2_")

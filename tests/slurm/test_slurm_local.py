@@ -207,3 +207,33 @@ def test_the_emulator_records_and_reports_the_submitting_user(local: SlurmClient
     assert run(c.squeue_by_name("whose", "dc2other")).out == ""
     assert run(c.sacct_by_name("whose", "dc2other")).out == ""
     assert f"UserId={me}({os.geteuid()})" in run(c.scontrol_show_jobs()).out
+
+
+def test_list_by_prefix_is_one_squeue_of_our_live_signed_jobs_with_submit_times(tmp_path: Path) -> None:
+    from dc2tasks.slurm import Owner
+    from dc2tasks.slurm.owner import job_comment
+
+    token = "a-test-deployment-token"
+    transport = LocalTransport(tmp_path / "state", cwd=tmp_path)
+    user = SlurmClient(transport).transport.user
+    ours = SlurmClient(transport, owner=Owner(user, token))
+    before = time.time()
+
+    def submit(name: str, script: str, signed: bool = True, array: str | None = None) -> str:
+        comment = job_comment(name, 1, token) if signed else "dc2:try=1"
+        return ours.submit(SlurmJob(script=script, name=name, comment=comment, array=array,
+                                    output=str(tmp_path / "%x.out")))
+
+    sleeping = submit("dc2_x.wait.r1-aaaa", "sleep 60\n")
+    array = submit("dc2_x.arr.r1-bbbb", "sleep 60\n", array="0-1")
+    unsigned = submit("dc2_x.hand.r1-cccc", "sleep 60\n", signed=False)
+    other = submit("other.wait.r1-dddd", "sleep 60\n")
+    done = submit("dc2_x.done.r1-eeee", "true\n")
+    try:
+        wait_final(ours, [done])
+        listed = ours.list_by_prefix("dc2_")
+        assert sorted(j.job_id for j in listed) == sorted([sleeping, f"{array}_0", f"{array}_1"])
+        assert all(before - 2 <= (j.submitted or 0) <= time.time() + 1 for j in listed)
+        assert {j.name for j in listed} == {"dc2_x.wait.r1-aaaa", "dc2_x.arr.r1-bbbb"}
+    finally:
+        ours.cancel([sleeping, array, unsigned, other])

@@ -12,18 +12,19 @@ XCom (`slurm_job_id`, and `slurm_job` with name, try and log paths); defer to `S
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import posixpath
-import re
 import time
 from dataclasses import replace
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
+from dc2tasks.airflow.compat import task_state
 from dc2tasks.airflow.hooks import SlurmHook
+from dc2tasks.airflow.job_name import JOB_ID_XCOM, job_name_for
 from dc2tasks.airflow.job_wait import JobWaitSpec, wait_for_job
 from dc2tasks.airflow.links import SlurmJobLink
+from dc2tasks.airflow.orphans import kill_verdict, stale_message
 from dc2tasks.airflow.outcome import JobReport
 from dc2tasks.airflow.poller import get_poller
 from dc2tasks.airflow.retry import TryDecision, decide_retry
@@ -41,20 +42,7 @@ from dc2tasks.slurm import (
 )
 from dc2tasks.slurm.transports import TransportError
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.:+@=-]")
-NAME_READABLE_MAX = 150
 REATTACH_SETTLE_S = 10.0
-
-
-def job_name_for(dag_id: str, task_id: str, run_id: str, map_index: int | None) -> str:
-    """Deterministic and unique per task instance: a readable part (Slurm-safe characters only,
-    truncated) and a hash of the exact identifiers, so two runs never share a name even when
-    sanitising or truncating makes their readable parts equal."""
-    idx = "" if map_index is None or map_index < 0 else f".{map_index}"
-    raw = f"{dag_id}\0{task_id}\0{run_id}\0{idx}"
-    digest = hashlib.sha1(raw.encode()).hexdigest()[:10]
-    readable = _UNSAFE.sub("_", f"{dag_id}.{task_id}{idx}.{run_id}")[:NAME_READABLE_MAX]
-    return f"{readable}-{digest}"
 
 
 def output_pattern(job: SlurmJob, log_dir: str | None) -> str:
@@ -127,11 +115,12 @@ class SlurmJobOperator(BaseOperator):
         self.max_failed_tails = max_failed_tails
         self._hook: SlurmHook | None = None
         self._job_id: str | None = None
+        self._ti: Any = None
 
     # -- the try --------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        ti = context["ti"]
+        ti = self._ti = context["ti"]
         try_number = int(ti.try_number)
         name = job_name_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
         self._hook = hook = SlurmHook(self.slurm_conn_id)
@@ -159,7 +148,7 @@ class SlurmJobOperator(BaseOperator):
         self._after_submit(job_id)
         self._job_id = job_id
         spec = self._spec(job_id, job, elements)
-        ti.xcom_push(key="slurm_job_id", value=job_id)
+        ti.xcom_push(key=JOB_ID_XCOM, value=job_id)
         ti.xcom_push(key="slurm_job", value={
             "job_id": job_id, "name": name, "try": try_number, "conn_id": self.slurm_conn_id,
             "log_paths": spec.log_paths, "elements": len(elements)})
@@ -185,11 +174,27 @@ class SlurmJobOperator(BaseOperator):
         return report.job_id
 
     def on_kill(self) -> None:
-        """Killed on the worker (before deferring, or in non-deferrable mode): cancel this try's job."""
-        if self._job_id and self._hook is not None:
-            self.log.info("task killed: cancelling Slurm job %s", self._job_id)
-            self._hook.client().cancel([self._job_id])
-            self._job_id = None
+        """Killed on the worker (before deferring, or in non-deferrable mode): cancel this try's job,
+        if it is still alive, this task instance's and signed for this try (`orphans.kill_verdict`)."""
+        if not (self._job_id and self._hook is not None and self._ti is not None):
+            return
+        ti, job_id = self._ti, self._job_id
+        name = job_name_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+        owner = self._hook.owner()
+        try:
+            state = task_state(ti)
+        except Exception as e:  # the supervisor link is all there is to ask
+            self.log.warning("could not read the state of task %s (%s)", ti.task_id, e or type(e).__name__)
+            state = None
+        try_number = int(ti.try_number)
+        why = kill_verdict(self._hook.client(owner).elements_by_name(name), job_id, name, try_number,
+                           owner.verified_try, state)
+        if why is not None:
+            self.log.warning("%s", stale_message(ti, state, try_number, job_id, why))
+            return
+        self.log.info("task killed: cancelling Slurm job %s (try %s)", job_id, try_number)
+        self._hook.client().cancel([job_id])
+        self._job_id = None
 
     # -- helpers --------------------------------------------------------------------------------------
 

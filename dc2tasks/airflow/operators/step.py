@@ -17,7 +17,8 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from dc2tasks.airflow.hooks import SlurmHook
-from dc2tasks.airflow.operators.slurm import SlurmJobOperator, job_name_for, output_pattern
+from dc2tasks.airflow.job_name import job_name_for
+from dc2tasks.airflow.operators.slurm import SlurmJobOperator, output_pattern
 from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.runs.config import RunConfig
 from dc2tasks.runs.steps import RunPlan, StepScript, step_script

@@ -13,6 +13,12 @@ same path as a user action (`update_triggers` puts every trigger no longer assig
 `cancelling_triggers`, cancelled with the user-action message). The task instance is then still
 DEFERRED, waiting on the other triggerer's copy, so `on_kill` asks the task's state first and
 leaves the job alone in that case (an Airflow bug: `compat.handed_to_another_triggerer`).
+
+And a kill can be stale: `airflow dags test` leaves its trigger rows behind, and a triggerer started
+later runs them, then kills them as a user action, for tasks that ended long ago; or Slurm may have
+given the job id to another job since. So `on_kill` cancels only a job that is still alive, carries
+this task instance's name and a comment signed for this try (`orphans.kill_verdict`); otherwise it
+logs "stale: ..." and does nothing.
 """
 
 from __future__ import annotations
@@ -25,13 +31,17 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dc2tasks.airflow.compat import (
     handed_to_another_triggerer,
+    read_task_state,
     run_to_end,
     wait_out_defer_race,
     warm_up_state_queries,
 )
-from dc2tasks.airflow.hooks import abackend
+from dc2tasks.airflow.hooks import SlurmHook, abackend
+from dc2tasks.airflow.job_name import job_name_for
 from dc2tasks.airflow.job_wait import JobWaitSpec, wait_for_job
+from dc2tasks.airflow.orphans import kill_verdict, stale_message
 from dc2tasks.airflow.poller import get_poller
+from dc2tasks.slurm import AsyncSlurmClient
 
 CANCEL_TIMEOUT_S = 20.0
 
@@ -114,7 +124,21 @@ class SlurmJobTrigger(BaseTrigger):
                 "is not cancelled", self.job_id, self.try_number,
             )
             return
+        ti = self.task_instance
+        if ti is None:  # nothing to check the job against: the sweep will judge it
+            self.log.warning("on_kill without a task instance: not cancelling Slurm job %s", self.job_id)
+            return
         poller = get_poller(await abackend(self.slurm_conn_id))
+        owner = await asyncio.to_thread(SlurmHook(self.slurm_conn_id).owner)
+        client = AsyncSlurmClient(poller.client.transport, owner=owner)
+        name = job_name_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+        elements, state = await asyncio.wait_for(
+            asyncio.gather(client.elements_by_name(name), read_task_state(ti, self.log)),
+            timeout=CANCEL_TIMEOUT_S)
+        why = kill_verdict(elements, self.job_id, name, self.try_number, owner.verified_try, state)
+        if why is not None:
+            self.log.warning("%s", stale_message(ti, state, self.try_number, self.job_id, why))
+            return
         self.log.info(
             "task killed by a user action: cancelling Slurm job %s (try %s)", self.job_id, self.try_number
         )

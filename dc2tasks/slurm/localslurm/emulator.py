@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from dc2tasks.slurm import validate as v
-from dc2tasks.slurm.commands import SACCT_FIELDS, SQUEUE_FORMAT
+from dc2tasks.slurm.commands import LISTING_FORMAT, SACCT_FIELDS, SQUEUE_FORMAT
 from dc2tasks.slurm.job import ArraySpec
-from dc2tasks.slurm.localslurm.store import Element, Meta, Store
+from dc2tasks.slurm.localslurm.store import FINAL, Element, Meta, Store
 from dc2tasks.slurm.owner import account_name
 
 IGNORED_OPTIONS = {"account", "qos", "partition", "constraint", "nodes", "ntasks", "mem", "image",
@@ -177,13 +177,20 @@ class Emulator:
 
     def squeue(self, args: list[str], stdin: bytes) -> str:
         opts = dict(a.split("=", 1) if "=" in a else (a, "") for a in args)
+        fmt = opts.get("--format")
         if set(opts) - {"--noheader", "--array", "--states", "--name", "--format", "--user"} or \
-                opts.get("--format") != SQUEUE_FORMAT:
+                fmt not in (SQUEUE_FORMAT, LISTING_FORMAT):
             raise EmulatorError(f"unsupported arguments {args}")
         metas = self._metas(name=opts.get("--name"), user=opts.get("--user"))
+        # without --states, squeue shows only the jobs that have not ended, as Slurm does
+        rows = [(m, i, el) for m, i, el in self._elements(metas)
+                if "--states" in opts or el.state not in FINAL]
         return "".join(
-            f"{m.element_id(i)}|{m.name}|{el.state}|{_user(m)}|{m.comment or '(null)'}\n"
-            for m, i, el in self._elements(metas)
+            f"{m.element_id(i)}|{m.name}|{el.state}|"
+            + (time.strftime("%Y-%m-%dT%H:%M:%S|", time.localtime(m.submit_time)) if fmt == LISTING_FORMAT
+               else "")
+            + f"{_user(m)}|{m.comment or '(null)'}\n"
+            for m, i, el in rows
         )
 
     def scontrol(self, args: list[str], stdin: bytes) -> str:
