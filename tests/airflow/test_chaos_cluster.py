@@ -19,6 +19,7 @@ import os
 import pwd
 import random
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -50,7 +51,7 @@ PREFIX = "dc2_chaos"
 PRODUCTS = ["object", "trim_object", "dpdd_object", "merged_dpdd_object", "source", "forced_source",
             "dia_source", "dia_object"]
 STEP_KEYS = ("merge_tract", "trim", "dpdd", "merge_parquet", "gcr", "source", "forced_source", "dia_source",
-             "dia_object")
+             "dia_object", "qa")
 
 
 def setting(name: str, default: float) -> float:
@@ -124,7 +125,7 @@ def run_name(dag_id: str) -> str:
 def slurm_steps(s: AirflowServices, dag_id: str) -> int:
     """The run's tasks that submit a Slurm job (one each when nothing goes wrong)."""
     tasks = s.api("GET", f"/api/v2/dags/{dag_id}/tasks")["tasks"]
-    return sum(str(t.get("operator_name", "")).endswith("StepOperator") for t in tasks)
+    return sum(str(t.get("operator_name", "")).endswith("StepOperator") for t in tasks)  # qa steps too
 
 
 def run_state(s: AirflowServices, dag_id: str, run_id: str) -> str:
@@ -164,12 +165,13 @@ def operator_retry(s: AirflowServices, runs: dict[str, str], until: float) -> li
     return failed
 
 
-def sweep(s: AirflowServices) -> None:
-    """The deployment's orphan sweep, as its schedule would run it."""
-    if "dc2_slurm_sweep" not in {d["dag_id"] for d in s.api("GET", "/api/v2/dags?limit=200")["dags"]}:
-        return
-    run = s.trigger("dc2_slurm_sweep")
-    s.wait(lambda: run_state(s, "dc2_slurm_sweep", run) in FINAL, 300, "the sweep never finished")
+def sweep(s: AirflowServices) -> str:
+    """The deployment's orphan sweep (`dc2-sweep`, where the scheduler runs), with no grace: every
+    run has ended, so any job still alive is one nobody waits for."""
+    argv = [sys.executable, "-m", "dc2tasks.airflow.sweep", "--conn", SLURM_CONN_ID, "--grace", "0"]
+    r = subprocess.run(argv, env=s.env, capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, f"dc2-sweep failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    return r.stdout + r.stderr
 
 
 def healthy(s: AirflowServices, remote: Remote) -> Callable[[str], bool]:
@@ -230,7 +232,7 @@ def test_data_runs_under_faults(lab_parts: tuple[AirflowServices, dict[str, Path
     injector.join(timeout=120)
     first = {d for d, r in runs.items() if run_state(s, d, r) == "success"}
     retried = operator_retry(s, runs, time.monotonic() + 1200)
-    sweep(s)
+    print(sweep(s)[-3000:])
     time.sleep(5)  # a cancel issued by the sweep or a trigger reaches squeue
 
     tally = Tally(date=datetime.now(UTC).strftime("%Y-%m-%d"), seed=seed, runs=len(dag_ids),
