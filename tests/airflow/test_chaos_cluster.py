@@ -1,7 +1,7 @@
 """Whole data runs under faults (chaos.py): the CI version, and `make chaos` with more runs.
 
-Settings from the environment (the CI version's defaults): DC2_CHAOS_RUNS (3), DC2_CHAOS_CONCURRENCY
-(3), DC2_CHAOS_WINDOW_S (seconds of faults, 150), DC2_CHAOS_GAP_S (mean seconds between faults, 12),
+Settings from the environment (the CI version's defaults): DC2_CHAOS_RUNS (2), DC2_CHAOS_CONCURRENCY
+(2), DC2_CHAOS_WINDOW_S (seconds of faults, 120), DC2_CHAOS_GAP_S (mean seconds between faults, 9),
 DC2_CHAOS_SEED (1), DC2_CHAOS_TALLY (where the tally JSON goes; default in the test's tmp dir),
 DC2_CHAOS_TIMEOUT_S (the test's own timeout, 2400).
 
@@ -196,7 +196,7 @@ def lab_parts(loopback_cluster: dict[str, str], run_base: Path, file_systems: tu
               central_group: grp.struct_group) -> Iterator[tuple[AirflowServices, dict[str, Path]]]:
     dags = run_base / "dags"
     dags.mkdir()
-    names = ["ref", *(f"{i:02d}" for i in range(int(setting("RUNS", 3))))]
+    names = ["ref", *(f"{i:02d}" for i in range(int(setting("RUNS", 2))))]
     centrals = {f"{PREFIX}_{n}": write_run(f"chaos_{n}", dags, run_base, file_systems, chaos_sample,
                                                 cluster_dc2, cluster_user, central_group) for n in names}
     env = {f"AIRFLOW_CONN_{SLURM_CONN_ID.upper()}": ssh_connection_json(loopback_cluster),
@@ -214,7 +214,7 @@ def test_data_runs_under_faults(lab_parts: tuple[AirflowServices, dict[str, Path
                                 remote: Remote, tmp_path: Path) -> None:
     s, centrals = lab_parts
     seed = int(setting("SEED", 1))
-    window, concurrency = setting("WINDOW_S", 150), int(setting("CONCURRENCY", 3))
+    window, concurrency = setting("WINDOW_S", 120), int(setting("CONCURRENCY", 2))
     since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     started = time.monotonic()
     ref_dag, *dag_ids = centrals
@@ -225,7 +225,7 @@ def test_data_runs_under_faults(lab_parts: tuple[AirflowServices, dict[str, Path
     assert reference, "the reference run installed no data file"
 
     lab = Lab(loopback_cluster, s, file_systems[0], file_systems[1], dag_ids, random.Random(seed))
-    injector = Injector(lab, window, setting("GAP_S", 12), lambda: successes(s), healthy(s, remote), print)
+    injector = Injector(lab, window, setting("GAP_S", 9), lambda: successes(s), healthy(s, remote), print)
     injector.start()
     runs = drive(s, dag_ids, concurrency, time.monotonic() + window + 1800)
     injector.stop_event.set()
