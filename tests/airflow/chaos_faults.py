@@ -72,15 +72,22 @@ def _wait_gone(pid: int, timeout: float) -> None:
         time.sleep(0.1)
 
 
+def _restart_daemon(lab: Lab, name: str, sig: signal.Signals, down_s: tuple[float, float]) -> int:
+    """Signal one of the cluster's Slurm daemons, wait for it to go, start it again a moment later
+    (as its service manager would); its old pid."""
+    pid = _daemon_pid(lab, name)
+    os.kill(pid, sig)
+    _wait_gone(pid, 30)
+    time.sleep(lab.rng.uniform(*down_s))
+    respawn_in_cluster(lab.cluster, name, [name, "-D", "-f", _slurm_conf(lab)])
+    return pid
+
+
 @fault
 def slurmd_killed(lab: Lab) -> str:
     """The compute node's slurmd dies (the OOM killer, a crash) and its service manager restarts it a
     few seconds later; the jobs' slurmstepd processes live on."""
-    pid = _daemon_pid(lab, "slurmd")
-    os.kill(pid, signal.SIGKILL)
-    _wait_gone(pid, 10)
-    time.sleep(lab.rng.uniform(1, 4))
-    respawn_in_cluster(lab.cluster, "slurmd", ["slurmd", "-D", "-f", _slurm_conf(lab)])
+    pid = _restart_daemon(lab, "slurmd", signal.SIGKILL, (1, 4))
     return f"killed slurmd {pid} and started it again"
 
 
@@ -88,11 +95,7 @@ def slurmd_killed(lab: Lab) -> str:
 def slurmctld_restarted(lab: Lab) -> str:
     """The controller restarts (an upgrade, a failover): squeue and sbatch fail until it is back,
     its saved state keeps the jobs."""
-    pid = _daemon_pid(lab, "slurmctld")
-    os.kill(pid, signal.SIGTERM)
-    _wait_gone(pid, 30)
-    time.sleep(lab.rng.uniform(1, 3))
-    respawn_in_cluster(lab.cluster, "slurmctld", ["slurmctld", "-D", "-f", _slurm_conf(lab)])
+    pid = _restart_daemon(lab, "slurmctld", signal.SIGTERM, (1, 3))
     return f"restarted slurmctld (was {pid})"
 
 
