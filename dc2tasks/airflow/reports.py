@@ -178,6 +178,8 @@ class InstalledRow:
     rows: int | None
     bytes: int
     report: tuple[str, str] | None
+    overridden: tuple[str, ...] = ()  # failed checks installed anyway (qa mode warn or approve)
+    approved_by: str = ""
 
 
 def installed_products(run: RunAreas) -> list[InstalledRow]:
@@ -201,6 +203,15 @@ def installed_products(run: RunAreas) -> list[InstalledRow]:
     return out
 
 
+def overridden_checks(qa: Mapping[str, Any], product: str) -> tuple[str, ...]:
+    """The failed checks of `product` an install overrode, from the provenance's `qa` record, as
+    "check = value (threshold)"."""
+    return tuple(
+        f"{o.get('check')} = {o.get('value')} ({o.get('threshold')})"
+        for o in qa.get("overridden") or [] if isinstance(o, dict) and o.get("product") == product
+    )
+
+
 def _version_rows(central: Path, directory: str, version: str, current: bool) -> list[InstalledRow]:
     version_dir = central / directory / VERSIONS / version
     provenance = _json_file(version_dir / PROVENANCE_NAME)
@@ -222,5 +233,6 @@ def _version_rows(central: Path, directory: str, version: str, current: bool) ->
             verdict=str(verdicts.get(product.name) or report.get("verdict") or "none"),
             qa_mode=str(qa.get("mode") or ""), rows=n_rows if isinstance(n_rows, int) else None,
             bytes=size, report=(CENTRAL, f"{report_rel}/{REPORT_FILE}") if report else None,
+            overridden=overridden_checks(qa, product.name), approved_by=str(qa.get("approved_by") or ""),
         ))
     return rows

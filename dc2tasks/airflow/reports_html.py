@@ -115,14 +115,14 @@ def installed_page(dag_id: str, central: str, rows: Sequence[InstalledRow], to_f
     table_rows = [
         [
             r.product, f"{r.version} (current)" if r.current else r.version, r.installed or None,
-            Verdict(r.verdict), r.qa_mode or None, r.rows, _size(r.bytes),
-            Link("QA report", file_href(to_files, r.report)) if r.report else None,
+            Verdict(r.verdict), r.qa_mode or None, "; ".join(r.overridden) or None, r.approved_by or None,
+            r.rows, _size(r.bytes), Link("QA report", file_href(to_files, r.report)) if r.report else None,
         ]
         for r in rows
     ]
     return page(
         f"Installed products of {dag_id}",
         paragraph(f"Central directory {central}"),
-        table(["product", "version", "installed", "QA verdict", "QA mode", "rows", "size", "report"],
-              table_rows),
+        table(["product", "version", "installed", "QA verdict", "QA mode", "overridden failures",
+               "approved by", "rows", "size", "report"], table_rows),
     )
