@@ -57,7 +57,8 @@ class Tally:
     jobs_submitted: int = 0
     jobs_resubmitted: int = 0  # a later try's job (a fault ended the earlier one): expected
     duplicate_submissions: int = 0  # two jobs for one task try: never expected
-    orphans: list[str] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)  # jobs the sweep cancelled once every run had ended
+    orphans: list[str] = field(default_factory=list)  # still running or pending after the sweep
     wrong_installed_files: list[str] = field(default_factory=list)
     partial_files: list[str] = field(default_factory=list)
     half_switched: list[str] = field(default_factory=list)
@@ -87,7 +88,8 @@ class Tally:
             f"one operator retry, {len(self.runs_failed)} failed {self.runs_failed or ''}",
             f"Slurm jobs: {self.jobs_needed} needed, {self.jobs_submitted} submitted "
             f"({self.jobs_resubmitted} later tries, {self.duplicate_submissions} duplicates)",
-            f"orphans after the sweep: {len(self.orphans)}; wrong installed files: "
+            f"cancelled by the sweep: {len(self.swept)}; orphans after it: {len(self.orphans)}; "
+            "wrong installed files: "
             f"{len(self.wrong_installed_files)}; partial files: {len(self.partial_files)}; half-switched "
             f"installs: {len(self.half_switched)}",
             "faults (count, median recovery s): "

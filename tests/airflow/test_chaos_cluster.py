@@ -165,13 +165,15 @@ def operator_retry(s: AirflowServices, runs: dict[str, str], until: float) -> li
     return failed
 
 
-def sweep(s: AirflowServices) -> str:
+def sweep(s: AirflowServices) -> list[str]:
     """The deployment's orphan sweep (`dc2-sweep`, where the scheduler runs), with no grace: every
-    run has ended, so any job still alive is one nobody waits for."""
-    argv = [sys.executable, "-m", "dc2tasks.airflow.sweep", "--conn", SLURM_CONN_ID, "--grace", "0"]
+    run has ended, so any job still alive is one nobody waits for. The jobs it cancelled, with why."""
+    argv = [sys.executable, "-m", "dc2tasks.airflow.sweep", "--conn", SLURM_CONN_ID, "--grace", "0", "--json"]
     r = subprocess.run(argv, env=s.env, capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, f"dc2-sweep failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
-    return r.stdout + r.stderr
+    print(r.stderr[-3000:])
+    last = [line for line in r.stdout.splitlines() if line.strip()][-1]  # Airflow may print before it
+    return [f"{a['job_id']} {a['task']} (try {a['try_number']}): {a['reason']}" for a in json.loads(last)]
 
 
 def healthy(s: AirflowServices, remote: Remote) -> Callable[[str], bool]:
@@ -232,7 +234,7 @@ def test_data_runs_under_faults(lab_parts: tuple[AirflowServices, dict[str, Path
     injector.join(timeout=120)
     first = {d for d, r in runs.items() if run_state(s, d, r) == "success"}
     retried = operator_retry(s, runs, time.monotonic() + 1200)
-    print(sweep(s)[-3000:])
+    swept = sweep(s)
     time.sleep(5)  # a cancel issued by the sweep or a trigger reaches squeue
 
     tally = Tally(date=datetime.now(UTC).strftime("%Y-%m-%d"), seed=seed, runs=len(dag_ids),
@@ -243,6 +245,7 @@ def test_data_runs_under_faults(lab_parts: tuple[AirflowServices, dict[str, Path
     rows = [r for r in job_rows(remote, PREFIX, since) if not r["JobName"].startswith(f"{ref_dag}.")]
     tally.jobs_needed = slurm_steps(s, ref_dag) * len(dag_ids)
     tally.jobs_submitted, tally.jobs_resubmitted, tally.duplicate_submissions = count_jobs(rows)
+    tally.swept = swept
     tally.orphans = live_jobs(remote, PREFIX)
     done = {d: centrals[d] for d in dag_ids if run_state(s, d, runs[d]) == "success"}
     tally.wrong_installed_files = wrong_files({run_name(d): c for d, c in done.items()}, reference)
