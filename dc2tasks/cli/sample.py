@@ -19,7 +19,6 @@ from dc2tasks.sample.config import (
     patch_grid,
 )
 from dc2tasks.sample.fields import north_pole_tract, ra_zero_tract
-from dc2tasks.sample.generate import NotEmptyError, make_sample_repo
 
 DESCRIPTION = """\
 Write a deterministic sample Gen2 butler repository: the test bed for the product steps.
@@ -308,6 +307,9 @@ def config_from_args(args: argparse.Namespace) -> SampleConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    # the generator's imports (scipy) only for this command, not for every `dc2` start
+    from dc2tasks.sample.generate import NotEmptyError, make_sample_repo
+
     try:
         config = config_from_args(args)
         start = time.perf_counter()

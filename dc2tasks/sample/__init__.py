@@ -8,8 +8,32 @@ paths (the sample's own Gen2 path templates), fits_writer, afw_writer and exposu
 observations, visits and detector_catalogs (the visits).
 """
 
-from dc2tasks.sample.config import SampleConfig, SampleRepo, parse_missing_band, patch_grid
-from dc2tasks.sample.generate import NotEmptyError, make_sample_repo
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dc2tasks.sample.config import SampleConfig, SampleRepo, parse_missing_band, patch_grid
+    from dc2tasks.sample.generate import NotEmptyError, make_sample_repo
+
+# Loaded on first use: `dc2` imports this package for its sample-repo options, and every `dc2`
+# command (each Slurm job) would otherwise pay for the generator's imports (scipy, ~1 s).
+_LAZY = {
+    "SampleConfig": "config",
+    "SampleRepo": "config",
+    "parse_missing_band": "config",
+    "patch_grid": "config",
+    "NotEmptyError": "generate",
+    "make_sample_repo": "generate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "NotEmptyError",
