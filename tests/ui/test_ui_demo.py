@@ -130,7 +130,7 @@ def test_login_trigger_with_params_success_in_grid_and_job_output_in_log(
                     form = page.get_by_role("dialog")
                     expect(form.get_by_text(f"Unpause {DAG} on trigger")).to_be_visible()
                     # products: a multi-select with every product chosen; clear it, choose one
-                    form.locator('button[aria-label="Clear selected options"]').click()
+                    form.locator("#element_products").get_by_label("Clear selected options").click()
                     products = form.get_by_role("combobox", name="Select one or multiple values")
                     products.fill("forced_source")
                     products.press("Enter")
