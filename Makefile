@@ -23,10 +23,13 @@ demo: $(STAMP)
 serve: $(STAMP)
 	DC2_DEMO_DIR=$(abspath $(DEMO_DIR)) $(BIN)/dc2 serve --workdir $(DEMO_DIR)
 
+# Several pytest-xdist workers: most tests wait (on Airflow, Slurm, a browser), not compute. The
+# tests of the loopback cluster share one worker and one cluster (tests/conftest.py).
+PYTEST_WORKERS ?= 4
 test: $(STAMP)
 	bash tests/cluster/system-deps.sh
 	$(BIN)/ruff check dc2tasks tests benchmarks
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dc2tasks tests benchmarks

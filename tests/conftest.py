@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from loopback import loopback, ssh_config_of
 
 from dc2tasks.slurm.transports.ssh import SSHConfig
 
@@ -35,71 +35,38 @@ def real_fixtures() -> Path:
     return REAL_FIXTURES
 
 
-SCRIPT = Path(__file__).resolve().parent / "cluster" / "loopback_cluster.sh"
-START_TIMEOUT_S = 900  # a fresh machine also runs apt-get here
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "cluster: needs the loopback Slurm + sshd of tests/cluster/loopback_cluster.sh"
     )
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CLUSTER_FIXTURES = ("loopback_cluster", "loopback_cluster_without_accounting")
+CLUSTER_GROUP = "loopback-cluster"
 
 
-@contextmanager
-def _cluster(**env: str) -> Iterator[dict[str, str]]:
-    """Start a loopback cluster (settings from `env`), yield its settings, stop it by pid."""
-    if os.geteuid() != 0 and not _in_ci():
-        pytest.skip("the loopback Slurm cluster needs root (run the tests as root, or in CI)")
-    try:
-        started = subprocess.run(
-            ["bash", str(SCRIPT), "start"],
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT_S,
-            check=False,
-            env={**os.environ, **env},
-        )
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"loopback cluster did not start within {START_TIMEOUT_S} s: {e.stderr}")
-    if started.returncode != 0:
-        pytest.fail(f"loopback cluster failed to start (exit {started.returncode}):\n{started.stderr}")
-    directory = started.stdout.strip().splitlines()[-1]
-    try:
-        env_out = subprocess.run(
-            ["bash", str(SCRIPT), "env", directory],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, **env},
-        ).stdout
-        yield dict(line.split("=", 1) for line in env_out.splitlines() if "=" in line)
-    finally:
-        stopped = subprocess.run(
-            ["bash", str(SCRIPT), "stop", directory],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, **env},
-        )
-        if stopped.returncode != 0:
-            print(f"loopback cluster stop failed:\n{stopped.stderr}")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs the suite on several pytest-xdist workers (`--dist loadgroup`); every test
+    that uses a loopback cluster goes to one of them, so the session starts one cluster (its
+    session fixture) and its tests never race each other's slurmctld, groups or faults."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):  # a module with a cluster of its own says so
+            continue
+        if set(CLUSTER_FIXTURES) & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
 
 
 @pytest.fixture(scope="session")
 def loopback_cluster() -> Iterator[dict[str, str]]:
     """Slurm with slurmdbd accounting (sacct works), cgroup memory enforcement where possible."""
-    with _cluster() as env:
+    with loopback() as env:
         yield env
 
 
 @pytest.fixture(scope="module")
 def loopback_cluster_without_accounting() -> Iterator[dict[str, str]]:
     """A second cluster with no slurmdbd, its own user, and no cgroups (the first one owns them)."""
-    with _cluster(DC2_LOOPBACK_ACCOUNTING="0", DC2_LOOPBACK_CGROUP="0", DC2_LOOPBACK_USER="dc2noacct") as env:
+    with loopback(DC2_LOOPBACK_ACCOUNTING="0", DC2_LOOPBACK_CGROUP="0", DC2_LOOPBACK_USER="dc2noacct") as env:
         yield env
 
 
@@ -127,20 +94,7 @@ def sbatch_as_other(loopback_cluster: dict[str, str]) -> Iterator[Callable[..., 
         subprocess.run([*ns, "scancel", *submitted], env=slurm_env, capture_output=True, check=False)
 
 
-def _ssh_config(env: dict[str, str], **overrides: object) -> SSHConfig:
-    base: dict[str, object] = dict(
-        host=env["DC2_SLURM_SSH_HOST"],
-        port=int(env["DC2_SLURM_SSH_PORT"]),
-        username=env["DC2_SLURM_SSH_USER"],
-        key_file=env["DC2_SLURM_SSH_KEY"],
-        known_hosts=env["DC2_SLURM_SSH_KNOWN_HOSTS"],
-        connect_timeout=10.0,
-    )
-    base.update(overrides)
-    return SSHConfig(**base)  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="session")
 def ssh_config(loopback_cluster: dict[str, str]) -> Callable[..., SSHConfig]:
     """The cluster's SSH settings, with overrides (another key, a pinned host key...)."""
-    return lambda **overrides: _ssh_config(loopback_cluster, **overrides)
+    return lambda **overrides: ssh_config_of(loopback_cluster, **overrides)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from loopback import remote_runner
 
 if "airflow" not in sys.modules:  # must precede the first `import airflow` of the session
     _HOME = tempfile.mkdtemp(prefix="dc2-airflow-test-")
@@ -37,7 +38,9 @@ if "airflow" not in sys.modules:  # must precede the first `import airflow` of t
     os.environ.setdefault("DC2_TRIGGER_MIN_WAIT_S", "0")
 
 SLURM_CONN_ID = "dc2_test_slurm"
-CENTRAL_GROUP = "dc2central"  # a supplementary group of the cluster user, made for the installs
+CENTRAL_GROUP = "{user}-central"
+"""A supplementary group of the cluster user, made for the installs: one per cluster user, so two
+clusters' modules running at once (on two pytest-xdist workers) never remove each other's."""
 TEST_JOB_TOKEN = "loopback-test-deployment-job-token"
 """The job token of the tests' SSH connections (extra `job_token`), as a deployment sets it."""
 
@@ -47,12 +50,6 @@ def signed(name: str, try_number: int) -> str:
     from dc2tasks.slurm.owner import job_comment
 
     return job_comment(name, try_number, TEST_JOB_TOKEN)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "cluster: needs the loopback Slurm + sshd of tests/cluster/loopback_cluster.sh"
-    )
 
 
 @pytest.fixture(scope="session")
@@ -93,20 +90,10 @@ def slurm_conn(loopback_cluster: dict[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def remote(ssh_config: Callable[..., object]) -> Iterator[Callable[..., str]]:
+def remote(loopback_cluster: dict[str, str]) -> Iterator[Callable[..., str]]:
     """Run a command on the login node (for checks straight from sacct), with its own connection."""
-    from dc2tasks.slurm.commands import Command
-    from dc2tasks.slurm.transports.ssh import SSHTransport
-
-    transport = SSHTransport(ssh_config())
-
-    def run(*argv: str) -> str:
-        r = transport.run(Command(tuple(argv), timeout=30))
-        assert r.returncode == 0, f"{argv}: {r.err}"
-        return r.out
-
-    yield run
-    transport.close()
+    with remote_runner(loopback_cluster) as run:
+        yield run
 
 
 # -- data runs on the cluster: its user, a group, where runs write, how jobs find dc2 ----------
@@ -126,19 +113,20 @@ def central_group(cluster_user: pwd.struct_passwd) -> Iterator[grp.struct_group]
     """A supplementary group of the cluster user (added before any SSH login of this module, so the
     sessions that install have it); removed again if this fixture made it."""
     user = cluster_user.pw_name
+    name = CENTRAL_GROUP.format(user=user)
     try:
-        grp.getgrnam(CENTRAL_GROUP)
+        grp.getgrnam(name)
         created = False
     except KeyError:
-        subprocess.run(["groupadd", CENTRAL_GROUP], check=True)
+        subprocess.run(["groupadd", name], check=True)
         created = True
-    was_member = user in grp.getgrnam(CENTRAL_GROUP).gr_mem
-    subprocess.run(["usermod", "-aG", CENTRAL_GROUP, user], check=True)
-    yield grp.getgrnam(CENTRAL_GROUP)
+    was_member = user in grp.getgrnam(name).gr_mem
+    subprocess.run(["usermod", "-aG", name, user], check=True)
+    yield grp.getgrnam(name)
     if created:
-        subprocess.run(["groupdel", CENTRAL_GROUP], check=False)
+        subprocess.run(["groupdel", name], check=False)
     elif not was_member:
-        subprocess.run(["gpasswd", "-d", user, CENTRAL_GROUP], check=False, capture_output=True)
+        subprocess.run(["gpasswd", "-d", user, name], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="module")

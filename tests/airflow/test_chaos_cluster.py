@@ -42,9 +42,30 @@ from chaos import (
 )
 from chaos_faults import FAULTS, Lab
 from conftest import SLURM_CONN_ID, ssh_connection_json
+from loopback import loopback, remote_runner
 from services import AirflowServices, airflow_services
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("chaos-cluster")]
+CHAOS_CLUSTER = {"DC2_LOOPBACK_USER": "dc2chaos", "DC2_LOOPBACK_OTHER_USER": "dc2chaosother",
+                 "DC2_LOOPBACK_CGROUP": "0"}
+"""This module's own loopback cluster (its own accounts; the session's cluster owns the cgroups)."""
+
+
+@pytest.fixture(scope="module")
+def loopback_cluster() -> Iterator[dict[str, str]]:
+    """The faults restart this cluster's slurmctld, slurmd and sshd and kill its jobs: on a cluster
+    of its own, the other cluster tests (on another pytest-xdist worker, at the same time) see none
+    of it, and the module's fixtures (run_base, cluster_user, ...) use this one."""
+    with loopback(**CHAOS_CLUSTER) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def remote(loopback_cluster: dict[str, str]) -> Iterator[Callable[..., str]]:
+    with remote_runner(loopback_cluster) as run:
+        yield run
+
+
 Remote = Callable[..., str]
 
 PREFIX = "dc2_chaos"

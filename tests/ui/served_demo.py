@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dc2tasks.service.netns import live_processes
 
 # from ../shared/notes/airflow-local.md: what Debian's chromium needs headless, as root, offline
@@ -30,6 +32,11 @@ CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync",
 ]
+
+
+HOST_LOG_PORTS = pytest.mark.xdist_group("host-log-ports")
+"""For the tests that start Airflow's log servers on this machine's network (8793, 8794) and the
+one that checks nothing does: on one pytest-xdist worker, one after another."""
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from served_demo import free_port
+from served_demo import HOST_LOG_PORTS, free_port
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DC2 = str(Path(sys.executable).with_name("dc2"))
@@ -37,6 +37,7 @@ def test_without_unshare_it_refuses_and_names_the_way_out(tmp_path: Path) -> Non
     assert not (tmp_path / "demo").exists()  # refused before making anything
 
 
+@HOST_LOG_PORTS
 def test_share_network_runs_standalone_directly(tmp_path: Path) -> None:
     if subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False).returncode != 0:
         if CI:

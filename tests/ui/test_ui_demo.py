@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from served_demo import CHROMIUM_FLAGS, Served, Steps, dc2_serve, free_port, rest, token
+from served_demo import CHROMIUM_FLAGS, HOST_LOG_PORTS, Served, Steps, dc2_serve, free_port, rest, token
 
 from dc2tasks import __version__
 
@@ -79,6 +79,7 @@ def api_states(served: Served, run_id: str) -> dict[str, tuple[str | None, int]]
     return {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in body["task_instances"]}
 
 
+@HOST_LOG_PORTS
 def test_login_trigger_with_params_success_in_grid_and_job_output_in_log(
     chromium: Path, tmp_path: Path
 ) -> None:
