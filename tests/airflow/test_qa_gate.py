@@ -9,14 +9,12 @@ have fewer than 0 missing units)."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import yaml
-from conftest import DAGS
 from dagrun import load_dag, task_instances, xcom_value
 
 from dc2tasks.install.manifest import build_manifest, read_manifest
@@ -197,6 +195,10 @@ def test_approve_waits_for_an_answer_through_the_rest_api(demo_dags, api_server,
     assert provenance["qa"]["mode"] == "approve" and provenance["qa"]["approved_by"] == who
     overridden = provenance["qa"]["overridden"]
     assert [o["product"] for o in overridden] == [PRODUCT] * len(_failed_checks(report_dir))
+    installed = central / PRODUCT / "current" / "qa" / PRODUCT
+    override = json.loads((installed / "qa.json").read_text())["override"]
+    assert (override["mode"], override["approved_by"]) == ("approve", who)
+    assert f"(qa mode approve), approved by {who}</h2>" in (installed / "index.html").read_text()
 
 
 @pytest.fixture
@@ -220,18 +222,11 @@ def sweep(airflow_db):
     thread.join(timeout=30)
 
 
-def test_an_unanswered_approval_times_out_and_installs_nothing(tmp_path, monkeypatch, airflow_db, sweep,
-                                                                capfd) -> None:
+def test_an_unanswered_approval_times_out_and_installs_nothing(demo_folders, sweep, capfd) -> None:
     """`qa.approve_timeout: "0:03"` and nobody answers: the sweep takes the default answer, Reject.
     No product is made: the steps before the approval are marked success without running
-    (`mark_success_pattern`), only `plan` and `approve_qa` run (a few seconds)."""
-    demo = tmp_path / "demo"
-    (demo / "central").mkdir(parents=True)
-    monkeypatch.setenv("DC2_DEMO_DIR", str(demo))
-    folder = Path(airflow_db) / "dags"
-    if folder.exists():
-        shutil.rmtree(folder)
-    shutil.copytree(DAGS, folder)
+    (`mark_success_pattern`), only `plan` and `approve_qa` run (about 15 s here)."""
+    demo, folder = demo_folders
     run_file = _with_qa(folder, mode="approve", approve_timeout="0:03")
     data = yaml.safe_load((folder / "runs" / "demo.yaml").read_text())
     (folder / "runs" / "demo.yaml").write_text(yaml.safe_dump({**data, "visits": [1]}))

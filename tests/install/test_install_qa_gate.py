@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
 
 from dc2tasks.cli import install as cli
 from dc2tasks.install import InstallError, install_product, write_manifest
@@ -54,16 +53,16 @@ def _producer_entries(source: Path, product: str) -> list[dict]:
             for e in (files[f"qa/{product}/qa.json"], files[f"qa/{product}/index.html"])]
 
 
-def test_enforce_refuses_a_failed_product_and_changes_nothing(source, central) -> None:
+def test_enforce_refuses_a_failed_product_and_changes_nothing(source, central, tree) -> None:
     _with_reports(source, {"object": [PASSED], "trim_object": [FAILED, WARNED]})
-    before = snapshot(central)
+    before = tree(central)
     with pytest.raises(InstallError) as info:
         install_product(source, central, "object", check=None)
     assert str(info.value).startswith(
         "object: QA failed, not installed (qa mode enforce): trim_object: max_duplicate_ids = 3 "
         "(threshold <= 0); nothing installed changed"
     )
-    assert snapshot(central) == before == {}
+    assert tree(central) == before == {}
 
 
 def test_warn_installs_and_records_the_overridden_failures(source, central) -> None:
@@ -113,13 +112,13 @@ def test_warn_installs_and_records_the_overridden_failures(source, central) -> N
     ]
 
 
-def test_approve_needs_and_records_who_approved(source, central) -> None:
+def test_approve_needs_and_records_who_approved(source, central, tree) -> None:
     _with_reports(source, {"trim_object": [FAILED]})
     with pytest.raises(InputError, match="--approved-by USER"):
         install_product(source, central, "object", check=None, qa_mode="approve")
     with pytest.raises(InputError, match="only with qa mode approve"):
         install_product(source, central, "object", check=None, approved_by="alice")
-    assert snapshot(central) == {}
+    assert tree(central) == {}
     install_product(source, central, "object", check=None, qa_mode="approve", approved_by="alice")
     qa = _provenance(central)["qa"]
     assert qa["mode"] == "approve" and qa["approved_by"] == "alice"
@@ -151,7 +150,7 @@ def test_passing_products_and_one_without_reports_install(source, central, made,
     assert provenance["qa"]["verdicts"] == {}
 
 
-def test_a_report_changed_after_the_manifest_is_refused(source, central) -> None:
+def test_a_report_changed_after_the_manifest_is_refused(source, central, tree) -> None:
     _with_reports(source, {"trim_object": [FAILED]})
     path = source / "qa" / "trim_object" / "qa.json"
     data = json.loads(path.read_text())
@@ -162,7 +161,7 @@ def test_a_report_changed_after_the_manifest_is_refused(source, central) -> None
     path.write_text(text[: entry.size].ljust(entry.size))  # same size: only the checksum tells
     with pytest.raises(InstallError, match=r"qa/trim_object/qa\.json: not the checksum the manifest gives"):
         install_product(source, central, "object", check=None, qa_mode="warn")
-    assert snapshot(central) == {}
+    assert tree(central) == {}
 
 
 def _dc2(*argv: str) -> int:

@@ -137,7 +137,8 @@ class QaApprovalOperator(ApprovalOperator):
             why = "a dry run" if plan.dry_run else f"qa mode {plan.qa}"
             raise AirflowSkipException(f"{why}: no approval asked")
         reports = [r for t in self.qa_task_ids if (r := ti.xcom_pull(task_ids=t, key=QA_REPORT_KEY))]
-        self.body = approval_body(reports)
+        self.body = (approval_body(reports) + f"\n\nUnanswered after {self.response_timeout} (the run file's "
+                     f"`qa.approve_timeout` {self.config.qa.approve_timeout}), this is rejected.")
         self.log.info("waiting for approval (at most %s, qa.approve_timeout %s; then rejected):\n%s",
                       self.response_timeout, self.config.qa.approve_timeout, self.body)
         return super().execute(context)
