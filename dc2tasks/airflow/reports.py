@@ -9,6 +9,7 @@ Only reports are served: HTML, PNG and JSON.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -25,7 +26,8 @@ from dc2tasks.install.fdops import FILE_FLAGS, open_parent, opened
 from dc2tasks.install.layout import CURRENT, VERSIONS
 from dc2tasks.install.manifest import PROVENANCE_NAME, check_entry_name, read_regular_json
 from dc2tasks.products.errors import InputError
-from dc2tasks.products.qa.core import QA_DIR, QA_FILE, REPORT_FILE
+from dc2tasks.products.qa.core import QA_DIR, QA_FILE, REPORT_FILE, Override
+from dc2tasks.products.qa.report import override_headline
 from dc2tasks.runs.config import RunConfig
 from dc2tasks.runs.loader import load_run_dir
 
@@ -137,6 +139,7 @@ class ReportRow:
     failures: tuple[str, ...]
     report: tuple[str, str] | None  # (area, relative path of index.html)
     installed_report: tuple[str, str] | None
+    override: str = ""  # the installed copy's override headline: installed despite failed checks
 
 
 def run_reports(run: RunAreas, qa_xcoms: Mapping[str, Any], install_result: Any) -> list[ReportRow]:
@@ -160,8 +163,34 @@ def run_reports(run: RunAreas, qa_xcoms: Mapping[str, Any], install_result: Any)
             run.locate(f"{version_dir}/{QA_DIR}/{product}/{REPORT_FILE}") if version_dir else None
         )
         failures = tuple(str(f) for f in xcom.get("failures") or ())
-        rows.append(ReportRow(product, str(xcom.get("verdict")), failures, report, installed_report))
+        rows.append(ReportRow(product, str(xcom.get("verdict")), failures, report, installed_report,
+                              override_text(installed_qa(run, installed_report))))
     return rows
+
+
+def installed_qa(run: RunAreas, report: tuple[str, str] | None) -> dict[str, Any]:
+    """The qa.json beside a report's index.html, read as the app serves it; {} when there is none."""
+    if report is None:
+        return {}
+    area, relative = report
+    try:
+        content, _ = read_served_file(run, area, str(PurePosixPath(relative).parent / QA_FILE))
+        return _mapping(json.loads(content))
+    except (NotServed, ValueError):
+        return {}
+
+
+def report_override(qa: Mapping[str, Any]) -> Override | None:
+    """The override record of an installed report (written by `dc2 install`, qa_gate.py), if any."""
+    try:
+        return Override.from_json(qa["override"], QA_FILE) if "override" in qa else None
+    except InputError:
+        return None
+
+
+def override_text(qa: Mapping[str, Any]) -> str:
+    override = report_override(qa)
+    return override_headline(override) if override is not None else ""
 
 
 @dataclass(frozen=True)
@@ -203,13 +232,11 @@ def installed_products(run: RunAreas) -> list[InstalledRow]:
     return out
 
 
-def overridden_checks(qa: Mapping[str, Any], product: str) -> tuple[str, ...]:
-    """The failed checks of `product` an install overrode, from the provenance's `qa` record, as
-    "check = value (threshold)"."""
-    return tuple(
-        f"{o.get('check')} = {o.get('value')} ({o.get('threshold')})"
-        for o in qa.get("overridden") or [] if isinstance(o, dict) and o.get("product") == product
-    )
+def overridden_checks(report: Mapping[str, Any]) -> tuple[str, ...]:
+    """The failed checks an install overrode, from the installed report's override record (the one
+    source: the report a reader opens says the same), as "check = value (threshold)"."""
+    override = report_override(report)
+    return tuple(f"{c.name} = {c.value} ({c.threshold})" for c in override.failures) if override else ()
 
 
 def _version_rows(central: Path, directory: str, version: str, current: bool) -> list[InstalledRow]:
@@ -233,6 +260,6 @@ def _version_rows(central: Path, directory: str, version: str, current: bool) ->
             verdict=str(verdicts.get(product.name) or report.get("verdict") or "none"),
             qa_mode=str(qa.get("mode") or ""), rows=n_rows if isinstance(n_rows, int) else None,
             bytes=size, report=(CENTRAL, f"{report_rel}/{REPORT_FILE}") if report else None,
-            overridden=overridden_checks(qa, product.name), approved_by=str(qa.get("approved_by") or ""),
+            overridden=overridden_checks(report), approved_by=str(qa.get("approved_by") or ""),
         ))
     return rows

@@ -89,12 +89,13 @@ def run_page(dag_id: str, run_id: str, rows: Sequence[ReportRow], to_files: str)
             r.product, Verdict(r.verdict), ", ".join(r.failures) or None,
             Link("report", file_href(to_files, r.report)) if r.report else None,
             Link("installed copy", file_href(to_files, r.installed_report)) if r.installed_report else None,
+            r.override or None,
         ]
         for r in rows
     ]
     return page(
         f"QA reports of {dag_id}, run {run_id}",
-        table(["product", "verdict", "failed checks", "report", "installed"], table_rows,
+        table(["product", "verdict", "failed checks", "report", "installed", "override"], table_rows,
               row_ids=[r.product for r in rows]),
     )
 

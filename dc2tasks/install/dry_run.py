@@ -78,7 +78,7 @@ def dry_run_install(
             )
         )
     checks.append(f"{source}: {len(manifest.files)} files present with the manifest's sizes")
-    same = installed is not None and installed.content_sha256 == manifest.content_sha256
+    same = installed is not None and installed.produced_as == manifest.content_sha256
     checks.append(
         "identical to the current version: the install would do nothing"
         if same

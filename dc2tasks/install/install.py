@@ -27,6 +27,7 @@ import stat
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ from dc2tasks.install.manifest import (
 )
 from dc2tasks.install.policy import DEFAULT_MODE, STAGING_UMASK, CentralMode, ModePolicy, resolve_group
 from dc2tasks.install.provenance import build_provenance, read_producer_record
-from dc2tasks.install.qa_gate import DEFAULT_QA_MODE, QaMode, check_mode, read_gate
+from dc2tasks.install.qa_gate import DEFAULT_QA_MODE, QaGate, QaMode, check_mode, read_gate
 from dc2tasks.install.types import CopyFile, InstallResult
 from dc2tasks.products.errors import InputError
 
@@ -173,6 +174,19 @@ def _copy_one(
 def _unchanged(st: os.stat_result, checked: os.stat_result) -> bool:
     """The same file as checked and not rewritten since (ctime: a new inode may reuse the number)."""
     return same_file(st, checked) and (st.st_size, st.st_ctime_ns) == (checked.st_size, checked.st_ctime_ns)
+
+
+def _write_staged(staging_fd: int, staging: Path, name: str, data: bytes) -> FileEntry:
+    """A staged file replaced by `data` (written beside it, then renamed over it)."""
+    parent, leaf = _staged_parent(staging_fd, name, staging)
+    with opened(parent):
+        tmp = f".{leaf}.{uuid.uuid4().hex[:8]}.tmp"
+        with opened(os.open(tmp, NEW_FILE_FLAGS, 0o600, dir_fd=parent)) as out:
+            with open(out, "wb", closefd=False) as fh:
+                fh.write(data)
+            os.fsync(out)
+        os.replace(tmp, leaf, src_dir_fd=parent, dst_dir_fd=parent)
+    return FileEntry(name, len(data), hashlib.sha256(data).hexdigest())
 
 
 def _write_json_at(dir_fd: int, name: str, data: object) -> None:
@@ -304,7 +318,7 @@ def _install(
         with layout.open(policy) as tree, tree.lock(lock_timeout):
             previous = tree.current_version()
             installed = tree.current_manifest()
-            if installed is not None and installed.content_sha256 == manifest.content_sha256 and not force:
+            if installed is not None and installed.produced_as == manifest.content_sha256 and not force:
                 configs = write_installed_configs(tree, layout.version_dir(previous or ""), base_dir, policy)
                 group_containers(tree, gid)
                 return InstallResult(
@@ -315,7 +329,7 @@ def _install(
             now = datetime.now(UTC).isoformat(timespec="seconds")
             version = layout.new_version_name(manifest, now, tree.versions_taken())
             stage = _Stage(tree, source, source_fd, manifest, version, policy)
-            checks = stage.run(now, check, producer_record, gate.provenance(), jobs, copy_file, chown)
+            checks = stage.run(now, check, producer_record, gate, jobs, copy_file, chown)
             try:
                 configs = write_installed_configs(tree, layout.version_dir(version), base_dir, policy)
             except (OSError, InputError) as exc:
@@ -348,8 +362,7 @@ class _Stage:
 
     def run(
         self, now: str, check: Check | None, producer_record: Mapping[str, Any] | None,
-        qa: Mapping[str, Any], jobs: Iterable[Mapping[str, Any] | object], copy_file: CopyFile,
-        chown: Chown,
+        gate: QaGate, jobs: Iterable[Mapping[str, Any] | object], copy_file: CopyFile, chown: Chown,
     ) -> list[str]:  # fmt: skip
         try:
             checked = check_sources(self.source_fd, self.source, self.manifest)  # before anything is staged
@@ -360,11 +373,12 @@ class _Stage:
         try:
             for entry in self.manifest.files:
                 _copy_one(self.source_fd, self.source, fd, self.path, entry, checked[entry.name], copy_file)
-            _write_json_at(fd, MANIFEST_NAME, self.manifest.to_json())
+            installed = self._override_reports(fd, gate, now)
+            _write_json_at(fd, MANIFEST_NAME, installed.to_json())
             record = build_provenance(
-                self.manifest, product=self.tree.layout.product, version=self.version, installed_at=now,
+                installed, product=self.tree.layout.product, version=self.version, installed_at=now,
                 central_dir=str(self.tree.layout.central), producer_record=producer_record, jobs=jobs,
-                qa=qa,
+                qa=gate.provenance(),
             )  # fmt: skip
             _write_json_at(fd, PROVENANCE_NAME, record)
             self._still_ours(made)
@@ -390,6 +404,16 @@ class _Stage:
             raise error from (exc if not isinstance(exc, (OSError, InputError)) else None)
         finally:
             os.close(fd)
+
+    def _override_reports(self, fd: int, gate: QaGate, now: str) -> Manifest:
+        """Write the installed copies of the reports whose failures the gate overrides over the staged
+        ones (see qa_gate.py); the manifest of what is staged, the producer's if nothing was."""
+        reports = gate.installed_reports(self.manifest, now)
+        written = {name: _write_staged(fd, self.path, name, data) for name, data in reports.items()}
+        if not written:
+            return self.manifest
+        produced = self.manifest.content_sha256
+        return replace(self.manifest.with_files(written), produced_content_sha256=produced)
 
     def _still_ours(self, made: os.stat_result) -> None:
         try:

@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,22 @@ class Manifest:
     files: tuple[FileEntry, ...]
     created: str = ""
     created_by: dict[str, str] | None = None
+    produced_content_sha256: str | None = None
+    """Only in an installed version whose QA reports the install rewrote (qa_gate.py): the
+    producer's content_sha256, which this manifest's files (the installed ones) no longer give."""
+
+    @property
+    def produced_as(self) -> str:
+        """The producer's content this is (what a repeated install of the same content compares)."""
+        return self.produced_content_sha256 or self.content_sha256
+
+    def with_files(self, added: Mapping[str, FileEntry], under: str | None = None) -> Manifest:
+        """This manifest with `added` (by name) in place of the entries of the same name and, with
+        `under` (a folder), of every entry below it; the rest and the creation record kept."""
+        prefix = f"{under.rstrip('/')}/" if under else None
+        kept = [e for e in self.files if e.name not in added and not (prefix and e.name.startswith(prefix))]
+        files = tuple(sorted((*kept, *added.values()), key=lambda e: e.name))
+        return Manifest(files, self.created, self.created_by, self.produced_content_sha256)
 
     @property
     def content_sha256(self) -> str:
@@ -70,6 +87,7 @@ class Manifest:
             "created": self.created,
             "created_by": self.created_by or {},
             "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in self.files],
+            **({"produced_content_sha256": p} if (p := self.produced_content_sha256) else {}),
         }
 
 
@@ -181,9 +199,13 @@ def manifest_from_json(data: object, where: str) -> Manifest:
         seen.add(name)
         entries.append(FileEntry(name, size, sha))
     created_by = data.get("created_by") or {}
+    produced = data.get("produced_content_sha256")
+    if produced is not None and (not isinstance(produced, str) or not _SHA_RE.fullmatch(produced)):
+        raise InputError(f"{where}: produced_content_sha256 {produced!r} is not 64 lower-case hex digits")
     manifest = Manifest(
-        tuple(entries), str(data.get("created", "")), {str(k): str(v) for k, v in created_by.items()}
-    )
+        tuple(entries), str(data.get("created", "")), {str(k): str(v) for k, v in created_by.items()},
+        produced,
+    )  # fmt: skip
     if data.get("content_sha256") != manifest.content_sha256:
         raise InputError(
             f"{where}: content_sha256 does not match its file list (the manifest was edited or damaged)"
@@ -248,7 +270,4 @@ def append_files(product_dir: str | os.PathLike[str], names: list[str], under: s
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = read_manifest(product_dir / MANIFEST_NAME)
         added = {name: _entry(product_dir, name) for name in names}
-        prefix = f"{under.rstrip('/')}/" if under else None
-        kept = [e for e in old.files if e.name not in added and not (prefix and e.name.startswith(prefix))]
-        files = tuple(sorted((*kept, *added.values()), key=lambda e: e.name))
-        return _write(product_dir, Manifest(files, old.created, old.created_by))
+        return _write(product_dir, old.with_files(added, under))

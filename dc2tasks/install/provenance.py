@@ -107,6 +107,7 @@ def build_provenance(
         "outputs": {
             "content_sha256": manifest.content_sha256,
             "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in manifest.files],
+            **({"produced_content_sha256": p} if (p := manifest.produced_content_sha256) else {}),
         },
         "timestamps": {"produced": manifest.created, "installed": installed_at},
         "produced_by": {k: v for k, v in (manifest.created_by or {}).items() if k != "dc2tasks"},

@@ -3,14 +3,18 @@ and listed in its manifest) decide whether it may be installed.
 
 `enforce` refuses a product with a failed check before anything in the central directory changes;
 `warn` and `approve` install it and record the failures they override (and, for `approve`, who
-approved) in the provenance of the installed version. The reports are read from the producer's
-directory without following a link, and each must have the checksum the manifest gives it: the
-verdict the gate reads is the report that gets installed.
+approved) in the provenance of the installed version and in the installed copy of each report
+that failed: its `qa.json` gains an `override` record (products/qa/core.py: Override) and its
+`index.html` is rendered again from it, with the override at the top, so whoever opens the
+installed report reads that it was installed over failed checks. The reports are read from the
+producer's directory without following a link, and each must have the checksum the manifest gives
+it: the verdict the gate reads is the report that gets installed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
@@ -19,9 +23,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dc2tasks.install.errors import InstallError
-from dc2tasks.install.manifest import Manifest
+from dc2tasks.install.manifest import FileEntry, Manifest
 from dc2tasks.products.errors import InputError
-from dc2tasks.products.qa.core import QA_DIR, QA_FILE, parse_qa_json
+from dc2tasks.products.qa.core import QA_DIR, QA_FILE, REPORT_FILE, Override, QaReport, parse_qa_json
+from dc2tasks.products.qa.report import render
 
 QaMode = Literal["enforce", "warn", "approve"]
 QA_MODES: tuple[QaMode, ...] = ("enforce", "warn", "approve")
@@ -76,6 +81,30 @@ class QaGate:
             "approved_by": self.approved_by,
         }
 
+    def installed_reports(self, manifest: Manifest, at: str) -> dict[str, bytes]:
+        """The installed copies of the reports whose failed checks this install overrides (warn, or
+        approve), by manifest name: `qa.json` with its `override` record (the producer's keys kept
+        as they are) and `index.html` rendered from it. Empty in enforce mode (nothing overridden)."""
+        if self.mode == "enforce":
+            return {}
+        entries = {e.name: e for e in manifest.files}
+        out: dict[str, bytes] = {}
+        for product, data in self.reports.items():
+            report = QaReport.from_json(data, product)  # read_gate checked it reads
+            if not report.failures:
+                continue
+            names = (f"{QA_DIR}/{product}/{QA_FILE}", f"{QA_DIR}/{product}/{REPORT_FILE}")
+            produced = tuple(_record(entries[n]) for n in names if n in entries)
+            report.override = Override(self.mode, tuple(report.failures), self.approved_by, at, produced)
+            installed = {**data, "override": report.override.to_json()}
+            out[names[0]] = (json.dumps(installed, indent=1, default=str) + "\n").encode()
+            out[names[1]] = render(report).encode()
+        return out
+
+
+def _record(entry: FileEntry) -> dict[str, Any]:
+    return {"name": entry.name, "size": entry.size, "sha256": entry.sha256}
+
 
 def check_mode(mode: str, approved_by: str | None) -> QaMode:
     """A mode and its approver agree: `approve` names who approved, the others name nobody."""
@@ -111,6 +140,7 @@ def read_gate(
             raise InstallError(f"{where}: not the checksum the manifest gives (changed since dc2 qa)")
         try:
             reports[m[1]] = parse_qa_json(data, where)
+            QaReport.from_json(reports[m[1]], where)  # an override renders it again: it must read
         except InputError as exc:
             raise InstallError(str(exc)) from None
     return QaGate(mode, reports, approved_by)

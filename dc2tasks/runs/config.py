@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -46,6 +47,8 @@ VISIT_PRODUCTS = frozenset(p.name for p in CATALOGUE if p.unit == "visit")
 STEPS: tuple[str, ...] = CATALOGUE.steps
 """The job steps that get their own Slurm time and memory limits."""
 
+DEFAULT_APPROVE_TIMEOUT = "7-00:00:00"
+"""How long a run in the gate's approve mode waits for a person's answer: a week of holidays."""
 MAX_TRACT = 99_999  # above any tract id of an LSST rings sky map
 CONN_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,250}")
 DC2_COMMAND_RE = re.compile(r"(?:shifter )?(?:/[A-Za-z0-9_.+/-]{1,1000}|[A-Za-z0-9_.+-]{1,100})")
@@ -362,6 +365,15 @@ class QaSettings(_Strict):
         default_factory=dict, description="threshold name -> number (dc2tasks.products.qa.core.THRESHOLDS)"
     )
     truth: PathStr | None = Field(None, description="a directory of truth tables the checks compare with")
+    approve_timeout: SlurmTime = Field(
+        DEFAULT_APPROVE_TIMEOUT,
+        description="approve mode: how long `approve_qa` waits for an answer, as a Slurm time (`D-H:M:S`, "
+        "`H:M:S`, `M:S`, minutes); unanswered by then, the approval is rejected and nothing is installed",
+    )
+
+    @property
+    def approve_wait(self) -> timedelta:
+        return slurm_validate.parse_time_limit("qa.approve_timeout", self.approve_timeout)
 
     @property
     def limits(self) -> Thresholds:

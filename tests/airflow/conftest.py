@@ -184,19 +184,27 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
 @pytest.fixture
-def demo_dags(tmp_path, monkeypatch, airflow_db):
-    """The demo run's sample repository, and the DAG files where `dag.test()` looks for them."""
-    from dc2tasks.sample import SampleConfig, make_sample_repo
-
+def demo_folders(tmp_path, monkeypatch, airflow_db) -> tuple[Path, Path]:
+    """The demo run's directory (DC2_DEMO_DIR, with an empty central directory) and the DAG files
+    where `dag.test()` looks for them; no sample repository (see demo_dags)."""
     demo = tmp_path / "demo"
     monkeypatch.setenv("DC2_DEMO_DIR", str(demo))
-    sample = make_sample_repo(
-        demo / "sample-repo", SampleConfig(patches=CENTRE, objects_per_patch=80, visits=3)
-    )
-    sample.write_visit_list(demo / "sample-repo" / "visits.txt")
-    (demo / "central").mkdir()
+    (demo / "central").mkdir(parents=True)
     folder = Path(airflow_db) / "dags"
     if folder.exists():
         shutil.rmtree(folder)
     shutil.copytree(DAGS, folder)
+    return demo, folder
+
+
+@pytest.fixture
+def demo_dags(demo_folders):
+    """The demo run's sample repository, and the DAG files where `dag.test()` looks for them."""
+    from dc2tasks.sample import SampleConfig, make_sample_repo
+
+    demo, folder = demo_folders
+    sample = make_sample_repo(
+        demo / "sample-repo", SampleConfig(patches=CENTRE, objects_per_patch=80, visits=3)
+    )
+    sample.write_visit_list(demo / "sample-repo" / "visits.txt")
     return sample, demo, folder

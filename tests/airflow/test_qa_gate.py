@@ -17,6 +17,8 @@ import pytest
 import yaml
 from dagrun import load_dag, task_instances, xcom_value
 
+from dc2tasks.install.manifest import build_manifest, read_manifest
+
 PRODUCT = "forced_source"  # needs no other product: the quickest run that installs something
 FORCED_FAILURE = {"max_missing_units": -1}
 
@@ -87,7 +89,18 @@ def test_warn_installs_and_the_provenance_lists_the_overridden_failures(demo_dag
                         "threshold": c["threshold"]} for c in failed],
         "approved_by": None,
     }
-    assert (current / "qa" / PRODUCT / "index.html").is_file()
+    # the installed report says so itself: its override record, a banner atop its page, and the
+    # installed manifest still verifies (it lists the rewritten files)
+    override = json.loads((current / "qa" / PRODUCT / "qa.json").read_text())["override"]
+    assert (override["mode"], override["approved_by"]) == ("warn", None)
+    keys = ("name", "value", "threshold", "detail")
+    assert override["failures"] == [{k: c[k] for k in keys} for c in failed]
+    n = len(failed)
+    assert f"Installed despite {n} failed check{'s' if n > 1 else ''} (qa mode warn)</h2>" in (
+        current / "qa" / PRODUCT / "index.html").read_text()
+    manifest = read_manifest(current / "manifest.json")
+    assert sorted(build_manifest(current).files, key=str) == sorted(manifest.files, key=str)
+    assert manifest.produced_as == read_manifest(demo / "work" / PRODUCT / "manifest.json").content_sha256
 
 
 @pytest.fixture
@@ -182,3 +195,49 @@ def test_approve_waits_for_an_answer_through_the_rest_api(demo_dags, api_server,
     assert provenance["qa"]["mode"] == "approve" and provenance["qa"]["approved_by"] == who
     overridden = provenance["qa"]["overridden"]
     assert [o["product"] for o in overridden] == [PRODUCT] * len(_failed_checks(report_dir))
+    installed = central / PRODUCT / "current" / "qa" / PRODUCT
+    override = json.loads((installed / "qa.json").read_text())["override"]
+    assert (override["mode"], override["approved_by"]) == ("approve", who)
+    assert f"(qa mode approve), approved by {who}</h2>" in (installed / "index.html").read_text()
+
+
+@pytest.fixture
+def sweep(airflow_db):
+    """The scheduler's timeout sweep of tasks awaiting input, once a second in the background:
+    `dag.test()` runs no scheduler, and in a deployment the scheduler is what ends the wait."""
+    from airflow.jobs.job import Job
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    runner = SchedulerJobRunner(job=Job())
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(1):
+            runner.check_awaiting_input_timeouts()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=30)
+
+
+def test_an_unanswered_approval_times_out_and_installs_nothing(demo_folders, sweep, capfd) -> None:
+    """`qa.approve_timeout: "0:03"` and nobody answers: the sweep takes the default answer, Reject.
+    No product is made: the steps before the approval are marked success without running
+    (`mark_success_pattern`), only `plan` and `approve_qa` run (about 15 s here)."""
+    demo, folder = demo_folders
+    run_file = _with_qa(folder, mode="approve", approve_timeout="0:03")
+    data = yaml.safe_load((folder / "runs" / "demo.yaml").read_text())
+    (folder / "runs" / "demo.yaml").write_text(yaml.safe_dump({**data, "visits": [1]}))
+    dag = load_dag(run_file)
+    dr = dag.test(run_conf={"products": [PRODUCT]}, mark_success_pattern=r"(?!plan$|approve_qa$|install$).*")
+    states = _states(dr)
+    assert str(dr.state) == "failed", states
+    assert states["plan"] == "success" and states[f"qa.{PRODUCT}"] == "success", states
+    assert states["approve_qa"] == "failed" and states["install"] == "upstream_failed", states
+    assert _tree(demo / "central") == []
+    log = capfd.readouterr().out
+    assert "waiting for approval (at most 0:00:03, qa.approve_timeout 0:03; then rejected)" in log
+    assert ("no answer within 0:00:03 (run file qa.approve_timeout 0:03): rejected, nothing is installed. "
+            "To be asked again, clear approve_qa with its downstream tasks") in log

@@ -9,11 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
 
 from dc2tasks.cli import install as cli
 from dc2tasks.install import InstallError, install_product, write_manifest
-from dc2tasks.install.manifest import PROVENANCE_NAME, read_manifest
+from dc2tasks.install.manifest import PROVENANCE_NAME, Manifest, build_manifest, read_manifest
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.qa.core import CheckResult, QaReport, write_qa_json
 from dc2tasks.service.demo import qa_lines
@@ -40,16 +39,30 @@ def _provenance(central: Path) -> dict:
     return json.loads((central / "object" / "current" / PROVENANCE_NAME).read_text())
 
 
-def test_enforce_refuses_a_failed_product_and_changes_nothing(source, central) -> None:
+def _verified(version: Path) -> Manifest:
+    """An installed version checked as `dc2 install` checks a copy: every file its manifest lists is
+    there with that size and sha256, and there is no other."""
+    manifest = read_manifest(version / "manifest.json")
+    assert sorted(build_manifest(version).files, key=str) == sorted(manifest.files, key=str)
+    return manifest
+
+
+def _producer_entries(source: Path, product: str) -> list[dict]:
+    files = {e.name: e for e in read_manifest(source / "manifest.json").files}
+    return [{"name": e.name, "size": e.size, "sha256": e.sha256}
+            for e in (files[f"qa/{product}/qa.json"], files[f"qa/{product}/index.html"])]
+
+
+def test_enforce_refuses_a_failed_product_and_changes_nothing(source, central, tree) -> None:
     _with_reports(source, {"object": [PASSED], "trim_object": [FAILED, WARNED]})
-    before = snapshot(central)
+    before = tree(central)
     with pytest.raises(InstallError) as info:
         install_product(source, central, "object", check=None)
     assert str(info.value).startswith(
         "object: QA failed, not installed (qa mode enforce): trim_object: max_duplicate_ids = 3 "
         "(threshold <= 0); nothing installed changed"
     )
-    assert snapshot(central) == before == {}
+    assert tree(central) == before == {}
 
 
 def test_warn_installs_and_records_the_overridden_failures(source, central) -> None:
@@ -67,24 +80,57 @@ def test_warn_installs_and_records_the_overridden_failures(source, central) -> N
     assert _provenance(central)["qa"] == expected
     assert "  qa overridden: trim_object max_duplicate_ids = 3 (<= 0)" in result.summary()
     version = central / "object" / "versions" / result.version
-    assert (version / "qa" / "trim_object" / "index.html").is_file()  # installed with the product
+    # the installed report says it was installed over its failure; the passing one is as produced
+    installed = json.loads((version / "qa" / "trim_object" / "qa.json").read_text())
+    assert installed["override"] == {
+        "mode": "warn",
+        "failures": [
+            {"name": "max_duplicate_ids", "value": 3, "threshold": "<= 0", "detail": "objectId 7, 8, 9"}
+        ],
+        "approved_by": None,
+        "at": _provenance(central)["timestamps"]["installed"],
+        "produced": _producer_entries(source, "trim_object"),
+    }
+    assert {k: v for k, v in installed.items() if k != "override"} == json.loads(
+        (source / "qa" / "trim_object" / "qa.json").read_text())
+    html = (version / "qa" / "trim_object" / "index.html").read_text()
+    assert '<div class="override" id="override"><h2>Installed despite 1 failed check (qa mode warn)</h2>' in (
+        html)
+    assert html.index('class="override"') < html.index("<h1>")
+    assert "<li>max_duplicate_ids = 3 (threshold &lt;= 0): objectId 7, 8, 9</li>" in html
+    for name in ("qa/object/qa.json", "qa/object/index.html"):
+        assert (version / name).read_bytes() == (source / name).read_bytes()
+    # the installed manifest lists the files as installed; it knows the content it was made from
+    manifest, produced = _verified(version), read_manifest(source / "manifest.json")
+    assert manifest.produced_as == produced.content_sha256 != manifest.content_sha256
+    assert _provenance(central)["outputs"]["files"] == manifest.to_json()["files"]
+    again = install_product(source, central, "object", check=None, qa_mode="warn")
+    assert (again.status, again.version) == ("unchanged", result.version)
     assert qa_lines(central) == [
         f"  QA {'object':<20} pass  report {version / 'qa' / 'object' / 'index.html'}",
         f"  QA {'trim_object':<20} fail  report {version / 'qa' / 'trim_object' / 'index.html'}",
     ]
 
 
-def test_approve_needs_and_records_who_approved(source, central) -> None:
+def test_approve_needs_and_records_who_approved(source, central, tree) -> None:
     _with_reports(source, {"trim_object": [FAILED]})
     with pytest.raises(InputError, match="--approved-by USER"):
         install_product(source, central, "object", check=None, qa_mode="approve")
     with pytest.raises(InputError, match="only with qa mode approve"):
         install_product(source, central, "object", check=None, approved_by="alice")
-    assert snapshot(central) == {}
+    assert tree(central) == {}
     install_product(source, central, "object", check=None, qa_mode="approve", approved_by="alice")
     qa = _provenance(central)["qa"]
     assert qa["mode"] == "approve" and qa["approved_by"] == "alice"
     assert [o["check"] for o in qa["overridden"]] == ["max_duplicate_ids"]
+    report = central / "object" / "current" / "qa" / "trim_object"
+    override = json.loads((report / "qa.json").read_text())["override"]
+    assert (override["mode"], override["approved_by"]) == ("approve", "alice")
+    assert [(f["name"], f["value"], f["threshold"]) for f in override["failures"]] == [
+        ("max_duplicate_ids", 3, "<= 0")]
+    assert "Installed despite 1 failed check (qa mode approve), approved by alice" in (
+        report / "index.html").read_text()
+    _verified(central / "object" / "current")
 
 
 def test_passing_products_and_one_without_reports_install(source, central, made, tmp_path) -> None:
@@ -94,6 +140,9 @@ def test_passing_products_and_one_without_reports_install(source, central, made,
         "mode": "enforce", "verdicts": {"object": "pass", "trim_object": "warn"}, "overridden": [],
         "approved_by": None,
     }
+    version = central / "object" / "current"  # enforce: the reports are installed as produced
+    assert _verified(version).to_json() == read_manifest(source / "manifest.json").to_json()
+    assert "override" not in (version / "qa" / "trim_object" / "qa.json").read_text()
     dpdd = tmp_path / "dpdd_object"  # no QA report at all (a hand install): nothing to refuse
     shutil.copytree(made.dpdd_dir, dpdd)
     install_product(dpdd, central, "dpdd_object", check=None)
@@ -101,7 +150,7 @@ def test_passing_products_and_one_without_reports_install(source, central, made,
     assert provenance["qa"]["verdicts"] == {}
 
 
-def test_a_report_changed_after_the_manifest_is_refused(source, central) -> None:
+def test_a_report_changed_after_the_manifest_is_refused(source, central, tree) -> None:
     _with_reports(source, {"trim_object": [FAILED]})
     path = source / "qa" / "trim_object" / "qa.json"
     data = json.loads(path.read_text())
@@ -112,7 +161,7 @@ def test_a_report_changed_after_the_manifest_is_refused(source, central) -> None
     path.write_text(text[: entry.size].ljust(entry.size))  # same size: only the checksum tells
     with pytest.raises(InstallError, match=r"qa/trim_object/qa\.json: not the checksum the manifest gives"):
         install_product(source, central, "object", check=None, qa_mode="warn")
-    assert snapshot(central) == {}
+    assert tree(central) == {}
 
 
 def _dc2(*argv: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,7 @@ def test_demo_run_is_local_on_the_sample_repository(monkeypatch):
     assert config.central.group is None
     assert config.central.catalog_base_dir("dpdd_object") == str(demo / "central" / "dpdd_object" / "current")
     assert config.tracts == [4850]
+    assert (config.qa.approve_timeout, config.qa.approve_wait) == ("7-00:00:00", timedelta(days=7))
     monkeypatch.setenv("DC2_DEMO_DIR", "/tmp/elsewhere")
     assert load_run_config(RUNS / "demo.yaml").repository == "/tmp/elsewhere/sample-repo"
 
@@ -194,6 +196,9 @@ def test_slurm_settings_render_into_sbatch_scripts():
         (minimal(qa={"truth": "/t/$(id)"}), "qa.truth", "is not allowed in a path"),
         (minimal(qa={"when": "always"}), "qa.when", "unknown key"),
         (minimal(slurm={"time": {"qa": "never"}}), "slurm.time.qa", "'never' is not a Slurm"),
+        (minimal(qa={"approve_timeout": "7d"}), "qa.approve_timeout", "'7d' is not a Slurm time"),
+        (minimal(qa={"approve_timeout": "0:00"}), "qa.approve_timeout", "must be positive"),
+        (minimal(qa={"approve_timeout": 60}), "qa.approve_timeout", "valid string"),
     ],
 )  # fmt: skip
 def test_invalid_field_is_named_with_the_file(tmp_path, monkeypatch, data, field, message):

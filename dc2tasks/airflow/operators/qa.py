@@ -9,7 +9,10 @@ retried as SlurmJobOperator retries. Either way the report's summary goes to XCo
 
 The approval is Airflow 3.3's human-in-the-loop ApprovalOperator: it parks the task in
 `awaiting_input` (no worker slot, no trigger) until someone answers in Required actions or through
-the REST API; its body shows every product's verdict, failed checks and report directory.
+the REST API; its body shows every product's verdict, failed checks and report directory. Nobody
+answering is an answer too: after the run file's `qa.approve_timeout` (default a week) the
+scheduler's timeout sweep takes the default option, Reject, so a forgotten run neither waits for
+ever nor installs; the task log says so and how to be asked again.
 """
 
 from __future__ import annotations
@@ -115,11 +118,15 @@ def approval_body(reports: list[dict[str, Any]]) -> str:
 
 class QaApprovalOperator(ApprovalOperator):
     """The person's approval before install, in the `approve` mode of the gate (skipped otherwise
-    and in a dry run). Approve: returns {"approved_by": user}; reject: fails, nothing installed."""
+    and in a dry run). Approve: returns {"approved_by": user}; reject, or no answer within
+    `qa.approve_timeout`: fails, nothing installed."""
 
     def __init__(self, *, config: RunConfig, qa_task_ids: list[str], **kwargs: Any) -> None:
         kwargs.setdefault("subject", f"Install the products of run {config.name}?")
-        super().__init__(fail_on_reject=True, retries=0, **kwargs)
+        super().__init__(
+            fail_on_reject=True, retries=0, response_timeout=config.qa.approve_wait,
+            defaults=ApprovalOperator.REJECT, **kwargs,
+        )  # fmt: skip
         self.config = config
         self.qa_task_ids = qa_task_ids
 
@@ -130,11 +137,20 @@ class QaApprovalOperator(ApprovalOperator):
             why = "a dry run" if plan.dry_run else f"qa mode {plan.qa}"
             raise AirflowSkipException(f"{why}: no approval asked")
         reports = [r for t in self.qa_task_ids if (r := ti.xcom_pull(task_ids=t, key=QA_REPORT_KEY))]
-        self.body = approval_body(reports)
-        self.log.info("waiting for approval:\n%s", self.body)
+        self.body = (approval_body(reports) + f"\n\nUnanswered after {self.response_timeout} (the run file's "
+                     f"`qa.approve_timeout` {self.config.qa.approve_timeout}), this is rejected.")
+        self.log.info("waiting for approval (at most %s, qa.approve_timeout %s; then rejected):\n%s",
+                      self.response_timeout, self.config.qa.approve_timeout, self.body)
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("timedout") or event.get("error_type") == "timeout":
+            raise AirflowFailException(
+                f"no answer within {self.response_timeout} (run file qa.approve_timeout "
+                f"{self.config.qa.approve_timeout}): rejected, nothing is installed. To be asked again, "
+                f"clear {self.task_id} with its downstream tasks (the task's Clear in the UI, with "
+                "Downstream), then approve in Required actions"
+            )
         user = event.get("responded_by_user") or {}
         who = str(user.get("name") or user.get("id") or "unknown")
         try:

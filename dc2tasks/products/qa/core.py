@@ -99,6 +99,42 @@ class Plot:
     caption: str
 
 
+@dataclass(frozen=True)
+class Override:
+    """The failed checks of a report that `dc2 install` installed anyway (qa mode warn, or approve and
+    who approved), written by the installer into the installed copy of `qa.json` (key `override`) and
+    shown at the top of its `index.html`. `produced`: the producer's {name, size, sha256} of the
+    report files the installer rewrote, kept for audit (the installed manifest lists the new ones)."""
+
+    mode: str
+    failures: tuple[CheckResult, ...]
+    approved_by: str | None
+    at: str
+    produced: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "failures": [{"name": c.name, "value": c.value, "threshold": c.threshold, "detail": c.detail}
+                         for c in self.failures],
+            "approved_by": self.approved_by,
+            "at": self.at,
+            "produced": [dict(p) for p in self.produced],
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: object) -> Override:
+        if not isinstance(data, dict) or not isinstance(data.get("failures"), list):
+            raise InputError(f"{where}: not an override record (no list of failures)")
+        failures = tuple(
+            _check({**f, "verdict": "fail"}, where) for f in data["failures"] if isinstance(f, dict)
+        )
+        approved_by = data.get("approved_by")
+        produced = tuple(p for p in data.get("produced") or [] if isinstance(p, dict))
+        return cls(str(data.get("mode")), failures, None if approved_by is None else str(approved_by),
+                   str(data.get("at") or ""), produced)
+
+
 @dataclass
 class QaReport:
     """Every check and plot of one product; `qa.json` is this, with the verdict."""
@@ -108,6 +144,7 @@ class QaReport:
     checks: list[CheckResult] = field(default_factory=list)
     plots: list[Plot] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)  # rows, files, units: what the report shows first
+    override: Override | None = None  # only in an installed copy (see Override)
 
     @property
     def verdict(self) -> Verdict:
@@ -130,7 +167,37 @@ class QaReport:
             "checks": [asdict(c) for c in self.checks],
             "plots": [asdict(p) for p in self.plots],
             "facts": self.facts,
+            **({"override": self.override.to_json()} if self.override is not None else {}),
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: object) -> QaReport:
+        """A report as parse_qa_json read it (the installer re-renders an installed copy from it)."""
+        plots = data.get("plots") or []
+        facts = data.get("facts") or {}
+        if not isinstance(plots, list) or not isinstance(facts, dict):
+            raise InputError(f"{where}: not a QA report (plots must be a list, facts an object)")
+        try:
+            made = [Plot(str(p["name"]), str(p["file"]), str(p.get("caption", ""))) for p in plots]
+        except (KeyError, TypeError):
+            raise InputError(f"{where}: not a QA report (a plot without a name or file)") from None
+        override = data.get("override")
+        return cls(
+            str(data.get("product")), str(data.get("directory")), [_check(c, where) for c in data["checks"]],
+            made, facts, None if override is None else Override.from_json(override, where),
+        )
+
+
+def _check(data: object, where: object) -> CheckResult:
+    """One check of a qa.json."""
+    named = isinstance(data, dict) and isinstance(data.get("name"), str)
+    if not named or data.get("verdict") not in VERDICTS:  # type: ignore[union-attr]
+        raise InputError(f"{where}: not a QA report (a check without a name or verdict: {data!r})")
+    value = data.get("value")
+    if value is not None and not isinstance(value, int | float | str):
+        value = str(value)
+    return CheckResult(data["name"], data["verdict"], value, str(data.get("threshold", "")),
+                       str(data.get("detail") or ""))
 
 
 def write_qa_json(report: QaReport, out_dir: Path) -> Path:
