@@ -52,6 +52,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return subprocess.run(sweep_argv(args), check=False).returncode
 
 
+def run(args: argparse.Namespace) -> int:
+    return {"sweep": _cmd_sweep}[args.slurm_command](args)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     slurm = add_command(sub, "slurm", help="this deployment's Slurm jobs: the orphan sweep")
     commands = slurm.add_subparsers(dest="slurm_command", metavar="COMMAND", required=True)
@@ -64,4 +68,4 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "as `dc2-sweep --help` shows)")
     p.add_argument("--dry-run", action="store_true", help="log what would be cancelled; cancel nothing")
     p.add_argument("--json", action="store_true", help="print the cancellations as one JSON list, last")
-    p.set_defaults(func=_cmd_sweep)
+    slurm.set_defaults(func=run)
