@@ -159,10 +159,10 @@ def test_the_same_on_the_loopback_cluster_over_ssh(
         sweep_scenario(s, "dc2_sweep_cluster", SLURM_CONN_ID, SlurmClient(SSHTransport(ssh_config())))
 
 
-def test_the_sweep_refuses_a_negative_grace() -> None:
-    r = subprocess.run([sys.executable, "-m", "dc2tasks.airflow.sweep", "--grace", "-1"], capture_output=True,
-                       text=True, check=False, env={**os.environ})
-    assert r.returncode == 2 and "--grace must be >= 0" in r.stderr
+def test_the_sweep_refuses_a_negative_grace_and_dc2_slurm_sweep_passes_that_on() -> None:
+    r = subprocess.run([str(Path(sys.executable).with_name("dc2")), "slurm", "sweep", "--grace", "-1"],
+                       capture_output=True, text=True, check=False, env={**os.environ})
+    assert r.returncode == 2 and "dc2-sweep: error: --grace must be >= 0" in r.stderr
 
 
 REPO = Path(__file__).resolve().parents[2]
