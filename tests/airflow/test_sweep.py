@@ -114,7 +114,8 @@ def sweep_scenario(s: AirflowServices, dag_id: str, conn: str | None, slurm: Slu
         out = run_python(s, "-m", "dc2tasks.airflow.sweep", *conn_args, "--dry-run", "--grace", "0")
         assert (f"would cancel (dry run) Slurm job {job_b} (name {job_name_for(dag_id, 'wait', run_b, -1)}), "
                 f"task {task_b}, try 1: the task is failed (try 1); nobody waits for the job") in out, out
-        assert f"would cancel {job_b} " in out and f"Slurm job {job_a} " not in out
+        assert f"would cancel {job_b} " in out and f"would cancel (dry run) Slurm job {job_a} " not in out
+        assert f"keeping Slurm job {job_a} (try 1): task {dag_id}.wait of run {run_a} (deferred) waits" in out
         out = run_python(s, "-m", "dc2tasks.airflow.sweep", *conn_args, "--grace", "3600")
         assert f"not yet cancelling Slurm job {job_b} (task {task_b}, try 1)" in out, out
         assert state(job_b) in ALIVE
