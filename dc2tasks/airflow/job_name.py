@@ -31,3 +31,6 @@ def name_prefix(dag_id: str) -> str:
 
 JOB_ID_XCOM = "slurm_job_id"
 """The XCom key under which a try records the id of the job it waits for."""
+
+JOB_XCOM = "slurm_job"
+"""The XCom key under which a try records its job: id, name, the try that recorded it, connection, logs."""

@@ -27,7 +27,7 @@ from urllib.parse import quote
 from airflow.sdk import BaseOperatorLink
 
 from dc2tasks.airflow.compat import TaskInstanceKeyLike, in_task_process, stored_xcom, task_xcom
-from dc2tasks.airflow.job_name import JOB_ID_XCOM
+from dc2tasks.airflow.job_name import JOB_ID_XCOM, JOB_XCOM
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class SlurmJobLink(BaseOperatorLink):
         job_id = read_xcom(ti_key, JOB_ID_XCOM)
         if not job_id:
             return ""
-        job = read_xcom(ti_key, "slurm_job")
+        job = read_xcom(ti_key, JOB_XCOM)
         job = job if isinstance(job, dict) else {}
         try_number = getattr(ti_key, "try_number", None)
         if job.get("try") is not None and try_number is not None and int(job["try"]) != int(try_number):

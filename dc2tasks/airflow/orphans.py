@@ -38,7 +38,11 @@ class TaskFacts:
     run_id: str
     map_index: int
     state: str | None
-    try_number: int
+    try_number: int | None
+    """Its try; None when not known. The Task SDK gives no task's try number, so the sweep DAG gives
+    the try that recorded `job_id` (XCom `slurm_job`): the current try, or an earlier one while the
+    next has not started (a try's start clears the XComs), never a later one. Wherever the rule
+    compares tries, a lower try only keeps more jobs."""
     job_id: str | None = None
     """The job its current try recorded (XCom `slurm_job_id`), if any."""
     run_state: str | None = "running"
@@ -58,12 +62,14 @@ def cancel_reason(job: JobInfo, job_try: int, task: TaskFacts | None) -> str | N
     if task is None:
         return "no task instance has its job name (the DAG run is gone)"
     if task.waiting:
-        newer = task.try_number > job_try and task.job_id not in (None, job.array_job_id)
+        newer = (task.try_number is not None and task.try_number > job_try
+                 and task.job_id not in (None, job.array_job_id))
         if not newer:
             return None
         return (f"it is try {job_try}; the task is {task.state} on try {task.try_number}, "
                 f"waiting for job {task.job_id}")
-    return f"the task is {task.state or 'cleared'} (try {task.try_number}); nobody waits for the job"
+    tried = "" if task.try_number is None else f" (try {task.try_number})"
+    return f"the task is {task.state or 'cleared'}{tried}; nobody waits for the job"
 
 
 def ti_label(ti: Any) -> str:

@@ -9,17 +9,20 @@ How: one `squeue` per cluster lists the account's jobs that have not ended whose
 the deployment's prefix (`DEFAULT_PREFIX`: every run DAG is `dc2_<run>`), keeping only those whose
 comment carries the deployment's job token (`dc2tasks.slurm.owner`). Each job's deterministic name
 (`job_name.job_name_for`: DAG, task, map index and run, hashed) is matched to the task instance it
-was made for, read from the metadata database with its state, try and recorded job id; the rule of
-`orphans.cancel_reason` decides, and a job submitted less than `grace_s` ago is left for the next
-sweep (between sbatch and the task's state reaching the database is a window no rule can see into).
-Every cancellation (and, with `dry_run`, every one that would be made) is logged with the job, its
-task and why.
+was made for by a fact source (`FactSource`), which gives its state, try and recorded job id; the
+rule of `orphans.cancel_reason` decides, and a job submitted less than `grace_s` ago is left for the
+next sweep (between sbatch and the task's state reaching the database is a window no rule can see
+into). Every cancellation (and, with `dry_run`, every one that would be made) is logged with the
+job, its task and why.
 
-`dc2-sweep [--dry-run] [--grace S] [--conn ID]` (or `python -m dc2tasks.airflow.sweep`), with the
-service's environment (AIRFLOW_HOME, and for the local backend DC2_LOCAL_SLURM_DIR), by hand or from
-cron where the scheduler runs. It is not a `dc2` subcommand (`dc2` never imports Airflow) nor a DAG
-task (Airflow 3 blocks a task process's access to the metadata database: `block_orm_access` in
-airflow/sdk/execution_time/supervisor.py, checked on 3.3.2), and the sweep needs that database.
+Two fact sources, one loop (`sweep`) and one rule:
+- `database_facts`, the metadata database (through `compat.task_instances`), for `dc2-sweep
+  [--dry-run] [--grace S] [--conn ID] [--json]` (or `python -m dc2tasks.airflow.sweep`, or `dc2
+  slurm sweep`, which runs this module), by a person or from cron where the scheduler runs, with the
+  service's environment (AIRFLOW_HOME, and for the local backend DC2_LOCAL_SLURM_DIR);
+- the Task SDK (`sweep_dag.TaskSdkFacts`) for the `dc2_sweep` DAG (dags/dc2_sweep.py), whose task
+  may not open the database (Airflow 3 blocks it: `block_orm_access` in
+  airflow/sdk/execution_time/supervisor.py, checked on 3.3.2).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 from dc2tasks.airflow import compat
@@ -65,6 +68,16 @@ def task_facts(dag_ids: Iterable[str]) -> dict[str, TaskFacts]:
     return facts
 
 
+FactSource = Callable[[Collection[str]], Mapping[str, TaskFacts]]
+"""Given the names of the listed jobs, the facts of the task instances those names were made for, by
+job name; a name it leaves out has no task instance (its DAG run is gone)."""
+
+
+def database_facts(names: Collection[str]) -> dict[str, TaskFacts]:
+    """`FactSource` from the metadata database: every task instance of the DAGs the names may be of."""
+    return task_facts(d for d in compat.dag_ids_known() if any(n.startswith(name_prefix(d)) for n in names))
+
+
 def jobs_by_id(elements: list[JobInfo]) -> dict[str, list[JobInfo]]:
     """The listed elements grouped by (array) job id, each group's live elements only."""
     groups: dict[str, list[JobInfo]] = {}
@@ -74,16 +87,14 @@ def jobs_by_id(elements: list[JobInfo]) -> dict[str, list[JobInfo]]:
     return groups
 
 
-def sweep(conn_id: str | None, *, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False,
-          prefix: str = DEFAULT_PREFIX, now: float | None = None) -> list[SweepAction]:
+def sweep(conn_id: str | None, facts_of: FactSource = database_facts, *, grace_s: float = DEFAULT_GRACE_S,
+          dry_run: bool = False, prefix: str = DEFAULT_PREFIX, now: float | None = None) -> list[SweepAction]:
     """One pass over the cluster of `conn_id` (None: the local backend); the jobs cancelled."""
     hook = SlurmHook(conn_id)
     try:
         owner = hook.owner()
         listed = jobs_by_id(hook.client(owner).list_by_prefix(prefix))
-        names = {els[0].name for els in listed.values()}
-        dags = [d for d in compat.dag_ids_known() if any(n.startswith(name_prefix(d)) for n in names)]
-        facts = task_facts(dags)
+        facts = facts_of({els[0].name for els in listed.values()}) if listed else {}
         now = time.time() if now is None else now
         actions = [a for jid, els in sorted(listed.items(), key=lambda kv: int(kv[0]))
                    if (a := _judge(jid, els, owner, facts, now, grace_s, dry_run)) is not None]
@@ -97,7 +108,7 @@ def sweep(conn_id: str | None, *, grace_s: float = DEFAULT_GRACE_S, dry_run: boo
         hook.close()
 
 
-def _judge(job_id: str, elements: list[JobInfo], owner: Owner, facts: dict[str, TaskFacts], now: float,
+def _judge(job_id: str, elements: list[JobInfo], owner: Owner, facts: Mapping[str, TaskFacts], now: float,
            grace_s: float, dry_run: bool) -> SweepAction | None:
     job = elements[0]
     try_number = owner.verified_try(job.name, job.comment)
@@ -106,8 +117,8 @@ def _judge(job_id: str, elements: list[JobInfo], owner: Owner, facts: dict[str, 
     label = task.label() if task else f"(no task instance; job name {job.name})"
     reason = cancel_reason(job, try_number, task)
     if reason is None:
-        log.debug("keeping Slurm job %s: task %s (%s, try %s) waits for it", job_id, label,
-                  task.state if task else "-", task.try_number if task else "-")
+        log.info("keeping Slurm job %s (try %d): task %s (%s) waits for it", job_id, try_number, label,
+                 task.state if task else "-")
         return None
     submitted = min((e.submitted for e in elements if e.submitted is not None), default=None)
     if submitted is not None and now - submitted < grace_s:

@@ -13,7 +13,7 @@ import sys
 import time
 
 from dc2tasks import __version__
-from dc2tasks.cli import install, inventory, objects, product_steps, qa, runs, sample, service
+from dc2tasks.cli import install, inventory, objects, product_steps, qa, runs, sample, service, slurm
 from dc2tasks.cli.args import HelpFormatter
 from dc2tasks.products.errors import InputError
 
@@ -31,7 +31,7 @@ Every output is written under a temporary name and renamed into place; re-runnin
 its output with the same content. Errors name the file, column or parameter at fault (exit code 2).
 """
 
-REGISTERS = (product_steps, objects, inventory, qa, service, install, runs, sample)
+REGISTERS = (product_steps, objects, inventory, qa, service, install, runs, sample, slurm)
 """In the order `dc2 --help` lists their subcommands."""
 
 VERBOSE_COMMANDS = ("demo", "object-pipeline", "source", "forced-source", "dia-source", "dia-object")

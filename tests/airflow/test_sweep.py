@@ -7,23 +7,33 @@ api-server: tests/airflow/services.py) and the local Slurm emulator, the demo's 
 - a task marked failed while its trigger runs has its job cancelled by the trigger's `on_kill`.
 The sweeps run as a person runs them: `python -m dc2tasks.airflow.sweep` in the service's environment.
 The same on the loopback Slurm over SSH is marked `cluster`.
+
+The sweep DAG (dags/dc2_sweep.py, facts from the Task SDK) with `dag.test()` and the local backend:
+jobs whose task ended, whose task moved on to a later try that recorded another job, or whose DAG
+run is gone are cancelled; jobs a task waits for are kept; a dry run (the DAG's and `dc2 slurm
+sweep`'s, facts from the database) cancels nothing and names the same jobs.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SLURM_CONN_ID, ssh_connection_json
+from dagrun import TaskKey, load_dag, xcom_value
 from services import AirflowServices, airflow_services
 
 from dc2tasks.airflow.job_name import job_name_for
-from dc2tasks.slurm import SlurmClient
+from dc2tasks.airflow.sweep_dag import dag_id_candidates, task_keys
+from dc2tasks.slurm import SlurmClient, SlurmJob
 from dc2tasks.slurm.transports import LocalTransport
 from dc2tasks.slurm.transports.ssh import SSHConfig, SSHTransport
 
@@ -104,7 +114,8 @@ def sweep_scenario(s: AirflowServices, dag_id: str, conn: str | None, slurm: Slu
         out = run_python(s, "-m", "dc2tasks.airflow.sweep", *conn_args, "--dry-run", "--grace", "0")
         assert (f"would cancel (dry run) Slurm job {job_b} (name {job_name_for(dag_id, 'wait', run_b, -1)}), "
                 f"task {task_b}, try 1: the task is failed (try 1); nobody waits for the job") in out, out
-        assert f"would cancel {job_b} " in out and f"Slurm job {job_a} " not in out
+        assert f"would cancel {job_b} " in out and f"would cancel (dry run) Slurm job {job_a} " not in out
+        assert f"keeping Slurm job {job_a} (try 1): task {dag_id}.wait of run {run_a} (deferred) waits" in out
         out = run_python(s, "-m", "dc2tasks.airflow.sweep", *conn_args, "--grace", "3600")
         assert f"not yet cancelling Slurm job {job_b} (task {task_b}, try 1)" in out, out
         assert state(job_b) in ALIVE
@@ -149,7 +160,167 @@ def test_the_same_on_the_loopback_cluster_over_ssh(
         sweep_scenario(s, "dc2_sweep_cluster", SLURM_CONN_ID, SlurmClient(SSHTransport(ssh_config())))
 
 
-def test_the_sweep_refuses_a_negative_grace() -> None:
-    r = subprocess.run([sys.executable, "-m", "dc2tasks.airflow.sweep", "--grace", "-1"], capture_output=True,
-                       text=True, check=False, env={**os.environ})
-    assert r.returncode == 2 and "--grace must be >= 0" in r.stderr
+def test_the_sweep_refuses_a_negative_grace_and_dc2_slurm_sweep_passes_that_on() -> None:
+    r = subprocess.run([str(Path(sys.executable).with_name("dc2")), "slurm", "sweep", "--grace", "-1"],
+                       capture_output=True, text=True, check=False, env={**os.environ})
+    assert r.returncode == 2 and "dc2-sweep: error: --grace must be >= 0" in r.stderr
+
+
+REPO = Path(__file__).resolve().parents[2]
+DC2 = str(Path(sys.executable).with_name("dc2"))
+TARGET = "dc2_sweep_target"
+KEYS = [("ended", -1), ("waiting", -1), ("moved_on", -1), ("mapped", 0), ("mapped", 1)]
+TARGET_DAG = """\
+from airflow.sdk import DAG, get_current_context, task
+from dc2tasks.airflow.hooks import SlurmHook
+from dc2tasks.airflow.job_name import JOB_ID_XCOM, JOB_XCOM, job_name_for
+from dc2tasks.slurm import SlurmJob
+
+
+def submit(try_number):
+    # what SlurmJobOperator.execute does before it defers: submit a signed job, record it
+    ti = get_current_context()["ti"]
+    name = job_name_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+    hook = SlurmHook(None)
+    owner = hook.owner()
+    job_id = hook.client(owner).submit(SlurmJob(script="sleep 600\\n", name=name,
+                                                comment=owner.comment(name, try_number)))
+    ti.xcom_push(key=JOB_ID_XCOM, value=job_id)
+    ti.xcom_push(key=JOB_XCOM, value={{"job_id": job_id, "name": name, "try": try_number}})
+
+
+with DAG({dag_id!r}, schedule=None, catchup=False) as dag:
+    @task
+    def ended():
+        submit(1)
+
+    @task
+    def waiting():
+        submit(1)
+
+    @task
+    def moved_on():
+        submit(2)
+
+    @task
+    def mapped(i):
+        submit(1)
+
+    ended()
+    waiting()
+    moved_on()
+    mapped.expand(i=[0, 1])
+"""
+
+
+def test_a_job_name_maps_back_to_its_dag_and_task_instance() -> None:
+    name = job_name_for("dc2_run1.2p_v4", "qa.object", "manual__2026-12-02T10:00:00.1+00:00", -1)
+    assert dag_id_candidates(name) == ["dc2_run1", "dc2_run1.2p_v4", "dc2_run1.2p_v4.qa",
+                                       "dc2_run1.2p_v4.qa.object"]  # the run id's part has a ':'
+    assert task_keys("source") == [("source", -1)]
+    assert task_keys("step_12") == [("step_12", -1), ("step", 12)]  # the hash tells which
+
+
+def _set_states(run_id: str, states: dict[tuple[str, int], tuple[str, int]]) -> None:
+    """Give task instances of TARGET's run a state and try, as the scheduler or a user's mark would."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        for ti in session.scalars(select(TaskInstance).where(TaskInstance.dag_id == TARGET,
+                                                             TaskInstance.run_id == run_id)):
+            ti.state, ti.try_number = states[(ti.task_id, ti.map_index)]
+
+
+def _sweep_result(dr: Any) -> list[dict[str, Any]]:
+    value = xcom_value(dr, "sweep_local")
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_the_sweep_dag_cancels_what_no_task_waits_for_and_keeps_what_one_does(
+    tmp_path: Path, airflow_db: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One test for the whole scenario, as it costs ~30 s on 2 cores: the first `dag.test()` of a
+    pytest process starts the in-process Execution API (~20 s, once per process), and `dc2 slurm
+    sweep` imports Airflow in its child (~10 s); the sweep's two `dag.test()`s take a second."""
+    from dc2tasks.airflow.compat import stored_xcom
+    from dc2tasks.airflow.hooks import SlurmHook
+
+    local = tmp_path / "local-slurm"
+    monkeypatch.setenv("DC2_LOCAL_SLURM_DIR", str(local))  # this test's jobs only
+    monkeypatch.setenv("DC2_DEMO_DIR", str(tmp_path / "demo"))
+    folder = Path(airflow_db) / "dags"
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "runs").mkdir(parents=True)
+    shutil.copy(REPO / "dags" / "dc2_sweep.py", folder)
+    shutil.copy(REPO / "dags" / "runs" / "demo.yaml", folder / "runs")  # the local backend only
+    (folder / f"{TARGET}.py").write_text(TARGET_DAG.format(dag_id=TARGET))
+
+    target = load_dag(folder / f"{TARGET}.py").test()
+    run = target.run_id
+    jobs = {f"{t}[{i}]" if i >= 0 else t: str(stored_xcom(TaskKey(TARGET, t, run, i), "slurm_job_id"))
+            for t, i in KEYS}
+    _set_states(run, dict(zip(KEYS, [("failed", 1), ("deferred", 1), ("deferred", 2), ("deferred", 1),
+                                     ("success", 1)], strict=True)))
+    hook = SlurmHook(None)
+    owner, client = hook.owner(), hook.client()
+
+    def submit(task_id: str, run_id: str, try_number: int) -> str:
+        name = job_name_for(TARGET, task_id, run_id, -1)
+        job = SlurmJob(script="sleep 600\n", name=name, comment=owner.comment(name, try_number))
+        return client.submit(job)
+
+    older = submit("moved_on", run, 1)  # try 1's job, left running when try 2 submitted its own
+    gone = submit("waiting", "manual__deleted_run", 1)
+    label = f"{TARGET}.{{}} of run {run}".format
+    nobody = "; nobody waits for the job"
+    cancel = {  # job id -> (its task, why), as the sweep logs and returns them
+        jobs["ended"]: (label("ended"), "the task is failed (try 1)" + nobody),
+        jobs["mapped[1]"]: (label("mapped[1]"), "the task is success (try 1)" + nobody),
+        older: (label("moved_on"),
+                f"it is try 1; the task is deferred on try 2, waiting for job {jobs['moved_on']}"),
+        gone: (f"(no task instance; job name {job_name_for(TARGET, 'waiting', 'manual__deleted_run', -1)})",
+               "no task instance has its job name (the DAG run is gone)"),
+    }
+    keep = {jobs["waiting"], jobs["moved_on"], jobs["mapped[0]"]}
+
+    def actions(listed: list[dict[str, Any]], cancelled: bool) -> None:
+        assert {a["job_id"]: (a["task"], a["reason"]) for a in listed} == cancel
+        assert {a["cancelled"] for a in listed} == {cancelled}
+
+    def logged(verb: str, text: str) -> None:
+        for job_id, (task, why) in cancel.items():
+            line = next(x for x in text.splitlines() if f"{verb} Slurm job {job_id} (name " in x)
+            assert f"), task {task}, try 1: {why}" in line, line
+
+    def states() -> dict[str, str]:
+        return {i: j.state.base for i, j in client.status([*cancel, *keep]).items()}
+
+    try:
+        sweep_dag = load_dag(folder / "dc2_sweep.py")
+        assert [t.task_id for t in sweep_dag.tasks] == ["sweep_local"]
+        caplog.set_level("INFO", logger="dc2tasks.airflow.sweep")
+        actions(_sweep_result(sweep_dag.test(run_conf={"dry_run": True, "grace": 0})), cancelled=False)
+        logged("would cancel (dry run)", caplog.text)
+        for job_id in keep:
+            assert f"keeping Slurm job {job_id} (try " in caplog.text, job_id
+        assert states() == dict.fromkeys([*cancel, *keep], "RUNNING")
+
+        env = {**os.environ, "DC2_LOCAL_SLURM_DIR": str(local)}  # the database's facts: the same verdicts
+        r = subprocess.run([DC2, "slurm", "sweep", "--dry-run", "--grace", "0", "--json"], env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 0, r.stderr[-3000:]
+        actions(json.loads(r.stdout.splitlines()[-1]), cancelled=False)
+        logged("would cancel (dry run)", r.stdout + r.stderr)
+        assert states() == dict.fromkeys([*cancel, *keep], "RUNNING")
+
+        caplog.clear()
+        # dry_run given: a second dag.test() of the same DAG object keeps the first one's conf
+        actions(_sweep_result(sweep_dag.test(run_conf={"dry_run": False, "grace": 0})), cancelled=True)
+        logged("cancelling", caplog.text)
+        client.wait(list(cancel), timeout=60)
+        assert states() == {**dict.fromkeys(cancel, "CANCELLED"), **dict.fromkeys(keep, "RUNNING")}
+    finally:
+        client.cancel([*jobs.values(), older, gone])

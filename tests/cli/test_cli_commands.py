@@ -63,6 +63,8 @@ COMMANDS = {
         "--forced-src-width --dia-src-width --visit-list --no-truth --overwrite"
     ),
     "serve": "--workdir --port --seed --timeout --share-network",
+    "slurm": "",
+    "slurm sweep": "--conn --grace --dry-run --json",
     "source": (
         "repo --rerun --visits --visit-file --array-index --array-count -o/--output-dir "
         "--objects --radius --allow-missing-detectors --force"

@@ -21,7 +21,7 @@ from airflow.sdk import BaseOperator, Context
 
 from dc2tasks.airflow.compat import task_state
 from dc2tasks.airflow.hooks import SlurmHook
-from dc2tasks.airflow.job_name import JOB_ID_XCOM, job_name_for
+from dc2tasks.airflow.job_name import JOB_ID_XCOM, JOB_XCOM, job_name_for
 from dc2tasks.airflow.job_wait import JobWaitSpec, wait_for_job
 from dc2tasks.airflow.links import SlurmJobLink
 from dc2tasks.airflow.orphans import kill_verdict, stale_message
@@ -149,7 +149,7 @@ class SlurmJobOperator(BaseOperator):
         self._job_id = job_id
         spec = self._spec(job_id, job, elements)
         ti.xcom_push(key=JOB_ID_XCOM, value=job_id)
-        ti.xcom_push(key="slurm_job", value={
+        ti.xcom_push(key=JOB_XCOM, value={
             "job_id": job_id, "name": name, "try": try_number, "conn_id": self.slurm_conn_id,
             "log_paths": spec.log_paths, "elements": len(elements)})
         if not self.deferrable:
