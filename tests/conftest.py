@@ -45,6 +45,7 @@ CLUSTER_FIXTURES = ("loopback_cluster", "loopback_cluster_without_accounting")
 CLUSTER_GROUP = "loopback-cluster"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`make test` runs the suite on several pytest-xdist workers (`--dist loadgroup`); every test
     that uses a loopback cluster goes to one of them, so the session starts one cluster (its
