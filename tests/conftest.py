@@ -45,16 +45,16 @@ CLUSTER_FIXTURES = ("loopback_cluster", "loopback_cluster_without_accounting")
 CLUSTER_GROUP = "loopback-cluster"
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_itemcollected(item: pytest.Item) -> None:
     """`make test` runs the suite on several pytest-xdist workers (`--dist loadgroup`); every test
     that uses a loopback cluster goes to one of them, so the session starts one cluster (its
-    session fixture) and its tests never race each other's slurmctld, groups or faults."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):  # a module with a cluster of its own says so
-            continue
-        if set(CLUSTER_FIXTURES) & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+    session fixture) and its tests never race each other's slurmctld, groups or faults. (Marked
+    here, as each test is collected: pytest-xdist reads the groups in its own
+    `pytest_collection_modifyitems`, which may run before a conftest's.)"""
+    if item.get_closest_marker("xdist_group"):  # a module with a cluster of its own says so
+        return
+    if set(CLUSTER_FIXTURES) & set(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
 
 
 @pytest.fixture(scope="session")
