@@ -184,7 +184,7 @@ async def wait_for_job(poller: SharedPoller, spec: JobWaitSpec, log: logging.Log
             started = any(j is not None and j.state.base not in ("PENDING",) for j in jobs.values())
             if stream_path and started:
                 offset = await _stream(poller, stream_path, offset, log)
-            if elements:
+            if elements is not None:
                 await elements.log_ended(jobs)
             if any(j is None or not j.outcome.final for j in jobs.values()):
                 continue
