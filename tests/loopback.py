@@ -17,6 +17,11 @@ SCRIPT = Path(__file__).resolve().parent / "cluster" / "loopback_cluster.sh"
 START_TIMEOUT_S = 900  # a fresh machine also runs apt-get here
 
 
+def _script(*args: str, env: dict[str, str], check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, check=check,
+                          env={**os.environ, **env})
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -41,22 +46,10 @@ def loopback(**env: str) -> Iterator[dict[str, str]]:
         pytest.fail(f"loopback cluster failed to start (exit {started.returncode}):\n{started.stderr}")
     directory = started.stdout.strip().splitlines()[-1]
     try:
-        env_out = subprocess.run(
-            ["bash", str(SCRIPT), "env", directory],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, **env},
-        ).stdout
+        env_out = _script("env", directory, env=env, check=True).stdout
         yield dict(line.split("=", 1) for line in env_out.splitlines() if "=" in line)
     finally:
-        stopped = subprocess.run(
-            ["bash", str(SCRIPT), "stop", directory],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, **env},
-        )
+        stopped = _script("stop", directory, env=env)
         if stopped.returncode != 0:
             print(f"loopback cluster stop failed:\n{stopped.stderr}")
 

@@ -74,45 +74,27 @@ def task_xcom(ti_key: TaskInstanceKeyLike, key: str) -> Any:
     return XCom.get_value(ti_key=ti_key, key=key)
 
 
-def stored_xcom(ti_key: TaskInstanceKeyLike, key: str) -> Any:
-    """An XCom's value as stored in the metadata database, or None (on the API server).
+def stored_xcoms(dag_id: str, run_id: str, key: str, task_id: str | None = None,
+                 map_index: int = -1) -> dict[str, Any]:
+    """The XCom `key` of one DAG run's task instances of map index `map_index` (of `task_id` only,
+    when given) that pushed it, by task id, as stored in the metadata database (on the API server).
 
     Checked on 3.3.2: `airflow.models.xcom.XComModel.get_many` and `airflow.utils.session.
     create_session`. A plugin's link runs in the API server with no task context (AIP-72, pull
     request apache/airflow#46613), where the database is the only source; Airflow's own extra-links
-    route reads `XComModel` the same way (#55194). The value is returned as stored: a task's XComs
+    route reads `XComModel` the same way (#55194); the reports app (reports_app.py) lists a run's
+    `qa_report` XComs without knowing its task ids. The value is returned as stored: a task's XComs
     arrive through the Execution API as plain JSON, and decoding again would turn the job id "1"
     into the number 1. Imported here, not at the top: workers never need airflow-core's models."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        row = session.execute(
-            XComModel.get_many(
-                key=key,
-                run_id=ti_key.run_id,
-                dag_ids=ti_key.dag_id,
-                task_ids=ti_key.task_id,
-                map_indexes=ti_key.map_index,
-            ).with_only_columns(XComModel.value)
-        ).first()
-    return None if row is None else row[0]
-
-
-def stored_xcoms(dag_id: str, run_id: str, key: str) -> dict[str, Any]:
-    """The XCom `key` of every (unmapped) task of one DAG run that pushed it, by task id, as stored.
-
-    Checked on 3.3.2: as `stored_xcom`, for the reports app on the API server (reports_app.py), which
-    lists a run's `qa_report` XComs without knowing its task ids."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
         rows = session.execute(
-            XComModel.get_many(key=key, run_id=run_id, dag_ids=dag_id, map_indexes=-1)
-            .with_only_columns(XComModel.task_id, XComModel.value)
+            XComModel.get_many(key=key, run_id=run_id, dag_ids=dag_id, task_ids=task_id,
+                               map_indexes=map_index).with_only_columns(XComModel.task_id, XComModel.value)
         ).all()
-    return {str(task_id): value for task_id, value in rows}
+    return {str(task): value for task, value in rows}
 
 
 # -- the reports app on the API server -----------------------------------------------------------
@@ -176,32 +158,25 @@ def ti_count(ti: TaskInstanceKeyLike, states: list[str]) -> int:
     Checked on 3.3.2: `RuntimeTaskInstance.get_ti_count` (airflow.sdk.execution_time.task_runner)
     sends the Task SDK's `GetTICount` through `SUPERVISOR_COMMS`, which the triggerer sets too. A
     trigger has no public way to read its task's state (pull request apache/airflow#65590 considered
-    a `get_task_state` and dropped it); used by `handed_to_another_triggerer`."""
+    a `get_task_state` and dropped it); the first trigger of a triggerer asks it
+    (`warm_up_state_queries`)."""
     return int(RuntimeTaskInstance.get_ti_count(
         dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index, states=states,
     ))
 
 
-async def handed_to_another_triggerer(ti: TaskInstanceKeyLike | None, trigger_log: Any = log) -> bool:
-    """True when a trigger's `on_kill` was called although no user acted: its task is still DEFERRED.
+def handed_to_another_triggerer(state: str | None) -> bool:
+    """True when a trigger's `on_kill` was called although no user acted: its task, in `state` as
+    `read_task_state` read it during that `on_kill`, is still DEFERRED.
 
     Checked on 3.3.2: a trigger the scheduler hands to another triggerer (this one missed its
     heartbeats: paused, overloaded, a network split; or HA rebalancing) is cancelled here with the
     user-action message, so `on_kill` runs although the other triggerer's copy is waiting on the
     same job: apache/airflow pull request #73454 (open; the bug is present since `on_kill` shipped
     in 3.3.0 with #65590). A user action always changes the task's state first, so a task still
-    DEFERRED means a hand-over. When the state cannot be read in time: False, since cancelling is
-    what a user action means."""
-    if ti is None:
-        return False
-    try:
-        deferred = await asyncio.wait_for(asyncio.to_thread(ti_count, ti, ["deferred"]),
-                                          timeout=STATE_TIMEOUT_S)
-    except Exception as e:  # the triggerer's supervisor link is all there is to ask
-        trigger_log.warning("could not read the state of task %s (%s); treating the kill as a user action",
-                            ti.task_id, e or type(e).__name__)
-        return False
-    return deferred > 0
+    DEFERRED means a hand-over. A state that could not be read (None) is no hand-over, since
+    cancelling is what a user action means."""
+    return state == "deferred"
 
 
 def in_triggerer_process() -> bool:
@@ -225,7 +200,7 @@ def warm_up_state_queries(ti: TaskInstanceKeyLike | None) -> None:
 
     Checked on 3.3.2: the triggerer's supervisor builds its in-process Execution API on the first
     query a trigger makes (7 s on a busy 2-core machine, its heartbeat stalled meanwhile). Paid in
-    `handed_to_another_triggerer` during an `on_kill`, it would delay the cancel a user's clear asks
+    `read_task_state` during an `on_kill`, it would delay the cancel a user's clear asks
     for, and the clear's next try could reattach to the job about to be cancelled. No upstream issue
     found (related: apache/airflow#65945, the in-process API's start-up; pull request #67919, open,
     moves the triggerer to the API server over HTTP). Only in a real triggerer."""

@@ -1,8 +1,16 @@
-"""Wait for one Slurm job (or array) through the shared poller; stream its log; report its end.
+"""Wait for one Slurm job (or array) through the shared poller; put its output in the task log;
+report its end.
 
 Why one coroutine for both modes: the trigger (deferrable, in the triggerer) and the operator's
 non-deferrable mode (`asyncio.run` on the worker) must behave the same, so both call `wait_for_job`.
 The result is a JSON-able payload (a TriggerEvent travels through the metadata database).
+
+The output: a job of one element is streamed as it runs (new whole lines at each poll). An array's
+elements run side by side, and their lines interleaved would say nothing, so each element's log goes
+to the task log in one block when the element ends (in order of completion), every line prefixed
+with the element's index (`[element 3] ...`), and bounded: the first and last `element_log_bytes`
+of a longer log, with a line saying how much lies between. That costs reads of each ended element's
+log once, never a command per element per poll.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dc2tasks.airflow.poller import PollFailed, SharedPoller
-from dc2tasks.slurm import JobInfo, Outcome
+from dc2tasks.slurm import AsyncSlurmClient, JobInfo, Outcome
 from dc2tasks.slurm.transports import TransportError
 
 MAX_LOG_LINE = 10_000
@@ -31,6 +39,8 @@ class JobWaitSpec:
     max_failed_tails: int = 10
     missing_limit: int = 20
     """Polls in a row in which Slurm knows none of the ids before giving up on the job."""
+    element_log_bytes: int = 32_768
+    """An array element's log in the task log: its first and last this many bytes."""
 
 
 def element_record(info: JobInfo) -> dict[str, Any]:
@@ -40,6 +50,15 @@ def element_record(info: JobInfo) -> dict[str, Any]:
 
 def state_counts(jobs: dict[str, JobInfo | None]) -> dict[str, int]:
     return dict(sorted(Counter(j.state.base if j else "UNKNOWN" for j in jobs.values()).items()))
+
+
+def log_lines(text: str) -> list[str]:
+    """A job's output as plain lines: split at newlines, each line what a terminal leaves of it (the
+    text after its last carriage return: a progress bar's final state, not every redraw)."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r").rpartition("\r")[2] for line in lines]
 
 
 async def _stream(poller: SharedPoller, path: str, offset: int, log: logging.Logger | Any) -> int:
@@ -58,7 +77,7 @@ async def _stream(poller: SharedPoller, path: str, offset: int, log: logging.Log
         if cut:
             new_offset -= len(text[cut:].encode())
             text = text[:cut]
-    for line in text.splitlines():
+    for line in log_lines(text):
         log.info("%s", line)
     return new_offset
 
@@ -72,9 +91,66 @@ async def _drain(poller: SharedPoller, path: str, offset: int, log: logging.Logg
             return
         if not text:
             return
-        for line in text.splitlines():
+        for line in log_lines(text):
             log.info("%s", line)
         offset = new_offset
+
+
+async def read_bounded(client: AsyncSlurmClient, path: str, nbytes: int) -> tuple[str, int, str] | None:
+    """A finished log's first and last `nbytes` (whole lines) and how many bytes lie between them
+    (0: the whole log is in the first part); None when there is no log. Two or three commands."""
+    size = await client.log_size(path)
+    if size is None:
+        return None
+    if size <= 2 * nbytes:  # one read; a limit above the size keeps a last line without newline
+        text, _ = await client.read_log(path, 0, size + 1)
+        return text, 0, ""
+    head, head_end = await client.read_log(path, 0, nbytes)  # cut after its last newline
+    # from one byte earlier: the tail's whole lines start after the first newline of this read
+    tail, _ = await client.read_log(path, size - nbytes - 1, nbytes + 2)
+    first = tail.find("\n") + 1
+    if 0 < first < len(tail):
+        tail = tail[first:]
+    return head, size - len(tail.encode()) - head_end, tail
+
+
+class ElementLogs:
+    """The logs of an array's elements, each put in the task log once, when its element has ended."""
+
+    def __init__(self, poller: SharedPoller, spec: JobWaitSpec, log: logging.Logger | Any) -> None:
+        self.client = poller.client
+        self.spec = spec
+        self.log = log
+        self.done: set[str] = set()
+
+    async def log_ended(self, jobs: dict[str, JobInfo | None]) -> None:
+        """Log the elements that have ended since the last poll (in index order within one poll)."""
+        for eid in self.spec.element_ids:
+            info = jobs.get(eid)
+            if eid not in self.done and info is not None and info.outcome.final:
+                self.done.add(eid)
+                await self._log_element(eid, info)
+
+    async def _log_element(self, eid: str, info: JobInfo) -> None:
+        path = self.spec.log_paths.get(eid)
+        if path is None:
+            return
+        prefix = f"[element {eid.partition('_')[2] or eid}]"
+        try:
+            read = await read_bounded(self.client, path, self.spec.element_log_bytes)
+        except TransportError as e:
+            self.log.warning("%s could not read %s: %s", prefix, path, e)
+            return
+        if read is None:
+            self.log.info("%s %s %s: no log at %s", prefix, eid, info.state.raw, path)
+            return
+        head, skipped, tail = read
+        lines = [f"{prefix} {eid} {info.state.raw}: its log {path}"]
+        lines += [f"{prefix} {line}" for line in log_lines(head)]
+        if skipped:
+            lines.append(f"{prefix} ... {skipped} bytes skipped (the whole log: {path}) ...")
+            lines += [f"{prefix} {line}" for line in log_lines(tail)]
+        self.log.info("%s", "\n".join(lines))
 
 
 async def wait_for_job(poller: SharedPoller, spec: JobWaitSpec, log: logging.Logger | Any) -> dict[str, Any]:
@@ -82,6 +158,7 @@ async def wait_for_job(poller: SharedPoller, spec: JobWaitSpec, log: logging.Log
     # log_paths is keyed by element id ("12" or "12_0"), not by the array's job id
     only = spec.element_ids[0] if len(spec.element_ids) == 1 else None
     stream_path = spec.log_paths.get(only) if spec.stream_log and only else None
+    elements = ElementLogs(poller, spec, log) if spec.stream_log and not only else None
     offset = 0
     missing = 0
     last_counts: dict[str, int] | None = None
@@ -107,6 +184,8 @@ async def wait_for_job(poller: SharedPoller, spec: JobWaitSpec, log: logging.Log
             started = any(j is not None and j.state.base not in ("PENDING",) for j in jobs.values())
             if stream_path and started:
                 offset = await _stream(poller, stream_path, offset, log)
+            if elements is not None:
+                await elements.log_ended(jobs)
             if any(j is None or not j.outcome.final for j in jobs.values()):
                 continue
             if stream_path:

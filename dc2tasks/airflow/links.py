@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
-from dc2tasks.airflow.compat import TaskInstanceKeyLike, in_task_process, stored_xcom, task_xcom
+from dc2tasks.airflow.compat import TaskInstanceKeyLike, in_task_process, stored_xcoms, task_xcom
 from dc2tasks.airflow.job_name import JOB_ID_XCOM, JOB_XCOM
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ def read_xcom(ti_key: TaskInstanceKeyLike, key: str) -> Any:
     build arbitrary classes from what a task wrote); a custom XCom backend that stores references
     elsewhere is not supported there."""
     if not in_task_process():
-        return stored_xcom(ti_key, key)
+        stored = stored_xcoms(ti_key.dag_id, ti_key.run_id, key, ti_key.task_id, ti_key.map_index)
+        return stored.get(ti_key.task_id)
     try:
         return task_xcom(ti_key, key)
     except Exception:  # e.g. a skipped task that never pushed it: no link, not an error in its log

@@ -192,11 +192,15 @@ class _Exchanges:
                 continue
         return data.decode("utf-8", "replace"), offset + len(data)
 
+    def log_size(self, path: str) -> Exchange[int | None]:
+        """The size of a log (lstat: a link's own, never its target's); None when it is not there."""
+        r = yield c.file_size(path, self.timeout)
+        return int(r.out.strip()) if r.returncode == 0 and r.out.strip().isdigit() else None
+
     def tail_log(self, path: str, nbytes: int) -> Exchange[str]:
         """The last `nbytes` of a log, read no-follow like `read_log` (the size comes from lstat;
         if the path is swapped for a link in between, the read refuses it)."""
-        r = yield c.file_size(path, self.timeout)
-        size = int(r.out.strip()) if r.returncode == 0 and r.out.strip().isdigit() else None
+        size = yield from self.log_size(path)
         if size is None:
             return ""
         r = yield c.read_bytes(path, max(0, size - int(nbytes)), int(nbytes), self.timeout)
@@ -246,6 +250,9 @@ class SlurmClient:
     def read_log(self, path: str, offset: int = 0, limit: int = c.LOG_CHUNK) -> tuple[str, int]:
         """New text of a log file from `offset`, and the offset to read from next time."""
         return self._drive(self._exchanges.read_log(path, offset, limit))
+
+    def log_size(self, path: str) -> int | None:
+        return self._drive(self._exchanges.log_size(path))
 
     def tail_log(self, path: str, nbytes: int = 4000) -> str:
         return self._drive(self._exchanges.tail_log(path, nbytes))
@@ -300,6 +307,9 @@ class AsyncSlurmClient:
 
     async def read_log(self, path: str, offset: int = 0, limit: int = c.LOG_CHUNK) -> tuple[str, int]:
         return await self._drive(self._exchanges.read_log(path, offset, limit))
+
+    async def log_size(self, path: str) -> int | None:
+        return await self._drive(self._exchanges.log_size(path))
 
     async def tail_log(self, path: str, nbytes: int = 4000) -> str:
         return await self._drive(self._exchanges.tail_log(path, nbytes))

@@ -26,11 +26,12 @@ class ProbeTrigger(BaseTrigger):
         return (f"{__name__}.ProbeTrigger", {"dag_id": k.dag_id, "task_id": k.task_id, "run_id": k.run_id})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        state = await compat.read_task_state(self.key)
         yield TriggerEvent({
             "deferred": compat.ti_count(self.key, ["deferred"]),
             "queued": compat.ti_count(self.key, ["queued"]),
-            "handed_over": await compat.handed_to_another_triggerer(self.key),
-            "state": await compat.read_task_state(self.key),
+            "handed_over": compat.handed_to_another_triggerer(state),
+            "state": state,
             "in_triggerer": compat.in_triggerer_process(),
         })
 

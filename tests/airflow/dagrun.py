@@ -90,9 +90,9 @@ class TaskKey:
 
 def xcom_value(dr: Any, task_id: str, key: str = "return_value") -> Any:
     """What a task of a finished run pushed under `key`, as stored (None: nothing)."""
-    from dc2tasks.airflow.compat import stored_xcom
+    from dc2tasks.airflow.compat import stored_xcoms
 
-    return stored_xcom(TaskKey(dr.dag_id, task_id, dr.run_id), key)
+    return stored_xcoms(dr.dag_id, dr.run_id, key, task_id).get(task_id)
 
 
 def run_dag(dag_id: str, job: dict[str, Any], retries: int = 0, **op: Any) -> TaskResult:

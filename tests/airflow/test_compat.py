@@ -116,7 +116,11 @@ def test_run_to_end_survives_a_repeated_cancel() -> None:
 
 def test_outside_any_task_nothing_is_claimed() -> None:
     assert compat.in_triggerer_process() is False
-    assert asyncio.run(compat.handed_to_another_triggerer(None)) is False
+    # no supervisor to ask: no state, which is no hand-over (on_kill then acts as for a user's action)
+    assert asyncio.run(compat.read_task_state(TaskKey("d", "t", "r"))) is None
+    assert compat.handed_to_another_triggerer(None) is False
+    assert compat.handed_to_another_triggerer("deferred") is True
+    assert compat.handed_to_another_triggerer("failed") is False
 
     async def warm_up() -> set[str]:
         compat.warm_up_state_queries(TaskKey("d", "t", "r"))  # not in a triggerer: nothing to warm up
@@ -169,8 +173,12 @@ def probe_run(airflow_db: str) -> dict[str, Any]:
     return {"tis": tis}
 
 
+def stored(ti: Any, key: str) -> Any:
+    return compat.stored_xcoms(ti.dag_id, ti.run_id, key, ti.task_id).get(ti.task_id)
+
+
 def test_inside_a_task(probe_run: dict[str, Any]) -> None:
-    report = compat.stored_xcom(probe_run["tis"]["probe"], "in_task")
+    report = stored(probe_run["tis"]["probe"], "in_task")
     assert report == {
         "in_task": True,
         "in_triggerer": False,  # dag.test() runs the task and its trigger without the triggerer
@@ -184,7 +192,7 @@ def test_inside_a_task(probe_run: dict[str, Any]) -> None:
 
 
 def test_inside_a_trigger(probe_run: dict[str, Any]) -> None:
-    report = compat.stored_xcom(probe_run["tis"]["probe"], "return_value")
+    report = stored(probe_run["tis"]["probe"], "return_value")
     # A trigger can read its task's state through the supervisor (what handed_to_another_triggerer
     # does). dag.test() parks the task in QUEUED while it runs the trigger inline (airflow/sdk/
     # definitions/dag.py), so here it reads QUEUED and a kill would count as a user action; that a
@@ -196,8 +204,12 @@ def test_inside_a_trigger(probe_run: dict[str, Any]) -> None:
 
 def test_stored_xcom_is_the_value_as_stored(probe_run: dict[str, Any]) -> None:
     push = probe_run["tis"]["push"]
-    assert compat.stored_xcom(push, "return_value") == "1"  # a string, not decoded into 1
-    assert compat.stored_xcom(push, "no_such_key") is None
+    assert stored(push, "return_value") == "1"  # a string, not decoded into 1
+    assert stored(push, "no_such_key") is None
+    # a run's XComs by task id (what the reports app lists), of unmapped tasks by default
+    assert compat.stored_xcoms(push.dag_id, push.run_id, "return_value") == {
+        "push": "1", "probe": stored(probe_run["tis"]["probe"], "return_value")}
+    assert compat.stored_xcoms(push.dag_id, push.run_id, "return_value", map_index=0) == {}
 
 
 def test_the_database_side_items(probe_run: dict[str, Any]) -> None:

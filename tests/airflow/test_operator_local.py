@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import stat
 import subprocess
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,11 +22,14 @@ from dc2tasks.airflow.hooks import (
     local_job_token,
 )
 from dc2tasks.airflow.job_name import job_name_for
+from dc2tasks.airflow.job_wait import JobWaitSpec, log_lines, wait_for_job
 from dc2tasks.airflow.operators.slurm import output_pattern
 from dc2tasks.airflow.outcome import JobReport, SlurmJobCancelled, SlurmJobFailed
+from dc2tasks.airflow.poller import SharedPoller
 from dc2tasks.airflow.retry import decide_retry
-from dc2tasks.slurm import FoundJob, Owner, SlurmJob, SlurmState
-from dc2tasks.slurm.commands import JobInfo
+from dc2tasks.slurm import AsyncSlurmClient, FoundJob, Owner, SlurmJob, SlurmState, element_ids
+from dc2tasks.slurm.commands import Command, CommandResult, JobInfo
+from dc2tasks.slurm.transports import LocalTransport
 
 OWNER = Owner("dc2test", "a-test-deployment-token")
 
@@ -45,11 +51,88 @@ def test_local_backend_runs_the_job_and_logs_its_stdout(
     assert ("Pausing task as DEFERRED" in out) is deferrable
 
 
-def test_local_backend_exit_3_fails(db: str, capfd: pytest.CaptureFixture[str]) -> None:
-    r = run_dag("local_exit3", dict(script="echo doomed; exit 3\n", name="x"), poll_interval=0.3)
+def test_local_backend_array_logs_each_elements_output_and_exit_3_fails(
+    db: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Through the trigger as `dag.test()` runs it: each element's output in the task log once, with
+    its index; the failed element's tail in the failure message."""
+    script = ('if [ "$SLURM_ARRAY_TASK_ID" = 1 ]; then echo doomed; exit 3; fi\n'
+              'echo "fine $SLURM_ARRAY_TASK_ID"\n')
+    r = run_dag("local_exit3", dict(script=script, name="x", array="0-2"), poll_interval=0.3)
     assert r.state == "failed"
     out = capfd.readouterr().out
     assert ": FAILED (exit code 3)" in out and "doomed\n---" in out
+    lines = ("[element 0] fine 0", "[element 1] doomed", "[element 2] fine 2")
+    assert [out.count(line) for line in lines] == [1, 1, 1]
+    assert "failed indices (1): 1" in out
+
+
+class CountingTransport(LocalTransport):
+    """The local backend, counting the commands it runs by program."""
+
+    def __init__(self, state_dir: Path, cwd: Path) -> None:
+        super().__init__(state_dir, cwd=cwd)
+        self.programs: Counter[str] = Counter()
+
+    def run(self, cmd: Command) -> CommandResult:
+        self.programs[cmd.argv[0]] += 1
+        return super().run(cmd)
+
+
+ELEMENTS = """\
+i=$SLURM_ARRAY_TASK_ID
+case $i in
+  0) sleep 2; echo "zero 1"; echo "zero 2";;
+  1) printf 'progress 10%%\\rprogress 100%%\\n'; echo "one done";;
+  2) echo "two"; printf "no newline at the end"; date +%s.%N > end.2; exit 1;;
+  3) seq -f 'big %05g' 1 4000;;
+esac
+date +%s.%N > end.$i
+"""
+
+
+def test_an_arrays_elements_reach_the_task_log_once_each_prefixed_and_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each element's log in one block when it ends (in order of completion), every line prefixed
+    with its index, a progress bar's carriage returns resolved, the middle of a big log skipped
+    (saying how much); each ended element's log read once, one status command per poll."""
+    work = tmp_path / "work"
+    work.mkdir()
+    transport = CountingTransport(tmp_path / "state", work)
+    job = SlurmJob(script=ELEMENTS, name="arr", array="0-3%2", output="arr.%A_%a.out")
+    poller = SharedPoller(AsyncSlurmClient(transport))
+    jid = asyncio.run(poller.client.submit(job))
+    ids = element_ids(jid, job)
+    spec = JobWaitSpec(job_id=jid, element_ids=tuple(ids), log_paths={e: f"arr.{e}.out" for e in ids},
+                       poll_interval=0.1, element_log_bytes=1000)
+    log = logging.getLogger("test.element_logs")
+    caplog.set_level(logging.INFO, logger=log.name)
+    payload = asyncio.run(wait_for_job(poller, spec, log))
+    assert {e: r["state"] for e, r in payload["elements"].items()} == {
+        f"{jid}_{i}": "FAILED" if i == 2 else "COMPLETED" for i in range(4)}
+    assert payload["tails"] == {f"{jid}_2": "two\nno newline at the end"}  # as before
+    blocks = [r.getMessage().split("\n") for r in caplog.records if r.getMessage().startswith("[element ")]
+    ended = sorted(range(4), key=lambda i: float((work / f"end.{i}").read_text()))
+    state = {i: "FAILED" if i == 2 else "COMPLETED" for i in range(4)}
+    assert [b[0] for b in blocks] == [f"[element {i}] {jid}_{i} {state[i]}: its log arr.{jid}_{i}.out"
+                                      for i in ended]
+    lines = [line for b in blocks for line in b[1:]]
+    big = [f"[element 3] big {n:05d}" for n in (*range(1, 101), *range(3901, 4001))]
+    skipped = f"[element 3] ... {40_000 - 2000} bytes skipped (the whole log: arr.{jid}_3.out) ..."
+    assert sorted(lines) == sorted([
+        "[element 0] zero 1", "[element 0] zero 2", "[element 1] progress 100%", "[element 1] one done",
+        "[element 2] two", "[element 2] no newline at the end", *big, skipped])
+    assert lines.index(skipped) == lines.index("[element 3] big 00100") + 1
+    # reads: stat + dd per element, one dd more for the big one, stat + dd for the failed one's tail
+    assert (transport.programs["stat"], transport.programs["dd"]) == (5, 6)
+    assert transport.programs["sacct"] == poller.polls
+
+
+def test_log_lines_are_plain() -> None:
+    assert log_lines("a\r\nb\n") == ["a", "b"]
+    assert log_lines("10%\r50%\r100%\nend") == ["100%", "end"]
+    assert log_lines("") == []
 
 
 def test_job_name_is_deterministic_safe_and_distinct() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from conftest import SLURM_CONN_ID, ssh_connection_json
-from dagrun import TaskKey, load_dag, xcom_value
+from dagrun import load_dag, xcom_value
 from services import AirflowServices, airflow_services
 
 from dc2tasks.airflow.job_name import job_name_for
@@ -244,7 +244,7 @@ def test_the_sweep_dag_cancels_what_no_task_waits_for_and_keeps_what_one_does(
     """One test for the whole scenario, as it costs ~30 s on 2 cores: the first `dag.test()` of a
     pytest process starts the in-process Execution API (~20 s, once per process), and `dc2 slurm
     sweep` imports Airflow in its child (~10 s); the sweep's two `dag.test()`s take a second."""
-    from dc2tasks.airflow.compat import stored_xcom
+    from dc2tasks.airflow.compat import stored_xcoms
     from dc2tasks.airflow.hooks import SlurmHook
 
     local = tmp_path / "local-slurm"
@@ -260,7 +260,7 @@ def test_the_sweep_dag_cancels_what_no_task_waits_for_and_keeps_what_one_does(
 
     target = load_dag(folder / f"{TARGET}.py").test()
     run = target.run_id
-    jobs = {f"{t}[{i}]" if i >= 0 else t: str(stored_xcom(TaskKey(TARGET, t, run, i), "slurm_job_id"))
+    jobs = {f"{t}[{i}]" if i >= 0 else t: str(stored_xcoms(TARGET, run, "slurm_job_id", t, i)[t])
             for t, i in KEYS}
     _set_states(run, dict(zip(KEYS, [("failed", 1), ("deferred", 1), ("deferred", 2), ("deferred", 1),
                                      ("success", 1)], strict=True)))

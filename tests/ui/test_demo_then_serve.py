@@ -4,12 +4,14 @@
 - no trigger row of the finished demo run is left, so the service's triggerer starts none for it and
   no `on_kill` issues a cancel;
 - the demo run reads like any run: every task's log is there through the REST API's task-instance
-  log endpoint (what the UI shows), a Slurm step's with its job's own output.
+  log endpoint (what the UI shows), a Slurm step's with its job's own output: streamed for a job of
+  one element, each element's in a block of its own for an array.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from dc2tasks.catalogue import CATALOGUE
 
 DAG = "dc2_demo"
 STEP = "object.trim"  # one job, one element: its output is streamed into the task log
+ARRAY_STEP = "source"  # 3 visits, 2 per element: an array of 2, each element's log in one block
 DEFERRED = 2 * len(CATALOGUE.names)  # the demo makes every product: its step and its qa step wait
 SKIPPED = {"approve_qa"}  # the gate's approval: only in qa mode approve
 
@@ -73,6 +76,10 @@ def test_demo_then_serve_starts_no_trigger_cancels_nothing_and_shows_every_task_
         step = task_log(served.url, bearer, run_id, STEP, 1)
         # the job's own stdout, streamed by the trigger
         assert "Slurm job" in step and "trim_object_tract_4850.hdf5: " in step, step[-3000:]
+        array = task_log(served.url, bearer, run_id, ARRAY_STEP, 1)
+        for i in (0, 1):  # each element's own stdout, once, its lines prefixed with its index
+            assert len(re.findall(rf"^\[element {i}\] \d+_{i} COMPLETED: its log ", array, re.M)) == 1, array
+            assert re.search(rf"^\[element {i}\] visit \d+: \w+: \d+ rows", array, re.M), array[-3000:]
         time.sleep(20)  # the triggerer has long been up: anything it would start and cancel, it has
         standalone = (workdir / "airflow" / "services" / "standalone.log").read_text(errors="replace")
         with sqlite3.connect(workdir / "airflow" / "airflow.db") as db:

@@ -73,6 +73,8 @@ class SlurmJobOperator(BaseOperator):
     :param cert_warn_hours: warn when the SSH certificate expires within this many hours.
     :param tail_bytes: how much of a failed job's log to put in the failure message.
     :param max_failed_tails: at most this many failed array elements get their log tail shown.
+    :param element_log_bytes: an array element's log goes to the task log when it ends: its first and
+        last this many bytes.
     """
 
     ui_color = "#c9e4f6"
@@ -92,6 +94,7 @@ class SlurmJobOperator(BaseOperator):
         cert_warn_hours: float = 24.0,
         tail_bytes: int = 3000,
         max_failed_tails: int = 10,
+        element_log_bytes: int = JobWaitSpec.element_log_bytes,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -113,6 +116,7 @@ class SlurmJobOperator(BaseOperator):
         self.cert_warn_hours = cert_warn_hours
         self.tail_bytes = tail_bytes
         self.max_failed_tails = max_failed_tails
+        self.element_log_bytes = element_log_bytes
         self._hook: SlurmHook | None = None
         self._job_id: str | None = None
         self._ti: Any = None
@@ -158,7 +162,8 @@ class SlurmJobOperator(BaseOperator):
             trigger=SlurmJobTrigger(
                 job_id=job_id, element_ids=list(elements), log_paths=spec.log_paths,
                 slurm_conn_id=self.slurm_conn_id, poll_interval=self.poll_interval,
-                tail_bytes=self.tail_bytes, max_failed_tails=self.max_failed_tails, try_number=try_number),
+                tail_bytes=self.tail_bytes, max_failed_tails=self.max_failed_tails, try_number=try_number,
+                element_log_bytes=self.element_log_bytes),
             method_name="execute_complete",
         )
 
@@ -236,7 +241,7 @@ class SlurmJobOperator(BaseOperator):
             paths[eid] = posixpath.join(job.workdir, path) if job.workdir else path
         return JobWaitSpec(job_id=job_id, element_ids=tuple(elements), log_paths=paths,
                          poll_interval=self.poll_interval, tail_bytes=self.tail_bytes,
-                         max_failed_tails=self.max_failed_tails)
+                         max_failed_tails=self.max_failed_tails, element_log_bytes=self.element_log_bytes)
 
     async def _wait_here(self, spec: JobWaitSpec) -> dict[str, Any]:
         assert self._hook is not None

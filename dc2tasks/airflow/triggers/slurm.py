@@ -11,8 +11,9 @@ One exception in 3.3: a trigger the scheduler hands to another triggerer (this o
 heartbeats: paused, overloaded, a network split; or HA rebalancing) leaves this triggerer by the
 same path as a user action (`update_triggers` puts every trigger no longer assigned here in
 `cancelling_triggers`, cancelled with the user-action message). The task instance is then still
-DEFERRED, waiting on the other triggerer's copy, so `on_kill` asks the task's state first and
-leaves the job alone in that case (an Airflow bug: `compat.handed_to_another_triggerer`).
+DEFERRED, waiting on the other triggerer's copy, so `on_kill` reads the task's state first and
+leaves the job alone in that case, before any Slurm command (an Airflow bug:
+`compat.handed_to_another_triggerer`); the same read then serves `orphans.kill_verdict`.
 
 And a kill can be stale: `airflow dags test` leaves its trigger rows behind, and a triggerer started
 later runs them, then kills them as a user action, for tasks that ended long ago; or Slurm may have
@@ -59,6 +60,7 @@ class SlurmJobTrigger(BaseTrigger):
         tail_bytes: int = 3000,
         max_failed_tails: int = 10,
         try_number: int = 0,
+        element_log_bytes: int = JobWaitSpec.element_log_bytes,
     ) -> None:
         super().__init__()
         self.job_id = job_id
@@ -70,6 +72,7 @@ class SlurmJobTrigger(BaseTrigger):
         self.tail_bytes = tail_bytes
         self.max_failed_tails = max_failed_tails
         self.try_number = try_number
+        self.element_log_bytes = element_log_bytes
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -84,6 +87,7 @@ class SlurmJobTrigger(BaseTrigger):
                 "tail_bytes": self.tail_bytes,
                 "max_failed_tails": self.max_failed_tails,
                 "try_number": self.try_number,
+                "element_log_bytes": self.element_log_bytes,
             },
         )
 
@@ -96,6 +100,7 @@ class SlurmJobTrigger(BaseTrigger):
             poll_interval=self.poll_interval,
             tail_bytes=self.tail_bytes,
             max_failed_tails=self.max_failed_tails,
+            element_log_bytes=self.element_log_bytes,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -118,23 +123,22 @@ class SlurmJobTrigger(BaseTrigger):
         await run_to_end(self._kill(), name=f"dc2-kill-{self.job_id}")
 
     async def _kill(self) -> None:
-        if await handed_to_another_triggerer(self.task_instance, self.log):
+        ti = self.task_instance
+        if ti is None:  # nothing to check the job against: the sweep will judge it
+            self.log.warning("on_kill without a task instance: not cancelling Slurm job %s", self.job_id)
+            return
+        state = await read_task_state(ti, self.log)  # one read: a hand-over, and then the verdict
+        if handed_to_another_triggerer(state):
             self.log.info(
                 "trigger handed to another triggerer (the task is still deferred): Slurm job %s (try %s) "
                 "is not cancelled", self.job_id, self.try_number,
             )
             return
-        ti = self.task_instance
-        if ti is None:  # nothing to check the job against: the sweep will judge it
-            self.log.warning("on_kill without a task instance: not cancelling Slurm job %s", self.job_id)
-            return
         poller = get_poller(await abackend(self.slurm_conn_id))
         owner = await asyncio.to_thread(SlurmHook(self.slurm_conn_id).owner)
         client = AsyncSlurmClient(poller.client.transport, owner=owner)
         name = job_name_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
-        elements, state = await asyncio.wait_for(
-            asyncio.gather(client.elements_by_name(name), read_task_state(ti, self.log)),
-            timeout=CANCEL_TIMEOUT_S)
+        elements = await asyncio.wait_for(client.elements_by_name(name), timeout=CANCEL_TIMEOUT_S)
         why = kill_verdict(elements, self.job_id, name, self.try_number, owner.verified_try, state)
         if why is not None:
             self.log.warning("%s", stale_message(ti, state, self.try_number, self.job_id, why))
