@@ -4,6 +4,7 @@ found and named with its numbers."""
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib.image
@@ -87,6 +88,26 @@ def test_constant_column_is_named(work_copy):
     rewrite(work_copy / DPDD, lambda t, _: set_column(t, "psf_fwhm_i", np.full(t.num_rows, 0.7)))
     c = check(qa(work_copy, "dpdd_object"), "columns_not_constant")
     assert c.verdict == "fail" and "psf_fwhm_i (= 0.7)" in c.detail
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_a_product_without_statistics_gets_the_same_report(work_copy, statistics):
+    """The DPDD file rewritten with or without statistics (and one column made constant, one all NaN in
+    one row group only): the checks' values and verdicts are those of the file as made."""
+    def change(t: pa.Table, i: int) -> pa.Table:
+        t = set_column(t, "psf_fwhm_i", np.full(t.num_rows, 0.7))
+        return set_column(t, "psFlux_r", np.full(t.num_rows, np.nan)) if i == 0 else t
+
+    rewrite(work_copy / DPDD, change)
+    made = qa(work_copy, "dpdd_object")
+    table = pq.read_table(work_copy / DPDD)
+    groups = table.num_rows // 3 + 1
+    pq.write_table(table, work_copy / DPDD, row_group_size=groups, write_statistics=statistics)
+    again = qa(work_copy, "dpdd_object")
+    assert list(map(asdict, again.checks)) == list(map(asdict, made.checks))
+    assert check(again, "columns_not_constant").verdict == "fail"
+    assert "psf_fwhm_i (= 0.7)" in check(again, "columns_not_constant").detail
+    assert check(again, "columns_not_all_nan").verdict == "pass"
 
 
 def test_duplicated_object_id_is_named(work_copy):
