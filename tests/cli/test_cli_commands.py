@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from dc2tasks.catalogue import CATALOGUE
-from dc2tasks.cli import build_parser, main, product_steps
+from dc2tasks.cli import build_parser, command_module, main, product_steps
 
 BANDS_ARE = "bands are distinct letters of ugrizy,"
 PATCH_IS = "is not a patch (x,y with single-digit x and y, e.g. 0,1)"
@@ -215,3 +217,30 @@ def _helps(parser: argparse.ArgumentParser):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             yield from ((a.dest, a.help) for a in action._choices_actions)
+
+
+def test_each_subcommand_parses_alike_with_its_module_alone():
+    """`dc2 COMMAND` builds its parser from the module the table names: that module registers
+    COMMAND with the same options and help as in the whole parser."""
+    whole = dict(_subcommands(build_parser()))
+    helps = dict(_helps(build_parser()))
+    assert sorted(n for n in whole if command_module(n) is None) == []
+    for name, sub in whole.items():
+        alone = build_parser(name)
+        found = dict(_subcommands(alone))
+        assert list(found) == [n for n in whole if command_module(n) == command_module(name)], name
+        assert _arguments(found[name]) == _arguments(sub), name
+        assert dict(_helps(alone))[name] == helps[name]
+
+
+def test_dc2_qa_imports_no_other_command(tmp_path):
+    """A qa job's process imports its subcommand's module only (the others' imports cost every
+    Slurm job's start a part of a second)."""
+    code = (
+        "import sys\n"
+        "from dc2tasks.cli import main\n"
+        f"rc = main(['qa', {str(tmp_path)!r}, '--product', 'dpdd_object'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dc2tasks.cli.')), rc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "['dc2tasks.cli.args', 'dc2tasks.cli.qa'] 0"

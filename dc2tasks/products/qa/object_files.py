@@ -24,6 +24,7 @@ from dc2tasks.products.qa.columns import (
     iter_row_groups,
     parquet_schema,
     settled_by_statistics,
+    values_of,
 )
 from dc2tasks.products.repo import sort_bands
 from dc2tasks.products.schema import SchemaGeneration
@@ -108,7 +109,7 @@ class ParquetObjects:
         checked = [c for c in self.promised if c not in settled]
         for f in self.files:
             for table in iter_row_groups(f, dict.fromkeys((*self.used, *UNIT_COLUMNS, *checked))):
-                values = {c: table[c].to_numpy(zero_copy_only=False) for c in table.column_names}
+                values = {c: values_of(table[c]) for c in table.column_names}
                 del table  # one row group in memory at a time: none held while the next is read
                 yield Batch(
                     f.name,
@@ -123,7 +124,7 @@ class ParquetObjects:
         key = id_column(self.product)
         for f in self.files:
             for table in iter_row_groups(f, [key]):
-                yield table[key].to_numpy()
+                yield values_of(table[key])
 
     def unit_rows(self) -> dict[tuple[int, str], int]:
         return parquet_unit_rows(self.files)
@@ -134,7 +135,7 @@ def parquet_unit_rows(files: list[Path]) -> dict[tuple[int, str], int]:
     out: dict[tuple[int, str], int] = {}
     for f in files:
         for table in iter_row_groups(f, UNIT_COLUMNS):
-            add_unit_counts(out, table["tract"].to_numpy(), table["patch"].to_numpy(zero_copy_only=False))
+            add_unit_counts(out, values_of(table["tract"]), values_of(table["patch"]))
     return out
 
 

@@ -96,15 +96,20 @@ def density_panels(
     rows = -(-n // cols)
     size = (max(3.2 * cols, SIZE[0]), max(2.8 * rows, SIZE[1]))  # one band: not smaller than the rest
     fig = Figure(figsize=size, dpi=DPI)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.1, top=0.93, wspace=0.35, hspace=0.45)
+    # shared axes, labelled on the outer panels only: tick labels are most of a panel's drawing time
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.1, top=0.93, wspace=0.15, hspace=0.3)
     for ax, (label, h) in zip(axes.flat, hists.items(), strict=False):
         _mesh(ax, h)
         ax.set_title(label, fontsize="small")
-        ax.set_xlabel(xlabel, fontsize="small")
+    for ax in axes[:, 0]:
         ax.set_ylabel(ylabel, fontsize="small")
     for ax in list(axes.flat)[len(hists) :]:
         ax.set_axis_off()
+    for col in range(cols):  # the lowest drawn panel of each column shows the x axis
+        bottom = axes[(n - 1 - col) // cols, col]
+        bottom.tick_params(labelbottom=True)
+        bottom.set_xlabel(xlabel, fontsize="small")
     return save(fig, out, name, caption)
 
 

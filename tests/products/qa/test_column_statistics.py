@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dc2tasks.products.qa.columns import ColumnFacts, iter_row_groups, settled_by_statistics
+from dc2tasks.products.qa.columns import ColumnFacts, iter_row_groups, settled_by_statistics, values_of
 
 NAN, INF = float("nan"), float("inf")
 
@@ -99,3 +99,29 @@ def test_integer_columns_are_skipped_unless_nulls_make_them_float(tmp_path):
     files = [write(tmp_path / "a.parquet", groups, types=types)]
     assert settled_by_statistics(files, ["flag", "count"]) == {"flag"}
     assert both(files, ["flag", "count"]) == ([], [("count", 7.0)])
+
+
+ARRAYS = [
+    pa.array([1.0, None, 3.0]),
+    pa.array([1.5, None], pa.float32()),
+    pa.array([1, 2, 3]),
+    pa.array([1, None, 3], pa.int32()),
+    pa.array([True, False, True]),
+    pa.array([True, None]),
+    pa.array(["0,1", None, "1,1"]),
+    pa.array([], pa.float64()),
+    pa.array([1, None, 3, 4]).slice(1, 3),
+    pa.array([True, False, True, True, False, False, True, False, True, True]).slice(7, 3),
+    pa.chunked_array([pa.array([1.0]), pa.array([2.0, None])]),
+]
+
+
+def _plain(values) -> list:
+    return [None if v != v else v for v in values.tolist()]  # NaN compared as a value
+
+
+def test_values_of_is_arrows_conversion():
+    for arr in ARRAYS:
+        mine, arrows = values_of(arr), arr.to_numpy(zero_copy_only=False)
+        assert mine.dtype == arrows.dtype, arr
+        assert _plain(mine) == _plain(arrows), arr

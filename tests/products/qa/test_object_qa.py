@@ -4,6 +4,8 @@ found and named with its numbers."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -61,6 +63,22 @@ def test_sample_passes_every_check_and_draws_every_plot(qa_sample, work_copy, pr
     assert not re.search(r"(src|href)=\"(https?:|//)", html)
 
 
+def test_a_parquet_products_qa_imports_no_pandas_scipy_or_pyplot(qa_sample):
+    """`dc2 qa` of a DPDD product with truth, as a job runs it: none of these imports (each costs
+    a part of a second and tens of MB in every qa job; pyarrow's to_numpy alone imports pandas)."""
+    truth, work = qa_sample
+    argv = ["qa", str(work / "dpdd_object"), "--product", "dpdd_object", "--truth", str(truth)]
+    argv += ["-o", str(work.parent / "qa_imports")]
+    code = (
+        "import sys\n"
+        "from dc2tasks.cli import main\n"
+        f"rc = main({argv!r})\n"
+        "print([m for m in ('pandas', 'scipy', 'matplotlib.pyplot') if m in sys.modules], rc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[] 0"
+
+
 def rewrite(path: Path, change) -> None:
     """Rewrite a Parquet file row group by row group, `change(table, index)` applied to each
     (returning None drops the row group)."""
@@ -94,6 +112,7 @@ def test_constant_column_is_named(work_copy):
 def test_a_product_without_statistics_gets_the_same_report(work_copy, statistics):
     """The DPDD file rewritten with or without statistics (and one column made constant, one all NaN in
     one row group only): the checks' values and verdicts are those of the file as made."""
+
     def change(t: pa.Table, i: int) -> pa.Table:
         t = set_column(t, "psf_fwhm_i", np.full(t.num_rows, 0.7))
         return set_column(t, "psFlux_r", np.full(t.num_rows, np.nan)) if i == 0 else t
