@@ -14,7 +14,7 @@ from types import MappingProxyType
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from dc2tasks.products.atomic import atomic_path
 from dc2tasks.products.qa.core import PLOTS_DIR, Plot
@@ -46,7 +46,7 @@ def _log_counts(ax: Axes) -> None:
     (10^n), whose first layout costs more than the rest of the plot."""
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_locator(NullLocator())  # unlabelled minor ticks: a third of its drawing
 
 
 MAX_DRAWN_BINS = 200
