@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -231,16 +229,3 @@ def test_each_subcommand_parses_alike_with_its_module_alone():
         assert list(found) == [n for n in whole if command_module(n) == command_module(name)], name
         assert _arguments(found[name]) == _arguments(sub), name
         assert dict(_helps(alone))[name] == helps[name]
-
-
-def test_dc2_qa_imports_no_other_command(tmp_path):
-    """A qa job's process imports its subcommand's module only (the others' imports cost every
-    Slurm job's start a part of a second)."""
-    code = (
-        "import sys\n"
-        "from dc2tasks.cli import main\n"
-        f"rc = main(['qa', {str(tmp_path)!r}, '--product', 'dpdd_object'])\n"
-        "print(sorted(m for m in sys.modules if m.startswith('dc2tasks.cli.')), rc)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines()[-1] == "['dc2tasks.cli.args', 'dc2tasks.cli.qa'] 0"

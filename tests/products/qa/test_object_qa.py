@@ -63,9 +63,10 @@ def test_sample_passes_every_check_and_draws_every_plot(qa_sample, work_copy, pr
     assert not re.search(r"(src|href)=\"(https?:|//)", html)
 
 
-def test_a_parquet_products_qa_imports_no_pandas_scipy_or_pyplot(qa_sample):
-    """`dc2 qa` of a DPDD product with truth, as a job runs it: none of these imports (each costs
-    a part of a second and tens of MB in every qa job; pyarrow's to_numpy alone imports pandas)."""
+def test_a_parquet_products_qa_imports_no_other_command_no_pandas_scipy_or_pyplot(qa_sample):
+    """`dc2 qa` of a DPDD product with truth, as a job runs it: of dc2tasks.cli its own module only,
+    and none of pandas, scipy, pyplot (each costs a part of a second and tens of MB in every qa job;
+    pyarrow's to_numpy alone imports pandas)."""
     truth, work = qa_sample
     argv = ["qa", str(work / "dpdd_object"), "--product", "dpdd_object", "--truth", str(truth)]
     argv += ["-o", str(work.parent / "qa_imports")]
@@ -73,10 +74,11 @@ def test_a_parquet_products_qa_imports_no_pandas_scipy_or_pyplot(qa_sample):
         "import sys\n"
         "from dc2tasks.cli import main\n"
         f"rc = main({argv!r})\n"
-        "print([m for m in ('pandas', 'scipy', 'matplotlib.pyplot') if m in sys.modules], rc)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dc2tasks.cli.')), rc)\n"
+        "print([m for m in ('pandas', 'scipy', 'matplotlib.pyplot') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines()[-1] == "[] 0"
+    assert out.splitlines()[-2:] == ["['dc2tasks.cli.args', 'dc2tasks.cli.qa'] 0", "[]"]
 
 
 def rewrite(path: Path, change) -> None:
