@@ -3,8 +3,8 @@ terminal all run the same code path.
 
 One module per domain registers its subcommands with `register(sub)`; what they share (the help
 layout, argument types, the repository arguments) is in dc2tasks.cli.args. `dc2 COMMAND` imports
-only the module of COMMAND (every Slurm job starts a `dc2`: the others' imports would cost each job
-seconds); `dc2 --help` imports them all to list every subcommand with its help line.
+only the module of COMMAND (every Slurm job starts a `dc2`: the others' imports cost each job most
+of a second); `dc2 --help` imports them all to list every subcommand with its help line.
 """
 
 from __future__ import annotations
