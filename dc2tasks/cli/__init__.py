@@ -2,18 +2,23 @@
 terminal all run the same code path.
 
 One module per domain registers its subcommands with `register(sub)`; what they share (the help
-layout, argument types, the repository arguments) is in dc2tasks.cli.args.
+layout, argument types, the repository arguments) is in dc2tasks.cli.args. `dc2 COMMAND` imports
+only the module of COMMAND (every Slurm job starts a `dc2`: the others' imports cost each job most
+of a second); `dc2 --help` imports them all to list every subcommand with its help line.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
+from collections.abc import Sequence
+from types import ModuleType
 
 from dc2tasks import __version__
-from dc2tasks.cli import install, inventory, objects, product_steps, qa, runs, sample, service, slurm
+from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.cli.args import HelpFormatter
 from dc2tasks.products.errors import InputError
 
@@ -31,14 +36,52 @@ Every output is written under a temporary name and renamed into place; re-runnin
 its output with the same content. Errors name the file, column or parameter at fault (exit code 2).
 """
 
-REGISTERS = (product_steps, objects, inventory, qa, service, install, runs, sample, slurm)
-"""In the order `dc2 --help` lists their subcommands."""
+REGISTERS = ("product_steps", "objects", "inventory", "qa", "service", "install", "runs", "sample", "slurm")
+"""The modules of dc2tasks.cli that register subcommands, in the order `dc2 --help` lists them."""
+
+COMMAND_MODULES = {
+    "gcr-config": "objects",
+    "object-pipeline": "objects",
+    "dpdd-columns": "objects",
+    "inventory": "inventory",
+    "qa": "qa",
+    "demo": "service",
+    "serve": "service",
+    "install": "install",
+    "manifest": "install",
+    "run-config": "runs",
+    "reruns": "runs",
+    "sample-repo": "sample",
+    "slurm": "slurm",
+}
+"""Which module registers each subcommand besides the product steps (one per catalogue entry, in
+product_steps); tests/cli checks it against what the modules register."""
 
 VERBOSE_COMMANDS = ("demo", "object-pipeline", "source", "forced-source", "dia-source", "dia-object")
 """Commands that log their progress at INFO unless -q is given: they run for minutes."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_module(command: str) -> str | None:
+    """The module (of REGISTERS) that registers `command`; None for no subcommand of dc2."""
+    if any(p.command == command for p in CATALOGUE):
+        return "product_steps"
+    return COMMAND_MODULES.get(command)
+
+
+def _registers(command: str | None) -> list[ModuleType]:
+    names = [m] if command is not None and (m := command_module(command)) else REGISTERS
+    return [importlib.import_module(f"dc2tasks.cli.{name}") for name in names]
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand an argument list runs: its first word that is not an option (dc2's own
+    options take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """dc2's parser: with every subcommand, or (`command`) with that one only, its module alone
+    imported."""
     parser = argparse.ArgumentParser(
         prog="dc2",
         description="DESC DC2 catalog production from a Gen2 butler repository, without the LSST stack.",
@@ -49,13 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every patch and file")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in REGISTERS:
+    for module in _registers(command):
         module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else logging.INFO if args.verbose else logging.WARNING
     if not args.quiet and not args.verbose:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.cli.args import add_command, nonneg_int
-from dc2tasks.install.manifest import MANIFEST_NAME, append_files
 from dc2tasks.products.qa.core import FAILED_EXIT, REPORT_FILE, THRESHOLDS, QaReport
 from dc2tasks.products.qa.run import make_inputs, read_json_argument, report_files, run_qa
 
@@ -62,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _record_in_manifest(directory: Path, out: Path, report: QaReport) -> bool:
     """Add the report's files to the product's manifest when the report is inside the product."""
+    # here: dc2tasks.install imports the whole installer (a fifth of a second for every qa job)
+    from dc2tasks.install.manifest import MANIFEST_NAME, append_files
+
     root, out = directory.resolve(), out.resolve()
     if not out.is_relative_to(root) or not (root / MANIFEST_NAME).is_file():
         return False

@@ -14,12 +14,15 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import tables
 
 from dc2tasks.products.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 GROUP_PATTERN = re.compile(r"(?:coadd|object)_\d+_\d\d$")
 
@@ -98,6 +101,8 @@ def read_columns(path: str | os.PathLike, key: str, columns: Iterable[str]) -> p
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise InputError(f"{path}: group {key} lacks column(s) {', '.join(missing[:5])}{more}")
+    import pandas as pd  # here: the group listing and row counts (QA's) need no pandas
+
     return pd.DataFrame({c: found[c] for c in wanted})
 
 

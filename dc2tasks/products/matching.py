@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 ARCSEC_PER_RAD = 180.0 * 3600.0 / math.pi
 MAX_RADIUS_ARCSEC = 180.0 * 3600.0  # beyond half a great circle the chord no longer grows with angle
@@ -114,6 +113,10 @@ class SkyMatcher:
         finite = np.isfinite(ra) & np.isfinite(dec)
         self.dropped = int(ra.size - finite.sum())
         self._ids = all_ids[finite]
+        # scipy.spatial (half a second) imported here: the angle helpers below serve readers (QA)
+        # that never build a tree
+        from scipy.spatial import cKDTree
+
         # balanced_tree=False halves the build time for 2M objects; compact nodes make queries faster
         self._tree = (
             cKDTree(unit_vectors(ra[finite], dec[finite]), balanced_tree=False, compact_nodes=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dc2tasks.catalogue import CATALOGUE
-from dc2tasks.cli import build_parser, main, product_steps
+from dc2tasks.cli import build_parser, command_module, main, product_steps
 
 BANDS_ARE = "bands are distinct letters of ugrizy,"
 PATCH_IS = "is not a patch (x,y with single-digit x and y, e.g. 0,1)"
@@ -217,3 +217,17 @@ def _helps(parser: argparse.ArgumentParser):
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             yield from ((a.dest, a.help) for a in action._choices_actions)
+
+
+def test_each_subcommand_parses_alike_with_its_module_alone():
+    """`dc2 COMMAND` builds its parser from the module the table names: that module registers
+    COMMAND with the same options and help as in the whole parser."""
+    whole = dict(_subcommands(build_parser()))
+    helps = dict(_helps(build_parser()))
+    assert sorted(n for n in whole if command_module(n) is None) == []
+    for name, sub in whole.items():
+        alone = build_parser(name)
+        found = dict(_subcommands(alone))
+        assert list(found) == [n for n in whole if command_module(n) == command_module(name)], name
+        assert _arguments(found[name]) == _arguments(sub), name
+        assert dict(_helps(alone))[name] == helps[name]

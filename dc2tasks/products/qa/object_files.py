@@ -18,9 +18,14 @@ import numpy as np
 import pyarrow as pa
 
 from dc2tasks.catalogue import CATALOGUE, Product
-from dc2tasks.products import dpdd, hdf5, hdf5_safety, object_schema
+from dc2tasks.products import dpdd, hdf5, hdf5_safety
 from dc2tasks.products.errors import InputError
-from dc2tasks.products.qa.columns import arrow_schema, iter_row_groups, parquet_schema
+from dc2tasks.products.qa.columns import (
+    iter_row_groups,
+    parquet_schema,
+    settled_by_statistics,
+    values_of,
+)
 from dc2tasks.products.repo import sort_bands
 from dc2tasks.products.schema import SchemaGeneration
 
@@ -98,12 +103,20 @@ class ParquetObjects:
         return self.schemas
 
     def batches(self) -> Iterator[Batch]:
+        """Row group by row group: the used columns, and those of the promised columns whose
+        NaN/constant facts the statistics leave open (most are settled without a read)."""
+        settled = settled_by_statistics(self.files, self.promised)
+        checked = [c for c in self.promised if c not in settled]
         for f in self.files:
-            for table in iter_row_groups(f, dict.fromkeys((*self.promised, *UNIT_COLUMNS))):
-                values = {c: table[c].to_numpy(zero_copy_only=False) for c in table.column_names}
+            for table in iter_row_groups(f, dict.fromkeys((*self.used, *UNIT_COLUMNS, *checked))):
+                values = {c: values_of(table[c]) for c in table.column_names}
                 del table  # one row group in memory at a time: none held while the next is read
                 yield Batch(
-                    f.name, values.get("tract", np.zeros(0)), values.get("patch", np.zeros(0)), values, values
+                    f.name,
+                    values.get("tract", np.zeros(0)),
+                    values.get("patch", np.zeros(0)),
+                    values,
+                    {c: values[c] for c in checked if c in values},
                 )
                 del values
 
@@ -111,7 +124,7 @@ class ParquetObjects:
         key = id_column(self.product)
         for f in self.files:
             for table in iter_row_groups(f, [key]):
-                yield table[key].to_numpy()
+                yield values_of(table[key])
 
     def unit_rows(self) -> dict[tuple[int, str], int]:
         return parquet_unit_rows(self.files)
@@ -122,7 +135,7 @@ def parquet_unit_rows(files: list[Path]) -> dict[tuple[int, str], int]:
     out: dict[tuple[int, str], int] = {}
     for f in files:
         for table in iter_row_groups(f, UNIT_COLUMNS):
-            add_unit_counts(out, table["tract"].to_numpy(), table["patch"].to_numpy(zero_copy_only=False))
+            add_unit_counts(out, values_of(table["tract"]), values_of(table["patch"]))
     return out
 
 
@@ -141,63 +154,12 @@ def add_unit_counts(out: dict[tuple[int, str], int], tracts: np.ndarray, patches
         out[(int(t), p)] = out.get((int(t), p), 0) + n
 
 
-class Hdf5Objects:
-    """An Object or trimmed Object product's HDF5 files (one group per patch)."""
-
-    def __init__(self, product: Product, files: list[Path]) -> None:
-        self.product, self.files = product, files
-        self.opened = [object_schema.open_object_file(f) for f in files]  # scanned for pickles first
-        self.schema = object_schema.schema_for(self.opened[0])
-        self.ctx = self.schema.context()
-        self.promised = tuple(dpdd.native_columns(self.ctx))
-        self.used_columns = used_columns(product)
-        self.used = tuple(dpdd.dpdd_names(self.ctx, self.used_columns))
-
-    def arrow_schemas(self) -> dict[str, pa.Schema]:
-        return {
-            obj.path.name: arrow_schema({c: d for cols in obj.groups.values() for c, d in cols.items()})
-            for obj in self.opened
-        }
-
-    def batches(self) -> Iterator[Batch]:
-        for obj in self.opened:
-            for key in obj.groups:
-                frame = object_schema.read_group(obj, key, list(self.promised), self.schema)
-                values = dpdd.compute(frame, self.ctx, self.used_columns)
-                tract, patch = hdf5.tract_patch(key)
-                n = len(frame)
-                checked = {c: frame[c].to_numpy() for c in frame.columns}
-                del frame
-                yield Batch(
-                    obj.path.name, np.full(n, tract), np.full(n, patch, dtype=object), values, checked
-                )
-                del values, checked
-
-    def ids(self) -> Iterator[np.ndarray]:
-        id_col = [c for c in self.used_columns if c.name == id_column(self.product)]
-        natives = dpdd.native_columns(self.ctx, id_col)
-        for obj in self.opened:
-            for key in obj.groups:
-                frame = object_schema.read_group(obj, key, natives, self.schema)
-                yield dpdd.compute(frame, self.ctx, id_col)[id_col[0].name]
-
-    def unit_rows(self) -> dict[tuple[int, str], int]:
-        return hdf5_unit_rows(self.files)
-
-
 def hdf5_unit_rows(files: list[Path]) -> dict[tuple[int, str], int]:
     """Rows per (tract, patch) of Object HDF5 files, from each group's index length only (each file
     scanned for pickles first: PyTables unpickles some attributes)."""
     for f in files:
         hdf5_safety.scan_file(f)
     return {hdf5.tract_patch(key): hdf5.group_rows(f, key) for f in files for key in hdf5.group_keys(f)}
-
-
-ObjectFiles = ParquetObjects | Hdf5Objects
-
-
-def open_product(product: Product, files: list[Path]) -> ObjectFiles:
-    return (ParquetObjects if files[0].suffix == ".parquet" else Hdf5Objects)(product, files)
 
 
 def unit_rows_of(product: Product, directory: Path) -> dict[tuple[int, str], int] | None:

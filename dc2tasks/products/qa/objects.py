@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,11 +36,10 @@ from dc2tasks.products.qa.object_files import (
     PSF_MAG,
     PSF_MAG_ERR,
     Batch,
-    ObjectFiles,
+    ParquetObjects,
     add_unit_counts,
     file_unit,
     id_column,
-    open_product,
     product_files,
     unit_rows_of,
 )
@@ -58,6 +58,11 @@ from dc2tasks.products.qa.stats import (
     separation_arcsec,
 )
 from dc2tasks.products.qa.stats import edges as _edges
+
+if TYPE_CHECKING:
+    from dc2tasks.products.qa.object_hdf5 import Hdf5Objects
+
+    ObjectFiles = ParquetObjects | Hdf5Objects
 
 Units = dict[tuple[int, str], int]
 COLOUR_BINS = (-1.0, 3.0, 80)
@@ -297,6 +302,14 @@ def _plots(out: Path, product: str, seen: Seen) -> list[Plot]:
             )
         )
     return made
+
+
+def open_product(product: Product, files: list[Path]) -> ObjectFiles:
+    if files[0].suffix == ".parquet":
+        return ParquetObjects(product, files)
+    from dc2tasks.products.qa.object_hdf5 import Hdf5Objects  # pandas and PyTables: HDF5 only
+
+    return Hdf5Objects(product, files)
 
 
 def object_qa(inputs: QaInputs) -> QaReport:

@@ -27,6 +27,7 @@ from dc2tasks.products import afw
 from dc2tasks.products.errors import InputError
 from dc2tasks.products.inventory import Scope, scan_chain
 from dc2tasks.products.progress import Progress
+from dc2tasks.products.qa.columns import values_of
 from dc2tasks.products.repo import Gen2Repo
 
 REF_DATASET = "deepCoadd_ref"
@@ -101,8 +102,8 @@ class Truth:
             primary: dict[str, int] = {}
             for i in range(pf.num_row_groups):
                 table = pf.read_row_group(i, columns=["patch", TRUTH_PRIMARY])
-                patches = table["patch"].to_numpy(zero_copy_only=False)
-                keep = table[TRUTH_PRIMARY].to_numpy(zero_copy_only=False)
+                patches = values_of(table["patch"])
+                keep = values_of(table[TRUTH_PRIMARY])
                 for p in np.unique(patches).tolist():
                     groups.setdefault(p, []).append(i)
                     primary[p] = primary.get(p, 0) + int(keep[patches == p].sum())
@@ -129,9 +130,7 @@ class Truth:
         if not index:
             return {c: np.zeros(0) for c in ["objectId", *columns]}
         table = pf.read_row_groups(index, columns=["objectId", "patch", TRUTH_PRIMARY, *columns])
-        keep = table[TRUTH_PRIMARY].to_numpy(zero_copy_only=False) & np.isin(
-            table["patch"].to_numpy(zero_copy_only=False), list(patches)
-        )
-        values = {c: table[c].to_numpy(zero_copy_only=False)[keep] for c in ["objectId", *columns]}
+        keep = values_of(table[TRUTH_PRIMARY]) & np.isin(values_of(table["patch"]), list(patches))
+        values = {c: values_of(table[c])[keep] for c in ["objectId", *columns]}
         order = np.argsort(values["objectId"], kind="stable")
         return {c: v[order] for c, v in values.items()}

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from dc2tasks.catalogue import CATALOGUE, Product
 from dc2tasks.products.errors import InputError
@@ -83,12 +86,26 @@ def make_inputs(
     )
 
 
+@contextmanager
+def system_memory_pool() -> Iterator[None]:
+    """Arrow's buffers from the C library's allocator while the checks read: Arrow's default
+    (mimalloc) keeps each freed column's pages, on huge pages where the kernel allows them, and a
+    read of a few columns per row group then costs twice the memory and more time (benchmarks/qa.py)."""
+    before = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(before)
+
+
 def run_qa(inputs: QaInputs) -> QaReport:
     """The product's checks; its report directory written (qa.json last: it says the report is
     whole). Plots an earlier run drew and this one did not are removed: the directory is this report."""
     plots = inputs.out / PLOTS_DIR
     plots.mkdir(parents=True, exist_ok=True)
-    report = qa_function(inputs.product)(inputs)
+    with system_memory_pool():
+        report = qa_function(inputs.product)(inputs)
     drawn = {Path(p.file).name for p in report.plots}
     for old in plots.glob("*.png"):
         if old.name not in drawn:

@@ -4,6 +4,9 @@ found and named with its numbers."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib.image
@@ -60,6 +63,24 @@ def test_sample_passes_every_check_and_draws_every_plot(qa_sample, work_copy, pr
     assert not re.search(r"(src|href)=\"(https?:|//)", html)
 
 
+def test_a_parquet_products_qa_imports_no_other_command_no_pandas_scipy_or_pyplot(qa_sample):
+    """`dc2 qa` of a DPDD product with truth, as a job runs it: of dc2tasks.cli its own module only,
+    and none of pandas, scipy, pyplot (each costs a part of a second and tens of MB in every qa job;
+    pyarrow's to_numpy alone imports pandas)."""
+    truth, work = qa_sample
+    argv = ["qa", str(work / "dpdd_object"), "--product", "dpdd_object", "--truth", str(truth)]
+    argv += ["-o", str(work.parent / "qa_imports")]
+    code = (
+        "import sys\n"
+        "from dc2tasks.cli import main\n"
+        f"rc = main({argv!r})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dc2tasks.cli.')), rc)\n"
+        "print([m for m in ('pandas', 'scipy', 'matplotlib.pyplot') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-2:] == ["['dc2tasks.cli.args', 'dc2tasks.cli.qa'] 0", "[]"]
+
+
 def rewrite(path: Path, change) -> None:
     """Rewrite a Parquet file row group by row group, `change(table, index)` applied to each
     (returning None drops the row group)."""
@@ -87,6 +108,27 @@ def test_constant_column_is_named(work_copy):
     rewrite(work_copy / DPDD, lambda t, _: set_column(t, "psf_fwhm_i", np.full(t.num_rows, 0.7)))
     c = check(qa(work_copy, "dpdd_object"), "columns_not_constant")
     assert c.verdict == "fail" and "psf_fwhm_i (= 0.7)" in c.detail
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_a_product_without_statistics_gets_the_same_report(work_copy, statistics):
+    """The DPDD file rewritten with or without statistics (and one column made constant, one all NaN in
+    one row group only): the checks' values and verdicts are those of the file as made."""
+
+    def change(t: pa.Table, i: int) -> pa.Table:
+        t = set_column(t, "psf_fwhm_i", np.full(t.num_rows, 0.7))
+        return set_column(t, "psFlux_r", np.full(t.num_rows, np.nan)) if i == 0 else t
+
+    rewrite(work_copy / DPDD, change)
+    made = qa(work_copy, "dpdd_object")
+    table = pq.read_table(work_copy / DPDD)
+    groups = table.num_rows // 3 + 1
+    pq.write_table(table, work_copy / DPDD, row_group_size=groups, write_statistics=statistics)
+    again = qa(work_copy, "dpdd_object")
+    assert list(map(asdict, again.checks)) == list(map(asdict, made.checks))
+    assert check(again, "columns_not_constant").verdict == "fail"
+    assert "psf_fwhm_i (= 0.7)" in check(again, "columns_not_constant").detail
+    assert check(again, "columns_not_all_nan").verdict == "pass"
 
 
 def test_duplicated_object_id_is_named(work_copy):
