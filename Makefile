@@ -39,12 +39,13 @@ lint: $(STAMP)
 CHAOS_RUNS ?= 20
 CHAOS_CONCURRENCY ?= 4
 CHAOS_WINDOW_S ?= 1200
+CHAOS_GAP_S ?= 9
 CHAOS_SEED ?= $(shell date +%s)
 CHAOS_TALLY ?= chaos-tally.json
 chaos: $(STAMP)
 	bash tests/cluster/system-deps.sh
 	DC2_CHAOS_RUNS=$(CHAOS_RUNS) DC2_CHAOS_CONCURRENCY=$(CHAOS_CONCURRENCY) DC2_CHAOS_WINDOW_S=$(CHAOS_WINDOW_S) \
-	DC2_CHAOS_SEED=$(CHAOS_SEED) DC2_CHAOS_TALLY=$(abspath $(CHAOS_TALLY)) \
+	DC2_CHAOS_GAP_S=$(CHAOS_GAP_S) DC2_CHAOS_SEED=$(CHAOS_SEED) DC2_CHAOS_TALLY=$(abspath $(CHAOS_TALLY)) \
 	$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/airflow/test_chaos_cluster.py
 
 bench: $(STAMP)

@@ -19,6 +19,7 @@ import sys
 import sysconfig
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -80,13 +81,28 @@ def ssh_connection_json(env: dict[str, str], **extra: object) -> str:
     })
 
 
+@contextmanager
+def registered_connection(env: dict[str, str]) -> Iterator[str]:
+    """The cluster `env` as the connection SLURM_CONN_ID (AIRFLOW_CONN_<ID>) of this process and its
+    children; what was registered before is restored after (a module with a cluster of its own may
+    run between two tests of the session's cluster on one pytest-xdist worker)."""
+    var = f"AIRFLOW_CONN_{SLURM_CONN_ID.upper()}"
+    before = os.environ.get(var)
+    os.environ[var] = ssh_connection_json(env)
+    try:
+        yield SLURM_CONN_ID
+    finally:
+        if before is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = before
+
+
 @pytest.fixture(scope="session")
 def slurm_conn(loopback_cluster: dict[str, str]) -> Iterator[str]:
     """Registers the connection as AIRFLOW_CONN_<ID> for this process and its children."""
-    var = f"AIRFLOW_CONN_{SLURM_CONN_ID.upper()}"
-    os.environ[var] = ssh_connection_json(loopback_cluster)
-    yield SLURM_CONN_ID
-    os.environ.pop(var, None)
+    with registered_connection(loopback_cluster) as conn_id:
+        yield conn_id
 
 
 @pytest.fixture(scope="session")

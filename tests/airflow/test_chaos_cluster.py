@@ -1,7 +1,7 @@
 """Whole data runs under faults (chaos.py): the CI version, and `make chaos` with more runs.
 
 Settings from the environment (the CI version's defaults): DC2_CHAOS_RUNS (2), DC2_CHAOS_CONCURRENCY
-(2), DC2_CHAOS_WINDOW_S (seconds of faults, 120), DC2_CHAOS_GAP_S (mean seconds between faults, 9),
+(2), DC2_CHAOS_WINDOW_S (seconds of faults, 60), DC2_CHAOS_GAP_S (mean seconds between faults, 5),
 DC2_CHAOS_SEED (1), DC2_CHAOS_TALLY (where the tally JSON goes; default in the test's tmp dir),
 DC2_CHAOS_TIMEOUT_S (the test's own timeout, 2400).
 
@@ -237,7 +237,7 @@ def test_data_runs_under_faults(lab_parts: tuple[AirflowServices, dict[str, Path
                                 remote: Remote, tmp_path: Path) -> None:
     s, centrals = lab_parts
     seed = int(setting("SEED", 1))
-    window, concurrency = setting("WINDOW_S", 120), int(setting("CONCURRENCY", 2))
+    window, concurrency = setting("WINDOW_S", 60), int(setting("CONCURRENCY", 2))
     since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     started = time.monotonic()
     ref_dag, *dag_ids = centrals
@@ -248,7 +248,7 @@ def test_data_runs_under_faults(lab_parts: tuple[AirflowServices, dict[str, Path
     assert reference, "the reference run installed no data file"
 
     lab = Lab(loopback_cluster, s, file_systems[0], file_systems[1], dag_ids, random.Random(seed))
-    injector = Injector(lab, window, setting("GAP_S", 9), lambda: successes(s), healthy(s, remote), print)
+    injector = Injector(lab, window, setting("GAP_S", 5), lambda: successes(s), healthy(s, remote), print)
     injector.start()
     runs = drive(s, dag_ids, concurrency, time.monotonic() + window + 1800)
     injector.stop_event.set()

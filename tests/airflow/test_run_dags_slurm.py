@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 import yaml
 from cluster_ops import sacct_rows, wait_sacct
-from conftest import signed
+from conftest import registered_connection, signed
 from dagrun import load_dag, task_instances, xcom_value
+from loopback import loopback, remote_runner
 
 from dc2tasks.runs.loader import RunConfigError, parse_run_config
 
@@ -52,6 +53,32 @@ CATALOGS = [  # installed directory, catalog name ({} the run), a column
     ("dia_object", "dc2_dia_object_{}", "diaObjectId"),
 ]
 Remote = Callable[..., str]
+
+pytestmark = pytest.mark.xdist_group("dags-cluster")
+DAGS_CLUSTER = {"DC2_LOOPBACK_USER": "dc2dags", "DC2_LOOPBACK_OTHER_USER": "dc2dagsother",
+                "DC2_LOOPBACK_CGROUP": "0"}
+"""This module's own loopback cluster (its own accounts; the session's cluster owns the cgroups)."""
+
+
+@pytest.fixture(scope="module")
+def loopback_cluster() -> Iterator[dict[str, str]]:
+    """Its whole data runs are the longest tests of a cluster: on a cluster of their own they run on
+    another pytest-xdist worker, beside the session cluster's tests rather than after them; the
+    module's fixtures (run_base, cluster_user, central_group, ...) use this cluster."""
+    with loopback(**DAGS_CLUSTER) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def remote(loopback_cluster: dict[str, str]) -> Iterator[Remote]:
+    with remote_runner(loopback_cluster) as run:
+        yield run
+
+
+@pytest.fixture(scope="module")
+def slurm_conn(loopback_cluster: dict[str, str]) -> Iterator[str]:
+    with registered_connection(loopback_cluster) as conn_id:
+        yield conn_id
 
 
 # -- the run file key `slurm.dc2_command` and `slurm.poll_interval` (no cluster needed) -------------------
