@@ -7,8 +7,9 @@ DC2_CHAOS_TIMEOUT_S (the test's own timeout, 2400).
 
 What must hold whatever the faults did: no Slurm job left running or pending without a task waiting
 for it (after the sweep), no duplicate submission of one task try, every installed data file equal to
-the fault-free reference run's, no partial or temporary file in a central directory, `current`
-always naming a complete version.
+the fault-free reference run's (the same run file on the local backend, run beside the faulted runs
+by `airflow dags test` in an Airflow home of its own, out of every fault's reach), no partial or
+temporary file in a central directory, `current` always naming a complete version.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import json
 import os
 import pwd
 import random
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,15 +115,15 @@ def chaos_sample(run_base: Path) -> Any:
 
 
 def write_run(name: str, dags: Path, base: Path, fs: tuple[Path, Path], sample: Any, dc2: str,
-              user: pwd.struct_passwd, group: grp.struct_group) -> Path:
-    """A demo-shaped run file (Slurm backend over SSH, tract and visit arrays) and its DAG file;
-    the central directory on the central file system, the work directory on the work one."""
+              user: pwd.struct_passwd, group: grp.struct_group, backend: str = "slurm") -> Path:
+    """A demo-shaped run file (Slurm backend over SSH, or `backend` local; tract and visit arrays)
+    and its DAG file; the central directory under fs[1], the work directory under fs[0]."""
     central = fs[1] / name
     central.mkdir()
     os.chown(central, user.pw_uid, group.gr_gid)
     central.chmod(0o3775)
     run = {
-        "name": name, "description": "chaos run", "backend": "slurm", "repository": str(sample.root),
+        "name": name, "description": "chaos run", "backend": backend, "repository": str(sample.root),
         "rerun": sample.rerun, "tracts": [4850], "visits": str(sample.root / "visits.txt"),
         "pixel_scale": 0.2, "products": PRODUCTS, "working_dir": str(fs[0] / name),
         "central": {"dir": str(central), "group": group.gr_name, "group_managed": True},
@@ -158,12 +161,20 @@ def successes(s: AirflowServices) -> int:
     return int(data["total_entries"])
 
 
-def drive(s: AirflowServices, dag_ids: list[str], concurrency: int, until: float) -> dict[str, str]:
-    """Trigger every DAG's run, at most `concurrency` unfinished at once; wait until all are final."""
+def drive(s: AirflowServices, dag_ids: list[str], concurrency: int, until: float,
+          retried: set[str]) -> dict[str, str]:
+    """Trigger every DAG's run, at most `concurrency` unfinished at once, and wait until all are
+    final. A run that fails gets one operator retry at once (its failed tasks cleared, as an
+    operator would), so it goes on while the faults do; `retried` collects those runs."""
     runs: dict[str, str] = {}
     waiting = list(dag_ids)
     while time.monotonic() < until:
-        active = [d for d, r in runs.items() if run_state(s, d, r) not in FINAL]
+        states = {d: run_state(s, d, r) for d, r in runs.items()}
+        for dag_id in [d for d, state in states.items() if state == "failed" and d not in retried]:
+            clear_failed(s, dag_id, runs[dag_id])
+            retried.add(dag_id)
+            states[dag_id] = "queued"
+        active = [d for d, state in states.items() if state not in FINAL]
         while waiting and len(active) < concurrency:
             dag_id = waiting.pop(0)
             runs[dag_id] = s.trigger(dag_id)
@@ -174,16 +185,11 @@ def drive(s: AirflowServices, dag_ids: list[str], concurrency: int, until: float
     raise TimeoutError(f"runs not finished: { {d: run_state(s, d, r) for d, r in runs.items()} }")
 
 
-def operator_retry(s: AirflowServices, runs: dict[str, str], until: float) -> list[str]:
-    """Clear a failed run's failed tasks once, as an operator would, and wait for it again."""
-    failed = [d for d, r in runs.items() if run_state(s, d, r) == "failed"]
-    for dag_id in failed:
-        s.api("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances",
-              {"dry_run": False, "dag_run_id": runs[dag_id], "only_failed": True, "reset_dag_runs": True,
-               "include_downstream": True})
-    s.wait(lambda: all(run_state(s, d, runs[d]) in FINAL for d in failed), max(1, until - time.monotonic()),
-           "runs retried by the operator never finished")
-    return failed
+def clear_failed(s: AirflowServices, dag_id: str, run_id: str) -> None:
+    """The operator's retry: clear the run's failed tasks (and what follows them)."""
+    s.api("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances",
+          {"dry_run": False, "dag_run_id": run_id, "only_failed": True, "reset_dag_runs": True,
+           "include_downstream": True})
 
 
 def sweep(s: AirflowServices) -> list[str]:
@@ -213,58 +219,115 @@ def healthy(s: AirflowServices, remote: Remote) -> Callable[[str], bool]:
 # -- the test --------------------------------------------------------------------------------------------
 
 
+REF_RUN = "chaos_ref"
+
+
+@dataclass
+class Reference:
+    """The fault-free reference run, running beside the faulted ones."""
+
+    process: subprocess.Popen[bytes]
+    central: Path
+    log: Path
+
+    def checksums(self, timeout: float) -> dict[str, str]:
+        """Wait for it; the values' checksum of each data file it installed."""
+        from dc2tasks.service.demo import task_states
+
+        code = self.process.wait(timeout=timeout)
+        text = self.log.read_text(errors="replace")
+        states = task_states(text)
+        assert code == 0 and set(states.values()) <= {"success", "skipped"}, (
+            f"the reference run failed (exit {code}): {states}; the end of its log:\n{text[-4000:]}")
+        return data_checksums(self.central, REF_RUN)
+
+
+LabParts = tuple[AirflowServices, dict[str, Path], Reference]
+"""The services, the faulted runs' central directories by DAG id, the reference."""
+
+
+def start_reference(base: Path, sample: Any, dc2: str) -> Reference:
+    """The same run file on the local backend, run by `airflow dags test` in an Airflow home of its
+    own, started beside the faulted runs rather than before them (it is a whole run's time). No
+    fault reaches it: its jobs are processes outside the cluster's network namespace, its work and
+    central directories are not the file systems the faults fill or remount, and it has no
+    scheduler or triggerer to kill."""
+    home = base / "ref-airflow"
+    (home / "dags").mkdir(parents=True)
+    dirs = (base / "ref-work", base / "ref-central")
+    dirs[1].mkdir()
+    me = (pwd.getpwuid(os.getuid()), grp.getgrgid(os.getgid()))  # who installs it: this process
+    central = write_run(REF_RUN, home / "dags", base, dirs, sample, dc2, *me, backend="local")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "DC2_LOCAL_SLURM_DIR": str(home / "local-slurm"), "DC2_TRIGGER_MIN_WAIT_S": "0"})
+    migrated = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+    assert migrated.returncode == 0, f"the reference's airflow db migrate failed: {migrated.stderr[-3000:]}"
+    log = home / "dags-test.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "airflow", "dags", "test", f"dc2_{REF_RUN}"],
+                                   env=env, stdout=out, stderr=subprocess.STDOUT, cwd=home,
+                                   start_new_session=True)  # its local jobs too, for a kill
+    return Reference(process, central, log)
+
+
 @pytest.fixture(scope="module")
 def lab_parts(loopback_cluster: dict[str, str], run_base: Path, file_systems: tuple[Path, Path],
               chaos_sample: Any, cluster_dc2: str, cluster_user: pwd.struct_passwd,
-              central_group: grp.struct_group) -> Iterator[tuple[AirflowServices, dict[str, Path]]]:
+              central_group: grp.struct_group) -> Iterator[LabParts]:
     dags = run_base / "dags"
     dags.mkdir()
-    names = ["ref", *(f"{i:02d}" for i in range(int(setting("RUNS", 2))))]
+    names = [f"{i:02d}" for i in range(int(setting("RUNS", 2)))]
     centrals = {f"{PREFIX}_{n}": write_run(f"chaos_{n}", dags, run_base, file_systems, chaos_sample,
                                                 cluster_dc2, cluster_user, central_group) for n in names}
+    reference = start_reference(run_base, chaos_sample, cluster_dc2)
     env = {f"AIRFLOW_CONN_{SLURM_CONN_ID.upper()}": ssh_connection_json(loopback_cluster),
            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60"}
-    with airflow_services(dags, env, parallelism=8) as s:
-        for dag_id in centrals:
-            s.wait_dag(dag_id, timeout=300)
-        yield s, centrals
+    try:
+        with airflow_services(dags, env, parallelism=8) as s:
+            for dag_id in centrals:
+                s.wait_dag(dag_id, timeout=300)
+            yield s, centrals, reference
+    finally:
+        if reference.process.poll() is None:
+            os.killpg(reference.process.pid, signal.SIGKILL)
+            reference.process.wait(timeout=60)
 
 
 @pytest.mark.timeout(int(setting("TIMEOUT_S", 2400)))  # the suite's 900 s is for one ordinary test
-def test_data_runs_under_faults(lab_parts: tuple[AirflowServices, dict[str, Path]],
+def test_data_runs_under_faults(lab_parts: LabParts,
                                 loopback_cluster: dict[str, str], file_systems: tuple[Path, Path],
                                 remote: Remote, tmp_path: Path) -> None:
-    s, centrals = lab_parts
+    s, centrals, ref = lab_parts
     seed = int(setting("SEED", 1))
     window, concurrency = setting("WINDOW_S", 60), int(setting("CONCURRENCY", 2))
     since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     started = time.monotonic()
-    ref_dag, *dag_ids = centrals
-    ref_run = s.trigger(ref_dag)  # fault-free: the reference every other run's files must equal
-    s.wait(lambda: run_state(s, ref_dag, ref_run) in FINAL, 900, "the reference run never finished")
-    assert run_state(s, ref_dag, ref_run) == "success"
-    reference = data_checksums(centrals[ref_dag], run_name(ref_dag))
-    assert reference, "the reference run installed no data file"
+    dag_ids = list(centrals)
 
     lab = Lab(loopback_cluster, s, file_systems[0], file_systems[1], dag_ids, random.Random(seed))
     injector = Injector(lab, window, setting("GAP_S", 5), lambda: successes(s), healthy(s, remote), print)
     injector.start()
-    runs = drive(s, dag_ids, concurrency, time.monotonic() + window + 1800)
+    retried: set[str] = set()
+    runs = drive(s, dag_ids, concurrency, time.monotonic() + window + 1800, retried)
     injector.stop_event.set()
     injector.join(timeout=120)
-    first = {d for d, r in runs.items() if run_state(s, d, r) == "success"}
-    retried = operator_retry(s, runs, time.monotonic() + 1200)
     swept = sweep(s)
     time.sleep(5)  # a cancel issued by the sweep or a trigger reaches squeue
+    reference = ref.checksums(timeout=900)  # fault-free: the values every run's files must have
+    assert reference, "the reference run installed no data file"
 
     tally = Tally(date=datetime.now(UTC).strftime("%Y-%m-%d"), seed=seed, runs=len(dag_ids),
                   concurrency=concurrency, fault_window_s=window, faults=injector.records)
-    tally.runs_succeeded_first = len(first)
-    tally.runs_succeeded_after_retry = sum(run_state(s, d, runs[d]) == "success" for d in retried)
+    succeeded = {d for d, r in runs.items() if run_state(s, d, r) == "success"}
+    tally.runs_succeeded_first = len(succeeded - retried)
+    tally.runs_succeeded_after_retry = len(succeeded & retried)
     tally.runs_failed = [d for d in dag_ids if run_state(s, d, runs[d]) != "success"]
-    rows = [r for r in job_rows(remote, PREFIX, since) if not r["JobName"].startswith(f"{ref_dag}.")]
-    tally.jobs_needed = slurm_steps(s, ref_dag) * len(dag_ids)
+    rows = job_rows(remote, PREFIX, since)
+    tally.jobs_needed = slurm_steps(s, dag_ids[0]) * len(dag_ids)
     tally.jobs_submitted, tally.jobs_resubmitted, tally.duplicate_submissions = count_jobs(rows)
     tally.swept = swept
     tally.orphans = live_jobs(remote, PREFIX)
