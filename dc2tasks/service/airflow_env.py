@@ -7,6 +7,20 @@ import os
 import sys
 from pathlib import Path
 
+RECOVERY_SETTINGS = {
+    # A scheduler killed while tasks are queued or running leaves them to the next scheduler, which
+    # resets them only at its orphaned-tasks check once the dead one's heartbeat is older than
+    # scheduler_health_check_threshold (30 s): every 300 s by default, a 5-minute stall of every
+    # run the chaos test saw; every 60 s here.
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60",
+    # A task whose process died (its worker killed with the scheduler) is failed, for its retry,
+    # after this long without a heartbeat (default 300 s). Our tasks run in a worker only for
+    # seconds (submit, defer, check), so a minute is not a false alarm.
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+}
+"""How soon a running service recovers from a dead scheduler or task process: every deployment's
+settings (`dc2 serve`, docker-compose.yaml, the chaos test's services)."""
+
 
 def dags_folder() -> Path:
     explicit = os.environ.get("DC2_DAGS_FOLDER")

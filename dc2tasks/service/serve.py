@@ -33,7 +33,7 @@ from dc2tasks.private import (
     tightened_note,
     write_private,
 )
-from dc2tasks.service.airflow_env import airflow_env
+from dc2tasks.service.airflow_env import RECOVERY_SETTINGS, airflow_env
 from dc2tasks.service.demo_sample import (
     has_demo_sample,
     make_central,
@@ -150,6 +150,7 @@ def serve_env(workdir: Path, port: int) -> dict[str, str]:
         AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
         # the dc2 plugin beside the DAGs: the task links, the QA reports and the "QA report" view
         AIRFLOW__CORE__PLUGINS_FOLDER=str(Path(env["AIRFLOW__CORE__DAGS_FOLDER"]).parent / "plugins"),
+        **RECOVERY_SETTINGS,
     )
     return env
 

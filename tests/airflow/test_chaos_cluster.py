@@ -48,6 +48,8 @@ from conftest import SLURM_CONN_ID, ssh_connection_json
 from loopback import loopback, remote_runner
 from services import AirflowServices, airflow_services
 
+from dc2tasks.service.airflow_env import RECOVERY_SETTINGS
+
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("chaos-cluster")]
 CHAOS_CLUSTER = {"DC2_LOOPBACK_USER": "dc2chaos", "DC2_LOOPBACK_OTHER_USER": "dc2chaosother",
                  "DC2_LOOPBACK_CGROUP": "0"}
@@ -284,8 +286,7 @@ def lab_parts(loopback_cluster: dict[str, str], run_base: Path, file_systems: tu
                                                 cluster_dc2, cluster_user, central_group) for n in names}
     reference = start_reference(run_base, chaos_sample, cluster_dc2)
     env = {f"AIRFLOW_CONN_{SLURM_CONN_ID.upper()}": ssh_connection_json(loopback_cluster),
-           "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
-           "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60"}
+           "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15", **RECOVERY_SETTINGS}
     try:
         with airflow_services(dags, env, parallelism=8) as s:
             for dag_id in centrals:

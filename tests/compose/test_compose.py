@@ -18,6 +18,8 @@ import yaml
 from cryptography.fernet import Fernet
 
 from dc2tasks.runs import load_run_config
+from dc2tasks.service.airflow_env import RECOVERY_SETTINGS
+from dc2tasks.service.serve import serve_env
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yaml"
@@ -233,6 +235,18 @@ def test_every_long_running_service_is_healthchecked(compose):
     assert "create_connection(('127.0.0.1', 22)" in tests["login-ssh"][3]
     env = compose["services"]["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"  # else :8974/health is never served
+
+
+def test_the_services_recover_as_every_deployment_does(compose, tmp_path):
+    """A dead scheduler's tasks reset within a minute, in Compose as with `dc2 serve` (and the chaos
+    test's services)."""
+    (tmp_path / "airflow").mkdir(mode=0o700)
+    env = serve_env(tmp_path, 8080)
+    assert {k: env.get(k) for k in RECOVERY_SETTINGS} == RECOVERY_SETTINGS
+    for name, service in compose["services"].items():
+        if name.startswith("airflow-"):
+            env = service["environment"]
+            assert {k: env.get(k) for k in RECOVERY_SETTINGS} == RECOVERY_SETTINGS, name
     for name in LONG_RUNNING:
         assert compose["services"][name]["healthcheck"]["retries"] >= 5, name
 
