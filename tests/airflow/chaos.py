@@ -53,6 +53,7 @@ class Tally:
     runs_succeeded_first: int = 0
     runs_succeeded_after_retry: int = 0
     runs_failed: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # each failed run's failed tasks: try, log's end
     jobs_needed: int = 0
     jobs_submitted: int = 0
     jobs_resubmitted: int = 0  # a later try's job (a fault ended the earlier one): expected
@@ -94,6 +95,7 @@ class Tally:
             f"installs: {len(self.half_switched)}",
             "faults (count, median recovery s): "
             + ", ".join(f"{k} {kinds.get(k, 0)} ({med[k]})" for k in FAULTS),
+            *(f"failed: {f}" for f in self.failures),
         ]
         return "\n".join(lines)
 

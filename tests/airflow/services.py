@@ -192,19 +192,28 @@ def _q(run_id: str) -> str:
     return urllib.parse.quote(run_id, safe="")
 
 
+def airflow_home_env(home: Path, dags_dir: Path) -> dict[str, str]:
+    """This process's environment without its Airflow settings (its connections kept), for an
+    Airflow of its own: home, SQLite database and DAGs folder there, no examples."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_dir),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    })
+    return env
+
+
 @contextmanager
 def airflow_services(dags_dir: Path, extra_env: dict[str, str] | None = None,
                      parallelism: int = 4) -> Iterator[AirflowServices]:
     home = Path(tempfile.mkdtemp(prefix="dc2-airflow-services-"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    env = airflow_home_env(home, dags_dir)
     env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_dir),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "DC2_TRIGGER_MIN_WAIT_S": "10",  # the real triggerer: wait out apache/airflow#71580
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +47,7 @@ from chaos import (
 from chaos_faults import FAULTS, Lab
 from conftest import SLURM_CONN_ID, ssh_connection_json
 from loopback import loopback, remote_runner
-from services import AirflowServices, airflow_services
+from services import AirflowServices, airflow_home_env, airflow_services
 
 from dc2tasks.service.airflow_env import RECOVERY_SETTINGS
 
@@ -158,6 +159,19 @@ def run_state(s: AirflowServices, dag_id: str, run_id: str) -> str:
     return str(s.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
 
 
+def failed_tasks(s: AirflowServices, dag_id: str, run_id: str, lines: int = 12) -> list[str]:
+    """Each failed task instance of a run (not those failed upstream), with its try and the last
+    lines of that try's log: why a run failed, for the tally."""
+    run = urllib.parse.quote(run_id, safe="")
+    tis = s.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run}/taskInstances?state=failed")["task_instances"]
+    out = []
+    for ti in tis:
+        text = s.task_log(dag_id, run_id, ti["task_id"], int(ti["try_number"]))
+        tail = " | ".join([x.strip() for x in text.splitlines() if x.strip()][-lines:])
+        out.append(f"{dag_id}/{ti['task_id']} try {ti['try_number']}: {tail}")
+    return out
+
+
 def successes(s: AirflowServices) -> int:
     data = s.api("GET", "/api/v2/dags/~/dagRuns/~/taskInstances?state=success&limit=1")
     return int(data["total_entries"])
@@ -260,10 +274,8 @@ def start_reference(base: Path, sample: Any, dc2: str) -> Reference:
     dirs[1].mkdir()
     me = (pwd.getpwuid(os.getuid()), grp.getgrgid(os.getgid()))  # who installs it: this process
     central = write_run(REF_RUN, home / "dags", base, dirs, sample, dc2, *me, backend="local")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "DC2_LOCAL_SLURM_DIR": str(home / "local-slurm"), "DC2_TRIGGER_MIN_WAIT_S": "0"})
+    env = airflow_home_env(home, home / "dags")
+    env.update({"DC2_LOCAL_SLURM_DIR": str(home / "local-slurm"), "DC2_TRIGGER_MIN_WAIT_S": "0"})
     migrated = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env,
                               capture_output=True, text=True, timeout=300, check=False)
     assert migrated.returncode == 0, f"the reference's airflow db migrate failed: {migrated.stderr[-3000:]}"
@@ -327,6 +339,7 @@ def test_data_runs_under_faults(lab_parts: LabParts,
     tally.runs_succeeded_first = len(succeeded - retried)
     tally.runs_succeeded_after_retry = len(succeeded & retried)
     tally.runs_failed = [d for d in dag_ids if run_state(s, d, runs[d]) != "success"]
+    tally.failures = [f for d in tally.runs_failed for f in failed_tasks(s, d, runs[d])]
     rows = job_rows(remote, PREFIX, since)
     tally.jobs_needed = slurm_steps(s, dag_ids[0]) * len(dag_ids)
     tally.jobs_submitted, tally.jobs_resubmitted, tally.duplicate_submissions = count_jobs(rows)

@@ -5,8 +5,10 @@ api-server: tests/airflow/services.py) and the local Slurm emulator, the demo's 
   its job (no `on_kill` exists to cancel it) until the next sweep cancels it; a dry run and a sweep
   inside the grace period only say what they would do;
 - a task marked failed while its trigger runs has its job cancelled by the trigger's `on_kill`.
-The sweeps run as a person runs them: `python -m dc2tasks.airflow.sweep` in the service's environment.
-The same on the loopback Slurm over SSH is marked `cluster`.
+The sweeps run as a person runs them: `python -m dc2tasks.airflow.sweep` in the service's environment,
+and as the deployment runs them: the sweep DAG (dags/dc2_sweep.py, its run files naming the same
+cluster) triggered in the same services, which keeps run A's job while its trigger is live and names
+run B's job in a dry run. The same on the loopback Slurm over SSH is marked `cluster`.
 
 The sweep DAG (dags/dc2_sweep.py, facts from the Task SDK) with `dag.test()` and the local backend:
 jobs whose task ended, whose task moved on to a later try that recorded another job, or whose DAG
@@ -32,7 +34,7 @@ from dagrun import load_dag, xcom_value
 from services import AirflowServices, airflow_services
 
 from dc2tasks.airflow.job_name import job_name_for
-from dc2tasks.airflow.sweep_dag import dag_id_candidates, task_keys
+from dc2tasks.airflow.sweep_dag import SWEEP_DAG_ID, dag_id_candidates, task_id_for, task_keys
 from dc2tasks.slurm import SlurmClient, SlurmJob
 from dc2tasks.slurm.transports import LocalTransport
 from dc2tasks.slurm.transports.ssh import SSHConfig, SSHTransport
@@ -46,6 +48,7 @@ with DAG({dag_id!r}, schedule=None, catchup=False):
     SlurmJobOperator(task_id="wait", job=SlurmJob(script="sleep 600\\n", name="x"), slurm_conn_id={conn!r},
                      poll_interval=1)
 """
+REPO = Path(__file__).resolve().parents[2]
 ALIVE = ("PENDING", "RUNNING")  # a second job may wait for the node the first one holds
 TEN_SWEEPS = """\
 import logging, sys
@@ -56,13 +59,43 @@ for _ in range(10):
 """
 
 
+SLURM_RUN = {  # a run file whose jobs go to the test's cluster: the sweep DAG sweeps its connection
+    "name": "sweep_cluster", "backend": "slurm", "repository": "/data/repo", "tracts": [4850],
+    "pixel_scale": 0.2, "products": ["object"], "working_dir": "/scratch/work",
+    "central": {"dir": "/central", "group": "lsst"}, "slurm": {"account": "m1727"},
+}
+
+
+def with_sweep_dag(dags: Path, conn: str | None) -> None:
+    """The deployment's sweep DAG beside the test's DAG, with a run file submitting to `conn` (the
+    demo's, for the local backend)."""
+    shutil.copy(REPO / "dags" / "dc2_sweep.py", dags)
+    (dags / "runs").mkdir()
+    if conn is None:
+        shutil.copy(REPO / "dags" / "runs" / "demo.yaml", dags / "runs")
+    else:
+        run = {**SLURM_RUN, "connections": {"producer": conn, "collaboration": conn}}
+        (dags / "runs" / "sweep_cluster.yaml").write_text(json.dumps(run))  # YAML is a superset of JSON
+
+
 @contextmanager
 def sweep_services(dags: Path, dag_id: str, conn: str | None, env: dict[str, str]
                    ) -> Iterator[AirflowServices]:
     (dags / "sweep_dag.py").write_text(SWEEP_DAG.format(dag_id=dag_id, conn=conn))
+    with_sweep_dag(dags, conn)
     with airflow_services(dags, env) as s:
         s.wait_dag(dag_id)
+        s.wait_dag(SWEEP_DAG_ID)
         yield s
+
+
+def dag_sweep(s: AirflowServices, conn: str | None, dry_run: bool = False) -> list[dict[str, Any]]:
+    """One run of the sweep DAG (grace 0), as the UI triggers it: its task's cancellations."""
+    run = s.trigger(SWEEP_DAG_ID, {"grace": 0, "dry_run": dry_run})
+    task = task_id_for(conn)
+    s.wait_ti(SWEEP_DAG_ID, run, task, "success", timeout=180)
+    value = s.xcom(SWEEP_DAG_ID, run, task, "return_value")
+    return json.loads(value) if isinstance(value, str) else value
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +136,10 @@ def sweep_scenario(s: AirflowServices, dag_id: str, conn: str | None, slurm: Slu
         assert "1 job(s) of this deployment running or pending, 0 cancelled" in out
         assert s.ti(dag_id, run_a, "wait")["state"] == "deferred"
         assert state(job_a) == "RUNNING"
+        for _ in range(3):  # the deployment's sweep, facts from the Task SDK, the trigger live
+            assert dag_sweep(s, conn) == []
+        assert s.ti(dag_id, run_a, "wait")["state"] == "deferred"
+        assert state(job_a) == "RUNNING"
 
         s.stop("triggerer")  # no trigger will start, so no on_kill will run
         run_b, job_b = deferred_job(s, dag_id)
@@ -116,6 +153,9 @@ def sweep_scenario(s: AirflowServices, dag_id: str, conn: str | None, slurm: Slu
                 f"task {task_b}, try 1: the task is failed (try 1); nobody waits for the job") in out, out
         assert f"would cancel {job_b} " in out and f"would cancel (dry run) Slurm job {job_a} " not in out
         assert f"keeping Slurm job {job_a} (try 1): task {dag_id}.wait of run {run_a} (deferred) waits" in out
+        named = dag_sweep(s, conn, dry_run=True)
+        assert [(a["job_id"], a["cancelled"]) for a in named] == [(job_b, False)], named
+        assert named[0]["reason"] == "the task is failed (try 1); nobody waits for the job", named
         out = run_python(s, "-m", "dc2tasks.airflow.sweep", *conn_args, "--grace", "3600")
         assert f"not yet cancelling Slurm job {job_b} (task {task_b}, try 1)" in out, out
         assert state(job_b) in ALIVE
@@ -166,7 +206,6 @@ def test_the_sweep_refuses_a_negative_grace_and_dc2_slurm_sweep_passes_that_on()
     assert r.returncode == 2 and "dc2-sweep: error: --grace must be >= 0" in r.stderr
 
 
-REPO = Path(__file__).resolve().parents[2]
 DC2 = str(Path(sys.executable).with_name("dc2"))
 TARGET = "dc2_sweep_target"
 KEYS = [("ended", -1), ("waiting", -1), ("moved_on", -1), ("mapped", 0), ("mapped", 1)]
