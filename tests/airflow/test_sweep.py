@@ -89,13 +89,14 @@ def sweep_services(dags: Path, dag_id: str, conn: str | None, env: dict[str, str
         yield s
 
 
-def dag_sweep(s: AirflowServices, conn: str | None, dry_run: bool = False) -> list[dict[str, Any]]:
-    """One run of the sweep DAG (grace 0), as the UI triggers it: its task's cancellations."""
+def dag_sweep(s: AirflowServices, conn: str | None, dry_run: bool = False
+              ) -> tuple[list[dict[str, Any]], str]:
+    """One run of the sweep DAG (grace 0), as the UI triggers it: its task's cancellations, its log."""
     run = s.trigger(SWEEP_DAG_ID, {"grace": 0, "dry_run": dry_run})
     task = task_id_for(conn)
     s.wait_ti(SWEEP_DAG_ID, run, task, "success", timeout=180)
     value = s.xcom(SWEEP_DAG_ID, run, task, "return_value")
-    return json.loads(value) if isinstance(value, str) else value
+    return json.loads(value) if isinstance(value, str) else value, s.task_log(SWEEP_DAG_ID, run, task, 1)
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +137,10 @@ def sweep_scenario(s: AirflowServices, dag_id: str, conn: str | None, slurm: Slu
         assert "1 job(s) of this deployment running or pending, 0 cancelled" in out
         assert s.ti(dag_id, run_a, "wait")["state"] == "deferred"
         assert state(job_a) == "RUNNING"
+        kept = f"keeping Slurm job {job_a} (try 1): task {dag_id}.wait of run {run_a} (deferred) waits"
         for _ in range(3):  # the deployment's sweep, facts from the Task SDK, the trigger live
-            assert dag_sweep(s, conn) == []
+            cancelled, log = dag_sweep(s, conn)
+            assert cancelled == [] and kept in log, (cancelled, log[-3000:])
         assert s.ti(dag_id, run_a, "wait")["state"] == "deferred"
         assert state(job_a) == "RUNNING"
 
@@ -152,8 +155,8 @@ def sweep_scenario(s: AirflowServices, dag_id: str, conn: str | None, slurm: Slu
         assert (f"would cancel (dry run) Slurm job {job_b} (name {job_name_for(dag_id, 'wait', run_b, -1)}), "
                 f"task {task_b}, try 1: the task is failed (try 1); nobody waits for the job") in out, out
         assert f"would cancel {job_b} " in out and f"would cancel (dry run) Slurm job {job_a} " not in out
-        assert f"keeping Slurm job {job_a} (try 1): task {dag_id}.wait of run {run_a} (deferred) waits" in out
-        named = dag_sweep(s, conn, dry_run=True)
+        assert kept in out
+        named, _ = dag_sweep(s, conn, dry_run=True)
         assert [(a["job_id"], a["cancelled"]) for a in named] == [(job_b, False)], named
         assert named[0]["reason"] == "the task is failed (try 1); nobody waits for the job", named
         out = run_python(s, "-m", "dc2tasks.airflow.sweep", *conn_args, "--grace", "3600")
