@@ -34,6 +34,11 @@ CHROMIUM_FLAGS = [
 ]
 
 
+PAGE_TIMEOUT_MS = 60_000
+"""How long a page action and an assertion on a page wait. Playwright's `expect` waits 5 s by default,
+and on two cores busy with CI's other workers the UI took longer than that to fetch a task instance
+and its log."""
+
 HOST_LOG_PORTS = pytest.mark.xdist_group("host-log-ports")
 """For the tests that start Airflow's log servers on this machine's network (8793, 8794) and the
 one that checks nothing does: on one pytest-xdist worker, one after another."""
@@ -118,6 +123,12 @@ def dc2_serve(workdir: Path, port: int, startup_timeout: float = 240,
             if members := group_members(served.group):
                 served.leftover = members
                 os.killpg(served.group, signal.SIGKILL)
+
+
+def patient(page: Any, expect: Any) -> None:
+    """Page actions and `expect` assertions wait PAGE_TIMEOUT_MS (the latter for this process)."""
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
 
 
 class Steps:

@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from served_demo import CHROMIUM_FLAGS, HOST_LOG_PORTS, Served, Steps, dc2_serve, free_port, rest, token
+from served_demo import (
+    CHROMIUM_FLAGS,
+    HOST_LOG_PORTS,
+    Served,
+    Steps,
+    dc2_serve,
+    free_port,
+    patient,
+    rest,
+    token,
+)
 
 from dc2tasks import __version__
 
@@ -109,7 +119,7 @@ def test_login_trigger_with_params_success_in_grid_and_job_output_in_log(
             browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1400})
-                page.set_default_timeout(60_000)
+                patient(page, expect)
                 ui = Steps(page, tmp_path / "screenshots")
 
                 with ui.step("login"):

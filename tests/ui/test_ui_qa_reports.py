@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from served_demo import CHROMIUM_FLAGS, Served, Steps, dc2_serve, free_port, rest, token
+from served_demo import CHROMIUM_FLAGS, Served, Steps, dc2_serve, free_port, patient, rest, token
 
 DAG = "dc2_demo"
 VISIT = 4950001
@@ -111,7 +111,7 @@ def test_qa_report_view_installed_products_link_and_refusal_without_login(chromi
                 assert anonymous.goto(run_page).status == 401
 
                 page = browser.new_page(viewport={"width": 1400, "height": 1600})
-                page.set_default_timeout(60_000)
+                patient(page, expect)
                 ui = Steps(page, tmp_path / "screenshots")
                 with ui.step("login"):
                     login(page, served)
