@@ -26,8 +26,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.products.object_merge import merge_tract
 from dc2tasks.products.object_trim import trim_file
+from dc2tasks.products.qa.object_files import file_unit
 from dc2tasks.products.repo import Gen2Repo
 from dc2tasks.sample import SampleConfig, make_sample_repo
 from dc2tasks.sample.config import patch_grid
@@ -55,7 +57,7 @@ base = status_mb("VmRSS")
 rc = main(sys.argv[1:])
 Path(os.environ["DC2_BENCH_CHILD"]).write_text(json.dumps({
     "imports_s": imported - start, "run_s": time.perf_counter() - imported,
-    "base_mb": base, "peak_mb": status_mb("VmHWM"), "anon_mb": status_mb("RssAnon"),
+    "base_mb": base, "peak_mb": status_mb("VmHWM"),
 }))
 sys.exit(rc)
 """
@@ -74,6 +76,7 @@ print(time.perf_counter() - start)
 """The least a qa job that draws its plots costs: a new interpreter, numpy, pyarrow and matplotlib
 imported and as many one-line PNGs drawn, no data read."""
 
+DPDD = CATALOGUE["dpdd_object"]
 QA_IMPORTS = "dc2tasks.cli.qa dc2tasks.products.qa.objects"
 DPDD_IMPORTS = "dc2tasks.cli.objects dc2tasks.products.object_dpdd"
 
@@ -102,12 +105,14 @@ def memory_by_files(workdir: Path, made: Path, copies: int) -> str:
     other tract numbers in their names: the checks then fail, the reading is the same): the same
     peak for `copies` times the rows is memory that follows a row group, not the catalog."""
     figures = []
+    tract = file_unit(DPDD, made)
+    assert tract is not None, made
     for n in (1, copies):
         scaled = workdir / f"scaled_{n}"
         shutil.rmtree(scaled, ignore_errors=True)
         scaled.mkdir()
         for k in range(n):
-            (scaled / made.name.replace("_4850.", f"_{4850 + k}.")).symlink_to(made)
+            (scaled / DPDD.file_name(tract=tract + k)).symlink_to(made)
         argv = ["qa", str(scaled), "--product", "dpdd_object", "-o", str(scaled / "qa")]
         qa = run_child(argv, workdir / "scaled.json", QA_IMPORTS, quiet=True)
         figures.append(f"{n} file(s) {qa['peak_mb'] - qa['base_mb']:.0f} MB")

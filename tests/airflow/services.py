@@ -145,6 +145,10 @@ class AirflowServices:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}"
         return self.api("GET", path if map_index < 0 else f"{path}/{map_index}")
 
+    def task_instances(self, dag_id: str, run_id: str, state: str) -> list[dict[str, Any]]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances?state={state}"
+        return list(self.api("GET", path)["task_instances"])
+
     def wait_ti(self, dag_id: str, run_id: str, task_id: str, state: str, try_number: int | None = None,
                 timeout: float = 120) -> dict[str, Any]:
         got: dict[str, Any] = {}

@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -162,10 +161,8 @@ def run_state(s: AirflowServices, dag_id: str, run_id: str) -> str:
 def failed_tasks(s: AirflowServices, dag_id: str, run_id: str, lines: int = 12) -> list[str]:
     """Each failed task instance of a run (not those failed upstream), with its try and the last
     lines of that try's log: why a run failed, for the tally."""
-    run = urllib.parse.quote(run_id, safe="")
-    tis = s.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run}/taskInstances?state=failed")["task_instances"]
     out = []
-    for ti in tis:
+    for ti in s.task_instances(dag_id, run_id, "failed"):
         text = s.task_log(dag_id, run_id, ti["task_id"], int(ti["try_number"]))
         tail = " | ".join([x.strip() for x in text.splitlines() if x.strip()][-lines:])
         out.append(f"{dag_id}/{ti['task_id']} try {ti['try_number']}: {tail}")
@@ -335,17 +332,18 @@ def test_data_runs_under_faults(lab_parts: LabParts,
 
     tally = Tally(date=datetime.now(UTC).strftime("%Y-%m-%d"), seed=seed, runs=len(dag_ids),
                   concurrency=concurrency, fault_window_s=window, faults=injector.records)
-    succeeded = {d for d, r in runs.items() if run_state(s, d, r) == "success"}
+    final = {d: run_state(s, d, r) for d, r in runs.items()}
+    succeeded = {d for d in dag_ids if final[d] == "success"}
     tally.runs_succeeded_first = len(succeeded - retried)
     tally.runs_succeeded_after_retry = len(succeeded & retried)
-    tally.runs_failed = [d for d in dag_ids if run_state(s, d, runs[d]) != "success"]
+    tally.runs_failed = [d for d in dag_ids if d not in succeeded]
     tally.failures = [f for d in tally.runs_failed for f in failed_tasks(s, d, runs[d])]
     rows = job_rows(remote, PREFIX, since)
     tally.jobs_needed = slurm_steps(s, dag_ids[0]) * len(dag_ids)
     tally.jobs_submitted, tally.jobs_resubmitted, tally.duplicate_submissions = count_jobs(rows)
     tally.swept = swept
     tally.orphans = live_jobs(remote, PREFIX)
-    done = {d: centrals[d] for d in dag_ids if run_state(s, d, runs[d]) == "success"}
+    done = {d: centrals[d] for d in dag_ids if d in succeeded}
     tally.wrong_installed_files = wrong_files({run_name(d): c for d, c in done.items()}, reference)
     tally.partial_files = [p for d in dag_ids for p in partial_files(centrals[d])]
     tally.half_switched = [h for d in dag_ids for h in half_switched(centrals[d])]

@@ -235,6 +235,8 @@ def test_every_long_running_service_is_healthchecked(compose):
     assert "create_connection(('127.0.0.1', 22)" in tests["login-ssh"][3]
     env = compose["services"]["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"  # else :8974/health is never served
+    for name in LONG_RUNNING:
+        assert compose["services"][name]["healthcheck"]["retries"] >= 5, name
 
 
 def test_the_services_recover_as_every_deployment_does(compose, tmp_path):
@@ -247,8 +249,6 @@ def test_the_services_recover_as_every_deployment_does(compose, tmp_path):
         if name.startswith("airflow-"):
             env = service["environment"]
             assert {k: env.get(k) for k in RECOVERY_SETTINGS} == RECOVERY_SETTINGS, name
-    for name in LONG_RUNNING:
-        assert compose["services"][name]["healthcheck"]["retries"] >= 5, name
 
 
 def test_start_order(compose):
