@@ -19,6 +19,7 @@ import json
 import os
 import pwd
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ import pytest
 import yaml
 from cluster_ops import sacct_rows, wait_sacct
 from conftest import registered_connection, signed
-from dagrun import load_dag, task_instances, xcom_value
+from dagrun import load_dag, retries_of, task_instances, xcom_value
 from loopback import loopback, remote_runner
 
 from dc2tasks.runs.loader import RunConfigError, parse_run_config
@@ -236,7 +237,8 @@ def _tree(root: Path) -> list[tuple[object, ...]]:
 @pytest.mark.cluster
 def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any], remote: Remote,
                                                  sample: Any, cluster_user: pwd.struct_passwd,
-                                                 central_group: grp.struct_group) -> None:
+                                                 central_group: grp.struct_group,
+                                                 capfd: pytest.CaptureFixture[str]) -> None:
     from dc2tasks.airflow.job_name import job_name_for
     from dc2tasks.service.demo import load_with_gcr, truth_check
 
@@ -244,6 +246,9 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
     started = time.monotonic()
     dr = dag.test()
     wall = time.monotonic() - started
+    console = capfd.readouterr()
+    print(console.out, end="")  # kept in the report
+    print(console.err, end="", file=sys.stderr)
     tis = task_instances(dr)
     states = {task_id: str(ti.state) for task_id, ti in tis.items()}
     assert str(dr.state) == "success", states
@@ -251,7 +256,7 @@ def test_demo_run_with_the_slurm_backend_over_ssh(make_run: Callable[[str], Any]
     qa = [f"qa.{p}" for p in dag.get_task("object.dpdd").config.products]  # `dc2 qa` jobs on the cluster
     assert states == dict.fromkeys([*TRACT_STEPS, *SINGLE_STEPS, *VISIT_STEPS, "inventory", "plan",
                                     "finalize", *qa, "install"], "success")
-    assert {ti.try_number for ti in tis.values()} == {1}
+    assert {ti.try_number for ti in tis.values()} == {1}, retries_of(dr, tis, console.out + console.err)
 
     # every product was made by real Slurm jobs under the step's deterministic name
     run_elements: set[str] = set()
