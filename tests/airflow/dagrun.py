@@ -102,16 +102,18 @@ def run_dag(dag_id: str, job: dict[str, Any], retries: int = 0, **op: Any) -> Ta
     return TaskResult(str(ti.state), ti.try_number, xcom_value(dr, "slurm", "slurm_job_id"), dr.run_id)
 
 
-def retries_of(dr: Any, tis: dict[str, Any], console: str) -> str:
-    """Each task of a `dag.test()` run that needed more than one try, with its earlier tries' error
-    and warning records from `console` (what the run printed): why it retried, in the failure."""
-    from dc2tasks.airflow.dags_test import split_task_logs
+def retries_of(tis: dict[str, Any], console: str) -> str:
+    """Each task of a `dag.test()` run that needed more than one try, then the run's error records
+    from `console` (what it printed): why it retried, in the failure. The tasks' own records go to
+    another stream than dag.test()'s task markers, so they cannot be told apart by task here."""
+    from dc2tasks.airflow.dags_test import TaskLog
 
     again = {task_id: ti.try_number for task_id, ti in tis.items() if ti.try_number > 1}
-    out = [f"{task_id}: try {n}" for task_id, n in sorted(again.items())]
-    for log in split_task_logs(console, dr.dag_id):
-        if log.task_id in again:
-            bad = [r["event"] for r in log.records
-                   if r.get("level") in ("error", "warning") and "[py.warnings]" not in r["event"]]
-            out.extend(f"  {log.task_id} (segment {log.attempt}): ...{event[-2000:]}" for event in bad)
-    return "\n".join(out)
+    if not again:
+        return ""
+    parsed = TaskLog("", -1, 0)
+    for line in console.splitlines():
+        parsed.add(line)
+    errors = [r["event"] for r in parsed.records if r.get("level") == "error"]
+    return "\n".join([*(f"{task_id}: try {n}" for task_id, n in sorted(again.items())),
+                      *(f"  error: ...{event[-2000:]}" for event in errors)])
