@@ -48,6 +48,7 @@ from conftest import SLURM_CONN_ID, ssh_connection_json
 from loopback import loopback, remote_runner
 from services import AirflowServices, airflow_home_env, airflow_services
 
+from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.service.airflow_env import RECOVERY_SETTINGS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("chaos-cluster")]
@@ -76,8 +77,6 @@ Remote = Callable[..., str]
 PREFIX = "dc2_chaos"
 PRODUCTS = ["object", "trim_object", "dpdd_object", "merged_dpdd_object", "source", "forced_source",
             "dia_source", "dia_object"]
-STEP_KEYS = ("merge_tract", "trim", "dpdd", "merge_parquet", "gcr", "source", "forced_source", "dia_source",
-             "dia_object", "qa")
 
 
 def setting(name: str, default: float) -> float:
@@ -130,7 +129,8 @@ def write_run(name: str, dags: Path, base: Path, fs: tuple[Path, Path], sample: 
         "pixel_scale": 0.2, "products": PRODUCTS, "working_dir": str(fs[0] / name),
         "central": {"dir": str(central), "group": group.gr_name, "group_managed": True},
         "slurm": {"account": "dc2", "dc2_command": dc2, "poll_interval": 2,
-                  "time": dict.fromkeys(STEP_KEYS, "0:10:00"), "memory": dict.fromkeys(STEP_KEYS, "500M"),
+                  "time": dict.fromkeys(CATALOGUE.steps, "0:10:00"),
+                  "memory": dict.fromkeys(CATALOGUE.steps, "500M"),
                   "array_throttle": 2, "visits_per_array_element": 2},
         "connections": {"producer": SLURM_CONN_ID, "collaboration": SLURM_CONN_ID},
     }

@@ -32,6 +32,7 @@ from conftest import registered_connection, signed
 from dagrun import load_dag, retries_of, task_instances, xcom_value
 from loopback import loopback, remote_runner
 
+from dc2tasks.catalogue import CATALOGUE
 from dc2tasks.runs.loader import RunConfigError, parse_run_config
 
 ACCOUNT = "dc2"  # tests/cluster/loopback_cluster.sh: `sacctmgr add account dc2`, the user in it
@@ -42,10 +43,6 @@ VISITS_PER_ELEMENT = 2
 TRACT_STEPS = ("object.merge_tract", "object.trim", "object.dpdd")
 VISIT_STEPS = ("source", "forced_source", "dia_source")
 SINGLE_STEPS = ("object.merge_parquet", "dia_object")
-STEP_TIMES = ("merge_tract", "trim", "dpdd", "merge_parquet", "gcr", "source", "forced_source",
-              "dia_source", "dia_object", "qa")
-"""Every step key gets its limits: a job without one gets the loopback node's DefMemPerCPU (200 MB),
-which a `dc2 qa` job (numpy, pyarrow, matplotlib) can just exceed and be killed."""
 CATALOGS = [  # installed directory, catalog name ({} the run), a column
     ("object", "dc2_object_{}", "objectId"),
     ("object", "dc2_object_{}_all_columns", "objectId"),
@@ -191,8 +188,10 @@ def make_run(run_base: Path, cluster_dc2: str, cluster_user: pwd.struct_passwd,
                 "account": ACCOUNT,
                 "dc2_command": cluster_dc2,
                 "poll_interval": 2,
-                "time": dict.fromkeys(STEP_TIMES, "0:10:00"),
-                "memory": dict.fromkeys(STEP_TIMES, "1G"),  # the loopback node has 4000M
+                # every step key (the catalogue's): a job without a limit gets the loopback node's
+                # DefMemPerCPU (200 MB), which a `dc2 qa` job (numpy, pyarrow, matplotlib) can exceed
+                "time": dict.fromkeys(CATALOGUE.steps, "0:10:00"),
+                "memory": dict.fromkeys(CATALOGUE.steps, "1G"),  # the loopback node has 4000M
                 "array_throttle": 2,
                 "visits_per_array_element": VISITS_PER_ELEMENT,
             },
