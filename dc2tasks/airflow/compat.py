@@ -148,7 +148,10 @@ async def run_to_end(coro: Coroutine[Any, Any, None], name: str) -> None:
     `cancelling_triggers` and sends it in every state sync (about once a second) until the
     trigger has ended, and each sync cancels the trigger's asyncio task again, cutting an `on_kill`
     that takes longer than a second short (e.g. an scancel over SSH). The work runs in a task of its
-    own, which such a cancel does not reach. No upstream issue found."""
+    own, which such a cancel does not reach. What that work logs after the trigger has ended (about
+    two state syncs after the first cancel) no longer reaches the task's log: the supervisor closes
+    a trigger's log file once the trigger is reported finished, and later lines of that trigger go
+    to the triggerer's own log, still carrying the task's ids. No upstream issue found."""
     await asyncio.shield(detached(coro, name))
 
 

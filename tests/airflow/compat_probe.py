@@ -3,6 +3,7 @@ task and from inside a trigger of a real `dag.test()` run (tests/airflow/test_co
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -57,3 +58,40 @@ class ProbeOperator(BaseOperator):
 
     def resume(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         return event
+
+
+class SlowKillTrigger(BaseTrigger):
+    """Waits forever; its `on_kill` logs EARLY at once and LATE after `delay` s of work run by
+    `compat.run_to_end`, as the Slurm trigger's does (tests/airflow/test_services_cluster.py)."""
+
+    EARLY = "slow kill: asked"
+    LATE = "slow kill: done after the delay"
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"{__name__}.SlowKillTrigger", {"delay": self.delay})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        self.log.info("slow kill: waiting")
+        await asyncio.Event().wait()
+        yield TriggerEvent(None)  # never reached
+
+    async def on_kill(self) -> None:
+        self.log.info(self.EARLY)
+        await compat.run_to_end(self._work(), name="slow-kill")
+
+    async def _work(self) -> None:
+        await asyncio.sleep(self.delay)
+        self.log.info(self.LATE)
+
+
+class SlowKillOperator(BaseOperator):
+    def __init__(self, delay: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.delay = delay
+
+    def execute(self, context: Context) -> None:
+        self.defer(trigger=SlowKillTrigger(self.delay), method_name="execute")

@@ -118,15 +118,27 @@ class AirflowServices:
     # -- REST API v2 ----------------------------------------------------------------------------------
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
+        """One REST call. A GET left unanswered for API_TIMEOUT_S is asked again (it changes nothing;
+        on a loaded 2-core CI machine the SQLite-backed api-server has once stalled past 30 s), up
+        to API_GET_TRIES times; then the error quotes the end of the api-server's log."""
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                text = resp.read().decode()
-        except urllib.error.HTTPError as e:
-            raise RuntimeError(f"{method} {path} -> {e.code}: {e.read().decode()[:2000]}") from None
-        return json.loads(text) if text else None
+        tries = API_GET_TRIES if method == "GET" else 1
+        for attempt in range(1, tries + 1):
+            try:
+                with urllib.request.urlopen(req, timeout=API_TIMEOUT_S) as resp:
+                    text = resp.read().decode()
+                return json.loads(text) if text else None
+            except urllib.error.HTTPError as e:
+                raise RuntimeError(f"{method} {path} -> {e.code}: {e.read().decode()[:2000]}") from None
+            except (TimeoutError, urllib.error.URLError) as e:
+                if not _timed_out(e):
+                    raise
+                print(f"{method} {path}: no answer in {API_TIMEOUT_S} s (try {attempt} of {tries})",
+                      file=sys.stderr)
+        raise TimeoutError(f"{method} {path}: no answer in {API_TIMEOUT_S} s, {tries} times; the "
+                           f"api-server log ends:\n{self.log_of('api-server')[-3000:]}")
 
     def wait_dag(self, dag_id: str, timeout: float = 120) -> None:
         self.wait(lambda: self._dag_known(dag_id), timeout, f"DAG {dag_id} never parsed")
@@ -180,6 +192,12 @@ class AirflowServices:
             return "\n".join(c.get("event", "") if isinstance(c, dict) else str(c) for c in content)
         return str(content)
 
+    def kill_logged(self, dag_id: str, run_id: str, task_id: str, try_number: int, text: str) -> bool:
+        """Whether a trigger's `on_kill` logged `text`: in the task's log, or, when the line came after
+        Airflow had ended the trigger, in a triggerer's own log (`compat.run_to_end`)."""
+        return text in self.task_log(dag_id, run_id, task_id, try_number) or any(
+            text in path.read_text(errors="replace") for path in self.home.glob("triggerer*.log"))
+
     def create_pool(self, name: str, slots: int) -> None:
         self.api("POST", "/api/v2/pools", {"name": name, "slots": slots, "include_deferred": False})
 
@@ -190,6 +208,15 @@ class AirflowServices:
             if time.monotonic() > deadline:
                 raise TimeoutError(message() if callable(message) else message)
             time.sleep(0.5)
+
+
+API_TIMEOUT_S = 30
+API_GET_TRIES = 3
+
+
+def _timed_out(e: Exception) -> bool:
+    """urllib raises a read timeout as is and a connect timeout wrapped in a URLError."""
+    return isinstance(e, TimeoutError) or isinstance(getattr(e, "reason", None), TimeoutError)
 
 
 def _q(run_id: str) -> str:

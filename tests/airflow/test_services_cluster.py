@@ -3,15 +3,18 @@
 - restarting the triggerer does not cancel anything (the trigger is resumed, the job keeps running);
 - deferred tasks hold no worker/pool slot: three wait at once in a pool of one slot;
 - a trigger handed to a second triggerer (the first one stopped heartbeating, then came back and
-  dropped it through Airflow's user-action path) leaves its job running, and the task succeeds.
+  dropped it through Airflow's user-action path) leaves its job running, and the task succeeds;
+- what an on_kill logs after Airflow has ended its trigger is in the triggerer's log, not lost.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import compat_probe
 import pytest
 from cluster_ops import wait_sacct
 from conftest import SLURM_CONN_ID, signed, ssh_connection_json
@@ -22,11 +25,15 @@ from dc2tasks.airflow.job_name import job_name_for
 pytestmark = pytest.mark.cluster
 Remote = Callable[..., str]
 
+LATE_KILL_S = 6  # on_kill work longer than the triggerer's few state syncs after the first cancel
 CANCEL_DAG = f"""\
 from datetime import timedelta
 from airflow.sdk import DAG
 from dc2tasks.slurm import SlurmJob
 from dc2tasks.airflow.operators.slurm import SlurmJobOperator
+from compat_probe import SlowKillOperator
+
+LATE_KILL_S = {LATE_KILL_S}
 
 with DAG("svc_cancel", schedule=None, catchup=False):
     SlurmJobOperator(task_id="slurm", retries=3, retry_delay=timedelta(seconds=1),
@@ -36,6 +43,9 @@ with DAG("svc_cancel", schedule=None, catchup=False):
 with DAG("svc_move", schedule=None, catchup=False):
     SlurmJobOperator(task_id="slurm", job=SlurmJob(script="sleep 100\\necho moved-ok\\n", name="x"),
                      slurm_conn_id={SLURM_CONN_ID!r}, poll_interval=2)
+
+with DAG("svc_late", schedule=None, catchup=False):
+    SlowKillOperator(task_id="wait", delay=LATE_KILL_S)
 
 with DAG("svc_pool", schedule=None, catchup=False):
     for i in range(3):
@@ -52,11 +62,14 @@ def services(loopback_cluster: dict[str, str], tmp_path_factory: pytest.TempPath
     (dags / "svc_dags.py").write_text(CANCEL_DAG)
     conn = {f"AIRFLOW_CONN_{SLURM_CONN_ID.upper()}": ssh_connection_json(loopback_cluster)}
     # a triggerer silent for 15 s is taken for dead and its triggers go to another one (default 30)
-    env = {**conn, "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15"}
+    env = {**conn, "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
+           "PYTHONPATH": os.pathsep.join([str(Path(compat_probe.__file__).parent),
+                                          os.environ.get("PYTHONPATH", "")])}
     with airflow_services(Path(dags), env) as s:
         s.wait_dag("svc_cancel")
         s.wait_dag("svc_pool")
         s.wait_dag("svc_move")
+        s.wait_dag("svc_late")
         yield s
 
 
@@ -104,7 +117,8 @@ def test_clear_and_mark_failed_cancel_only_that_trys_job_and_a_triggerer_restart
     assert states(remote, name, comments=True) == {job1: f"CANCELLED {signed(name, 1)}",
                                                    job2: f"CANCELLED {signed(name, 2)}"}
     try1_log = s.task_log("svc_cancel", run, "slurm", 1)  # the trigger's on_kill logs into the task log
-    assert f"cancelling Slurm job {job1} (try 1)" in try1_log
+    assert f"asked to kill: Slurm job {job1} (try 1)" in try1_log
+    assert s.kill_logged("svc_cancel", run, "slurm", 1, f"cancelling Slurm job {job1} (try 1)"), try1_log
 
 
 def test_deferred_tasks_hold_no_slot(services: AirflowServices, remote: Remote) -> None:
@@ -152,7 +166,29 @@ def test_a_trigger_handed_to_another_triggerer_leaves_its_job_running(
         assert ti["try_number"] == 1
         assert states(remote, name) == {job: "COMPLETED"}
         log = s.task_log("svc_move", run, "slurm", 1)
-        assert f"Slurm job {job} (try 1) is not cancelled" in log
+        assert f"asked to kill: Slurm job {job} (try 1)" in log
+        # the verdict reaches the task log while Airflow still holds the trigger's log open (about
+        # two state syncs); a first triggerer slow to read the task state logs it in its own log
+        # (test_what_on_kill_logs_after_its_trigger_ended_reaches_the_triggerers_log)
+        assert s.kill_logged("svc_move", run, "slurm", 1, f"Slurm job {job} (try 1) is not cancelled"), log
         assert "moved-ok" in log
     finally:
         s.stop("triggerer-b")
+
+
+def test_what_on_kill_logs_after_its_trigger_ended_reaches_the_triggerers_log(
+    services: AirflowServices,
+) -> None:
+    """The compat.run_to_end claim the Slurm trigger's log lines rely on: on_kill work that outlives
+    Airflow's repeated cancels still runs to its end, and a line it logs then is not lost; it is in
+    the triggerer's own log (Airflow has closed the task's trigger log by then)."""
+    s, probe = services, compat_probe.SlowKillTrigger
+    run = s.trigger("svc_late")
+    s.wait_ti("svc_late", run, "wait", "deferred")
+    s.wait(lambda: "slow kill: waiting" in s.task_log("svc_late", run, "wait", 1), 60,
+           "the trigger never ran")
+    s.set_state("svc_late", run, "wait", "failed")
+    s.wait(lambda: probe.LATE in s.log_of("triggerer"), LATE_KILL_S + 60, "the late line was lost")
+    log = s.task_log("svc_late", run, "wait", 1)
+    assert probe.EARLY in log
+    assert probe.LATE not in log

@@ -178,8 +178,9 @@ def sweep_scenario(s: AirflowServices, dag_id: str, conn: str | None, slurm: Slu
         s.set_state(dag_id, run_a, "wait", "failed")
         slurm.wait([job_a], timeout=60)
         assert state(job_a) == "CANCELLED"
-        s.wait(lambda: f"task killed by a user action: cancelling Slurm job {job_a} (try 1)"
-               in s.task_log(dag_id, run_a, "wait", 1), 60, "no cancel in the task log")
+        s.wait(lambda: s.kill_logged(dag_id, run_a, "wait", 1,
+                                     f"task killed by a user action: cancelling Slurm job {job_a} (try 1)"),
+               60, "no cancel logged")
     finally:
         slurm.cancel([job_a])
 

@@ -119,7 +119,16 @@ class SlurmJobTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """The user cleared / marked the deferred task: cancel this try's job, and only it (to its
-        end, although Airflow cancels on_kill again: `compat.run_to_end`)."""
+        end, although Airflow cancels on_kill again: `compat.run_to_end`).
+
+        The first line is logged before anything is awaited, so the task log always says that a
+        verdict follows; the verdict itself reaches the task log only while Airflow still holds
+        the trigger's log open (`compat.run_to_end`), else the triggerer's log."""
+        self.log.info(
+            "asked to kill: Slurm job %s (try %s) is cancelled only if this try's task no longer waits "
+            "for it; the verdict follows here, or in the triggerer's log when it comes after this "
+            "trigger's log is closed", self.job_id, self.try_number,
+        )
         await run_to_end(self._kill(), name=f"dc2-kill-{self.job_id}")
 
     async def _kill(self) -> None:
