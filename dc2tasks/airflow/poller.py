@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -75,7 +76,11 @@ class SharedPoller:
         sub = Subscription(tuple(ids), interval)
         self._subs.add(sub)
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"dc2-poller-{self.name}")
+            # an empty context: a task inherits its creator's, and the triggerer routes a line to a
+            # task's log by the `trigger_id` it finds there, so the polls for every subscriber would
+            # fill the log of whichever trigger subscribed first
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"dc2-poller-{self.name}", context=contextvars.Context())
         try:
             yield sub
         finally:

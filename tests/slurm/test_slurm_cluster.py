@@ -7,6 +7,8 @@ One TIMEOUT job is submitted when the module starts and checked by the last test
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import os
 import shutil
 import time
@@ -256,6 +258,40 @@ def test_reconnects_after_the_connection_is_killed(ssh_transport: SSHTransport) 
     os.kill(session_pid, 9)
     assert remote(ssh_transport, "echo", "still here") == "still here\n"
     assert ssh_transport.connects == connects + 1
+
+
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller")
+
+
+def test_the_connection_carries_no_callers_context(ssh_config: SSHConfigFactory) -> None:
+    """One connection serves every caller. What asyncssh logs from the connection's own callbacks (a
+    command's exit status, its channel closing) must not carry the context of the caller that
+    happened to connect: Airflow's triggerer sends a line to a task's log by the context's ids."""
+    seen: list[tuple[str, str | None]] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.getMessage(), CALLER.get(None)))
+
+    def as_caller(name: str | None, transport: SSHTransport) -> None:
+        if name is not None:
+            CALLER.set(name)
+        transport.run(c.Command(("true",), timeout=30))
+
+    logger, handler = logging.getLogger("asyncssh"), Seen()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        with SSHTransport(ssh_config()) as transport:
+            contextvars.Context().run(as_caller, "first", transport)  # it connects
+            seen.clear()
+            contextvars.Context().run(as_caller, None, transport)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    exits = [caller for message, caller in seen if "exit status" in message]
+    assert exits == [None], seen
 
 
 def test_every_command_has_a_timeout(ssh_transport: SSHTransport) -> None:

@@ -18,11 +18,13 @@ Why this shape:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -168,17 +170,12 @@ class SSHTransport:
             c = self.config
             key = asyncssh.read_private_key(c.key_file)
             keys = [(key, asyncssh.read_certificate(str(c.cert_file)))] if c.cert_file else [key]
-            # With a CA trusted, asyncssh would offer only certificate algorithms, and a server with a
-            # plain key would fail key exchange with "no matching host key type". Offering the
-            # default list (certificates first) lets a plain key arrive and be refused by name.
             try:
-                algs = "default" if c.trusts_ca() else ()
-                self._conn = await asyncssh.connect(
-                    c.host, port=c.port, username=c.username, client_keys=keys,
-                    known_hosts=c.known_hosts_data(), server_host_key_algs=algs,
-                    agent_path=None, config=(), connect_timeout=c.connect_timeout,
-                    keepalive_interval=c.keepalive_interval, password=None, kbdint_auth=False,
-                )
+                # in an empty context: the connection's own callbacks (and what asyncssh logs from
+                # them) serve every later caller, and would otherwise carry the context of the one
+                # that connected, which a log router may key on (Airflow's triggerer: `trigger_id`)
+                self._conn = await asyncio.get_running_loop().create_task(
+                    self._open(keys), context=contextvars.Context())
             except asyncssh.HostKeyNotVerifiable as e:
                 trust = "host CA" if c.trusts_ca() else "pinned host key"
                 raise TransportError(
@@ -188,6 +185,18 @@ class SSHTransport:
                 raise TransportError(f"ssh {c.username}@{c.host}:{c.port}: cannot connect: {e}") from e
             self.connects += 1
             return self._conn
+
+    async def _open(self, keys: list[Any]) -> asyncssh.SSHClientConnection:
+        c = self.config
+        # With a CA trusted, asyncssh would offer only certificate algorithms, and a server with a
+        # plain key would fail key exchange with "no matching host key type". Offering the default
+        # list (certificates first) lets a plain key arrive and be refused by name.
+        return await asyncssh.connect(
+            c.host, port=c.port, username=c.username, client_keys=keys,
+            known_hosts=c.known_hosts_data(), server_host_key_algs="default" if c.trusts_ca() else (),
+            agent_path=None, config=(), connect_timeout=c.connect_timeout,
+            keepalive_interval=c.keepalive_interval, password=None, kbdint_auth=False,
+        )
 
     async def _disconnect(self) -> None:
         if self._conn is not None:
