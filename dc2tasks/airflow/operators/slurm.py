@@ -28,7 +28,7 @@ from dc2tasks.airflow.orphans import kill_verdict, stale_message
 from dc2tasks.airflow.outcome import JobReport
 from dc2tasks.airflow.poller import get_poller
 from dc2tasks.airflow.retry import TryDecision, decide_retry
-from dc2tasks.airflow.triggers.slurm import SlurmJobTrigger
+from dc2tasks.airflow.triggers.slurm import KILL_BOUND_S, SlurmJobTrigger
 from dc2tasks.slurm import (
     JobInfo,
     Owner,
@@ -42,7 +42,15 @@ from dc2tasks.slurm import (
 )
 from dc2tasks.slurm.transports import TransportError
 
-REATTACH_SETTLE_S = 10.0
+# An earlier try's job alive at a try's start: a crash left it (reattach), or a user's clear is
+# cancelling it from the triggerer (submit anew once it is gone). Look again every
+# REATTACH_RECHECK_S for as long as that cancel may take.
+REATTACH_SETTLE_S = KILL_BOUND_S
+REATTACH_RECHECK_S = 5.0
+
+
+def _earlier_try_alive(decision: TryDecision, try_number: int) -> bool:
+    return decision.reattach is not None and (comment_try(decision.reattach.comment) or 0) < try_number
 
 
 def output_pattern(job: SlurmJob, log_dir: str | None) -> str:
@@ -131,14 +139,7 @@ class SlurmJobOperator(BaseOperator):
         hook.preflight(self.cert_warn_hours)
         owner = hook.owner()
         client = hook.client(owner)
-        decision, seen = self._decide(client, owner, name, try_number)
-        if decision.reattach is not None and (comment_try(decision.reattach.comment) or 0) < try_number:
-            # An earlier try's job still waiting: a crash left it, or the user's clear has just
-            # cancelled it and Slurm's accounting has not caught up. Let it settle, then look again.
-            self.log.info("job %s of an earlier try looks alive; checking again in %.0f s",
-                          decision.reattach.job_id, REATTACH_SETTLE_S)
-            time.sleep(REATTACH_SETTLE_S)
-            decision, seen = self._decide(client, owner, name, try_number)
+        decision, seen = self._settled_decision(client, owner, name, try_number)
         self.log.info("Slurm job name %s, try %d: %s", name, try_number, decision.reason)
         job = replace(decision.job, name=name, comment=owner.comment(name, try_number),
                       output=output_pattern(decision.job, self.log_dir))
@@ -202,6 +203,32 @@ class SlurmJobOperator(BaseOperator):
         self._job_id = None
 
     # -- helpers --------------------------------------------------------------------------------------
+
+    def _settled_decision(self, client: SlurmClient, owner: Owner, name: str,
+                          try_number: int) -> tuple[TryDecision, dict[str, JobInfo]]:
+        """`_decide`, looked at again while it would reattach to an earlier try's job, up to
+        REATTACH_SETTLE_S: a user's clear cancels that job from the triggerer, and a busy triggerer
+        or a lagging accounting may take that long to show it. Once it has ended: COMPLETED, it is
+        reattached all the same, as it would have been at once (a crash left it; its work is done);
+        otherwise (cancelled, or it had ended already and squeue still listed it) the decision
+        stands as Slurm now shows it: a new job, with the usual scaling."""
+        decision, seen = self._decide(client, owner, name, try_number)
+        if not _earlier_try_alive(decision, try_number):
+            return decision, seen
+        earlier = decision.reattach
+        assert earlier is not None
+        self.log.info("job %s of an earlier try looks alive (a crash left it, or a clear is cancelling it): "
+                      "checking every %.0f s for up to %.0f s before reattaching",
+                      earlier.job_id, REATTACH_RECHECK_S, REATTACH_SETTLE_S)
+        deadline = time.monotonic() + REATTACH_SETTLE_S
+        while _earlier_try_alive(decision, try_number) and time.monotonic() < deadline:
+            time.sleep(REATTACH_RECHECK_S)
+            decision, seen = self._decide(client, owner, name, try_number)
+        states = {info.state.base for info in seen.values() if info.array_job_id == earlier.job_id}
+        if decision.reattach is None and states == {"COMPLETED"}:
+            return TryDecision(earlier, self.job, f"job {earlier.job_id} of an earlier try completed "
+                                                  "while this try looked: reattaching"), seen
+        return decision, seen
 
     def _decide(self, client: SlurmClient, owner: Owner, name: str,
                 try_number: int) -> tuple[TryDecision, dict[str, JobInfo]]:

@@ -31,6 +31,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dc2tasks.airflow.compat import (
+    STATE_TIMEOUT_S,
     handed_to_another_triggerer,
     read_task_state,
     run_to_end,
@@ -45,6 +46,9 @@ from dc2tasks.airflow.poller import get_poller
 from dc2tasks.slurm import AsyncSlurmClient
 
 CANCEL_TIMEOUT_S = 20.0
+# the longest a user's clear takes to cancel the job from the triggerer: one state read, one
+# lookup by name and one scancel (`SlurmJobTrigger._kill`)
+KILL_BOUND_S = STATE_TIMEOUT_S + 2 * CANCEL_TIMEOUT_S
 
 
 class SlurmJobTrigger(BaseTrigger):
