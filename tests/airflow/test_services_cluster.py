@@ -63,8 +63,8 @@ def services(loopback_cluster: dict[str, str], tmp_path_factory: pytest.TempPath
     conn = {f"AIRFLOW_CONN_{SLURM_CONN_ID.upper()}": ssh_connection_json(loopback_cluster)}
     # a triggerer silent for 15 s is taken for dead and its triggers go to another one (default 30)
     env = {**conn, "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
-           "PYTHONPATH": os.pathsep.join([str(Path(compat_probe.__file__).parent),
-                                          os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(compat_probe.__file__).parent),
+                                                       os.environ.get("PYTHONPATH")]))}
     with airflow_services(Path(dags), env) as s:
         s.wait_dag("svc_cancel")
         s.wait_dag("svc_pool")

@@ -44,8 +44,7 @@ from dc2tasks.slurm.transports import TransportError
 
 # An earlier try's job alive at a try's start: a crash left it (reattach), or a user's clear is
 # cancelling it from the triggerer (submit anew once it is gone). Look again every
-# REATTACH_RECHECK_S for as long as that cancel may take.
-REATTACH_SETTLE_S = KILL_BOUND_S
+# REATTACH_RECHECK_S for as long as that cancel may take (the trigger's KILL_BOUND_S).
 REATTACH_RECHECK_S = 5.0
 
 
@@ -207,7 +206,7 @@ class SlurmJobOperator(BaseOperator):
     def _settled_decision(self, client: SlurmClient, owner: Owner, name: str,
                           try_number: int) -> tuple[TryDecision, dict[str, JobInfo]]:
         """`_decide`, looked at again while it would reattach to an earlier try's job, up to
-        REATTACH_SETTLE_S: a user's clear cancels that job from the triggerer, and a busy triggerer
+        KILL_BOUND_S: a user's clear cancels that job from the triggerer, and a busy triggerer
         or a lagging accounting may take that long to show it. Once it has ended: COMPLETED, it is
         reattached all the same, as it would have been at once (a crash left it; its work is done);
         otherwise (cancelled, or it had ended already and squeue still listed it) the decision
@@ -219,8 +218,8 @@ class SlurmJobOperator(BaseOperator):
         assert earlier is not None
         self.log.info("job %s of an earlier try looks alive (a crash left it, or a clear is cancelling it): "
                       "checking every %.0f s for up to %.0f s before reattaching",
-                      earlier.job_id, REATTACH_RECHECK_S, REATTACH_SETTLE_S)
-        deadline = time.monotonic() + REATTACH_SETTLE_S
+                      earlier.job_id, REATTACH_RECHECK_S, KILL_BOUND_S)
+        deadline = time.monotonic() + KILL_BOUND_S
         while _earlier_try_alive(decision, try_number) and time.monotonic() < deadline:
             time.sleep(REATTACH_RECHECK_S)
             decision, seen = self._decide(client, owner, name, try_number)
