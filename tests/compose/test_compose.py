@@ -11,6 +11,7 @@ import re
 import secrets
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -64,15 +65,12 @@ def compose_config(binary: str, path: Path, values: dict[str, str] | None = None
     --env-file, so a developer's .env cannot make a missing secret look set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DC2_")}
     env.update(values or {})
-    empty = path.parent / ".env-for-test-empty"
-    empty.write_text("")
-    try:
+    # one empty file per call: pytest-xdist workers call this at once
+    with tempfile.NamedTemporaryFile(prefix="dc2-empty-env-", suffix=".env") as empty:
         return subprocess.run(
-            [binary, "-f", str(path), "--env-file", str(empty), "config", *(args or ("-q",))],
+            [binary, "-f", str(path), "--env-file", empty.name, "config", *(args or ("-q",))],
             capture_output=True, text=True, timeout=60, cwd=path.parent, env=env,
         )
-    finally:
-        empty.unlink()
 
 
 @pytest.fixture(scope="module")
