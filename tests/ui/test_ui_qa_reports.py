@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import urllib.parse
 import urllib.request
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from served_demo import CHROMIUM_FLAGS, Served, Steps, dc2_serve, free_port, patient, rest, token
+
+from dc2tasks.products.atomic import atomic_path
 
 DAG = "dc2_demo"
 VISIT = 4950001
@@ -160,7 +163,6 @@ def test_qa_report_view_installed_products_link_and_refusal_without_login(chromi
 
 
 def update_readme_screenshot(screenshot: Path) -> None:
-    """Copy beside the tracked file, then rename: the README never shows half a picture."""
-    partial = README_SCREENSHOT.with_name(f".{README_SCREENSHOT.name}.{os.getpid()}.tmp")
-    partial.write_bytes(screenshot.read_bytes())
-    partial.replace(README_SCREENSHOT)
+    """The README never shows half a picture: written beside the tracked file, then renamed."""
+    with atomic_path(README_SCREENSHOT) as partial:
+        shutil.copyfile(screenshot, partial)
